@@ -1,0 +1,393 @@
+"""Tensor conventions of the whole project, stated once.
+
+Frames
+    A Cartesian tensor is expressed in the frame of its structure's lattice matrix (rows = lattice vectors, in A).
+Voigt
+    Pair order 11, 22, 33, 23, 13, 12 (``VOIGT_PAIRS``, zero-based).
+    - symmetric rank 2 (dielectric): v_m = t_ij, no factors.
+    - rank 3 piezoelectric *stress* constants e_ijk (C/m^2): e_im = e_ijk, no factor 2.
+    - rank 4 stiffness C_ijkl (GPa): c_mn = C_ijkl, no factors.
+    - rank 4 compliance S_ijkl (1/GPa): s_mn = f_m f_n S_ijkl with f = 1 for m in 11,22,33 and 2 for 23,13,12,
+      so that strain_Voigt (engineering shears) = s . stress_Voigt.
+Irreps
+    e3nn ``CartesianTensor(formula)`` change of basis Q (shape (dim, 3**rank)), built in float64 and cached:
+    x = Q t_flat, t_flat = Q^T x. Q is orthonormal, so |x|^2 = |t|_F^2 for tensors with the formula's symmetry.
+Rotation
+    T'_{ab..} = R_ai R_bj .. T_{ij..}. R may be improper (det -1); a polar tensor of odd rank changes sign under
+    the inversion, which is what makes the piezo irreps odd (``1o``, ``3o``).
+
+Every function takes numpy arrays or torch tensors, batched over leading dimensions, and returns the same
+kind in float64 (torch tensors keep their device).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+VOIGT_PAIRS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+# Voigt index of each Cartesian pair (i, j): symmetric, so (1, 2) and (2, 1) both map to 3.
+VOIGT_INDEX = np.empty((3, 3), dtype=np.int64)
+for _m, (_i, _j) in enumerate(VOIGT_PAIRS):
+    VOIGT_INDEX[_i, _j] = VOIGT_INDEX[_j, _i] = _m
+COMPLIANCE_VOIGT_FACTORS = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+
+# Relative tolerance for "this tensor has the symmetry its kind requires". Published tensors are printed to
+# ~6 significant figures, so asymmetries below 1e-6 of the norm are rounding; larger ones are real data problems
+# and are refused here (the validate stage quarantines them before they reach these functions).
+SYMMETRY_RTOL = 1e-6
+ROTATION_ATOL = 1e-6
+
+_PAIR_I = np.array([p[0] for p in VOIGT_PAIRS])
+_PAIR_J = np.array([p[1] for p in VOIGT_PAIRS])
+
+
+# --------------------------------------------------------------------------------------------------- checks
+def _is_torch(x: Array) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def as_float64(x: Array, name: str, trailing_shape: tuple[int, ...], check_finite: bool = True) -> Array:
+    """Return `x` as a float64 array (numpy or torch as given) whose last dims are `trailing_shape`.
+
+    Raises ValueError naming `name` for a wrong shape or (unless the caller checks it more cheaply itself)
+    non-finite values.
+    """
+    if _is_torch(x):
+        arr = x.to(torch.float64)
+        finite = not check_finite or bool(torch.isfinite(arr).all())
+    else:
+        try:
+            arr = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be an array of numbers with shape (..., {_shape_text(trailing_shape)}): {exc}") from None
+        finite = not check_finite or bool(np.isfinite(arr).all())
+    shape = tuple(arr.shape)
+    k = len(trailing_shape)
+    if len(shape) < k or shape[len(shape) - k :] != tuple(trailing_shape):
+        raise ValueError(f"{name} must have shape (..., {_shape_text(trailing_shape)}), got {shape}")
+    if not finite:
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in shape)
+
+
+def _max_abs(x: Array) -> float:
+    return float(x.abs().max()) if _is_torch(x) else float(np.abs(x).max()) if x.size else 0.0
+
+
+def _require_symmetric(t: Array, perm_axes: tuple[int, ...], name: str, what: str) -> None:
+    """Refuse `t` unless it equals its transpose over the last len(perm_axes) axes (relative SYMMETRY_RTOL)."""
+    n = len(perm_axes)
+    lead = t.ndim - n
+    axes = tuple(range(lead)) + tuple(lead + a for a in perm_axes)
+    swapped = t.permute(*axes) if _is_torch(t) else np.transpose(t, axes)
+    scale = _max_abs(t)
+    if scale == 0.0:
+        return
+    asym = _max_abs(t - swapped) / scale
+    if asym > SYMMETRY_RTOL:
+        raise ValueError(f"{name} is not {what}: relative asymmetry {asym:.3g} > {SYMMETRY_RTOL:g}")
+
+
+def check_rotation(R: Array, name: str = "R") -> Array:
+    """Return R as float64 after checking it is orthogonal (proper or improper), shape (..., 3, 3)."""
+    R = as_float64(R, name, (3, 3))
+    if _is_torch(R):
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        err = _max_abs(R @ R.transpose(-1, -2) - eye)
+    else:
+        err = _max_abs(R @ np.swapaxes(R, -1, -2) - np.eye(3))
+    if err > ROTATION_ATOL:
+        raise ValueError(f"{name} is not an orthogonal matrix: max |R R^T - I| = {err:.3g} > {ROTATION_ATOL:g}")
+    return R
+
+
+def _contiguous(x: Array) -> Array:
+    """Fancy indexing can return strided views; later reshapes and matrix products want C order."""
+    return x.contiguous() if _is_torch(x) else np.ascontiguousarray(x)
+
+
+def _like(x: Array, values: np.ndarray) -> Array:
+    """A numpy constant in the array kind (and device) of `x`."""
+    return torch.as_tensor(values, dtype=torch.float64, device=x.device) if _is_torch(x) else values
+
+
+# ---------------------------------------------------------------------------------------------------- Voigt
+def symmetric2_voigt_to_cartesian(v: Array) -> Array:
+    """(..., 6) -> (..., 3, 3), no factors."""
+    v = as_float64(v, "v", (6,))
+    return _contiguous(v[..., VOIGT_INDEX])
+
+
+def symmetric2_cartesian_to_voigt(t: Array) -> Array:
+    """(..., 3, 3) symmetric -> (..., 6), no factors."""
+    t = as_float64(t, "t", (3, 3))
+    _require_symmetric(t, (1, 0), "t", "symmetric (t_ij = t_ji)")
+    return _contiguous(t[..., _PAIR_I, _PAIR_J])
+
+
+def stiffness_voigt_to_cartesian(c: Array) -> Array:
+    """Voigt stiffness (..., 6, 6) -> C_ijkl (..., 3, 3, 3, 3), no factors. c must be symmetric."""
+    c = as_float64(c, "c", (6, 6))
+    _require_symmetric(c, (1, 0), "c", "symmetric (c_mn = c_nm)")
+    return _contiguous(c[..., VOIGT_INDEX[:, :, None, None], VOIGT_INDEX[None, None, :, :]])
+
+
+def stiffness_cartesian_to_voigt(C: Array) -> Array:
+    """C_ijkl (..., 3, 3, 3, 3) with C_ijkl = C_jikl = C_klij -> Voigt (..., 6, 6)."""
+    C = as_float64(C, "C", (3, 3, 3, 3))
+    _require_full_elastic_symmetry(C, "C")
+    return _contiguous(C[..., _PAIR_I[:, None], _PAIR_J[:, None], _PAIR_I[None, :], _PAIR_J[None, :]])
+
+
+def compliance_voigt_to_cartesian(s: Array) -> Array:
+    """Voigt compliance (..., 6, 6) -> S_ijkl, dividing out the factors f_m f_n (see module doc)."""
+    s = as_float64(s, "s", (6, 6))
+    _require_symmetric(s, (1, 0), "s", "symmetric (s_mn = s_nm)")
+    factors = np.outer(COMPLIANCE_VOIGT_FACTORS, COMPLIANCE_VOIGT_FACTORS)
+    scaled = s / _like(s, factors)
+    return _contiguous(scaled[..., VOIGT_INDEX[:, :, None, None], VOIGT_INDEX[None, None, :, :]])
+
+
+def compliance_cartesian_to_voigt(S: Array) -> Array:
+    """S_ijkl -> Voigt compliance (..., 6, 6), multiplying by the factors f_m f_n (see module doc)."""
+    S = as_float64(S, "S", (3, 3, 3, 3))
+    _require_full_elastic_symmetry(S, "S")
+    factors = np.outer(COMPLIANCE_VOIGT_FACTORS, COMPLIANCE_VOIGT_FACTORS)
+    plain = S[..., _PAIR_I[:, None], _PAIR_J[:, None], _PAIR_I[None, :], _PAIR_J[None, :]]
+    return plain * _like(plain, factors)
+
+
+def piezo_voigt_to_cartesian(e: Array) -> Array:
+    """Piezoelectric stress constants, Voigt (..., 3, 6) -> e_ijk (..., 3, 3, 3), no factor 2."""
+    e = as_float64(e, "e", (3, 6))
+    return _contiguous(e[..., :, VOIGT_INDEX])
+
+
+def piezo_cartesian_to_voigt(E: Array) -> Array:
+    """e_ijk (..., 3, 3, 3) with e_ijk = e_ikj -> Voigt (..., 3, 6), no factor 2."""
+    E = as_float64(E, "E", (3, 3, 3))
+    _require_symmetric(E, (0, 2, 1), "E", "symmetric in its last two indices (e_ijk = e_ikj)")
+    return _contiguous(E[..., :, _PAIR_I, _PAIR_J])
+
+
+_VOIGT_CONVERTERS = {
+    "symmetric2": (symmetric2_voigt_to_cartesian, symmetric2_cartesian_to_voigt),
+    "stiffness": (stiffness_voigt_to_cartesian, stiffness_cartesian_to_voigt),
+    "compliance": (compliance_voigt_to_cartesian, compliance_cartesian_to_voigt),
+    "piezo_stress": (piezo_voigt_to_cartesian, piezo_cartesian_to_voigt),
+}
+
+
+VOIGT_SHAPES = {"symmetric2": (6,), "stiffness": (6, 6), "compliance": (6, 6), "piezo_stress": (3, 6)}
+
+
+def _converters(kind: str):
+    try:
+        return _VOIGT_CONVERTERS[kind]
+    except KeyError:
+        raise ValueError(f"kind must be one of {sorted(_VOIGT_CONVERTERS)}, got {kind!r}") from None
+
+
+def voigt_to_cartesian(v: Array, kind: str) -> Array:
+    """Dispatch on a property's ``voigt_kind`` ('symmetric2', 'stiffness', 'compliance', 'piezo_stress')."""
+    return _converters(kind)[0](v)
+
+
+def cartesian_to_voigt(t: Array, kind: str) -> Array:
+    """Inverse of ``voigt_to_cartesian`` for the same kind."""
+    return _converters(kind)[1](t)
+
+
+def _require_full_elastic_symmetry(C: Array, name: str) -> None:
+    _require_symmetric(C, (1, 0, 2, 3), name, "minor-symmetric (C_ijkl = C_jikl)")
+    _require_symmetric(C, (0, 1, 3, 2), name, "minor-symmetric (C_ijkl = C_ijlk)")
+    _require_symmetric(C, (2, 3, 0, 1), name, "major-symmetric (C_ijkl = C_klij)")
+
+
+# --------------------------------------------------------------------------------------------------- irreps
+def _formula_indices(formula: str) -> str:
+    if not isinstance(formula, str) or not formula:
+        raise ValueError(f"formula must be an e3nn CartesianTensor formula such as 'ij=ji', got {formula!r}")
+    return formula.split("=")[0].replace("-", "")
+
+
+@functools.lru_cache(maxsize=None)
+def _change_of_basis(formula: str) -> tuple[np.ndarray, str]:
+    """Q (dim, 3**rank) float64 and the irreps string, for an e3nn CartesianTensor formula.
+
+    Built once per process: e3nn solves for the basis numerically (~0.4 s for rank 4) and, unless the default
+    dtype is float64 while it does, returns it in float32, which would cap round trips at ~1e-7.
+    """
+    from e3nn.io import CartesianTensor
+
+    rank = len(_formula_indices(formula))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        ct = CartesianTensor(formula)
+        q = ct.reduced_tensor_products().change_of_basis
+    except Exception as exc:  # e3nn raises assorted errors for malformed formulas
+        raise ValueError(f"formula {formula!r} is not a valid e3nn CartesianTensor formula: {exc}") from None
+    finally:
+        torch.set_default_dtype(previous)
+    q = q.detach().cpu().numpy().astype(np.float64).reshape(q.shape[0], 3**rank)
+    q.setflags(write=False)
+    return q, str(ct)
+
+
+@functools.lru_cache(maxsize=None)
+def _change_of_basis_torch(formula: str, device: str) -> torch.Tensor:
+    return torch.tensor(_change_of_basis(formula)[0], dtype=torch.float64, device=device)
+
+
+def change_of_basis(formula: str) -> np.ndarray:
+    """The (read-only) e3nn change of basis Q, shape (dim, 3**rank): irreps = Q @ cartesian.flatten()."""
+    return _change_of_basis(formula)[0]
+
+
+def irreps_of(formula: str):
+    """e3nn ``Irreps`` of a CartesianTensor formula, e.g. 'ijkl=jikl=klij' -> 2x0e+2x2e+1x4e."""
+    from e3nn import o3
+
+    return o3.Irreps(_change_of_basis(formula)[1])
+
+
+def wigner_d(formula: str, R: Array) -> np.ndarray:
+    """Block-diagonal Wigner-D matrix (dim, dim) of the formula's irreps for an orthogonal R, in float64.
+
+    e3nn builds D in the default dtype; float32 would cap the equivariance checks at ~1e-6.
+    """
+    R = check_rotation(R)
+    rotation = torch.as_tensor(np.asarray(R if not _is_torch(R) else R.cpu()), dtype=torch.float64)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return irreps_of(formula).D_from_matrix(rotation).numpy()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _row_dot(x: Array) -> Array:
+    """Squared norm over the last axis without a temporary of x's size."""
+    return torch.einsum("...i,...i->...", x, x) if _is_torch(x) else np.einsum("...i,...i->...", x, x)
+
+
+def _q_for(x: Array, formula: str) -> Array:
+    return _change_of_basis_torch(formula, str(x.device)) if _is_torch(x) else _change_of_basis(formula)[0]
+
+
+def cartesian_to_irreps(t: Array, formula: str) -> Array:
+    """Cartesian (..., 3, ..., 3) with the formula's symmetry -> irreps (..., dim)."""
+    rank = len(_formula_indices(formula))
+    _change_of_basis(formula)  # validates the formula before the shape check, for a clearer error
+    t = as_float64(t, "t", (3,) * rank, check_finite=False)
+    q = _q_for(t, formula)
+    batch = tuple(t.shape[: t.ndim - rank])
+    flat = t.reshape(*batch, 3**rank)
+    x = flat @ q.T
+    # Q is orthonormal, so |t|^2 - |x|^2 is the squared part of t outside the formula's symmetric subspace, which
+    # the projection would drop silently. Pythagoras costs one pass over t instead of a second matrix product;
+    # its rounding floor (~1e-8 relative) is far below SYMMETRY_RTOL. A NaN or inf in t makes |t|^2 non-finite.
+    norm2 = _row_dot(flat)
+    kept2 = _row_dot(x)
+    if _is_torch(t):
+        if not bool(torch.isfinite(norm2).all()):
+            raise ValueError("t contains NaN or infinite values")
+        lost = torch.sqrt(torch.clamp(norm2 - kept2, min=0.0)) / torch.sqrt(torch.clamp(norm2, min=1e-300))
+    else:
+        if not np.isfinite(norm2).all():
+            raise ValueError("t contains NaN or infinite values")
+        lost = np.sqrt(np.maximum(norm2 - kept2, 0.0)) / np.sqrt(np.maximum(norm2, 1e-300))
+    worst = _max_abs(lost) if lost.ndim else float(lost)
+    if worst > SYMMETRY_RTOL:
+        raise ValueError(
+            f"t does not have the symmetry of formula {formula!r}: relative residual {worst:.3g} > {SYMMETRY_RTOL:g}"
+        )
+    return x
+
+
+def irreps_to_cartesian(x: Array, formula: str) -> Array:
+    """Irreps (..., dim) -> Cartesian (..., 3, ..., 3)."""
+    rank = len(_formula_indices(formula))
+    dim = _change_of_basis(formula)[0].shape[0]
+    x = as_float64(x, "x", (dim,))
+    q = _q_for(x, formula)
+    batch = tuple(x.shape[:-1])
+    return (x @ q).reshape(*batch, *((3,) * rank))
+
+
+@functools.lru_cache(maxsize=None)
+def _voigt_change_of_basis(kind: str, formula: str) -> np.ndarray:
+    """Q folded with the Voigt expansion: irreps = Qv @ voigt.flatten(), shape (dim, voigt size)."""
+    to_cartesian = _converters(kind)[0]
+    voigt_shape = VOIGT_SHAPES[kind]
+    size = int(np.prod(voigt_shape))
+    # Expanding each Voigt unit vector gives the linear map; the unit vectors themselves need not be symmetric,
+    # so symmetric pairs are expanded together (their sum is what a symmetric Voigt matrix contributes).
+    basis = np.eye(size).reshape(size, *voigt_shape)
+    if len(voigt_shape) == 2 and voigt_shape[0] == voigt_shape[1]:
+        basis = 0.5 * (basis + np.swapaxes(basis, -1, -2))
+    cartesian = to_cartesian(basis).reshape(size, -1)
+    folded = _change_of_basis(formula)[0] @ cartesian.T
+    folded.setflags(write=False)
+    return folded
+
+
+def voigt_to_irreps(v: Array, kind: str, formula: str) -> Array:
+    """Voigt form (..., 6, 6), (..., 3, 6) or (..., 6) -> irreps (..., dim) in one matrix product.
+
+    Equal to cartesian_to_irreps(voigt_to_cartesian(v, kind), formula) but without expanding to 3^rank
+    components: the dataset build converts whole columns this way.
+    """
+    _converters(kind)
+    folded = _voigt_change_of_basis(kind, formula)
+    shape = VOIGT_SHAPES[kind]
+    v = as_float64(v, "v", shape)
+    if len(shape) == 2 and shape[0] == shape[1]:
+        _require_symmetric(v, (1, 0), "v", "symmetric (v_mn = v_nm)")
+    flat = v.reshape(*v.shape[: v.ndim - len(shape)], folded.shape[1])
+    q = torch.tensor(folded, device=v.device) if _is_torch(v) else folded
+    return flat @ q.T
+
+
+# ------------------------------------------------------------------------------------------------- rotation
+_LETTERS = "abcdefgh"
+_INNER = "ijklmnop"
+
+
+@functools.lru_cache(maxsize=None)
+def _rotation_subscripts(rank: int) -> str:
+    rotations = ",".join(f"...{_LETTERS[n]}{_INNER[n]}" for n in range(rank))
+    return f"{rotations},...{_INNER[:rank]}->...{_LETTERS[:rank]}"
+
+
+def rotate(t: Array, R: Array, rank: int | None = None) -> Array:
+    """T'_{ab..} = R_ai R_bj .. T_{ij..} for a Cartesian tensor of any rank.
+
+    `rank` defaults to t.ndim (one unbatched tensor); give it for batches, e.g. rotate(C_batch, R, rank=4).
+    R may be one matrix or a batch broadcastable against t's batch dims.
+    """
+    if rank is None:
+        rank = t.ndim if _is_torch(t) else np.ndim(t)
+    if not isinstance(rank, int) or rank < 0 or rank > len(_INNER):
+        raise ValueError(f"rank must be an integer between 0 and {len(_INNER)}, got {rank!r}")
+    t = as_float64(t, "t", (3,) * rank)
+    R = check_rotation(R)
+    if _is_torch(t) != _is_torch(R):
+        R = _like(t, R) if _is_torch(t) else R.detach().cpu().numpy()
+    if rank == 0:
+        return t
+    operands = [R] * rank + [t]
+    if _is_torch(t):
+        return torch.einsum(_rotation_subscripts(rank), *operands)
+    return np.einsum(_rotation_subscripts(rank), *operands, optimize=True)
