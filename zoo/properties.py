@@ -32,7 +32,9 @@ class PropertySpec:
     tensor_parts     the parts stored per record (dielectric keeps electronic, ionic and total)
     target_part      the part the model predicts
     mp_endpoint      Materials Project REST route
-    mp_fields        document fields the fetch requests
+    mp_fields        fields the fetch requests from mp_endpoint (checked against emmet-core's document models
+                     in the tests; dielectric and piezo documents carry no structure, which the fetch takes
+                     from materials/summary)
     derived          names of the derived quantities ``zoo.derived`` computes for it
     sources          bibliography keys of the data's source papers
     """
@@ -69,8 +71,6 @@ class PropertySpec:
         return len(self.cartesian_shape) if self.is_tensor else 0
 
 
-_COMMON_MP_FIELDS = ("material_id", "formula_pretty", "structure")
-
 ELASTIC = PropertySpec(
     name="elastic",
     title="Elastic stiffness tensor",
@@ -83,7 +83,10 @@ ELASTIC = PropertySpec(
     tensor_parts=("total",),
     target_part="total",
     mp_endpoint="materials/elasticity",
-    mp_fields=_COMMON_MP_FIELDS + ("elastic_tensor", "compliance_tensor", "order"),
+    mp_fields=(
+        "material_id", "formula_pretty", "structure", "symmetry", "deprecated", "order", "elastic_tensor",
+        "compliance_tensor", "bulk_modulus", "shear_modulus", "universal_anisotropy", "homogeneous_poisson",
+    ),
     derived=(
         "k_voigt", "k_reuss", "k_vrh", "g_voigt", "g_reuss", "g_vrh", "y_mod", "homogeneous_poisson",
         "universal_anisotropy", "youngs_modulus_min", "youngs_modulus_max", "born_stable", "min_eigenvalue",
@@ -103,7 +106,10 @@ DIELECTRIC = PropertySpec(
     tensor_parts=("electronic", "ionic", "total"),
     target_part="electronic",
     mp_endpoint="materials/dielectric",
-    mp_fields=_COMMON_MP_FIELDS + ("electronic", "ionic", "total", "e_electronic", "e_total", "n"),
+    mp_fields=(
+        "material_id", "formula_pretty", "symmetry", "deprecated", "electronic", "total", "e_electronic",
+        "e_ionic", "e_total", "n",
+    ),
     derived=("eps_poly", "eigenvalues", "anisotropy_ratio", "refractive_index"),
     sources=("petousis2017dielectric", "materialsproject2013"),
 )
@@ -120,7 +126,7 @@ PIEZO = PropertySpec(
     tensor_parts=("total",),
     target_part="total",
     mp_endpoint="materials/piezoelectric",
-    mp_fields=_COMMON_MP_FIELDS + ("total", "ionic", "electronic", "e_ij_max", "max_direction"),
+    mp_fields=("material_id", "formula_pretty", "symmetry", "deprecated", "total", "e_ij_max", "max_direction"),
     derived=("max_longitudinal", "max_longitudinal_direction"),
     sources=("dejong2015piezo", "materialsproject2013"),
 )
@@ -137,7 +143,10 @@ PHONON = PropertySpec(
     tensor_parts=("total",),
     target_part="total",
     mp_endpoint="materials/phonon",
-    mp_fields=("material_id", "formula_pretty", "structure", "ph_dos"),
+    mp_fields=(
+        "identifier", "phonon_method", "formula_pretty", "symmetry", "structure", "phonon_dos.frequencies",
+        "phonon_dos.densities",
+    ),
     derived=("mean_frequency_cm", "cv_300k_per_atom_kb", "cv_300k_j_per_kg_k"),
     sources=("petretto2018phonon", "chen2021phonon", "materialsproject2013"),
 )
