@@ -148,3 +148,28 @@ def test_batched_rotations_broadcast():
 def test_bad_input_raises_value_error_naming_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("spec", TENSOR_SPECS, ids=lambda s: s.name)
+@SETTINGS
+@given(seed=seeds, batch=batch_sizes)
+def test_voigt_to_irreps_equals_the_cartesian_route(spec, seed, batch):
+    rng = np.random.default_rng(seed)
+    cart = random_symmetric_cartesian(spec.formula, rng, batch)
+    voigt = T.cartesian_to_voigt(cart, spec.voigt_kind)
+    direct = T.voigt_to_irreps(voigt, spec.voigt_kind, spec.formula)
+    np.testing.assert_allclose(direct, T.cartesian_to_irreps(cart, spec.formula), rtol=0, atol=1e-10 * np.abs(direct).max())
+    torch_direct = T.voigt_to_irreps(torch.tensor(voigt), spec.voigt_kind, spec.formula)
+    np.testing.assert_allclose(torch_direct.numpy(), direct, atol=1e-12 * np.abs(direct).max())
+
+
+def test_voigt_to_irreps_refuses_asymmetric_and_nan():
+    c = np.eye(6)
+    c[0, 1] = 1.0
+    with pytest.raises(ValueError, match="v is not symmetric"):
+        T.voigt_to_irreps(c, "stiffness", "ijkl=jikl=klij")
+    c[0, 1] = np.nan
+    with pytest.raises(ValueError, match="v contains NaN"):
+        T.voigt_to_irreps(c, "stiffness", "ijkl=jikl=klij")
+    with pytest.raises(ValueError, match="v contains NaN"):
+        T.voigt_to_irreps(np.full((3, 6), np.inf), "piezo_stress", "ijk=ikj")

@@ -327,35 +327,61 @@ def irreps_to_cartesian(x: Array, formula: str) -> Array:
 
 
 @functools.lru_cache(maxsize=None)
-def _voigt_change_of_basis(kind: str, formula: str) -> np.ndarray:
-    """Q folded with the Voigt expansion: irreps = Qv @ voigt.flatten(), shape (dim, voigt size)."""
+def _voigt_change_of_basis(kind: str, formula: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The linear map from the independent Voigt entries straight to irreps.
+
+    Returns (independent, upper, lower, folded): flat indices of the independent Voigt entries (the upper
+    triangle of a square Voigt matrix, everything for piezo), the paired indices whose equality a square Voigt
+    matrix needs, and Qv with irreps = Qv @ voigt_flat[independent].
+    """
     to_cartesian = _converters(kind)[0]
     voigt_shape = VOIGT_SHAPES[kind]
     size = int(np.prod(voigt_shape))
-    # Expanding each Voigt unit vector gives the linear map; the unit vectors themselves need not be symmetric,
-    # so symmetric pairs are expanded together (their sum is what a symmetric Voigt matrix contributes).
-    basis = np.eye(size).reshape(size, *voigt_shape)
     if len(voigt_shape) == 2 and voigt_shape[0] == voigt_shape[1]:
-        basis = 0.5 * (basis + np.swapaxes(basis, -1, -2))
-    cartesian = to_cartesian(basis).reshape(size, -1)
-    folded = _change_of_basis(formula)[0] @ cartesian.T
-    folded.setflags(write=False)
-    return folded
+        n = voigt_shape[0]
+        rows, cols = np.triu_indices(n)
+        independent = rows * n + cols
+        upper_r, upper_c = np.triu_indices(n, k=1)
+        upper, lower = upper_r * n + upper_c, upper_c * n + upper_r
+    else:
+        independent = np.arange(size)
+        upper = lower = np.zeros(0, dtype=np.int64)
+    # A symmetric Voigt matrix with one independent entry set to 1 (and its mirror): expand each to Cartesian.
+    basis = np.zeros((len(independent), size))
+    basis[np.arange(len(independent)), independent] = 1.0
+    mirrored = basis.reshape(-1, *voigt_shape)
+    if len(upper):
+        mirrored = np.maximum(mirrored, np.swapaxes(mirrored, -1, -2))
+    cartesian = to_cartesian(mirrored).reshape(len(independent), -1)
+    folded = np.ascontiguousarray(_change_of_basis(formula)[0] @ cartesian.T)
+    for array in (independent, upper, lower, folded):
+        array.setflags(write=False)
+    return independent, upper, lower, folded
 
 
 def voigt_to_irreps(v: Array, kind: str, formula: str) -> Array:
-    """Voigt form (..., 6, 6), (..., 3, 6) or (..., 6) -> irreps (..., dim) in one matrix product.
+    """Voigt form (..., 6, 6), (..., 3, 6) or (..., 6) -> irreps (..., dim) in one small matrix product.
 
-    Equal to cartesian_to_irreps(voigt_to_cartesian(v, kind), formula) but without expanding to 3^rank
-    components: the dataset build converts whole columns this way.
+    Equal to cartesian_to_irreps(voigt_to_cartesian(v, kind), formula), but works on the independent Voigt
+    entries only (21 for elastic instead of 81 Cartesian components): the dataset build converts whole
+    columns this way.
     """
     _converters(kind)
-    folded = _voigt_change_of_basis(kind, formula)
+    independent, upper, lower, folded = _voigt_change_of_basis(kind, formula)
     shape = VOIGT_SHAPES[kind]
-    v = as_float64(v, "v", shape)
-    if len(shape) == 2 and shape[0] == shape[1]:
-        _require_symmetric(v, (1, 0), "v", "symmetric (v_mn = v_nm)")
-    flat = v.reshape(*v.shape[: v.ndim - len(shape)], folded.shape[1])
+    v = as_float64(v, "v", shape, check_finite=False)
+    flat = v.reshape(*v.shape[: v.ndim - len(shape)], int(np.prod(shape)))
+    if len(upper):
+        index = (lambda i: torch.as_tensor(i, device=v.device)) if _is_torch(v) else (lambda i: i)
+        scale = _max_abs(flat)
+        asym = _max_abs(flat[..., index(upper)] - flat[..., index(lower)]) / scale if scale > 0 else 0.0
+        if not asym <= SYMMETRY_RTOL:  # also catches NaN
+            if not np.isfinite(scale):
+                raise ValueError("v contains NaN or infinite values")
+            raise ValueError(f"v is not symmetric (v_mn = v_nm): relative asymmetry {asym:.3g} > {SYMMETRY_RTOL:g}")
+        flat = flat[..., index(independent)]
+    if not np.isfinite(_max_abs(flat)):
+        raise ValueError("v contains NaN or infinite values")
     q = torch.tensor(folded, device=v.device) if _is_torch(v) else folded
     return flat @ q.T
 
