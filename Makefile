@@ -12,6 +12,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 export HF_HUB_DISABLE_XET := 1
 export DO_NOT_TRACK := 1
+export HF_UPDATE_DOWNLOAD_COUNTS := 0
 # dvc.yaml's stage commands say `python`: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 

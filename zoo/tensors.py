@@ -372,7 +372,7 @@ def voigt_to_irreps(v: Array, kind: str, formula: str) -> Array:
     v = as_float64(v, "v", shape, check_finite=False)
     flat = v.reshape(*v.shape[: v.ndim - len(shape)], int(np.prod(shape)))
     if len(upper):
-        index = (lambda i: torch.as_tensor(i, device=v.device)) if _is_torch(v) else (lambda i: i)
+        index = (lambda i: torch.tensor(np.array(i), device=v.device)) if _is_torch(v) else (lambda i: i)
         scale = _max_abs(flat)
         asym = _max_abs(flat[..., index(upper)] - flat[..., index(lower)]) / scale if scale > 0 else 0.0
         if not asym <= SYMMETRY_RTOL:  # also catches NaN
