@@ -173,3 +173,21 @@ def test_voigt_to_irreps_refuses_asymmetric_and_nan():
         T.voigt_to_irreps(c, "stiffness", "ijkl=jikl=klij")
     with pytest.raises(ValueError, match="v contains NaN"):
         T.voigt_to_irreps(np.full((3, 6), np.inf), "piezo_stress", "ijk=ikj")
+
+
+@pytest.mark.parametrize("spec", TENSOR_SPECS, ids=lambda s: s.name)
+def test_cached_change_of_basis_is_e3nns(spec, tmp_path, monkeypatch):
+    """The on-disk cache must hold exactly what e3nn builds, and a fresh cache directory must rebuild it."""
+    rank = spec.rank
+    fresh, irreps = T._build_change_of_basis(spec.formula, rank)
+    np.testing.assert_array_equal(T.change_of_basis(spec.formula), fresh)
+    assert irreps == spec.irreps
+    monkeypatch.setenv("MPTZ_CACHE_DIR", str(tmp_path))
+    T._change_of_basis.cache_clear()
+    try:
+        np.testing.assert_array_equal(T.change_of_basis(spec.formula), fresh)
+        assert len(list(tmp_path.rglob("*.npy"))) == 1
+        T._change_of_basis.cache_clear()
+        np.testing.assert_array_equal(T.change_of_basis(spec.formula), fresh)  # now read back from disk
+    finally:
+        T._change_of_basis.cache_clear()

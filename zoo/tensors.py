@@ -23,12 +23,35 @@ kind in float64 (torch tensors keep their device).
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 Array = Any  # numpy.ndarray or torch.Tensor
+
+
+class _LazyModule:
+    """Imports a module on first attribute access.
+
+    Importing torch costs ~2.5 s; the data stages only ever pass numpy arrays, so they should not pay for it.
+    A torch tensor can only reach these functions once torch is imported, so `_is_torch` never imports it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+torch = _LazyModule("torch")
 
 VOIGT_PAIRS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 # Voigt index of each Cartesian pair (i, j): symmetric, so (1, 2) and (2, 1) both map to 3.
@@ -49,7 +72,8 @@ _PAIR_J = np.array([p[1] for p in VOIGT_PAIRS])
 
 # --------------------------------------------------------------------------------------------------- checks
 def _is_torch(x: Array) -> bool:
-    return isinstance(x, torch.Tensor)
+    loaded = sys.modules.get("torch")
+    return loaded is not None and isinstance(x, loaded.Tensor)
 
 
 def as_float64(x: Array, name: str, trailing_shape: tuple[int, ...], check_finite: bool = True) -> Array:
@@ -221,16 +245,47 @@ def _formula_indices(formula: str) -> str:
     return formula.split("=")[0].replace("-", "")
 
 
+def _basis_cache_dir() -> Path:
+    root = os.environ.get("MPTZ_CACHE_DIR") or Path.home() / ".cache" / "mp-tensor-zoo"
+    return Path(root) / "change-of-basis" / f"e3nn-{importlib.metadata.version('e3nn')}"
+
+
 @functools.lru_cache(maxsize=None)
 def _change_of_basis(formula: str) -> tuple[np.ndarray, str]:
     """Q (dim, 3**rank) float64 and the irreps string, for an e3nn CartesianTensor formula.
 
-    Built once per process: e3nn solves for the basis numerically (~0.4 s for rank 4) and, unless the default
-    dtype is float64 while it does, returns it in float32, which would cap round trips at ~1e-7.
+    e3nn solves for the basis numerically (~0.4 s for rank 4, plus ~2.5 s to import torch and e3nn), so it is
+    kept per process and on disk per e3nn version (plain .npy, never pickled). Unless the default dtype is
+    float64 while e3nn builds it, the basis comes back in float32, which would cap round trips at ~1e-7.
     """
-    from e3nn.io import CartesianTensor
-
     rank = len(_formula_indices(formula))
+    cached = _basis_cache_dir() / hashlib.sha256(formula.encode()).hexdigest()[:16]
+    try:
+        irreps = json.loads(cached.with_suffix(".json").read_text())["irreps"]
+        q = np.load(cached.with_suffix(".npy"), allow_pickle=False)
+        if q.shape[1:] == (3**rank,) and q.dtype == np.float64:
+            q.setflags(write=False)
+            return q, irreps
+    except (OSError, ValueError, KeyError):
+        pass  # absent or unreadable: rebuild below
+    q, irreps = _build_change_of_basis(formula, rank)
+    from zoo.io import atomic_open, atomic_write_text
+
+    try:
+        with atomic_open(cached.with_suffix(".npy"), "wb") as handle:
+            np.save(handle, q, allow_pickle=False)
+        atomic_write_text(cached.with_suffix(".json"), json.dumps({"formula": formula, "irreps": irreps}))
+    except OSError:
+        pass  # a read-only home only costs the rebuild next time
+    q.setflags(write=False)
+    return q, irreps
+
+
+def _build_change_of_basis(formula: str, rank: int) -> tuple[np.ndarray, str]:
+    try:
+        from e3nn.io import CartesianTensor
+    except ImportError as exc:
+        raise ImportError(f"e3nn is needed to build the irreps basis of {formula!r}: {exc}") from None
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -240,13 +295,11 @@ def _change_of_basis(formula: str) -> tuple[np.ndarray, str]:
         raise ValueError(f"formula {formula!r} is not a valid e3nn CartesianTensor formula: {exc}") from None
     finally:
         torch.set_default_dtype(previous)
-    q = q.detach().cpu().numpy().astype(np.float64).reshape(q.shape[0], 3**rank)
-    q.setflags(write=False)
-    return q, str(ct)
+    return q.detach().cpu().numpy().astype(np.float64).reshape(q.shape[0], 3**rank), str(ct)
 
 
 @functools.lru_cache(maxsize=None)
-def _change_of_basis_torch(formula: str, device: str) -> torch.Tensor:
+def _change_of_basis_torch(formula: str, device: str):
     return torch.tensor(_change_of_basis(formula)[0], dtype=torch.float64, device=device)
 
 
