@@ -390,3 +390,18 @@ _DOS = np.exp(-(((GRID - 300.0) / 90.0) ** 2))
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_hill_moduli_equal_pymatgens_on_real_rows():
+    """zoo.derived writes the formulas out for speed; pymatgen's ElasticTensor is the reference."""
+    from pymatgen.analysis.elasticity import ElasticTensor
+
+    for row in ELASTIC.values():
+        c = np.asarray(row["elastic_tensor"], dtype=float)
+        ours = derived.elastic_properties(c)
+        theirs = ElasticTensor.from_voigt(c)
+        for key, value in [("k_voigt", theirs.k_voigt), ("k_reuss", theirs.k_reuss), ("k_vrh", theirs.k_vrh),
+                           ("g_voigt", theirs.g_voigt), ("g_reuss", theirs.g_reuss), ("g_vrh", theirs.g_vrh),
+                           ("y_mod", theirs.y_mod / 1e9), ("homogeneous_poisson", theirs.homogeneous_poisson),
+                           ("universal_anisotropy", theirs.universal_anisotropy)]:
+            assert ours[key] == pytest.approx(float(value), rel=1e-10, abs=1e-12), key
