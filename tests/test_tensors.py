@@ -94,7 +94,9 @@ def test_rotation_matches_wigner_d(spec, seed, improper):
     D = T.wigner_d(spec.formula, R)
     x = T.cartesian_to_irreps(cart, spec.formula)
     scale = np.abs(x).max()
-    np.testing.assert_allclose(T.cartesian_to_irreps(rotated, spec.formula), x @ D.T, rtol=0, atol=1e-10 * scale)
+    # 1e-8, not 1e-10: e3nn's D_from_matrix goes through Euler angles with acos, which loses about half the
+    # digits near beta = 0 or pi; the Cartesian rotation itself is exact to rounding.
+    np.testing.assert_allclose(T.cartesian_to_irreps(rotated, spec.formula), x @ D.T, rtol=0, atol=1e-8 * scale)
 
 
 def test_irreps_strings_and_parity():

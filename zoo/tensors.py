@@ -440,14 +440,15 @@ def voigt_to_irreps(v: Array, kind: str, formula: str) -> Array:
 
 
 # ------------------------------------------------------------------------------------------------- rotation
-_LETTERS = "abcdefgh"
-_INNER = "ijklmnop"
+_AXES = "bcdefghi"
 
 
 @functools.lru_cache(maxsize=None)
-def _rotation_subscripts(rank: int) -> str:
-    rotations = ",".join(f"...{_LETTERS[n]}{_INNER[n]}" for n in range(rank))
-    return f"{rotations},...{_INNER[:rank]}->...{_LETTERS[:rank]}"
+def _axis_rotation_subscripts(rank: int, axis: int) -> str:
+    """einsum subscripts applying R to one axis: '...za,...bad->...bzd' for rank 3, axis 1."""
+    before = _AXES[:rank].replace(_AXES[axis], "a")
+    after = _AXES[:rank].replace(_AXES[axis], "z")
+    return f"...za,...{before}->...{after}"
 
 
 def rotate(t: Array, R: Array, rank: int | None = None) -> Array:
@@ -458,15 +459,15 @@ def rotate(t: Array, R: Array, rank: int | None = None) -> Array:
     """
     if rank is None:
         rank = t.ndim if _is_torch(t) else np.ndim(t)
-    if not isinstance(rank, int) or rank < 0 or rank > len(_INNER):
-        raise ValueError(f"rank must be an integer between 0 and {len(_INNER)}, got {rank!r}")
+    if not isinstance(rank, int) or rank < 0 or rank > len(_AXES):
+        raise ValueError(f"rank must be an integer between 0 and {len(_AXES)}, got {rank!r}")
     t = as_float64(t, "t", (3,) * rank)
     R = check_rotation(R)
     if _is_torch(t) != _is_torch(R):
         R = _like(t, R) if _is_torch(t) else R.detach().cpu().numpy()
-    if rank == 0:
-        return t
-    operands = [R] * rank + [t]
-    if _is_torch(t):
-        return torch.einsum(_rotation_subscripts(rank), *operands)
-    return np.einsum(_rotation_subscripts(rank), *operands, optimize=True)
+    # One axis at a time: rank small products instead of one (rank+1)-operand einsum, whose contraction-order
+    # planning (optimize=True) cost more than the arithmetic for single tensors.
+    einsum = torch.einsum if _is_torch(t) else np.einsum
+    for axis in range(rank):
+        t = einsum(_axis_rotation_subscripts(rank, axis), R, t)
+    return t
