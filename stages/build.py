@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from zoo.params import load_section
 from rich.console import Console
 
 from zoo import datasets, properties, splits
@@ -35,13 +35,7 @@ REQUIRED_KEYS = ("dataset_version", "split_salt")
 
 def load_build_params(params_path: Path) -> dict[str, Any]:
     """The `build` section of the params file, checked, with defaults for the optional keys."""
-    if not params_path.is_file():
-        raise FileNotFoundError(f"params file {params_path} not found (run from the repository root or pass --params)")
-    with open(params_path, encoding="utf-8") as handle:
-        params = yaml.safe_load(handle) or {}
-    section = params.get("build")
-    if not isinstance(section, dict):
-        raise ValueError(f"{params_path} has no 'build' section (a mapping with {', '.join(REQUIRED_KEYS)})")
+    section = load_section(params_path, "build", required=True)
     missing = [key for key in REQUIRED_KEYS if key not in section]
     if missing:
         raise ValueError(f"build section of {params_path} lacks {missing}")

@@ -21,9 +21,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import yaml
+from zoo.params import load_section
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,14 +34,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 def load_clean_params(params_path: Path) -> cleaning.CleanParams:
     """The `clean` section of the params file (absent: all defaults)."""
-    if not params_path.is_file():
-        raise FileNotFoundError(f"params file {params_path} not found (run from the repository root or pass --params)")
-    with open(params_path, encoding="utf-8") as handle:
-        params: dict[str, Any] = yaml.safe_load(handle) or {}
-    section = params.get("clean")
-    if section is not None and not isinstance(section, dict):
-        raise ValueError(f"clean in {params_path} must be a mapping of options, got {section!r}")
-    return cleaning.CleanParams.from_mapping(section)
+    return cleaning.CleanParams.from_mapping(load_section(params_path, "clean"))
 
 
 def _percent(value: float | None) -> str:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from zoo.params import load_section
 from rich.console import Console
 
 from zoo import properties
@@ -41,14 +41,7 @@ console = Console(stderr=True, soft_wrap=True)
 
 def load_fetch_params(params_path: Path) -> dict[str, Any]:
     """The `fetch` section of the params file, with the source override from the environment applied."""
-    if not params_path.is_file():
-        raise FileNotFoundError(f"params file {params_path} not found (run from the repository root or pass --params)")
-    with open(params_path, encoding="utf-8") as handle:
-        params = yaml.safe_load(handle) or {}
-    section = params.get("fetch")
-    if not isinstance(section, dict):
-        raise ValueError(f"{params_path} has no 'fetch' section (a mapping with at least 'source')")
-    section = dict(section)
+    section = load_section(params_path, "fetch", required=True)
     override = os.environ.get(SOURCE_ENV)
     where = f"environment variable {SOURCE_ENV}" if override else f"fetch.source in {params_path}"
     section["source"] = override or section.get("source", "snapshot")

@@ -33,21 +33,14 @@ from typing import Any
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
+from zoo.params import load_section  # noqa: E402
 
 from zoo import properties, validation  # noqa: E402
 
 
 def load_validate_params(params_path: Path) -> validation.ValidationParams:
     """The `validate` section of the params file as ValidationParams (a missing section means the defaults)."""
-    if not params_path.is_file():
-        raise FileNotFoundError(f"params file {params_path} not found (run from the repository root or pass --params)")
-    with open(params_path, encoding="utf-8") as handle:
-        params: dict[str, Any] = yaml.safe_load(handle) or {}
-    section = params.get("validate")
-    if section is not None and not isinstance(section, dict):
-        raise ValueError(f"validate in {params_path} must be a mapping of thresholds, got {section!r}")
-    return validation.ValidationParams.from_mapping(section)
+    return validation.ValidationParams.from_mapping(load_section(params_path, "validate"))
 
 
 def raw_record_ids(path: Path) -> list[str]:

@@ -34,9 +34,9 @@ flips one byte of a complete answer; ``Fault.http(500)`` answers that status. Ev
 clients needed nothing more.
 
 Tests must set ``HF_HUB_DISABLE_XET=1`` (before importing huggingface_hub), or the client uploads through
-Xet, which this double does not speak. `install_loopback_guard` makes a process refuse any non-loopback
-connection or name lookup (recording each in `refused_hosts`); this module has no heavy imports, so client
-subprocesses can install it cheaply.
+Xet, which this double does not speak. `install_loopback_guard` (from tests/fakes/loopback.py, re-exported
+here) makes a process refuse any non-loopback connection or name lookup (recording each in `refused_hosts`);
+this module has no heavy imports, so client subprocesses can install it cheaply.
 """
 
 from __future__ import annotations
@@ -44,22 +44,27 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import ipaddress
 import json
 import re
 import secrets
-import socket
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import yaml
+
+from tests.fakes.loopback import LoopbackHTTPDouble
+# The loopback guard lives in tests/fakes/loopback.py; these names are re-exported for the tests.
+from tests.fakes.loopback import guarded_connect as guarded_connect
+from tests.fakes.loopback import guarded_getaddrinfo as guarded_getaddrinfo
+from tests.fakes.loopback import install_loopback_guard as install_loopback_guard
+from tests.fakes.loopback import refused_hosts as refused_hosts
 
 REPO_TYPES = ("model", "dataset")
 URL_PREFIX = {"model": "", "dataset": "datasets/"}
@@ -217,11 +222,15 @@ def _front_matter(text: str) -> Any:
     return yaml.safe_load(match.group(1)) if match else None
 
 
-class HubDouble:
+class HubDouble(LoopbackHTTPDouble):
     """The server; use as a context manager or call `start`/`stop`."""
+
+    methods = ("GET", "HEAD", "POST", "PUT", "DELETE")
+    thread_name = "hub-double"
 
     def __init__(self, token: str | None = "hf_double_write_token", *, user: str = "zoo-bot",
                  tree_page_size: int = TREE_PAGE_SIZE) -> None:
+        super().__init__()
         self.token = token
         self.user = user
         self.tree_page_size = tree_page_size
@@ -231,51 +240,13 @@ class HubDouble:
         self._lfs_tickets: dict[str, tuple[tuple[str, str], str, int]] = {}  # ticket -> repo key, sha256, size
         self._download_faults: dict[tuple[str, str], deque[Fault]] = {}  # (method, path) -> faults
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle
-
-    def start(self) -> HubDouble:
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                double._handle(self)
-
-            do_HEAD = do_POST = do_PUT = do_DELETE = do_GET  # noqa: N815
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="hub-double", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> HubDouble:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> str:
         """The base URL, without a trailing slash (as HF_ENDPOINT is written)."""
-        assert self._server is not None, "start the double first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     # -- test controls
 
@@ -662,55 +633,3 @@ class HubDouble:
 def serve(token: str | None = "hf_double_write_token", **options: Any) -> Iterator[HubDouble]:
     with HubDouble(token, **options) as double:
         yield double
-
-
-# ---------------------------------------------------------------------------------------- loopback guard
-
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
-# Every host the guards refused, in order: some clients swallow the guard's AssertionError (datasets does,
-# for its dataset-viewer lookups), so tests read this list to see what was attempted.
-refused_hosts: list[str] = []
-
-
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if not isinstance(host, str):
-        return False
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def guarded_connect(connect: Any) -> Any:
-    """Wrap socket.connect so that any IP address other than loopback fails loudly."""
-
-    def guarded(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
-            refused_hosts.append(str(address[0]))
-            raise AssertionError(f"a test tried to connect to {address!r}, which is not loopback")
-        return connect(sock, address)
-
-    return guarded
-
-
-def guarded_getaddrinfo(getaddrinfo: Any) -> Any:
-    """Wrap socket.getaddrinfo so that resolving any name but a loopback one fails loudly (no DNS leaks)."""
-
-    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None and not _is_loopback(host):
-            refused_hosts.append(str(host))
-            raise AssertionError(f"a test tried to resolve {host!r}, which is not loopback")
-        return getaddrinfo(host, *args, **kwargs)
-
-    return guarded
-
-
-def install_loopback_guard() -> None:
-    """Make this whole process refuse non-loopback connections and name lookups (for client subprocesses)."""
-    socket.socket.connect = guarded_connect(socket.socket.connect)  # type: ignore[method-assign]
-    socket.socket.connect_ex = guarded_connect(socket.socket.connect_ex)  # type: ignore[method-assign]
-    socket.getaddrinfo = guarded_getaddrinfo(socket.getaddrinfo)

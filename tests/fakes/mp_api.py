@@ -23,7 +23,6 @@ The corpus (``tests/data/mp_api/corpus.json``) holds emmet-core documents made f
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import socket
 import struct
@@ -32,12 +31,15 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from emmet.core.types.typing import format_identifier
+
+from tests.fakes.loopback import LoopbackHTTPDouble
+from tests.fakes.loopback import guarded_connect as loopback_only  # noqa: F401 (the tests' name for it)
 
 CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "mp_api" / "corpus.json"
 
@@ -118,11 +120,15 @@ def _project(doc: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return out
 
 
-class MPAPIDouble:
+class MPAPIDouble(LoopbackHTTPDouble):
     """The server; use as a context manager or call `start`/`stop`."""
+
+    methods = ("GET",)
+    thread_name = "mp-api-double"
 
     def __init__(self, corpus: dict[str, Any], api_key: str, *, reject_status: int = 401,
                  max_limit: int = 1000) -> None:
+        super().__init__()
         self.corpus = corpus
         self.api_key = api_key
         self.reject_status = reject_status
@@ -131,49 +137,15 @@ class MPAPIDouble:
         self._lock = threading.Lock()
         self._schedules: dict[str, deque[Fault | None]] = {}
         self._released = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle
 
-    def start(self) -> MPAPIDouble:
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                double._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="mp-api-double", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._released.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> MPAPIDouble:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> str:
-        assert self._server is not None, "start the double first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+        return f"http://127.0.0.1:{self.port}/"
 
     # -- test controls
 
@@ -294,19 +266,6 @@ def load_corpus(path: Path = CORPUS_PATH) -> dict[str, Any]:
 def serve(api_key: str, corpus: dict[str, Any] | None = None, **options: Any) -> Iterator[MPAPIDouble]:
     with MPAPIDouble(corpus if corpus is not None else load_corpus(), api_key, **options) as double:
         yield double
-
-
-def loopback_only(connect: Any) -> Any:
-    """Wrap socket.connect so that any IP address other than loopback fails loudly (no real hosts in tests)."""
-
-    def guarded(sock: socket.socket, address: Any) -> Any:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            if not ipaddress.ip_address(host).is_loopback:
-                raise AssertionError(f"a test tried to connect to {address!r}, which is not loopback")
-        return connect(sock, address)
-
-    return guarded
 
 
 # ------------------------------------------------------------------------------------- the corpus builder
