@@ -13,6 +13,8 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export HF_HUB_DISABLE_XET := 1
 export DO_NOT_TRACK := 1
 export HF_UPDATE_DOWNLOAD_COUNTS := 0
+# Busy-waiting OpenMP threads slow training 5-20x when another job shares the 2 cores.
+export OMP_WAIT_POLICY := PASSIVE
 # dvc.yaml's stage commands say `python`: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 

@@ -9,6 +9,7 @@ for _name, _value in {
     "HF_HUB_DISABLE_XET": "1",
     "DO_NOT_TRACK": "1",
     "HF_UPDATE_DOWNLOAD_COUNTS": "0",
+    "OMP_WAIT_POLICY": "PASSIVE",
     "AWS_EC2_METADATA_DISABLED": "true",
 }.items():
     os.environ[_name] = _value
