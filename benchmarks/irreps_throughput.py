@@ -26,7 +26,7 @@ def best_of(repeats: int, work):
     return result, min(times)
 
 
-def measure(n: int, loop_n: int, repeats: int = 3, seed: int = 0) -> dict[str, dict[str, float]]:
+def measure(n: int, loop_n: int, repeats: int = 5, seed: int = 0) -> dict[str, dict[str, float]]:
     """Per input form ('voigt': 6x6 as stored in the datasets, 'cartesian': 3x3x3x3), batched vs looped rates."""
     rng = np.random.default_rng(seed)
     voigt = rng.normal(size=(n, 6, 6))

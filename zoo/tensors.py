@@ -105,7 +105,10 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 
 def _max_abs(x: Array) -> float:
-    return float(x.abs().max()) if _is_torch(x) else float(np.abs(x).max()) if x.size else 0.0
+    """max |x| (NaN if x has one); numpy's max and min avoid an |x| temporary of x's size."""
+    if _is_torch(x):
+        return float(x.abs().max()) if x.numel() else 0.0
+    return float(max(x.max(), -x.min())) if x.size else 0.0
 
 
 def _require_symmetric(t: Array, perm_axes: tuple[int, ...], name: str, what: str) -> None:
@@ -424,19 +427,19 @@ def voigt_to_irreps(v: Array, kind: str, formula: str) -> Array:
     shape = VOIGT_SHAPES[kind]
     v = as_float64(v, "v", shape, check_finite=False)
     flat = v.reshape(*v.shape[: v.ndim - len(shape)], int(np.prod(shape)))
-    if len(upper):
-        index = (lambda i: torch.tensor(np.array(i), device=v.device)) if _is_torch(v) else (lambda i: i)
-        scale = _max_abs(flat)
-        asym = _max_abs(flat[..., index(upper)] - flat[..., index(lower)]) / scale if scale > 0 else 0.0
-        if not asym <= SYMMETRY_RTOL:  # also catches NaN
-            if not np.isfinite(scale):
-                raise ValueError("v contains NaN or infinite values")
-            raise ValueError(f"v is not symmetric (v_mn = v_nm): relative asymmetry {asym:.3g} > {SYMMETRY_RTOL:g}")
-        flat = flat[..., index(independent)]
-    if not np.isfinite(_max_abs(flat)):
+    if _is_torch(v):
+        take = lambda columns: flat[..., torch.tensor(np.array(columns), device=v.device)]  # noqa: E731
+    else:
+        take = lambda columns: np.take(flat, columns, axis=-1)  # noqa: E731 (np.take: 3x faster than fancy indexing)
+    scale = _max_abs(flat)
+    if not np.isfinite(scale):
         raise ValueError("v contains NaN or infinite values")
+    if len(upper) and scale > 0:
+        asym = _max_abs(take(upper) - take(lower)) / scale
+        if asym > SYMMETRY_RTOL:
+            raise ValueError(f"v is not symmetric (v_mn = v_nm): relative asymmetry {asym:.3g} > {SYMMETRY_RTOL:g}")
     q = torch.tensor(folded, device=v.device) if _is_torch(v) else folded
-    return flat @ q.T
+    return take(independent) @ q.T
 
 
 # ------------------------------------------------------------------------------------------------- rotation
