@@ -18,7 +18,7 @@ export OMP_WAIT_POLICY := PASSIVE
 # dvc.yaml's stage commands say `python`: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: repro test install clean-venv
+.PHONY: repro data test install clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# The pipeline up to the datasets (no model training): what CI needs before the tests.
+data: $(STAMP)
+	$(BIN)/dvc repro build
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
