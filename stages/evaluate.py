@@ -1,0 +1,62 @@
+"""DVC stage `evaluate`: a trained model and its baselines, scored on the test split.
+
+    python stages/evaluate.py <property> [--params params.yaml] [--profile cpu|release|gpu]
+
+Reads data/models/matten-<property>/ and data/hub/datasets/mp-<property>-irreps/; trains the baselines on the
+same split (zoo.baselines; the non-equivariant network with the `train` profile's settings); writes
+data/reports/<property>-metrics.json, data/reports/<property>-parity.png and
+data/reports/<property>-per-crystal-system.png (zoo.evaluation).
+
+params.yaml: section `train` (profile, as for the train stage) and section `evaluate`:
+    composition_gbm   zoo.baselines.GBMSettings fields (max_iter, learning_rate, max_leaf_nodes, min_samples_leaf,
+                      seed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+# Passive OpenMP waiting must be chosen before torch is imported (see stages/train.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from rich.console import Console  # noqa: E402
+
+from zoo import baselines, evaluation, properties, training  # noqa: E402
+from zoo.params import load_section  # noqa: E402
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("property", choices=sorted(properties.PROPERTIES))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
+    args = parser.parse_args(argv)
+    try:
+        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile)
+        section = load_section(args.params, "evaluate") or {}
+        unknown = sorted(set(section) - {"composition_gbm"})
+        if unknown:
+            raise ValueError(f"evaluate section of {args.params} has unknown keys {unknown}")
+        gbm = baselines.GBMSettings.from_params(section.get("composition_gbm"))
+        started = time.perf_counter()
+        document = evaluation.evaluate_property(args.property, settings, gbm=gbm,
+                                                log=lambda line: console.print(f"evaluate {args.property}: {line}"))
+        elapsed = time.perf_counter() - started
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[bold red]evaluate {args.property} failed:[/] {err}")
+        return 1
+    headline = document["headline"]
+    scores = ", ".join(f"{name} {metrics[headline]:.4g}" for name, metrics in document["baselines"].items())
+    print(f"evaluate {args.property} ({profile}): {headline} model {document['model'][headline]:.4g}; baselines "
+          f"{scores}; {elapsed:.1f} s -> {evaluation.REPORTS_DIR / (args.property + '-metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

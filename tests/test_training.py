@@ -1,0 +1,242 @@
+"""The train and evaluate stages: zoo.training, zoo.evaluation, zoo.baselines.
+
+Datasets here are real builds (the validate and build stages' code, through tests/test_datasets.py's helpers) of 32
+synthetic records on the test structures: tensors obeying Neumann's principle, so an equivariant model's
+predictions must obey it too. Models are tiny and train for a few epochs: these tests check the machinery
+(outputs, determinism, resume, metrics), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests import test_datasets
+from zoo import baselines, derived, evaluation, properties, tensors, training
+from zoo.properties import PHONON_GRID_CM
+
+N_RECORDS = 32
+TINY_MODEL = {"hidden_irreps": "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", "n_radial": 4, "radial_hidden": [8],
+              "species_dim": 8, "invariant_hidden": 8}
+TINY = dict(batch_size=8, learning_rate=0.01, progress_bar=False, threads=1, model=TINY_MODEL)
+
+
+@pytest.fixture(scope="module")
+def datasets_root(tmp_path_factory):
+    """Built 32-record datasets of dielectric and phonon: <root>/mp-<prop>-irreps."""
+    root = tmp_path_factory.mktemp("datasets")
+    for prop in ("dielectric", "phonon"):
+        result = test_datasets.build(root / f"work-{prop}", prop, test_datasets.clean_rows(prop, N_RECORDS))
+        result.path.rename(root / result.path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(datasets_root, tmp_path_factory):
+    """An uninterrupted 3-epoch dielectric run through the train stage's function."""
+    models_root = tmp_path_factory.mktemp("models")
+    settings = training.TrainSettings(max_epochs=3, **TINY)
+    live = models_root / "live"
+    folder, result = training.train_property("dielectric", settings, datasets_root=datasets_root,
+                                             models_root=models_root, live_dir=live)
+    return settings, folder, result, live
+
+
+def weights_of(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / training.WEIGHTS_FILE)
+
+
+# ------------------------------------------------------------------------------------------------- train
+def test_train_stage_writes_a_loadable_model(trained, datasets_root):
+    settings, folder, result, live = trained
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "training_log.json"]
+    config = json.loads((folder / "config.json").read_text())
+    version = json.loads((datasets_root / "mp-dielectric-irreps" / "dataset_version.json").read_text())
+    assert config["format_version"] == training.MODEL_FORMAT
+    assert config["dataset"]["fingerprint"] == version["fingerprint"]
+    assert config["irreps"] == "1x0e+1x2e" and config["target_column"] == "eps_electronic_irreps"
+    assert config["training"]["max_epochs"] == 3 and config["model_config"]["hidden_irreps"] == "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e"
+    log = json.loads((folder / "training_log.json").read_text())
+    assert [entry["epoch"] for entry in log["epochs"]] == [0, 1, 2]
+    assert log["best_epoch"] == int(np.argmin([entry["val_loss"] for entry in log["epochs"]]))
+    assert set(log["n_records"]) == {"train", "validation", "test"}
+    assert sum(log["n_records"].values()) == N_RECORDS
+    assert not any("time" in key for entry in log["epochs"] for key in entry)  # deterministic content only
+    assert (live / "metrics.json").is_file()
+    assert not (folder.parent / ".resume" / "matten-dielectric").exists()  # cleared once the run is complete
+
+    loaded = training.load_model(folder)
+    data, _ = training.load_splits("dielectric", datasets_root)
+    np.testing.assert_array_equal(evaluation.predict(loaded.net, data["test"]),
+                                  evaluation.predict(result.net, data["test"]))
+
+
+def test_interrupted_run_resumes_to_the_same_weights(trained, datasets_root, tmp_path):
+    """Stopped after epoch 1 and resumed from last.ckpt, the run ends with the uninterrupted run's exact weights
+    (also: two runs with the same settings give identical weights on the CPU)."""
+    settings, folder, _, _ = trained
+    models_root = tmp_path / "models"
+    stopped, partial = training.train_property("dielectric", settings, datasets_root=datasets_root,
+                                               models_root=models_root, stop_after_epochs=1)
+    assert stopped is None and partial.epochs_run == 1
+    assert (models_root / ".resume" / "matten-dielectric" / training.LAST_CHECKPOINT).is_file()
+    resumed_folder, resumed = training.train_property("dielectric", settings, datasets_root=datasets_root,
+                                                      models_root=models_root)
+    assert resumed.resumed_after_epochs == 1 and resumed.epochs_run == 3
+    expected, actual = weights_of(folder), weights_of(resumed_folder)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert (folder / "training_log.json").read_text() == (resumed_folder / "training_log.json").read_text()
+
+
+def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
+    folder = tmp_path / "resume"
+    folder.mkdir()
+    (folder / training.LAST_CHECKPOINT).write_bytes(b"not ours")
+    (folder / training.RUN_FILE).write_text(json.dumps({"run_key": "another run"}))
+    assert training._resumable_checkpoint(folder, "this run") is None
+    assert not folder.exists()
+
+
+def test_loss_weights_count_every_irreps_block_equally():
+    config = training.models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    weights = training.loss_weights(config).numpy()
+    # 2x0e + 2x2e + 1x4e: blocks of 1, 1, 5, 5, 9 components; a unit relative error in one whole block adds 1/5.
+    blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
+    for block, scale in zip(blocks, config.output_scale):
+        assert weights[block].sum() * scale**2 == pytest.approx(1 / 5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(max_epochs=0), "max_epochs"),
+    (dict(learning_rate=-1.0), "learning_rate"),
+    (dict(plateau_factor=1.5), "plateau_factor"),
+    (dict(deterministic="maybe"), "deterministic"),
+    (dict(model={"seed": 3}), "seed"),
+    (dict(model={"hidden": "4x0e"}), "unknown ModelConfig fields"),
+    (dict(epochs=3), "unknown keys"),
+])
+def test_bad_settings_are_refused_by_name(settings, message):
+    with pytest.raises(ValueError, match=message):
+        training.TrainSettings.from_params(settings)
+
+
+def test_profile_selection():
+    section = {"profile": "cpu", "profiles": {"cpu": {"max_epochs": 5}, "release": {"max_epochs": 50}}}
+    assert training.select_profile(section) == ("cpu", training.TrainSettings(max_epochs=5))
+    assert training.select_profile(section, "release")[1].max_epochs == 50
+    with pytest.raises(ValueError, match="profile must be one of"):
+        training.select_profile(section, "gpu")
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root, tmp_path):
+    settings, folder, _, _ = trained
+    document = evaluation.evaluate_property("dielectric", settings, model_dir=folder, datasets_root=datasets_root,
+                                            reports_dir=tmp_path, gbm=baselines.GBMSettings(max_iter=20))
+    written = json.loads((tmp_path / "dielectric-metrics.json").read_text())
+    assert written == {key: value for key, value in document.items() if key != "per_crystal_system"}
+    assert json.loads((tmp_path / written["per_crystal_system_file"]).read_text()) == document["per_crystal_system"]
+    assert document["headline"] == "eps_poly_mae"
+    assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm", "non_equivariant"}
+    for metrics in [document["model"], *document["baselines"].values()]:
+        assert metrics["eps_poly_mae"] >= 0 and metrics["n"] == document["n_test"]
+        assert {"component_mae", "relative_frobenius_error", "anisotropy_ratio_mae"} <= set(metrics)
+    # Equivariance: the model obeys each test crystal's point group (to float32 rounding); the invariant-head
+    # baseline does not.
+    assert document["model"]["symmetry_violation"] < 1e-4
+    assert document["baselines"]["non_equivariant"]["symmetry_violation"] > 100 * document["model"]["symmetry_violation"]
+    systems = set(document["per_crystal_system"]["model"])
+    assert sum(document["per_crystal_system"]["model"][s]["n"] for s in systems) == document["n_test"]
+    assert (tmp_path / "dielectric-parity.png").stat().st_size > 0
+    assert (tmp_path / "dielectric-per-crystal-system.png").stat().st_size > 0
+
+
+def test_evaluate_phonon_model(datasets_root, tmp_path):
+    settings = training.TrainSettings(max_epochs=1, **TINY)
+    folder, _ = training.train_property("phonon", settings, datasets_root=datasets_root, models_root=tmp_path)
+    document = evaluation.evaluate_property("phonon", settings, model_dir=folder, datasets_root=datasets_root,
+                                            reports_dir=tmp_path, gbm=baselines.GBMSettings(max_iter=5), plots=False)
+    assert document["headline"] == "dos_mse"
+    assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm"}
+    assert "symmetry_violation" not in document["model"]
+    for key in ("dos_mse", "mean_frequency_relative_error", "fraction_mean_frequency_error_below_10pct",
+                "cv_300k_mae_kb_per_atom"):
+        assert document["model"][key] is not None
+
+
+def test_evaluate_refuses_a_model_of_another_dataset_version(trained, datasets_root, tmp_path):
+    settings, folder, _, _ = trained
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in ("model.safetensors", "training_log.json"):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["dataset"]["fingerprint"] = "sha256:" + "0" * 64
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="retrain"):
+        evaluation.evaluate_property("dielectric", settings, model_dir=copy, datasets_root=datasets_root,
+                                     reports_dir=tmp_path)
+
+
+def elastic_irreps(c_voigt) -> np.ndarray:
+    return tensors.cartesian_to_irreps(tensors.stiffness_voigt_to_cartesian(np.asarray(c_voigt)), "ijkl=jikl=klij")
+
+
+def isotropic_voigt(k: float, g: float) -> np.ndarray:
+    lam = k - 2 * g / 3
+    c = np.zeros((6, 6))
+    c[:3, :3] = lam
+    c[np.arange(3), np.arange(3)] = lam + 2 * g
+    c[np.arange(3, 6), np.arange(3, 6)] = g
+    return c
+
+
+def test_elastic_metrics_against_hand_values():
+    true_voigt = [isotropic_voigt(100.0, 50.0), isotropic_voigt(200.0, 80.0)]
+    pred_voigt = [isotropic_voigt(110.0, 50.0), -isotropic_voigt(200.0, 80.0)]  # the second is negative definite
+    structures = [None, None]
+    true = evaluation.record_quantities("elastic", np.stack([elastic_irreps(c) for c in true_voigt]), structures)
+    pred = evaluation.record_quantities("elastic", np.stack([elastic_irreps(c) for c in pred_voigt]), structures)
+    np.testing.assert_allclose(true["k_vrh"], [derived.elastic_properties(c)["k_vrh"] for c in true_voigt])
+    metrics = evaluation.group_metrics("elastic", pred, true, np.array([True, True]))
+    assert metrics["k_vrh_mae"] == pytest.approx((10.0 + 400.0) / 2)
+    assert metrics["k_vrh_mae_over_mad"] == pytest.approx(205.0 / 50.0)
+    assert metrics["fraction_not_positive_definite"] == 0.5
+    only_first = evaluation.group_metrics("elastic", pred, true, np.array([True, False]))
+    assert only_first["k_vrh_mae"] == pytest.approx(10.0) and only_first["k_vrh_mae_over_mad"] is None
+
+
+def test_phonon_metrics_against_hand_values():
+    from pymatgen.core import Lattice, Structure
+
+    structure = Structure(Lattice.cubic(3.0), ["Si"], [[0, 0, 0]])
+    true_dos = np.exp(-((PHONON_GRID_CM - 400.0) / 80.0) ** 2)
+    shifted = np.exp(-((PHONON_GRID_CM - 420.0) / 80.0) ** 2)
+    true = evaluation.record_quantities("phonon", true_dos[None], [structure])
+    pred = evaluation.record_quantities("phonon", shifted[None] - 0.01, [structure])  # slightly negative tails
+    assert pred["dos"].min() == 0.0
+    metrics = evaluation.group_metrics("phonon", pred, true, np.array([True]))
+    assert metrics["dos_mse"] == pytest.approx(np.mean((np.clip(shifted - 0.01, 0, None) - true_dos) ** 2))
+    assert 0 < metrics["mean_frequency_relative_error"] < 0.1
+    assert metrics["fraction_mean_frequency_error_below_10pct"] == 1.0
+
+
+def test_crystal_system_mean_and_composition_features():
+    from pymatgen.core import Lattice, Structure
+
+    nacl = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    split = training.SplitData("dielectric", ("a", "b", "c"), ("cubic", "cubic", "hexagonal"), (nacl,) * 3,
+                               np.array([[1.0] * 6, [3.0] * 6, [10.0] * 6]))
+    mean = baselines.CrystalSystemMean(split)
+    query = training.SplitData("dielectric", ("d", "e"), ("cubic", "triclinic"), (nacl,) * 2, np.zeros((2, 6)))
+    np.testing.assert_allclose(mean.predict(query), [[2.0] * 6, [14.0 / 3] * 6])
+    features = baselines.element_fractions([nacl])
+    assert features[0, 10] == 0.5 and features[0, 16] == 0.5 and features.sum() == 1.0
+    assert properties.get("dielectric").target_part == "electronic"

@@ -1,0 +1,307 @@
+"""Test-split metrics of a trained model and of its baselines (zoo.baselines), overall and per crystal system.
+
+Metrics (every predictor, every group; quantities from zoo.derived, conventions from zoo.tensors):
+    all tensors  component_mae: mean |pred - true| over the Voigt components (6x6 stiffness, 6 dielectric,
+                 3x6 piezo), in the property's units; relative_frobenius_error: mean over records of
+                 ||pred - true||_F / ||true||_F of the Cartesian tensors (records with a zero true tensor skipped)
+    elastic      Hill K, G, E: MAE (GPa) and MAE/MAD, MAD being the mean absolute deviation of the true values
+                 from their mean (MatTen's scaled error); fraction_not_positive_definite of the predicted 6x6
+    dielectric   eps_poly_mae and anisotropy_ratio_mae (a_r = lambda_max/lambda_min) of the target part
+                 (electronic); a predicted tensor with lambda_min <= 0 has no a_r and is counted, not scored
+    piezo        max_longitudinal_mae: the largest longitudinal coefficient max_n |e_ijk n_i n_j n_k| (C/m^2)
+    phonon       dos_mse (max-normalised DOS, mean over bins and records); mean-frequency relative error and
+                 the fraction of records below 10% (Chen et al.'s figure); C_V(300 K) MAE in k_B per atom.
+                 A baseline's DOS is clipped at 0 before scoring (a DOS cannot be negative; the model's softplus
+                 output already is)
+    symmetry_violation (tensors)  mean over test records of zoo.symmetry.neumann_residual of the predicted tensor
+                 under the record's point group (spglib analysis done once per structure and shared by all
+                 predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
+                 only within the symmetry tolerance (0.1 A), and float32 rounding adds ~1e-6.
+Headline metric per property: HEADLINES.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo import baselines, derived, graphs, properties, symmetry, tensors, training
+from zoo.io import write_json
+from zoo.properties import PHONON_GRID_CM
+
+REPORTS_DIR = Path("data/reports")
+HEADLINES = {"elastic": "k_vrh_mae", "dielectric": "eps_poly_mae", "piezo": "component_mae", "phonon": "dos_mse"}
+MODEL_KEY = "model"
+PREDICT_BATCH = 64
+MEAN_FREQUENCY_TOLERANCE = 0.10
+
+
+# ------------------------------------------------------------------------------------------------ predict
+def predict(net, split: training.SplitData, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """(n, dim) float64 predictions of `net` (irreps vector, or the DOS) for every record of `split`."""
+    net.eval()
+    full = graphs.GraphBatch.collate(graphs.GraphCache(net.config.r_cut).graphs(split.structures))
+    full = net.attach_geometry(full)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(split)))
+            out.append(net(full.select(index)).to(torch.float64).numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.irreps_out.dim))
+
+
+# ------------------------------------------------------------------------------------- per-record values
+def record_quantities(property_name: str, values: np.ndarray, structures: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Per-record derived quantities of predicted or true values (irreps vectors, or DOS), NaN where undefined."""
+    spec = properties.get(property_name)
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    if not spec.is_tensor:
+        dos = np.clip(values, 0.0, None)
+        mean_frequency, cv = np.full(n, np.nan), np.full(n, np.nan)
+        for i, (g, structure) in enumerate(zip(dos, structures)):
+            if np.trapezoid(g, PHONON_GRID_CM) <= 0.0:
+                continue  # an all-zero DOS has no mean frequency
+            mean_frequency[i] = derived.mean_frequency(PHONON_GRID_CM, g)
+            cv[i] = derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure), derived.CV_REFERENCE_TEMPERATURE_K,
+                                             float(structure.composition.weight))["cv_per_atom_kb"]
+        return {"dos": dos, "mean_frequency_cm": mean_frequency, "cv_300k_per_atom_kb": cv}
+    cartesian = tensors.irreps_to_cartesian(values, spec.formula)
+    out = {"cartesian": cartesian, "voigt": tensors.cartesian_to_voigt(cartesian, spec.voigt_kind)}
+    if spec.name == "elastic":
+        moduli = {key: np.full(n, np.nan) for key in ("k_vrh", "g_vrh", "y_mod")}
+        eigenvalues = np.linalg.eigvalsh(out["voigt"])
+        for i, c in enumerate(out["voigt"]):
+            if np.abs(eigenvalues[i]).min() <= 1e-12 * np.abs(eigenvalues[i]).max():
+                continue  # singular: no compliance, no Reuss bounds
+            hill = derived.hill_moduli(c, np.linalg.inv(c))
+            for key in moduli:
+                moduli[key][i] = hill[key]
+        out.update(moduli, min_eigenvalue=eigenvalues[:, 0])
+    elif spec.name == "dielectric":
+        eigenvalues = np.linalg.eigvalsh(cartesian)
+        out["eps_poly"] = eigenvalues.mean(axis=1)
+        positive = eigenvalues[:, 0] > 0
+        out["anisotropy_ratio"] = np.where(positive, eigenvalues[:, -1] / np.where(positive, eigenvalues[:, 0], 1.0),
+                                           np.nan)
+    elif spec.name == "piezo":
+        out["max_longitudinal"] = np.array([derived.piezo_properties(e)["max_longitudinal"] for e in out["voigt"]])
+    return out
+
+
+# -------------------------------------------------------------------------------------------- aggregation
+def _mean(values) -> float | None:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _mae_pair(pred: np.ndarray, true: np.ndarray) -> tuple[float | None, int]:
+    """MAE over records where both are defined, and the number of records where the prediction is not."""
+    defined = np.isfinite(pred) & np.isfinite(true)
+    undefined = int((~np.isfinite(pred) & np.isfinite(true)).sum())
+    return (_mean(np.abs(pred[defined] - true[defined])) if defined.any() else None), undefined
+
+
+def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
+                  mask: np.ndarray) -> dict[str, Any]:
+    """The metrics of the records selected by `mask` (module docstring)."""
+    spec = properties.get(property_name)
+    pick = lambda q, key: np.asarray(q[key])[mask]  # noqa: E731
+    out: dict[str, Any] = {"n": int(mask.sum())}
+    if not spec.is_tensor:
+        out["dos_mse"] = _mean(((pick(pred, "dos") - pick(true, "dos")) ** 2).mean(axis=1))
+        mean_true, mean_pred = pick(true, "mean_frequency_cm"), pick(pred, "mean_frequency_cm")
+        relative = np.abs(mean_pred - mean_true) / mean_true
+        out["mean_frequency_relative_error"] = _mean(relative)
+        out["fraction_mean_frequency_error_below_10pct"] = float(np.mean(np.nan_to_num(relative, nan=np.inf)
+                                                                         < MEAN_FREQUENCY_TOLERANCE))
+        out["cv_300k_mae_kb_per_atom"], _ = _mae_pair(pick(pred, "cv_300k_per_atom_kb"),
+                                                      pick(true, "cv_300k_per_atom_kb"))
+        return out
+    true_cart, pred_cart = pick(true, "cartesian"), pick(pred, "cartesian")
+    out["component_mae"] = _mean(np.abs(pick(pred, "voigt") - pick(true, "voigt")).reshape(len(true_cart), -1)
+                                 .mean(axis=1))
+    axes = tuple(range(1, true_cart.ndim))
+    norms = np.sqrt((true_cart ** 2).sum(axis=axes))
+    nonzero = norms > 0
+    out["relative_frobenius_error"] = _mean(np.sqrt(((pred_cart - true_cart) ** 2).sum(axis=axes))[nonzero]
+                                            / norms[nonzero])
+    if spec.name == "elastic":
+        for key in ("k_vrh", "g_vrh", "y_mod"):
+            truth = pick(true, key)
+            mae, undefined = _mae_pair(pick(pred, key), truth)
+            mad = float(np.abs(truth - truth.mean()).mean()) if truth.size else 0.0
+            out[f"{key}_mae"] = mae
+            out[f"{key}_mae_over_mad"] = mae / mad if mae is not None and mad > 0 else None
+        out["n_moduli_undefined"] = undefined
+        out["fraction_not_positive_definite"] = float(np.mean(pick(pred, "min_eigenvalue") <= 0)) \
+            if mask.any() else None
+    elif spec.name == "dielectric":
+        out["eps_poly_mae"], _ = _mae_pair(pick(pred, "eps_poly"), pick(true, "eps_poly"))
+        out["anisotropy_ratio_mae"], out["n_anisotropy_ratio_undefined"] = _mae_pair(
+            pick(pred, "anisotropy_ratio"), pick(true, "anisotropy_ratio"))
+    elif spec.name == "piezo":
+        out["max_longitudinal_mae"], _ = _mae_pair(pick(pred, "max_longitudinal"), pick(true, "max_longitudinal"))
+    return out
+
+
+def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
+                       infos: Sequence[symmetry.SymmetryInfo]) -> float | None:
+    """Mean Neumann residual of the predicted tensors under each record's point group; None for the DOS."""
+    if not properties.get(property_name).is_tensor:
+        return None
+    return _mean([symmetry.neumann_residual(t, info) for t, info in zip(pred["cartesian"], infos)])
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+def evaluate_property(property_name: str, settings: training.TrainSettings, *,
+                      gbm: baselines.GBMSettings = baselines.GBMSettings(),
+                      model_dir: str | os.PathLike | None = None,
+                      datasets_root: str | os.PathLike = training.zoo_datasets.HUB_DATASETS_DIR,
+                      reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True,
+                      log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
+    non-equivariant one with `settings`) on the test split; write ``<reports_dir>/<property>-metrics.json`` and
+    ``<property>-metrics-per-crystal-system.json`` and the parity and per-crystal-system plots. Returns the metrics
+    document, per_crystal_system included."""
+    spec = properties.get(property_name)
+    model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
+    loaded = training.load_model(model_dir)
+    data, dataset = training.load_splits(spec.name, datasets_root)
+    if loaded.info["dataset"]["fingerprint"] != dataset.fingerprint:
+        raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {loaded.info['dataset']['fingerprint']}, "
+                         f"but the dataset now is {dataset.fingerprint}: retrain it (dvc repro train@{spec.name})")
+    test = data["test"]
+    timings: dict[str, float] = {}
+
+    def timed(name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        started = time.perf_counter()
+        result = compute()
+        timings[name] = time.perf_counter() - started
+        log(f"{name}: {timings[name]:.1f} s")
+        return result
+
+    predictions = {MODEL_KEY: timed("model", lambda: predict(loaded.net, test))}
+    predictions["crystal_system_mean"] = timed("crystal_system_mean",
+                                               lambda: baselines.CrystalSystemMean(data["train"]).predict(test))
+    predictions["composition_gbm"] = timed("composition_gbm",
+                                           lambda: baselines.CompositionGBM(data["train"], gbm).predict(test))
+    if spec.is_tensor:
+        overrides = baselines.non_equivariant_overrides(loaded.net.config)
+        predictions["non_equivariant"] = timed("non_equivariant", lambda: predict(
+            training.fit(data, settings, config_overrides=overrides).net, test))
+
+    true = record_quantities(spec.name, test.targets, test.structures)
+    quantities = {name: record_quantities(spec.name, values, test.structures) for name, values in predictions.items()}
+    infos = timed("symmetry analysis", lambda: [symmetry.analyze(s) for s in test.structures]) \
+        if spec.is_tensor else None
+    systems = np.asarray(test.crystal_systems)
+    everything = np.ones(len(test), dtype=bool)
+    scored, per_system = {}, {}
+    for name, q in quantities.items():
+        scored[name] = group_metrics(spec.name, q, true, everything)
+        if spec.is_tensor:
+            scored[name]["symmetry_violation"] = symmetry_violation(spec.name, q, infos)
+        per_system[name] = {system: group_metrics(spec.name, q, true, systems == system)
+                            for system in sorted(set(systems))}
+    headline = HEADLINES[spec.name]
+    document = {
+        "property": spec.name,
+        "model_name": spec.model_name,
+        "units": spec.units,
+        "split": "test",
+        "n_test": len(test),
+        "headline": headline,
+        MODEL_KEY: scored.pop(MODEL_KEY),
+        "baselines": scored,
+        "per_crystal_system": per_system,
+        "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
+        "model_weights_sha256": loaded.info["weights"]["sha256"],
+        "definitions": {
+            "symmetry_violation": "mean over test records of zoo.symmetry.neumann_residual(predicted Cartesian "
+                                  "tensor, point group of the record's structure)",
+            "baselines": "zoo.baselines (module docstring); trained on the same train split in this run",
+        },
+    }
+    if not spec.is_tensor:
+        document["definitions"]["non_equivariant"] = ("not applicable: the DOS is invariant, so the model's own head "
+                                                      "is already invariant")
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
+    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
+    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
+    write_json(per_system_json_path(reports_dir, spec.name), per_system)
+    if plots:
+        timed("plots", lambda: write_plots(spec.name, quantities, true, document, reports_dir))
+    return document
+
+
+# -------------------------------------------------------------------------------------------------- plots
+PARITY_QUANTITY = {"elastic": ("k_vrh", "Hill bulk modulus K (GPa)"),
+                   "dielectric": ("eps_poly", "eps_poly (electronic)"),
+                   "piezo": ("voigt", "piezo components e_ij (C/m^2)"),
+                   "phonon": ("mean_frequency_cm", "mean phonon frequency (cm^-1)")}
+
+
+def metrics_path(reports_dir: Path, property_name: str) -> Path:
+    return Path(reports_dir) / f"{property_name}-metrics.json"
+
+
+def per_system_json_path(reports_dir: Path, property_name: str) -> Path:
+    return Path(reports_dir) / f"{property_name}-metrics-per-crystal-system.json"
+
+
+def parity_path(reports_dir: Path, property_name: str) -> Path:
+    return Path(reports_dir) / f"{property_name}-parity.png"
+
+
+def per_system_path(reports_dir: Path, property_name: str) -> Path:
+    return Path(reports_dir) / f"{property_name}-per-crystal-system.png"
+
+
+def write_plots(property_name: str, quantities: Mapping[str, Mapping[str, np.ndarray]],
+                true: Mapping[str, np.ndarray], document: Mapping[str, Any], reports_dir: Path) -> None:
+    """Parity plot of PARITY_QUANTITY for every predictor; bars of the headline metric per crystal system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    key, label = PARITY_QUANTITY[property_name]
+    names = list(quantities)
+    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        x, y = np.ravel(true[key]), np.ravel(quantities[name][key])
+        finite = np.isfinite(x) & np.isfinite(y)
+        axis.scatter(x[finite], y[finite], s=6, alpha=0.6)
+        low, high = float(np.min(x[finite], initial=0)), float(np.max(x[finite], initial=1))
+        axis.plot([low, high], [low, high], color="black", linewidth=0.8)
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel(f"true {label}", fontsize=8)
+        axis.set_ylabel("predicted", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(parity_path(reports_dir, property_name), dpi=110, metadata={"Software": None})
+    plt.close(figure)
+
+    headline = document["headline"]
+    systems = sorted(document["per_crystal_system"][MODEL_KEY])
+    figure, axis = plt.subplots(figsize=(1.2 * len(systems) + 2, 3.6))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        values = [document["per_crystal_system"][name][s][headline] for s in systems]
+        axis.bar(np.arange(len(systems)) + k * width, [np.nan if v is None else v for v in values], width, label=name)
+    axis.set_xticks(np.arange(len(systems)) + 0.4 - width / 2, systems, rotation=30, fontsize=8)
+    axis.set_ylabel(headline)
+    axis.set_title(f"{property_name}: {headline} per crystal system (test)", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(per_system_path(reports_dir, property_name), dpi=110, metadata={"Software": None})
+    plt.close(figure)

@@ -1,0 +1,671 @@
+"""Training the zoo's models with Lightning: data from the built datasets, the loss, resumable fits, checkpoints.
+
+Data. A split of ``data/hub/datasets/mp-<property>-irreps`` (``zoo.datasets.load``) becomes a ``SplitData``: the
+structures, the target (the property's ``target_part`` in irreps form, or the max-normalised DOS for phonon) and
+the crystal systems. Everything that does not change between epochs is computed once per run and kept: the
+neighbour graphs (``zoo.graphs.GraphCache``, which also reuses the graph of a repeated structure), one collated
+``GraphBatch`` per split, and on it the spherical harmonics and radial bases of every edge
+(``MattenNet.attach_geometry``). A mini-batch is then ``GraphBatch.select`` of its indices: tensor indexing only,
+no per-step Python loop over structures and no recomputed edge features. The data loader yields indices only
+(single process, seeded per epoch), so loading is deterministic and resumes exactly.
+
+Loss, per irreps block. For a tensor property, the mean over irrep instances b (5 for elastic 2x0e+2x2e+1x4e)
+of mean_m (pred_bm - y_bm)^2 / s_b^2, where s_b is the block's RMS over the training targets (after removing the
+mean of 0e blocks; ``zoo.models.fit_output_normalisation``). Each block then counts equally, whatever its size
+and dimension: the bulk-like 0e terms of the stiffness are ~10x the 4e part and would otherwise dominate. The
+scale factors are invariants of the data set, so the loss stays rotation invariant. Phonon: the plain MSE over
+the 51 bins of the max-normalised DOS (already O(1); a per-bin scale would blow up the nearly empty high bins).
+
+Fitting. Adam, ReduceLROnPlateau and EarlyStopping on the validation loss; the weights kept are those of the best
+validation epoch. Seeds: the model initialisation (ModelConfig.seed) and the epoch permutation (seed, epoch) are
+fixed; ``torch.use_deterministic_algorithms`` is on (Lightning ``deterministic``). Resume: Lightning writes
+``last.ckpt`` (weights, optimiser, scheduler, early-stopping state, our best weights and history) into a resume
+folder after every epoch, with ``run.json`` naming the run (settings, model config, dataset fingerprint); a later
+run with the same name continues from it, loaded with ``weights_only=True`` (tensors and plain containers only).
+The folder is deleted once the final outputs are written.
+
+Outputs (``save_model``), a folder ``data/models/matten-<property>/``:
+    model.safetensors   the best weights (no pickle)
+    config.json         format version, ModelConfig, property, irreps, units, target column, training settings,
+                        dataset name/version/fingerprint, sha256 of the weights
+    training_log.json   per-epoch losses and learning rates, best and last epoch: deterministic content (no times)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from zoo import datasets as zoo_datasets
+from zoo import graphs, models, properties, splits
+from zoo.io import atomic_write_bytes, canonical_json, sha256_bytes, write_json
+
+MODEL_FORMAT = "mp-tensor-zoo/model/1"
+MODELS_DIR = Path("data/models")
+RESUME_DIR = MODELS_DIR / ".resume"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+LOG_FILE = "training_log.json"
+LAST_CHECKPOINT = "last.ckpt"
+RUN_FILE = "run.json"
+
+
+# ------------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train (params.yaml, section ``train``, one profile).
+
+    max_epochs               upper limit on epochs
+    batch_size               structures per optimiser step
+    learning_rate            Adam's initial learning rate
+    plateau_factor           ReduceLROnPlateau: multiply the rate by this when the validation loss stalls ...
+    plateau_patience         ... for this many epochs
+    min_learning_rate        the rate never goes below this
+    early_stopping_patience  stop after this many epochs without a better validation loss
+    seed                     model initialisation and epoch permutations
+    accelerator              Lightning accelerator: 'auto' (a GPU when there is one), 'cpu', 'gpu'
+    threads                  torch intra-op threads on CPU (null: leave torch's default)
+    deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
+                             deterministic kernel, e.g. some CUDA scatter ops)
+    progress_bar             Lightning's progress bar
+    model                    ModelConfig fields (zoo.models) other than property, seed, avg_num_neighbors and the
+                             output normalisation, which training sets from the data
+    """
+
+    max_epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 0.005
+    plateau_factor: float = 0.5
+    plateau_patience: int = 4
+    min_learning_rate: float = 1e-5
+    early_stopping_patience: int = 10
+    seed: int = 0
+    accelerator: str = "auto"
+    threads: int | None = 1
+    deterministic: bool | str = True
+    progress_bar: bool = True
+    model: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("max_epochs", "batch_size", "plateau_patience", "early_stopping_patience"):
+            _check_int(getattr(self, name), name, minimum=1)
+        _check_int(self.seed, "seed", minimum=0)
+        if self.threads is not None:
+            _check_int(self.threads, "threads", minimum=1)
+        for name in ("learning_rate", "min_learning_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if isinstance(self.plateau_factor, bool) or not isinstance(self.plateau_factor, (int, float)) \
+                or not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be a number in (0, 1), got {self.plateau_factor!r}")
+        if self.accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+            raise ValueError(f"accelerator must be one of auto, cpu, gpu, cuda, mps, got {self.accelerator!r}")
+        if self.deterministic not in (True, False, "warn"):
+            raise ValueError(f"deterministic must be true, false or 'warn', got {self.deterministic!r}")
+        if not isinstance(self.model, Mapping):
+            raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
+        reserved = sorted(set(self.model) & {"property", "seed", "avg_num_neighbors", "output_scale", "output_shift"})
+        if reserved:
+            raise ValueError(f"model must not set {reserved}: training derives them (seed comes from settings.seed)")
+        known = {f.name for f in dataclasses.fields(models.ModelConfig)}
+        unknown = sorted(set(self.model) - known)
+        if unknown:
+            raise ValueError(f"model has unknown ModelConfig fields {unknown}")
+        object.__setattr__(self, "model", dict(self.model))
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> TrainSettings:
+        """Settings from one profile mapping of params.yaml; unknown keys are refused by name."""
+        if not isinstance(section, Mapping):
+            raise ValueError(f"a training profile must be a mapping of settings, got {section!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - names)
+        if unknown:
+            raise ValueError(f"training profile has unknown keys {unknown}; known: {sorted(names)}")
+        return cls(**section)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def select_profile(section: Mapping[str, Any], profile: str | None = None) -> tuple[str, TrainSettings]:
+    """(name, settings) of a profile of the ``train`` params section {profile: <name>, profiles: {<name>: {...}}}.
+
+    `profile` overrides the section's own choice.
+    """
+    profiles = section.get("profiles")
+    if not isinstance(profiles, Mapping) or not profiles:
+        raise ValueError("the train section needs 'profiles', a mapping of profile name -> settings")
+    name = profile if profile is not None else section.get("profile")
+    if name not in profiles:
+        raise ValueError(f"profile must be one of {sorted(profiles)}, got {name!r}")
+    return name, TrainSettings.from_params(profiles[name])
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+def target_column(property_name: str) -> str:
+    """The dataset column a model of the property predicts: its target_part in irreps form, or the DOS."""
+    spec = properties.get(property_name)
+    if not spec.is_tensor:
+        return "dos"
+    parts = zoo_datasets.TENSOR_PARTS[spec.name]
+    if len(parts) == 1:
+        return f"{parts[0].prefix}_irreps"
+    (part,) = [p for p in parts if p.source_column == spec.target_part]
+    return f"{part.prefix}_irreps"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: array fields make a generated __eq__ ambiguous
+class SplitData:
+    """One split of a property's dataset, as training and evaluation use it.
+
+    record_ids, crystal_systems  one per record, in file order (sorted by record_id)
+    structures                   pymatgen Structures (the frame of the tensors)
+    targets                      (n, dim) float64: target_column in irreps form (the DOS for phonon)
+    """
+
+    property: str
+    record_ids: tuple[str, ...]
+    crystal_systems: tuple[str, ...]
+    structures: tuple[Any, ...]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    version: str
+    fingerprint: str
+
+
+def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
+                ) -> tuple[dict[str, SplitData], DatasetInfo]:
+    """Every split of the built dataset ``<datasets_root>/mp-<property>-irreps`` and its version facts."""
+    spec = properties.get(property_name)
+    folder = Path(datasets_root) / spec.dataset_name
+    version_path = folder / zoo_datasets.VERSION_FILE
+    if not version_path.is_file():
+        raise FileNotFoundError(f"{version_path} not found: build the dataset first (dvc repro build@{spec.name})")
+    version = json.loads(version_path.read_text(encoding="utf-8"))
+    info = DatasetInfo(name=spec.dataset_name, version=version["version"], fingerprint=version["fingerprint"])
+    dataset = zoo_datasets.load(spec.name, local_root=datasets_root)
+    column = target_column(spec.name)
+    out = {}
+    for split in splits.SPLITS:
+        table = dataset[split].select_columns(["record_id", "crystal_system", "lattice", "species", "frac_coords",
+                                               column]).to_dict()
+        rows = [dict(zip(table, values)) for values in zip(*table.values())]
+        out[split] = SplitData(
+            property=spec.name,
+            record_ids=tuple(table["record_id"]),
+            crystal_systems=tuple(table["crystal_system"]),
+            structures=tuple(zoo_datasets.row_structure(row) for row in rows),
+            targets=np.asarray(table[column], dtype=np.float64).reshape(len(rows), -1),
+        )
+    return out, info
+
+
+def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
+    """The records of `data` at `indices`, in that order."""
+    indices = list(indices)
+    return SplitData(data.property, tuple(data.record_ids[i] for i in indices),
+                     tuple(data.crystal_systems[i] for i in indices), tuple(data.structures[i] for i in indices),
+                     data.targets[indices])
+
+
+def split_graphs(data: Mapping[str, SplitData], r_cut: float) -> dict[str, graphs.GraphBatch]:
+    """One collated GraphBatch per split (neighbour lists built once per distinct structure)."""
+    cache = graphs.GraphCache(r_cut)
+    return {name: graphs.GraphBatch.collate(cache.graphs(split.structures)) for name, split in data.items()}
+
+
+# -------------------------------------------------------------------------------------------- model config
+def make_model_config(property_name: str, settings: TrainSettings, train: SplitData,
+                      train_graphs: graphs.GraphBatch, **overrides) -> models.ModelConfig:
+    """The ModelConfig for `settings.model` with what training derives from the training split: the message
+    normalisation (mean neighbours per atom) and, for tensors, the output scale and shift."""
+    spec = properties.get(property_name)
+    fields = {**settings.model, **overrides}
+    normalisation = {}
+    if spec.is_tensor:
+        scale, shift = models.fit_output_normalisation(spec.name, train.targets)
+        normalisation = {"output_scale": scale, "output_shift": shift}
+    return models.ModelConfig(
+        spec.name, **fields, seed=settings.seed,
+        avg_num_neighbors=train_graphs.n_edges / max(train_graphs.n_atoms, 1), **normalisation,
+    )
+
+
+def loss_weights(config: models.ModelConfig) -> torch.Tensor:
+    """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
+    1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS."""
+    spec = properties.get(config.property)
+    irreps = o3.Irreps(spec.irreps)
+    if not spec.is_tensor:
+        return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
+    scale = config.output_scale or (1.0,) * irreps.num_irreps
+    weights = []
+    for (mul, ir), block_scales in zip(irreps, _instances(irreps, scale)):
+        for s in block_scales:
+            weights += [1.0 / (irreps.num_irreps * ir.dim * s * s)] * ir.dim
+    return torch.tensor(weights, dtype=torch.float64)
+
+
+def _instances(irreps, values):
+    """values (one per irrep instance) grouped by irreps entry."""
+    out, start = [], 0
+    for mul, _ in irreps:
+        out.append(values[start:start + mul])
+        start += mul
+    return out
+
+
+# --------------------------------------------------------------------------------------------- Lightning
+def _lightning():
+    import lightning
+
+    return lightning
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A permutation of range(n) drawn from (seed, epoch): the same every run and after a resume. Lightning calls
+    ``set_epoch`` before each epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_datamodule(data: Mapping[str, SplitData], batch_size: int, seed: int, r_cut: float):
+    """A LightningDataModule over the train and validation splits: loaders of record indices (one process);
+    ``graphs`` holds each split's collated neighbour graphs, built once in ``setup``."""
+    lightning = _lightning()
+
+    class GraphDataModule(lightning.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            self.data = {name: data[name] for name in ("train", "validation")}
+            self.graphs: dict[str, graphs.GraphBatch] | None = None
+
+        def setup(self, stage: str) -> None:
+            if self.graphs is None:
+                self.graphs = split_graphs(self.data, r_cut)
+
+        def train_dataloader(self):
+            n = len(self.data["train"])
+            return torch.utils.data.DataLoader(range(n), batch_size=batch_size, sampler=EpochSampler(n, seed),
+                                               num_workers=0)
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(range(len(self.data["validation"])), batch_size=max(batch_size, 64),
+                                               shuffle=False, num_workers=0)
+
+    return GraphDataModule()
+
+
+def make_module(net: models.MattenNet, settings: TrainSettings):
+    """The LightningModule: the network, the per-block loss, Adam + plateau schedule, best-weight tracking."""
+    lightning = _lightning()
+
+    class MattenModule(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.register_buffer("weights", loss_weights(net.config).to(net.dtype), persistent=False)
+            self.history: list[dict[str, float]] = []
+            self.best: dict[str, Any] = {"epoch": None, "val_loss": math.inf, "state": None}
+            self._sums = {"train": [0.0, 0], "validation": [0.0, 0], "validation_mae": [0.0, 0]}
+            self._graphs: dict[str, graphs.GraphBatch] = {}
+            self._targets: dict[str, torch.Tensor] = {}
+
+        def on_fit_start(self) -> None:
+            datamodule = self.trainer.datamodule
+            for split in ("train", "validation"):
+                # Fixed per-edge features computed once per run, on the training device.
+                self._graphs[split] = self.net.attach_geometry(datamodule.graphs[split].to(self.device))
+                self._targets[split] = torch.as_tensor(datamodule.data[split].targets, dtype=self.net.dtype,
+                                                       device=self.device)
+
+        def _errors(self, split: str, index: torch.Tensor) -> torch.Tensor:
+            prediction = self.net(self._graphs[split].select(index))
+            return prediction - self._targets[split][index]
+
+        def training_step(self, index, batch_idx):
+            errors = self._errors("train", index)
+            loss = (errors.square() * self.weights).sum(dim=1).mean()
+            self._accumulate("train", float(loss.detach()) * len(index), len(index))
+            return loss
+
+        def validation_step(self, index, batch_idx):
+            errors = self._errors("validation", index)
+            self._accumulate("validation", float((errors.square() * self.weights).sum()), len(index))
+            self._accumulate("validation_mae", float(errors.abs().sum()), errors.numel())
+
+        def _accumulate(self, key: str, total: float, count: int) -> None:
+            self._sums[key][0] += total
+            self._sums[key][1] += count
+
+        def _mean(self, key: str) -> float:
+            total, count = self._sums[key]
+            self._sums[key] = [0.0, 0]
+            return total / count if count else math.nan
+
+        def on_validation_epoch_end(self) -> None:
+            val_loss, val_mae = self._mean("validation"), self._mean("validation_mae")
+            self.log("val_loss", val_loss, prog_bar=True)
+            self.log("val_mae", val_mae)
+            if self.trainer.sanity_checking:
+                return
+            epoch = self.current_epoch
+            train_loss = self._mean("train")
+            learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("train_loss", train_loss, prog_bar=True)
+            self.log("learning_rate", learning_rate)
+            self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                 "val_mae_irreps": val_mae, "learning_rate": learning_rate})
+            if val_loss < self.best["val_loss"]:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()}
+                self.best = {"epoch": epoch, "val_loss": val_loss, "state": state}
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience,
+                min_lr=settings.min_learning_rate)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}}
+
+        def on_save_checkpoint(self, checkpoint: dict) -> None:
+            checkpoint["zoo_history"] = list(self.history)
+            checkpoint["zoo_best"] = dict(self.best)
+
+        def on_load_checkpoint(self, checkpoint: dict) -> None:
+            self.history = list(checkpoint["zoo_history"])
+            self.best = dict(checkpoint["zoo_best"])
+
+    return MattenModule()
+
+
+def make_epoch_timer():
+    """A callback recording the wall time of each epoch, validation included (Lightning validates inside the
+    training epoch), and logging it as epoch_time_s."""
+    from lightning.pytorch.callbacks import Callback
+
+    class EpochTimer(Callback):
+        def __init__(self):
+            self.seconds: list[float] = []
+            self._start = None
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if self._start is not None:
+                self.seconds.append(time.perf_counter() - self._start)
+                pl_module.log("epoch_time_s", self.seconds[-1])
+                self._start = None
+
+    return EpochTimer()
+
+
+@dataclass
+class FitResult:
+    net: models.MattenNet
+    config: models.ModelConfig
+    history: list[dict[str, float]]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    complete: bool
+    resumed_after_epochs: int | None
+    epoch_seconds: list[float]
+    setup_seconds: float
+
+
+def run_key(config: models.ModelConfig, settings: TrainSettings, dataset: DatasetInfo | None) -> str:
+    """sha256 naming a training run: what a resume checkpoint must match to be continued."""
+    described = {"config": json.loads(config.to_json()), "settings": settings.as_dict(),
+                 "dataset": None if dataset is None else dataclasses.asdict(dataset)}
+    return hashlib.sha256(canonical_json(described).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overrides: Mapping[str, Any] | None = None,
+        resume_dir: str | os.PathLike | None = None, dataset: DatasetInfo | None = None,
+        live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None) -> FitResult:
+    """Train a model on data['train'], selecting on data['validation'].
+
+    config_overrides: ModelConfig fields on top of settings.model (e.g. head='invariant_voigt' for the baseline).
+    resume_dir: where Lightning keeps last.ckpt; a matching run there is continued (None: a temporary folder).
+    live_dir: dvclive metrics folder (None: no logger).
+    stop_after_epochs: end this call after that many epochs (in total) as if interrupted; the resume folder keeps
+        the run (for tests of resuming).
+    """
+    lightning = _lightning()
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    started = time.perf_counter()
+    for split in ("train", "validation"):
+        if split not in data or len(data[split]) == 0:
+            raise ValueError(f"data must hold a non-empty {split!r} split")
+    prop = data["train"].property
+    with _torch_threads(settings.threads):
+        lightning.seed_everything(settings.seed, workers=True, verbose=False)
+        r_cut = {**settings.model, **(config_overrides or {})}.get("r_cut", models.ModelConfig.r_cut)
+        datamodule = make_datamodule(data, settings.batch_size, settings.seed, r_cut)
+        datamodule.setup("fit")
+        config = make_model_config(prop, settings, data["train"], datamodule.graphs["train"],
+                                   **(config_overrides or {}))
+        net = models.MattenNet(config)
+        module = make_module(net, settings)
+
+        with contextlib.ExitStack() as stack:
+            if resume_dir is None:
+                resume_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-train-"))
+            resume_dir = Path(resume_dir)
+            key = run_key(config, settings, dataset)
+            checkpoint = _resumable_checkpoint(resume_dir, key)
+            resumed_after = None
+            if checkpoint is not None:
+                # Lightning's "epoch" counts the completed epochs. Our own file; loaded without pickle's code execution.
+                resumed_after = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+            timer = make_epoch_timer()
+            early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=settings.early_stopping_patience)
+            last_checkpoint = ModelCheckpoint(dirpath=resume_dir, save_last=True, save_top_k=0,
+                                              enable_version_counter=False)
+            callbacks = [early_stopping, last_checkpoint, timer]
+            logger = False
+            if live_dir is not None:
+                from dvclive.lightning import DVCLiveLogger
+
+                # dvcyaml=None: dvclive must not write into the project's dvc.yaml; no experiment bookkeeping.
+                logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
+                                       resume=checkpoint is not None)
+            max_epochs = settings.max_epochs if stop_after_epochs is None else min(settings.max_epochs,
+                                                                                   stop_after_epochs)
+            trainer = lightning.Trainer(
+                max_epochs=max_epochs, accelerator=settings.accelerator, devices=1,
+                deterministic=settings.deterministic, callbacks=callbacks, logger=logger,
+                enable_progress_bar=settings.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+                log_every_n_steps=1, default_root_dir=str(resume_dir),
+            )
+            _write_run_file(resume_dir, key)
+            setup_seconds = time.perf_counter() - started
+            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+            stopped = bool(early_stopping.stopped_epoch)
+            complete = stopped or len(module.history) >= settings.max_epochs
+            if complete:
+                shutil.rmtree(resume_dir, ignore_errors=True)
+
+        if module.best["state"] is None:
+            raise ValueError("training ran no complete epoch: no validation loss to select weights by")
+        net.load_state_dict(module.best["state"])
+        net.to("cpu").eval()
+        return FitResult(net=net, config=config, history=list(module.history), best_epoch=module.best["epoch"],
+                         epochs_run=len(module.history), stopped_early=stopped, complete=complete,
+                         resumed_after_epochs=resumed_after,
+                         epoch_seconds=list(timer.seconds), setup_seconds=setup_seconds)
+
+
+def _resumable_checkpoint(resume_dir: Path, key: str) -> str | None:
+    """resume_dir/last.ckpt if it belongs to the run `key`; otherwise the folder is cleared and None returned."""
+    last, run = resume_dir / LAST_CHECKPOINT, resume_dir / RUN_FILE
+    if last.is_file() and run.is_file():
+        try:
+            if json.loads(run.read_text(encoding="utf-8")).get("run_key") == key:
+                return str(last)
+        except json.JSONDecodeError:
+            pass
+    if resume_dir.exists():
+        shutil.rmtree(resume_dir)  # another run's state: never continue it
+    return None
+
+
+def _write_run_file(resume_dir: Path, key: str) -> None:
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    write_json(resume_dir / RUN_FILE, {"run_key": key})
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def training_log(result: FitResult, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
+    """The deterministic training log (no wall times): per-epoch values and the selection."""
+    return {
+        "epochs": result.history,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": min(entry["val_loss"] for entry in result.history),
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "max_epochs": settings.max_epochs,
+        "n_records": dict(n_records),
+        "loss": "per-irreps-block normalised MSE (zoo.training docstring); phonon: MSE over the 51 DOS bins",
+    }
+
+
+def save_model(folder: str | os.PathLike, net: models.MattenNet, *, settings: TrainSettings,
+               dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None) -> Path:
+    """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete."""
+    from safetensors.torch import save
+
+    spec = properties.get(net.config.property)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in net.state_dict().items()}
+    weights = save(state, metadata={"format": MODEL_FORMAT})
+    config = {
+        "format_version": MODEL_FORMAT,
+        "model_name": spec.model_name,
+        "property": spec.name,
+        "irreps": spec.irreps,
+        "formula": spec.formula,
+        "units": spec.units,
+        "target_column": target_column(spec.name),
+        "target_part": spec.target_part,
+        "model_config": json.loads(net.config.to_json()),
+        "training": {"profile": profile, **settings.as_dict()},
+        "dataset": dataclasses.asdict(dataset),
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        atomic_write_bytes(staging / WEIGHTS_FILE, weights)
+        write_json(staging / CONFIG_FILE, config)
+        write_json(staging / LOG_FILE, dict(log))
+        staging.chmod(0o755)
+        zoo_datasets._replace_directory(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    net: models.MattenNet
+    info: dict[str, Any]
+
+
+def load_model(folder: str | os.PathLike) -> LoadedModel:
+    """A model folder written by ``save_model``: config checked (format version, weights hash), weights from
+    safetensors (no pickle), network in eval mode on the CPU."""
+    from safetensors.torch import load
+
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(f"{folder} lacks {CONFIG_FILE} or {WEIGHTS_FILE}: not a model folder (train it first)")
+    info = json.loads(config_path.read_text(encoding="utf-8"))
+    if info.get("format_version") != MODEL_FORMAT:
+        raise ValueError(f"{config_path} has format {info.get('format_version')!r}; this code reads {MODEL_FORMAT!r}")
+    data = weights_path.read_bytes()
+    if sha256_bytes(data) != info["weights"]["sha256"]:
+        raise ValueError(f"{weights_path} does not match the sha256 in {config_path}: the folder is corrupt")
+    net = models.MattenNet(models.ModelConfig.from_json(json.dumps(info["model_config"])))
+    net.load_state_dict(load(data), strict=True)
+    return LoadedModel(net=net.eval(), info=info)
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+def train_property(property_name: str, settings: TrainSettings, *, profile: str | None = None,
+                   datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
+                   models_root: str | os.PathLike = MODELS_DIR, resume_root: str | os.PathLike | None = None,
+                   live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
+                   ) -> tuple[Path | None, FitResult]:
+    """The train stage: load the dataset, fit (resuming a matching interrupted run), write the model folder.
+
+    Returns (model folder, fit result); the folder is None when `stop_after_epochs` interrupted the run.
+    resume_root: parent of the per-model resume folder (default ``<models_root>/.resume``).
+    """
+    spec = properties.get(property_name)
+    data, dataset = load_splits(spec.name, datasets_root)
+    resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
+    result = fit(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
+                 stop_after_epochs=stop_after_epochs)
+    if not result.complete:
+        return None, result
+    counts = {name: len(split) for name, split in data.items()}
+    folder = save_model(Path(models_root) / spec.model_name, result.net, settings=settings, dataset=dataset,
+                        log=training_log(result, settings, counts), profile=profile)
+    return folder, result
