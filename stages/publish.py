@@ -1,0 +1,191 @@
+"""DVC stage `publish`: a trained, evaluated model and its dataset as versioned repositories.
+
+    python stages/publish.py <property> [--params params.yaml] [--target local|hub] [--version X.Y.Z]
+
+Model repository folder: model.safetensors and config.json (as the train stage wrote them: full ModelConfig,
+property, irreps, units, format version, weights sha256) and README.md, the model card (zoo.model_card). The
+dataset folder (data/hub/datasets/mp-<property>-irreps) is published as it is, under its own version.
+
+Targets: `local` (default): the local zoo store (zoo.registry.LocalStore, `publish.store`); `hub`: a Hugging Face
+Hub through zoo.hub (upload_folder + tag v<version>), at `publish.hub.endpoint` or HF_ENDPOINT, token HF_TOKEN,
+namespace `publish.hub.organisation` or ZOO_HUB_ORG. ZOO_PUBLISH_TARGET overrides the target. A published
+version is never overwritten: publishing a model version again is refused. A dataset version already published
+with the same content fingerprint is left as it is (several model versions share it); with another fingerprint
+it is refused.
+
+Writes data/reports/publish/<property>.json: what was published where, every file's sha256, and for the Hub the
+commit sha, i.e. the release entry to add to zoo/registry.json.
+
+params.yaml, section `publish`:
+    model_version  semantic version of the models published by this run
+    target         local | hub
+    store          folder of the local store
+    hub            {organisation, endpoint (null: HF_ENDPOINT or huggingface.co), private}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from zoo import datasets as zoo_datasets
+from zoo import evaluation, hub, model_card, properties, registry, training
+from zoo.io import sha256_file, write_json
+from zoo.params import load_section
+
+TARGETS = ("local", "hub")
+PUBLISH_REPORTS = Path("data/reports/publish")
+console = Console(stderr=True, soft_wrap=True)
+
+
+def git_commit(root: Path = Path(".")) -> str | None:
+    """HEAD's sha, with '-dirty' when tracked files differ from it; None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def dvc_lock_entry(lock_path: Path, stage: str) -> dict[str, Any] | None:
+    if not lock_path.is_file():
+        return None
+    return (yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
+
+
+def publish_property(property_name: str, *, version: str, target: str, store: str | os.PathLike | None = None,
+                     organisation: str, endpoint: str | None = None, token: str | None = None,
+                     private: bool = False, models_root: str | os.PathLike = training.MODELS_DIR,
+                     datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
+                     reports_dir: str | os.PathLike = evaluation.REPORTS_DIR,
+                     lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None) -> dict[str, Any]:
+    """Publish the model of `property_name` and its dataset; returns the report (module docstring)."""
+    spec = properties.get(property_name)
+    registry.version_key(version)
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    model_dir = Path(models_root) / spec.model_name
+    dataset_dir = Path(datasets_root) / spec.dataset_name
+    info = json.loads((model_dir / training.CONFIG_FILE).read_text(encoding="utf-8"))
+    if sha256_file(model_dir / training.WEIGHTS_FILE) != info["weights"]["sha256"]:
+        raise ValueError(f"{model_dir / training.WEIGHTS_FILE} does not match the sha256 in its config.json")
+    dataset_version = json.loads((dataset_dir / zoo_datasets.VERSION_FILE).read_text(encoding="utf-8"))
+    if dataset_version["fingerprint"] != info["dataset"]["fingerprint"]:
+        raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {info['dataset']['fingerprint']}, but "
+                         f"{dataset_dir} is {dataset_version['fingerprint']}: retrain (dvc repro train@{spec.name})")
+    metrics = json.loads(evaluation.metrics_path(Path(reports_dir), spec.name).read_text(encoding="utf-8"))
+    per_system_path = evaluation.per_system_json_path(Path(reports_dir), spec.name)
+    # Reports written before the per-crystal-system tables moved to their own file hold them inline.
+    per_system = json.loads(per_system_path.read_text(encoding="utf-8")) if per_system_path.is_file() \
+        else metrics.get("per_crystal_system", {})
+    dataset_repo = f"{organisation}/{spec.dataset_name}"
+    card = model_card.render_model_card(info, metrics, per_system, version=version, dataset_repo=dataset_repo,
+                                        git_commit=commit, dvc_lock_entry=dvc_lock_entry(Path(lock_path),
+                                                                                         f"train@{spec.name}"))
+    report: dict[str, Any] = {"property": spec.name, "target": target}
+    with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
+        folder = Path(tmp) / spec.model_name
+        folder.mkdir()
+        for name in (training.WEIGHTS_FILE, training.CONFIG_FILE):
+            shutil.copyfile(model_dir / name, folder / name)
+        (folder / model_card.CARD_FILE).write_text(card, encoding="utf-8")
+        if target == "local":
+            local = registry.LocalStore(store)
+            report["dataset"] = _publish_dataset_locally(local, dataset_dir, spec.dataset_name, dataset_version)
+            stored = local.publish(folder, spec.model_name, version)
+            report["model"] = {"name": spec.model_name, "version": version, "path": str(stored),
+                               "files": local.versions(spec.model_name)[version]}
+        else:
+            report["dataset"] = _publish_dataset_to_hub(dataset_dir, dataset_repo, dataset_version, endpoint, token,
+                                                        private)
+            repo_id = f"{organisation}/{spec.model_name}"
+            commit_sha = hub.publish_folder(folder, repo_id, "model", version, endpoint=endpoint, token=token,
+                                            private=private)
+            report["model"] = {"name": spec.model_name, "version": version, "repo_id": repo_id,
+                               "registry_release": registry.release_entry(folder, commit_sha, info["dataset"])}
+    return report
+
+
+def _publish_dataset_locally(local: registry.LocalStore, folder: Path, name: str,
+                             version_info: dict[str, Any]) -> dict[str, Any]:
+    version = version_info["version"]
+    try:
+        path = local.publish(folder, name, version, kind="datasets")
+        return {"name": name, "version": version, "path": str(path), "published": True}
+    except registry.LocalVersionExistsError:
+        stored = json.loads((local.folder(name, version, "datasets") / zoo_datasets.VERSION_FILE).read_text())
+        _same_dataset(name, version, stored, version_info)
+        return {"name": name, "version": version, "path": str(local.folder(name, version, "datasets")),
+                "published": False}
+
+
+def _publish_dataset_to_hub(folder: Path, repo_id: str, version_info: dict[str, Any], endpoint, token,
+                            private: bool) -> dict[str, Any]:
+    version = version_info["version"]
+    try:
+        commit = hub.publish_folder(folder, repo_id, "dataset", version, endpoint=endpoint, token=token,
+                                    private=private)
+        return {"repo_id": repo_id, "version": version, "revision": commit, "published": True}
+    except hub.VersionExistsError:
+        with tempfile.TemporaryDirectory(prefix="zoo-publish-check-") as cache:
+            path = hub.download_file(repo_id, zoo_datasets.VERSION_FILE, hub.version_tag(version), repo_type="dataset",
+                                     cache_dir=cache, endpoint=endpoint, token=token)
+            _same_dataset(repo_id, version, json.loads(path.read_text(encoding="utf-8")), version_info)
+            commit = path.parent.name
+        return {"repo_id": repo_id, "version": version, "revision": commit, "published": False}
+
+
+def _same_dataset(name: str, version: str, published: dict[str, Any], local: dict[str, Any]) -> None:
+    if published.get("fingerprint") != local["fingerprint"]:
+        raise hub.VersionExistsError(
+            f"dataset {name} version {version} is already published with fingerprint {published.get('fingerprint')}, "
+            f"but the local build is {local['fingerprint']}: bump build.dataset_version; versions are never overwritten")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("property", choices=sorted(properties.PROPERTIES))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
+    parser.add_argument("--target", choices=TARGETS, default=None, help="overrides publish.target and ZOO_PUBLISH_TARGET")
+    parser.add_argument("--version", default=None, help="model version (default: publish.model_version)")
+    args = parser.parse_args(argv)
+    try:
+        section = load_section(args.params, "publish", required=True)
+        unknown = sorted(set(section) - {"model_version", "target", "store", "hub"})
+        hub_section = dict(section.get("hub") or {})
+        unknown += [f"hub.{key}" for key in sorted(set(hub_section) - {"organisation", "endpoint", "private"})]
+        if unknown:
+            raise ValueError(f"publish section of {args.params} has unknown keys {unknown}")
+        target = args.target or os.environ.get("ZOO_PUBLISH_TARGET") or section.get("target", "local")
+        organisation = os.environ.get("ZOO_HUB_ORG") or hub_section.get("organisation") or \
+            registry.read_registry().hub_organisation
+        report = publish_property(
+            args.property, version=args.version or str(section["model_version"]), target=target,
+            store=section.get("store"), organisation=organisation, endpoint=hub_section.get("endpoint"),
+            token=os.environ.get("HF_TOKEN"), private=bool(hub_section.get("private", False)),
+            commit=git_commit())
+    except (ValueError, KeyError, FileNotFoundError, registry.LocalVersionExistsError, hub.HubError) as err:
+        console.print(f"[bold red]publish {args.property} failed:[/] {err}")
+        return 1
+    write_json(PUBLISH_REPORTS / f"{args.property}.json", report)
+    model = report["model"]
+    where = model.get("path") or model["repo_id"]
+    print(f"publish {args.property}: {model['name']} {model['version']} -> {where}; dataset "
+          f"{report['dataset']['version']} {'published' if report['dataset']['published'] else 'already published'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

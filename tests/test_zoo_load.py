@@ -1,0 +1,305 @@
+"""zoo.load, the local store, the registry and the publish stage, with tiny untrained models written by
+zoo.training.save_model (these tests check the machinery: resolution, verification, refusals, output types).
+
+The Hub tests run the real huggingface_hub client against the loopback Hub double (tests/fakes/hub.py); nothing
+may reach a real host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+import zoo
+from stages import publish
+from tests.fakes.hub import Fault, guarded_connect, guarded_getaddrinfo, serve
+from zoo import hub, loading, models, registry, training
+
+TINY = {"hidden_irreps": "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", "n_radial": 4, "radial_hidden": (8,), "species_dim": 8}
+# A stiffness shift that keeps the untrained network's output positive definite (GPa; the 2 0e instances).
+ELASTIC_SHIFT = (300.0, 200.0)
+FINGERPRINT = "sha256:" + "ab" * 32
+NAME = "matten-elastic"
+DEAD_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused at once
+
+
+def silicon() -> Structure:
+    return Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+
+
+def save_tiny_model(models_root: Path, prop: str = "elastic") -> Path:
+    overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
+    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides))
+    settings = training.TrainSettings(max_epochs=1, progress_bar=False)
+    dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
+    return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
+                               log={"epochs": []}, profile="test")
+
+
+def pipeline_outputs(root: Path) -> dict[str, Path]:
+    """What the publish stage reads: a model folder, its dataset folder and the evaluate stage's metrics."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = save_tiny_model(root / "models")
+    dataset = root / "datasets" / "mp-elastic-irreps"
+    (dataset / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"record_id": ["snapshot:elastic:row-0"]}), dataset / "data" / "train-00000-of-00001.parquet")
+    (dataset / "dataset_version.json").write_text(json.dumps({"version": "1.0.0", "fingerprint": FINGERPRINT}))
+    (dataset / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# mp-elastic-irreps (test)\n")
+    weights_sha = json.loads((folder / "config.json").read_text())["weights"]["sha256"]
+    scores = {"n": 3, "k_vrh_mae": 10.0, "component_mae": 5.0}
+    reports = root / "reports"
+    reports.mkdir()
+    (reports / "elastic-metrics.json").write_text(json.dumps({
+        "headline": "k_vrh_mae", "split": "test", "n_test": 3, "model": scores,
+        "baselines": {"crystal_system_mean": {**scores, "k_vrh_mae": 50.0}}, "model_weights_sha256": weights_sha}))
+    (reports / "elastic-metrics-per-crystal-system.json").write_text(json.dumps(
+        {"model": {"cubic": scores}, "crystal_system_mean": {"cubic": {**scores, "k_vrh_mae": 40.0}}}))
+    return {"models_root": root / "models", "datasets_root": root / "datasets", "reports_dir": reports}
+
+
+def publish_locally(root: Path, version: str = "0.1.0") -> tuple[Path, dict]:
+    store = root / "store"
+    report = publish.publish_property("elastic", version=version, target="local", store=store,
+                                      organisation="zoo-test", lock_path=root / "no-dvc.lock", commit="abc123",
+                                      **pipeline_outputs(root))
+    return store, report
+
+
+def registry_file(path: Path, releases: dict | None = None, repo_id: str = f"zoo-test/{NAME}") -> Path:
+    path.write_text(json.dumps({"format": registry.REGISTRY_FORMAT, "hub_organisation": "zoo-test", "models": {
+        NAME: {"property": "elastic", "repo_id": repo_id, "releases": releases or {}}}}))
+    return path
+
+
+def rehash(store: Path, version: str = "0.1.0") -> None:
+    """Record the current bytes of a stored version in versions.json (as if the store had been written so)."""
+    folder = store / "models" / NAME / version
+    index = store / "models" / NAME / registry.VERSIONS_FILE
+    recorded = json.loads(index.read_text())
+    recorded[version]["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    index.write_text(json.dumps(recorded))
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local")
+    store, report = publish_locally(root)
+    return root, store, report
+
+
+# ------------------------------------------------------------------------------------------------ local store
+def test_publish_local_then_load_predicts_an_elastic_tensor(local):
+    from pymatgen.analysis.elasticity import ElasticTensor
+
+    root, store, report = local
+    assert report["dataset"]["published"] and report["model"]["version"] == "0.1.0"
+    model = zoo.load(NAME, store=store, cache_dir=root / "cache", endpoint=DEAD_ENDPOINT)
+    assert (model.source, model.version) == ("local store", "0.1.0")
+    prediction = model.predict(silicon())
+    assert isinstance(prediction.value, ElasticTensor)
+    assert prediction.value.k_vrh == pytest.approx(prediction.derived["k_vrh"], rel=1e-9)
+    assert prediction.derived["k_vrh"] > 0 and prediction.derived_error is None
+    # The card: YAML header for the Hub, metrics with the baseline, provenance.
+    assert model.card.startswith("---\n") and "library_name: e3nn" in model.card
+    assert "crystal_system_mean" in model.card and "abc123" in model.card and FINGERPRINT in model.card
+    # Equivariance carries through: a rotated structure gives the rotated stiffness.
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    rotated = Structure(Lattice(silicon().lattice.matrix @ rotation.T), ["Si", "Si"], silicon().frac_coords)
+    np.testing.assert_allclose(model.predict(rotated).value, prediction.value.rotate(rotation, tol=1e-3),
+                               atol=1e-3 * np.abs(prediction.value).max())
+
+
+def test_a_version_is_never_published_twice_locally(local, tmp_path):
+    root, store, _ = local
+    before = sorted(p.read_bytes() for p in (store / "models" / NAME / "0.1.0").iterdir())
+    with pytest.raises(registry.LocalVersionExistsError, match="never overwritten"):
+        publish.publish_property("elastic", version="0.1.0", target="local", store=store, organisation="zoo-test",
+                                 lock_path=root / "no-dvc.lock", models_root=root / "models",
+                                 datasets_root=root / "datasets", reports_dir=root / "reports")
+    assert sorted(p.read_bytes() for p in (store / "models" / NAME / "0.1.0").iterdir()) == before
+    # A new model version reuses the published dataset version of the same fingerprint.
+    again = publish.publish_property("elastic", version="0.2.0", target="local", store=store, organisation="zoo-test",
+                                     lock_path=root / "no-dvc.lock", models_root=root / "models",
+                                     datasets_root=root / "datasets", reports_dir=root / "reports")
+    assert again["dataset"]["published"] is False
+    assert zoo.load(NAME, store=store, endpoint=DEAD_ENDPOINT).version == "0.2.0"
+    assert zoo.load(NAME, "0.1.0", store=store, endpoint=DEAD_ENDPOINT).version == "0.1.0"
+
+
+def test_unknown_name_suggests_the_close_match(local):
+    with pytest.raises(registry.UnknownModelError) as error:
+        zoo.load("mattenelastic", store=local[1])
+    assert "Did you mean 'matten-elastic'" in str(error.value) and "matten-phonon" in str(error.value)
+
+
+def test_offline_and_not_cached_is_a_clear_error(tmp_path):
+    with pytest.raises(loading.ModelNotCachedError, match="cannot be reached") as error:
+        zoo.load(NAME, "1.0.0", store=tmp_path / "empty", cache_dir=tmp_path / "cache",
+                 registry_path=registry_file(tmp_path / "registry.json"), endpoint=DEAD_ENDPOINT)
+    assert isinstance(error.value, hub.HubUnavailable)
+
+
+@pytest.fixture
+def copied_store(local, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(local[1], store)
+    return store
+
+
+def test_one_flipped_byte_is_refused_before_any_tensor_is_loaded(copied_store, monkeypatch):
+    import safetensors.torch
+
+    weights = copied_store / "models" / NAME / "0.1.0" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    expected = hashlib.sha256(data).hexdigest()
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(safetensors.torch, "load", lambda *a: pytest.fail("weights were parsed before the check"))
+    with pytest.raises(hub.ChecksumMismatchError) as error:
+        zoo.load(NAME, "0.1.0", store=copied_store)
+    message = str(error.value)
+    assert "model.safetensors" in message and expected in message and hashlib.sha256(data).hexdigest() in message
+
+
+class _Trap:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_in_place_of_the_weights_is_never_unpickled(copied_store, tmp_path):
+    folder = copied_store / "models" / NAME / "0.1.0"
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(_Trap(marker))
+    (folder / "model.safetensors").write_bytes(payload)
+    config = json.loads((folder / "config.json").read_text())
+    config["weights"]["sha256"] = hashlib.sha256(payload).hexdigest()  # every recorded hash agrees with the pickle
+    (folder / "config.json").write_text(json.dumps(config))
+    rehash(copied_store)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        zoo.load(NAME, "0.1.0", store=copied_store)
+    assert not marker.exists()
+
+
+def test_a_newer_format_version_asks_for_an_upgrade(copied_store):
+    folder = copied_store / "models" / NAME / "0.1.0"
+    config = json.loads((folder / "config.json").read_text())
+    config["format_version"] = "mp-tensor-zoo/model/2"
+    (folder / "config.json").write_text(json.dumps(config))
+    rehash(copied_store)
+    with pytest.raises(loading.FormatVersionError, match="newer than this code reads"):
+        zoo.load(NAME, "0.1.0", store=copied_store)
+
+
+def test_predict_reads_files_and_lists_and_names_bad_input(local, tmp_path):
+    model = zoo.load(NAME, store=local[1])
+    poscar = tmp_path / "POSCAR"
+    silicon().to(filename=str(poscar))
+    first, second = model.predict([silicon(), poscar], batch_size=1)
+    np.testing.assert_allclose(first.value, second.value, atol=1e-9)
+    assert second.source == str(poscar)
+    bad = tmp_path / "bad.cif"
+    bad.write_text("data_bad\nloop_\n_atom_site_label\nxx\n")
+    with pytest.raises(loading.StructureReadError, match="bad.cif"):
+        model.predict(bad)
+    with pytest.raises(loading.StructureReadError, match=r"structures\[1\].*got int"):
+        model.predict([silicon(), 3])
+    with pytest.raises(loading.StructureReadError, match="no such file"):
+        model.predict(tmp_path / "missing.cif")
+
+
+@pytest.mark.parametrize("prop, part, kind", [("dielectric", "electronic", "Tensor"), ("piezo", "total", "PiezoTensor"),
+                                              ("phonon", "dos", "PhononDos")])
+def test_each_property_returns_its_pymatgen_object(prop, part, kind, tmp_path):
+    folder = save_tiny_model(tmp_path / "models", prop)
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, f"matten-{prop}", "0.1.0")
+    prediction = zoo.load(f"matten-{prop}", store=store.root).predict(silicon())
+    assert list(prediction.tensors) == [part] and type(prediction.value).__name__ == kind
+    assert json.loads(json.dumps(prediction.as_dict()))["property"] == prop
+
+
+def test_ase_atoms_are_accepted_when_ase_is_installed(local):
+    ase = pytest.importorskip("ase")
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    model = zoo.load(NAME, store=local[1])
+    atoms = AseAtomsAdaptor.get_atoms(silicon())
+    assert isinstance(atoms, ase.Atoms)
+    np.testing.assert_allclose(model.predict(atoms).value, model.predict(silicon()).value, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------------- Hub
+@pytest.fixture(scope="module")
+def loopback_only():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", guarded_connect(socket.socket.connect))
+        patch.setattr(socket.socket, "connect_ex", guarded_connect(socket.socket.connect_ex))
+        patch.setattr(socket, "getaddrinfo", guarded_getaddrinfo(socket.getaddrinfo))
+        yield
+
+
+@pytest.fixture(scope="module")
+def hub_published(loopback_only, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    with serve(token="hf_test_write_token_0123456789") as double:
+        report = publish.publish_property("elastic", version="0.1.0", target="hub", organisation="zoo-test",
+                                          endpoint=double.endpoint, token=double.token, lock_path=root / "no.lock",
+                                          **pipeline_outputs(root))
+        yield double, root, report
+
+
+def test_publish_to_the_hub_then_load_downloads_verifies_and_predicts_like_local(hub_published, tmp_path):
+    double, root, report = hub_published
+    assert report["dataset"]["published"] and report["dataset"]["repo_id"] == "zoo-test/mp-elastic-irreps"
+    assert hub.list_versions("zoo-test/mp-elastic-irreps", "dataset", endpoint=double.endpoint) == \
+        {"1.0.0": report["dataset"]["revision"]}
+    registry_path = registry_file(tmp_path / "registry.json")
+    options = dict(store=tmp_path / "empty-store", cache_dir=tmp_path / "cache", registry_path=registry_path)
+    model = zoo.load(NAME, "0.1.0", endpoint=double.endpoint, **options)
+    assert model.source == "hub"
+    local = loading._load_folder(NAME, None, "test", root / "models" / NAME, None)
+    np.testing.assert_array_equal(model.predict(silicon()).value, local.predict(silicon()).value)
+    # Later, with the Hub out of reach, the cached version loads without it.
+    assert zoo.load(NAME, endpoint=DEAD_ENDPOINT, **options).source == "hub cache"
+    with pytest.raises(registry.VersionNotFoundError, match="no version 9.9.9"):
+        zoo.load(NAME, "9.9.9", endpoint=double.endpoint, **options)
+    assert double.unhandled == []
+
+
+def test_publishing_the_same_version_to_the_hub_is_refused(hub_published):
+    double, root, _ = hub_published
+    with pytest.raises(hub.VersionExistsError, match="already exists"):
+        publish.publish_property("elastic", version="0.1.0", target="hub", organisation="zoo-test",
+                                 endpoint=double.endpoint, token=double.token, lock_path=root / "no.lock",
+                                 models_root=root / "models", datasets_root=root / "datasets",
+                                 reports_dir=root / "reports")
+
+
+def test_a_registered_release_is_pinned_and_a_cut_download_leaves_the_cache_clean(hub_published, tmp_path):
+    double, root, report = hub_published
+    release = report["model"]["registry_release"]
+    registry_path = registry_file(tmp_path / "registry.json", {"0.1.0": release})
+    options = dict(store=tmp_path / "empty-store", cache_dir=tmp_path / "cache", registry_path=registry_path,
+                   endpoint=double.endpoint)
+    double.schedule_download("model.safetensors", Fault.cut_body())
+    with pytest.raises(hub.IncompleteDownloadError):
+        zoo.load(NAME, **options)
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert "model.safetensors" not in cached and not any(p.endswith(".partial") for p in cached)
+    model = zoo.load(NAME, **options)
+    assert (model.version, model.path.name) == ("0.1.0", release["revision"])
+    assert hashlib.sha256((model.path / "model.safetensors").read_bytes()).hexdigest() == \
+        release["files"]["model.safetensors"]
