@@ -66,7 +66,7 @@ Frames: measured, not assumed
 
 Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the sources give them. The phonon DOS
     stays on the project's 51-point grid in cm^-1 (``zoo.properties.PHONON_GRID_CM``); a grid given in THz is
-    converted (x 33.35641, from scipy's speed of light); any other grid is ``wrong_shape``. The dielectric ionic part
+    converted (x properties.CM_PER_THZ = 33.35641); any other grid is ``wrong_shape``. The dielectric ionic part
     is total - electronic, taken after both are in the chosen frame.
 
 Duplicates (same material_id): the first record in record_id order whose structure and values parsed is kept; a
@@ -96,7 +96,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scipy.constants
 from pymatgen.core import Element, Lattice, Structure
 from pymatgen.core.periodic_table import DummySpecies
 from pymatgen.io.cif import CifParser
@@ -125,8 +124,6 @@ FRAME_ACTIONS = {
 UNRESOLVED = "unresolved"
 SYMMETRIZED_SUFFIX = "+symmetrized"
 
-# cm^-1 per THz: 1e12 Hz / (c in cm/s); 33.35641 (REFERENCE.md).
-THZ_TO_CM = 1e12 / (scipy.constants.c * 100.0)
 # A grid matches when every point is within this fraction of the grid's top (1000 cm^-1): 33.35641 itself is given to
 # 7 figures, so a THz grid made with it differs from the exact conversion by ~1.4e-8 relative.
 _GRID_RTOL = 1e-6
@@ -361,7 +358,7 @@ def _grid_in_cm(grid: np.ndarray) -> np.ndarray:
     atol = _GRID_RTOL * float(expected[-1])
     if np.allclose(grid, expected, rtol=0, atol=atol):
         return np.array(expected)
-    if np.allclose(grid * THZ_TO_CM, expected, rtol=0, atol=atol):
+    if np.allclose(grid * properties.CM_PER_THZ, expected, rtol=0, atol=atol):
         return np.array(expected)  # the same grid given in THz
     raise CleanIssue("wrong_shape", f"frequencies are not the {len(expected)}-point grid 0..{expected[-1]:g} cm^-1 "
                                     f"(nor that grid in THz): first values {grid[:3].tolist()}")

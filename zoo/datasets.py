@@ -72,7 +72,6 @@ PARQUET_OPTIONS: dict[str, Any] = {
 # Key of the schema-level Arrow metadata carrying the tensor_columns map and the conventions.
 ARROW_METADATA_KEY = b"mp_tensor_zoo"
 
-CM_PER_THZ = 1e12 / (299792458.0 * 100.0)  # 1 THz = 33.35641 cm^-1 (c in m/s, 100 cm per m)
 
 _F64 = Value("float64")
 _VECTOR3 = List(_F64, length=3)
@@ -912,7 +911,7 @@ def row_tensor(row: Mapping[str, Any], part: str | None = None):
             raise ValueError(f"part must be one of {list(properties.DIELECTRIC.tensor_parts)}, got {part!r}")
         return SquareTensor(np.asarray(row[f"eps_{part}_cartesian"], dtype=np.float64))
     if "dos_3n" in row:
-        frequencies_thz = np.asarray(row["frequencies_cm"], dtype=np.float64) / CM_PER_THZ
-        return PhononDos(frequencies_thz, np.asarray(row["dos_3n"], dtype=np.float64) * CM_PER_THZ)
+        frequencies_thz = np.asarray(row["frequencies_cm"], dtype=np.float64) / properties.CM_PER_THZ
+        return PhononDos(frequencies_thz, np.asarray(row["dos_3n"], dtype=np.float64) * properties.CM_PER_THZ)
     raise ValueError("row holds none of the value columns of the four datasets (stiffness_voigt, piezo_voigt, "
                      "eps_total_cartesian, dos_3n)")

@@ -39,7 +39,6 @@ MODEL_FILES = (training.CONFIG_FILE, training.WEIGHTS_FILE, CARD_FILE)
 _FORMAT_PREFIX, _, _FORMAT_NUMBER = training.MODEL_FORMAT.rpartition("/")
 PREDICT_BATCH = 32
 # cm^-1 per THz (1 THz / c); zoo.datasets.row_tensor uses the same constant for pymatgen's PhononDos.
-CM_PER_THZ = training.zoo_datasets.CM_PER_THZ
 _REFS_FILE = "zoo-versions.json"  # in the Hub cache: version -> commit of unregistered versions seen online
 
 
@@ -166,7 +165,7 @@ def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.
         else:
             raw = value
             dos_3n = derived.normalise_dos_to_3n(properties.PHONON_GRID_CM, value, len(structure))
-            objects = {"dos": PhononDos(properties.PHONON_GRID_CM / CM_PER_THZ, dos_3n * CM_PER_THZ)}
+            objects = {"dos": PhononDos(properties.PHONON_GRID_CM / properties.CM_PER_THZ, dos_3n * properties.CM_PER_THZ)}
             quantities = derived.phonon_properties(properties.PHONON_GRID_CM, value, len(structure),
                                                    float(structure.composition.weight))
     except ValueError as err:  # e.g. a singular stiffness: the tensor stands, its derived quantities do not

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# 1 THz in cm^-1: 1e12 Hz / (c in cm/s) = 33.35641 (REFERENCE.md). The one place the phonon unit conversion lives.
+CM_PER_THZ = 1e12 / (299_792_458.0 * 100.0)
+
 # Chen et al. 2021 / Petretto et al. 2018: 51 points, 0..1000 cm^-1, DOS max-normalised.
 PHONON_GRID_CM = np.arange(0.0, 1001.0, 20.0)
 PHONON_GRID_CM.setflags(write=False)

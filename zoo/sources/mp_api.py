@@ -67,7 +67,6 @@ from typing import Any
 
 import numpy as np
 import requests
-import scipy.constants
 from emmet.core.types.typing import format_identifier
 from mp_api.client import MPRester
 from mp_api.client.core.client import BaseRester
@@ -78,6 +77,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from zoo.io import atomic_write_text, canonical_json, sha256_bytes, sha256_file, write_json
+from zoo import properties
 from zoo.properties import PHONON_GRID_CM, PropertySpec
 from zoo.records import retrieved_with, unreadable, write_raw
 from zoo.sources import Exclusion, FetchReport, count_unreadable_fields
@@ -87,8 +87,6 @@ _log = logging.getLogger(__name__)
 SOURCE = "mp-api"
 SUMMARY_ROUTE = "materials/summary"
 
-# 1 THz in cm^-1: nu / c with c in cm/s (33.35641 cm^-1).
-CM_PER_THZ = 1e12 / (scipy.constants.c * 100.0)
 # emmet serves compliance in TPa^-1 (its elastic tensor in GPa times 1000); records hold 1/GPa.
 _PER_GPA_PER_PER_TPA = 1e-3
 
@@ -669,7 +667,7 @@ def _phonon_values(doc: dict[str, Any]) -> tuple[Any, Any]:
             and all(_is_number(v) for v in frequencies) and all(_is_number(v) for v in densities)):
         return PHONON_GRID_CM.tolist(), unreadable(served, "phonon_dos.frequencies/densities are not numeric lists")
     try:
-        dos = resample_dos(np.asarray(frequencies, dtype=np.float64) * CM_PER_THZ, densities)
+        dos = resample_dos(np.asarray(frequencies, dtype=np.float64) * properties.CM_PER_THZ, densities)
     except ValueError as err:
         return PHONON_GRID_CM.tolist(), unreadable(served, f"phonon_dos cannot be resampled: {err}")
     peak = dos.max()
