@@ -25,7 +25,8 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.numpy import load_file, save_file
 
-from tests.fakes.hub import Fault, guarded_connect, guarded_getaddrinfo, serve
+from tests.fakes.hub import Fault, serve
+from tests.fakes.loopback import loopback_guard
 from zoo.hub import (ChecksumMismatchError, HubError, HubNotFoundError, HubUnavailable, IncompleteDownloadError,
                      VersionExistsError, download_file, list_versions, publish_folder, version_tag)
 
@@ -58,10 +59,7 @@ configs:
 
 @pytest.fixture(scope="module", autouse=True)
 def loopback_only():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", guarded_connect(socket.socket.connect))
-        patch.setattr(socket.socket, "connect_ex", guarded_connect(socket.socket.connect_ex))
-        patch.setattr(socket, "getaddrinfo", guarded_getaddrinfo(socket.getaddrinfo))
+    with loopback_guard():
         yield
 
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import pickle
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ from pymatgen.core import Lattice, Structure
 
 import zoo
 from stages import publish
-from tests.fakes.hub import Fault, guarded_connect, guarded_getaddrinfo, serve
+from tests.fakes.hub import Fault, serve
+from tests.fakes.loopback import loopback_guard
 from zoo import hub, loading, models, registry, training
 
 TINY = {"hidden_irreps": "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", "n_radial": 4, "radial_hidden": (8,), "species_dim": 8}
@@ -244,10 +244,7 @@ def test_ase_atoms_are_accepted_when_ase_is_installed(local):
 # ------------------------------------------------------------------------------------------------------- Hub
 @pytest.fixture(scope="module")
 def loopback_only():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", guarded_connect(socket.socket.connect))
-        patch.setattr(socket.socket, "connect_ex", guarded_connect(socket.socket.connect_ex))
-        patch.setattr(socket, "getaddrinfo", guarded_getaddrinfo(socket.getaddrinfo))
+    with loopback_guard():
         yield
 
 

@@ -13,10 +13,12 @@ subprocesses can install the guard cheaply.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
 
@@ -130,3 +132,14 @@ def install_loopback_guard() -> None:
     socket.socket.connect = guarded_connect(socket.socket.connect)  # type: ignore[method-assign]
     socket.socket.connect_ex = guarded_connect(socket.socket.connect_ex)  # type: ignore[method-assign]
     socket.getaddrinfo = guarded_getaddrinfo(socket.getaddrinfo)
+
+
+@contextlib.contextmanager
+def loopback_guard() -> Iterator[None]:
+    """While the block runs, this process refuses non-loopback connections and name lookups (for test fixtures)."""
+    saved = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+    install_loopback_guard()
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = saved  # type: ignore[method-assign]
