@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
     args = parser.parse_args(argv)
     try:
-        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile)
+        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile,
+                                                    args.property)
         section = load_section(args.params, "evaluate") or {}
         unknown = sorted(set(section) - {"composition_gbm"})
         if unknown:

@@ -8,10 +8,17 @@ dataset folder (data/hub/datasets/mp-<property>-irreps) is published as it is, u
 
 Targets: `local` (default): the local zoo store (zoo.registry.LocalStore, `publish.store`); `hub`: a Hugging Face
 Hub through zoo.hub (upload_folder + tag v<version>), at `publish.hub.endpoint` or HF_ENDPOINT, token HF_TOKEN,
-namespace `publish.hub.organisation` or ZOO_HUB_ORG. ZOO_PUBLISH_TARGET overrides the target. A published
-version is never overwritten: publishing a model version again is refused. A dataset version already published
-with the same content fingerprint is left as it is (several model versions share it); with another fingerprint
-it is refused.
+namespace `publish.hub.organisation` or ZOO_HUB_ORG; `shipped`: the model folder is committed with the code under
+zoo/releases/<name>/<version>/ and its release entry (every file's sha256, the dataset fingerprint) added to
+zoo/registry.json, so `zoo.load` works on a fresh clone offline (datasets are not shipped: the pipeline builds
+them). ZOO_PUBLISH_TARGET overrides the target.
+
+A published version is never overwritten. Publishing a version that already exists is refused unless it is the
+very same model (weights and config byte-identical; the card, which names the git commit, is kept as first
+published): then nothing is written and the report says "already published", so `dvc repro --force` of an
+unchanged pipeline passes while a retrained model under an old version number stops the pipeline with the
+instruction to bump `publish.model_version`. A dataset version already published with the same content
+fingerprint is left as it is (several model versions share it); with another fingerprint it is refused.
 
 Writes data/reports/publish/<property>.json: what was published where, every file's sha256, and for the Hub the
 commit sha, i.e. the release entry to add to zoo/registry.json.
@@ -43,8 +50,12 @@ from zoo import evaluation, hub, model_card, properties, registry, training
 from zoo.io import sha256_file, write_json
 from zoo.params import load_section
 
-TARGETS = ("local", "hub")
+TARGETS = ("local", "hub", "shipped")
+# What makes a model version: its weights and its full config (which records the weights' sha256). The card also
+# names the git commit, so it changes with every commit; it is not part of a version's identity.
+IDENTITY_FILES = (training.WEIGHTS_FILE, training.CONFIG_FILE)
 PUBLISH_REPORTS = Path("data/reports/publish")
+SHIPPED_DIR = "releases"  # under zoo/, beside registry.json
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -70,7 +81,8 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
                      private: bool = False, models_root: str | os.PathLike = training.MODELS_DIR,
                      datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
                      reports_dir: str | os.PathLike = evaluation.REPORTS_DIR,
-                     lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None) -> dict[str, Any]:
+                     lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None,
+                     registry_path: str | os.PathLike = registry.REGISTRY_PATH) -> dict[str, Any]:
     """Publish the model of `property_name` and its dataset; returns the report (module docstring)."""
     spec = properties.get(property_name)
     registry.version_key(version)
@@ -104,18 +116,74 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
         if target == "local":
             local = registry.LocalStore(store)
             report["dataset"] = _publish_dataset_locally(local, dataset_dir, spec.dataset_name, dataset_version)
-            stored = local.publish(folder, spec.model_name, version)
-            report["model"] = {"name": spec.model_name, "version": version, "path": str(stored),
-                               "files": local.versions(spec.model_name)[version]}
+            published = local.versions(spec.model_name).get(version)
+            if published is None:
+                local.publish(folder, spec.model_name, version)
+            else:
+                _same_model(f"local store {local.root}", spec.model_name, version, published, folder)
+            report["model"] = {"name": spec.model_name, "version": version,
+                               "path": str(local.folder(spec.model_name, version)),
+                               "files": local.versions(spec.model_name)[version], "published": published is None}
+        elif target == "shipped":
+            report["model"] = _ship(folder, spec.model_name, version, info["dataset"], Path(registry_path))
         else:
             report["dataset"] = _publish_dataset_to_hub(dataset_dir, dataset_repo, dataset_version, endpoint, token,
                                                         private)
             repo_id = f"{organisation}/{spec.model_name}"
-            commit_sha = hub.publish_folder(folder, repo_id, "model", version, endpoint=endpoint, token=token,
-                                            private=private)
-            report["model"] = {"name": spec.model_name, "version": version, "repo_id": repo_id,
+            try:
+                commit_sha = hub.publish_folder(folder, repo_id, "model", version, endpoint=endpoint, token=token,
+                                                private=private)
+                published = True
+            except hub.VersionExistsError:
+                with tempfile.TemporaryDirectory(prefix="zoo-publish-check-") as cache:
+                    config = hub.download_file(repo_id, training.CONFIG_FILE, hub.version_tag(version),
+                                               repo_type="model", cache_dir=cache, endpoint=endpoint, token=token)
+                    _same_model(f"Hub repository {repo_id}", spec.model_name, version,
+                                {training.CONFIG_FILE: sha256_file(config)}, folder)
+                    commit_sha, published = config.parent.name, False
+            report["model"] = {"name": spec.model_name, "version": version, "repo_id": repo_id, "published": published,
                                "registry_release": registry.release_entry(folder, commit_sha, info["dataset"])}
     return report
+
+
+def _same_model(where: str, name: str, version: str, published: dict[str, str], folder: Path) -> None:
+    """Accept a version that is already published only when it is this very model (IDENTITY_FILES that both sides
+    have are byte-identical); otherwise refuse: a published version is never overwritten."""
+    differing = [file for file in IDENTITY_FILES if file in published and published[file] != sha256_file(folder / file)]
+    if differing or not set(IDENTITY_FILES) & set(published):
+        raise hub.VersionExistsError(
+            f"model {name} version {version} is already published in the {where} with other "
+            f"{' and '.join(differing) or 'files'}; published versions are never overwritten: bump "
+            "publish.model_version (params.yaml) or pass --version")
+
+
+def _ship(folder: Path, name: str, version: str, dataset: dict[str, str], registry_path: Path) -> dict[str, Any]:
+    """Ship the model with the code: copy `folder` to zoo/releases/<name>/<version>/ and add the release to the
+    registry (revision null until it is also pushed to a Hub). An identical shipped version is left as it is."""
+    entry = json.loads(registry_path.read_text(encoding="utf-8"))
+    model = entry["models"].get(name)
+    if model is None:
+        raise ValueError(f"{registry_path} has no model {name!r}: add its entry (property, repo_id) first")
+    relative = f"{SHIPPED_DIR}/{name}/{version}"
+    target = registry_path.parent / relative
+    existing = model["releases"].get(version)
+    if existing is not None or target.exists():
+        _same_model(f"registry {registry_path}", name, version, (existing or {}).get("files", {}), folder)
+        return {"name": name, "version": version, "path": str(target), "published": False,
+                "registry_release": existing}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
+    try:
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+        staging.chmod(0o755)
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    release = registry.release_entry(target, None, dataset, shipped=relative)
+    model["releases"][version] = release
+    registry.write_registry(entry, registry_path)
+    return {"name": name, "version": version, "path": str(target), "published": True, "registry_release": release}
 
 
 def _publish_dataset_locally(local: registry.LocalStore, folder: Path, name: str,
@@ -179,11 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, registry.LocalVersionExistsError, hub.HubError) as err:
         console.print(f"[bold red]publish {args.property} failed:[/] {err}")
         return 1
-    write_json(PUBLISH_REPORTS / f"{args.property}.json", report)
+    # The file states what the target holds, so it is the same whether this run or an earlier one published
+    # (`dvc repro --force` gives identical bytes); whether this run wrote anything is printed below.
+    write_json(PUBLISH_REPORTS / f"{args.property}.json",
+               {part: ({k: v for k, v in entry.items() if k != "published"} if isinstance(entry, dict) else entry)
+                for part, entry in report.items()})
     model = report["model"]
     where = model.get("path") or model["repo_id"]
-    print(f"publish {args.property}: {model['name']} {model['version']} -> {where}; dataset "
-          f"{report['dataset']['version']} {'published' if report['dataset']['published'] else 'already published'}")
+    state = "published" if model["published"] else "already published with identical weights and config"
+    dataset = report.get("dataset")
+    dataset_state = "" if dataset is None else (f"; dataset {dataset['version']} "
+                                                f"{'published' if dataset['published'] else 'already published'}")
+    print(f"publish {args.property}: {model['name']} {model['version']} {state} -> {where}{dataset_state}")
     return 0
 
 

@@ -12,7 +12,8 @@ params.yaml, section `train`:
     profile     the profile `dvc repro` trains with (--profile overrides it for one run)
     profiles    name -> zoo.training.TrainSettings fields (max_epochs, batch_size, learning_rate, plateau_factor,
                 plateau_patience, min_learning_rate, early_stopping_patience, seed, accelerator, threads,
-                deterministic, progress_bar, model: {ModelConfig fields})
+                deterministic, progress_bar, loss, model: {ModelConfig fields}), and per_property:
+                {<property>: {settings}} replacing those of the profile for one property
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
     args = parser.parse_args(argv)
     try:
-        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile)
+        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile,
+                                                    args.property)
         started = time.perf_counter()
         folder, result = training.train_property(args.property, settings, profile=profile,
                                                  live_dir=LIVE_DIR / args.property)

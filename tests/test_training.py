@@ -113,7 +113,31 @@ def test_loss_weights_count_every_irreps_block_equally():
         assert weights[block].sum() * scale**2 == pytest.approx(1 / 5)
 
 
+def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_invariant():
+    config = training.models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    loss = training.Loss(config, "block_norm").double()
+    errors = torch.as_tensor(np.random.default_rng(1).normal(size=(4, 21)))
+    blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
+    expected = np.mean([[np.linalg.norm(e[b]) / s for b, s in zip(blocks, config.output_scale)]
+                        for e in errors.numpy()], axis=1)
+    np.testing.assert_allclose(loss(errors).numpy(), expected, atol=2e-6)  # the smoothing eps is 1e-6
+    # Rotating the error tensor (a rotation acts on each irrep block by its Wigner D) leaves the loss unchanged,
+    # whereas a sum of |components| would not be.
+    rotation = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))[0]
+    rotation *= np.sign(np.linalg.det(rotation))
+    formula = properties.get("elastic").formula
+    rotated = tensors.cartesian_to_irreps(tensors.rotate(tensors.irreps_to_cartesian(errors, formula), rotation, rank=4),
+                                          formula)
+    np.testing.assert_allclose(loss(torch.as_tensor(rotated)).numpy(), loss(errors).numpy(), rtol=1e-9)
+    assert not np.allclose(np.abs(np.asarray(rotated)).sum(1), errors.abs().sum(1).numpy())
+    # Differentiable at zero error (the smoothed norm).
+    zero = torch.zeros(1, 21, dtype=torch.float64, requires_grad=True)
+    loss(zero).sum().backward()
+    assert torch.isfinite(zero.grad).all() and float(loss(zero.detach())) == 0.0
+
+
 @pytest.mark.parametrize("settings, message", [
+    (dict(loss="mae"), "loss must be one of"),
     (dict(max_epochs=0), "max_epochs"),
     (dict(learning_rate=-1.0), "learning_rate"),
     (dict(plateau_factor=1.5), "plateau_factor"),
@@ -133,6 +157,20 @@ def test_profile_selection():
     assert training.select_profile(section, "release")[1].max_epochs == 50
     with pytest.raises(ValueError, match="profile must be one of"):
         training.select_profile(section, "gpu")
+
+
+def test_per_property_settings_replace_the_profile_s_for_that_property_only():
+    profile = {"max_epochs": 5, "loss": "block_norm", "model": {"n_layers": 3, "r_cut": 4.0},
+               "per_property": {"phonon": {"loss": "mse", "model": {"readout_irreps": "64x0e"}}}}
+    section = {"profile": "cpu", "profiles": {"cpu": profile}}
+    phonon = training.select_profile(section, property_name="phonon")[1]
+    assert (phonon.loss, phonon.max_epochs) == ("mse", 5)
+    assert phonon.model == {"n_layers": 3, "r_cut": 4.0, "readout_irreps": "64x0e"}
+    elastic = training.select_profile(section, property_name="elastic")[1]
+    assert (elastic.loss, elastic.model) == ("block_norm", {"n_layers": 3, "r_cut": 4.0})
+    assert training.select_profile(section)[1] == elastic
+    with pytest.raises(ValueError, match="unknown properties \\['phonons'\\]"):
+        training.select_profile({"profile": "cpu", "profiles": {"cpu": {"per_property": {"phonons": {}}}}})
 
 
 # ---------------------------------------------------------------------------------------------- evaluate

@@ -422,6 +422,20 @@ def test_data_docs_are_built(corpora, tmp_path):
     assert [p.name for p in tmp_path.joinpath("data-docs").iterdir()] == ["phonon"]  # no staging left behind
 
 
+def test_data_docs_are_byte_identical_when_rerun(corpora, tmp_path):
+    """zoo.determinism compares the Data Docs byte for byte: no run time, load time, rendering time or random id."""
+    def build(name: str) -> dict[str, bytes]:
+        docs = tmp_path / name
+        validation.validate(corpora["piezo"].frame, "piezo", docs_dir=docs)
+        return {path.relative_to(docs).as_posix(): path.read_bytes() for path in docs.rglob("*") if path.is_file()}
+
+    first, second = build("first"), build("second")
+    assert sorted(name for name in first.keys() | second.keys() if first.get(name) != second.get(name)) == []
+    [page] = [name for name in first if name.startswith("validations/")]
+    suite, run_name, run_time, _ = page.split("/")[1:]
+    assert (suite, run_time) == ("validate-piezo", "19700101T000000.000000Z") and run_name.startswith("sha256-")
+
+
 def load_stage():
     spec = importlib.util.spec_from_file_location("validate_stage", REPO / "stages" / "validate.py")
     module = importlib.util.module_from_spec(spec)

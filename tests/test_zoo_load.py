@@ -35,21 +35,21 @@ def silicon() -> Structure:
     return Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
 
 
-def save_tiny_model(models_root: Path, prop: str = "elastic") -> Path:
+def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0) -> Path:
     overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
-    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides))
+    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, seed=seed))
     settings = training.TrainSettings(max_epochs=1, progress_bar=False)
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
                                log={"epochs": []}, profile="test")
 
 
-def pipeline_outputs(root: Path) -> dict[str, Path]:
+def pipeline_outputs(root: Path, seed: int = 0) -> dict[str, Path]:
     """What the publish stage reads: a model folder, its dataset folder and the evaluate stage's metrics."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = save_tiny_model(root / "models")
+    folder = save_tiny_model(root / "models", seed=seed)
     dataset = root / "datasets" / "mp-elastic-irreps"
     (dataset / "data").mkdir(parents=True)
     pq.write_table(pa.table({"record_id": ["snapshot:elastic:row-0"]}), dataset / "data" / "train-00000-of-00001.parquet")
@@ -121,19 +121,68 @@ def test_publish_local_then_load_predicts_an_elastic_tensor(local):
 
 def test_a_version_is_never_published_twice_locally(local, tmp_path):
     root, store, _ = local
-    before = sorted(p.read_bytes() for p in (store / "models" / NAME / "0.1.0").iterdir())
-    with pytest.raises(registry.LocalVersionExistsError, match="never overwritten"):
-        publish.publish_property("elastic", version="0.1.0", target="local", store=store, organisation="zoo-test",
-                                 lock_path=root / "no-dvc.lock", models_root=root / "models",
-                                 datasets_root=root / "datasets", reports_dir=root / "reports")
-    assert sorted(p.read_bytes() for p in (store / "models" / NAME / "0.1.0").iterdir()) == before
+    options = dict(target="local", store=store, organisation="zoo-test", lock_path=root / "no-dvc.lock",
+                   datasets_root=root / "datasets", reports_dir=root / "reports")
+    stored = store / "models" / NAME / "0.1.0"
+    before = sorted(p.read_bytes() for p in stored.iterdir())
+    # The very same model again (as `dvc repro --force` of an unchanged pipeline does): nothing is written.
+    same = publish.publish_property("elastic", version="0.1.0", models_root=root / "models", commit="def456",
+                                    **options)
+    assert same["model"]["published"] is False
+    # Another model under the same version: refused, the stored version untouched.
+    retrained = pipeline_outputs(tmp_path / "retrained", seed=1)
+    with pytest.raises(hub.VersionExistsError, match="model.safetensors.*never overwritten"):
+        publish.publish_property("elastic", version="0.1.0", **{**options, **retrained})
+    assert sorted(p.read_bytes() for p in stored.iterdir()) == before
     # A new model version reuses the published dataset version of the same fingerprint.
-    again = publish.publish_property("elastic", version="0.2.0", target="local", store=store, organisation="zoo-test",
-                                     lock_path=root / "no-dvc.lock", models_root=root / "models",
-                                     datasets_root=root / "datasets", reports_dir=root / "reports")
-    assert again["dataset"]["published"] is False
+    again = publish.publish_property("elastic", version="0.2.0", models_root=root / "models", **options)
+    assert again["dataset"]["published"] is False and again["model"]["published"] is True
     assert zoo.load(NAME, store=store, endpoint=DEAD_ENDPOINT).version == "0.2.0"
     assert zoo.load(NAME, "0.1.0", store=store, endpoint=DEAD_ENDPOINT).version == "0.1.0"
+
+
+def test_shipped_release_loads_offline_and_is_never_replaced(tmp_path):
+    root = tmp_path / "pipeline"
+    (tmp_path / "zoo").mkdir()
+    registry_path = registry_file(tmp_path / "zoo" / "registry.json")
+    options = dict(target="shipped", organisation="zoo-test", lock_path=root / "no-dvc.lock", commit="abc123",
+                   registry_path=registry_path)
+    report = publish.publish_property("elastic", version="1.0.0", **options, **pipeline_outputs(root))
+    release = registry.read_registry(registry_path).models[NAME].releases["1.0.0"]
+    assert report["model"]["published"] and release.revision is None
+    assert release.shipped_folder(registry_path) == tmp_path / "zoo" / "releases" / NAME / "1.0.0"
+    model = zoo.load(NAME, store=tmp_path / "empty-store", registry_path=registry_path,
+                     cache_dir=tmp_path / "cache", endpoint=DEAD_ENDPOINT)
+    assert (model.source, model.version) == ("shipped", "1.0.0")
+    assert model.predict(silicon()).derived["k_vrh"] > 0
+    # Shipping the same model again changes nothing; another model under 1.0.0 is refused.
+    registry_before = registry_path.read_bytes()
+    again = publish.publish_property("elastic", version="1.0.0", models_root=root / "models",
+                                     datasets_root=root / "datasets", reports_dir=root / "reports", **options)
+    assert again["model"]["published"] is False and registry_path.read_bytes() == registry_before
+    with pytest.raises(hub.VersionExistsError, match="never overwritten"):
+        publish.publish_property("elastic", version="1.0.0", **options,
+                                 **pipeline_outputs(tmp_path / "retrained", seed=1))
+    assert registry_path.read_bytes() == registry_before
+
+
+def test_the_newest_version_wins_across_local_store_and_registry(local, tmp_path):
+    root, store, _ = local
+    shipped = tmp_path / "zoo"
+    shipped.mkdir()
+    registry_path = registry_file(shipped / "registry.json")
+    publish.publish_property("elastic", version="9.0.0", target="shipped", organisation="zoo-test",
+                             lock_path=root / "no-dvc.lock", registry_path=registry_path, models_root=root / "models",
+                             datasets_root=root / "datasets", reports_dir=root / "reports")
+    options = dict(store=store, registry_path=registry_path, cache_dir=tmp_path / "cache", endpoint=DEAD_ENDPOINT)
+    assert (zoo.load(NAME, **options).source, zoo.load(NAME, **options).version) == ("shipped", "9.0.0")
+    assert zoo.load(NAME, "0.1.0", **options).source == "local store"
+
+
+def test_a_release_needs_a_revision_or_shipped_files(tmp_path):
+    entry = {"revision": None, "shipped": None, "dataset": {}, "files": {"model.safetensors": "0" * 64}}
+    with pytest.raises(ValueError, match="needs a Hub revision, shipped files, or both"):
+        registry.read_registry(registry_file(tmp_path / "registry.json", {"1.0.0": entry}))
 
 
 def test_unknown_name_suggests_the_close_match(local):
@@ -276,13 +325,18 @@ def test_publish_to_the_hub_then_load_downloads_verifies_and_predicts_like_local
     assert double.unhandled == []
 
 
-def test_publishing_the_same_version_to_the_hub_is_refused(hub_published):
-    double, root, _ = hub_published
-    with pytest.raises(hub.VersionExistsError, match="already exists"):
-        publish.publish_property("elastic", version="0.1.0", target="hub", organisation="zoo-test",
-                                 endpoint=double.endpoint, token=double.token, lock_path=root / "no.lock",
-                                 models_root=root / "models", datasets_root=root / "datasets",
-                                 reports_dir=root / "reports")
+def test_publishing_the_same_version_to_the_hub_is_refused(hub_published, tmp_path):
+    double, root, report = hub_published
+    options = dict(version="0.1.0", target="hub", organisation="zoo-test", endpoint=double.endpoint,
+                   token=double.token, lock_path=root / "no.lock", datasets_root=root / "datasets",
+                   reports_dir=root / "reports")
+    with pytest.raises(hub.VersionExistsError, match="already published in the Hub repository.*never overwritten"):
+        publish.publish_property("elastic", **{**options, **pipeline_outputs(tmp_path / "retrained", seed=1)})
+    # The same model again: recognised, nothing new committed, the tag still at the first commit.
+    same = publish.publish_property("elastic", models_root=root / "models", **options)
+    assert same["model"]["published"] is False
+    assert hub.list_versions(f"zoo-test/{NAME}", "model", endpoint=double.endpoint) == \
+        {"0.1.0": report["model"]["registry_release"]["revision"]}
 
 
 def test_a_registered_release_is_pinned_and_a_cut_download_leaves_the_cache_clean(hub_published, tmp_path):

@@ -3,13 +3,17 @@
     zoo list                                  the models: name, property, versions stored locally and released
     zoo info NAME [--version V]               one model: what it predicts, its training data, its test metrics
     zoo predict NAME FILES... [--json]        predictions for CIF/POSCAR files
+    zoo audit NAME [--version V] [--retrain]  re-derive a model's card from its files and data (zoo.audit)
+    zoo audit --dataset NAME [--version V]    re-derive a dataset version's hashes and fingerprint
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +27,8 @@ Examples:
   zoo list
   zoo info matten-elastic
   zoo predict matten-elastic Si.cif POSCAR --json > predictions.json
+  zoo audit matten-elastic                 (exit status 1 when anything differs from the card)
+  zoo audit --dataset mp-elastic-irreps
 """
 
 
@@ -50,6 +56,23 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true",
                          help="print one JSON document (tensor in Voigt form, derived quantities, units) to stdout")
     predict.add_argument("--batch-size", type=int, default=32, help="structures per batch (default: %(default)s)")
+    audit = commands.add_parser(
+        "audit", help="check a model's card (or a dataset version) against its files and data",
+        description="Re-derive what a model card claims: file sha256s against the registry or the local store, the "
+        "training dataset's fingerprint (from the local build, rebuilt with `dvc repro build@<property>` when "
+        "absent) and its DVC lineage, and every test metric of the model and of the deterministic baselines, "
+        "recomputed from the checkpoint and compared as the card prints them. --retrain also retrains the model "
+        "(and the non-equivariant baseline) with the recorded settings. With --dataset: a dataset version's file "
+        "hashes, fingerprint, dataset card and dvc.lock entry. Prints one row per check; exit status 1 when "
+        "anything differs.")
+    audit.add_argument("name", nargs="?", help="model name, e.g. matten-elastic (see `zoo list`)")
+    audit.add_argument("--dataset", metavar="NAME", help="audit a dataset instead, e.g. mp-elastic-irreps")
+    audit.add_argument("--version", help="semantic version such as 1.0.0 (default: the one zoo.load picks; for a "
+                       "dataset, the local build)")
+    audit.add_argument("--retrain", action="store_true",
+                       help="also retrain with the recorded settings and seed (as long as the original training)")
+    audit.add_argument("--project", type=Path, default=Path("."), metavar="DIR",
+                       help="the project checkout with dvc.yaml and data/ (default: the current directory)")
     return parser
 
 
@@ -117,22 +140,86 @@ def _predict(args, out: Console, err: Console) -> None:
             out.print(f"  {key} = {value} {shown['derived_units'][key]}")
 
 
+_RESULT_STYLE = {"pass": "green", "FAIL": "bold red", "not checked": "yellow"}
+
+
+@contextlib.contextmanager
+def _steps(console: Console):
+    """A `step(text)` context manager factory for zoo.audit: a spinner and the elapsed time of each long step
+    (only on a terminal)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as progress:
+        @contextlib.contextmanager
+        def step(text: str):
+            task = progress.add_task(text, total=None)
+            try:
+                yield
+            finally:
+                progress.update(task, total=1, completed=1)
+
+        yield step
+
+
+def _audit(args, out: Console, err: Console) -> int:
+    from zoo import audit
+
+    if (args.name is None) == (args.dataset is None):
+        raise ValueError("give a model NAME or --dataset NAME (one of the two)")
+    if args.dataset is not None and args.retrain:
+        raise ValueError("--retrain applies to a model audit, not to a dataset")
+    with _steps(err) as step:
+        if args.dataset is not None:
+            report = audit.audit_dataset(args.dataset, args.version, project=args.project, step=step)
+        else:
+            report = audit.audit_model(args.name, args.version, retrain=args.retrain, project=args.project,
+                                       step=step)
+    table = Table(title=f"zoo audit: {report.subject}", show_lines=True)
+    for column in ("check", "compared", "expected", "found", "result"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        table.add_row(check.name, check.compared, audit.abbreviate(check.expected), audit.abbreviate(check.found),
+                      f"[{_RESULT_STYLE[check.status]}]{check.status}[/]")
+    out.print(table)
+    for note in report.notes:
+        out.print(f"note: {note}")
+    unchecked = [check.name for check in report.checks if check.status == audit.NOT_CHECKED]
+    passed = len(report.checks) - len(report.failures) - len(unchecked)
+    counts = f"{passed} of {len(report.checks)} checks passed" + \
+        (f", not checked: {', '.join(unchecked)}" if unchecked else "")
+    if report.passed:
+        out.print(f"[green]PASS[/] {report.subject}: {counts}", highlight=False)
+        return 0
+    print(f"zoo audit: FAIL: {report.subject}: {len(report.failures)} check(s) differ: "
+          f"{'; '.join(check.summary() for check in report.failures)}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     from zoo import hub
 
+    expected = (ValueError, LookupError, FileNotFoundError, hub.HubError)
+    if args.command == "audit":
+        from zoo import audit
+
+        expected += (audit.AuditError,)
     try:
         if args.command == "list":
             _list(out)
         elif args.command == "info":
             _info(args.name, args.version, out)
+        elif args.command == "audit":
+            return _audit(args, out, err)
         else:
             if isinstance(args.batch_size, int) and args.batch_size < 1:
                 raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
             _predict(args, out, err)
-    # Expected failures (bad name, version, input file, offline, corrupt download) are one line, not a traceback.
-    except (ValueError, LookupError, FileNotFoundError, hub.HubError) as error:
+    # Expected failures (bad name, version, input file, offline, corrupt download, a dataset that cannot be
+    # rebuilt) are one line, not a traceback.
+    except expected as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 1

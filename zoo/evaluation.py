@@ -22,6 +22,7 @@ Headline metric per property: HEADLINES.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import baselines, derived, graphs, properties, symmetry, tensors, training
+from zoo import baselines, derived, graphs, models, properties, symmetry, tensors, training
 from zoo.io import write_json
 from zoo.properties import PHONON_GRID_CM
 
@@ -160,6 +161,60 @@ def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
     return _mean([symmetry.neumann_residual(t, info) for t, info in zip(pred["cartesian"], infos)])
 
 
+# ---------------------------------------------------------------------------------------- predictors, scores
+def baseline_predictors(data: Mapping[str, training.SplitData], model_config: models.ModelConfig,
+                        settings: training.TrainSettings | None,
+                        gbm: baselines.GBMSettings | None) -> dict[str, Callable[[], np.ndarray]]:
+    """name -> a function fitting that baseline on data['train'] and returning its test-split predictions.
+
+    One definition for the evaluate stage and for `zoo audit`, which re-derives a card's baseline metrics: the
+    non-equivariant network (tensors only) is the model's trunk (`model_config`) trained with `settings`. A
+    baseline whose settings are None is left out (an audit of a card that does not record them).
+    """
+    train, test = data["train"], data["test"]
+    out: dict[str, Callable[[], np.ndarray]] = {
+        "crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict(test)}
+    if gbm is not None:
+        out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict(test)
+    if settings is not None and properties.get(model_config.property).is_tensor:
+        overrides = baselines.non_equivariant_overrides(model_config)
+        out["non_equivariant"] = lambda: predict(training.fit(data, settings, config_overrides=overrides).net, test)
+    return out
+
+
+def baseline_settings(property_name: str, settings: training.TrainSettings,
+                      gbm: baselines.GBMSettings) -> dict[str, Any]:
+    """The settings the baselines were fitted with, as the metrics document records them (so that a model card
+    carries them and `zoo audit` can fit the same baselines again)."""
+    out: dict[str, Any] = {"composition_gbm": dataclasses.asdict(gbm)}
+    if properties.get(property_name).is_tensor:
+        out["non_equivariant"] = settings.as_dict()
+    return out
+
+
+def score(property_name: str, predictions: Mapping[str, np.ndarray], test: training.SplitData,
+          infos: Sequence[symmetry.SymmetryInfo] | None) -> tuple[dict, dict, dict, dict]:
+    """(overall, per_crystal_system, quantities, true) of each predictor's test-split predictions.
+
+    overall: name -> group_metrics over every test record (plus symmetry_violation for tensors, which needs
+    `infos`, the symmetry analysis of each test structure); per_crystal_system: name -> system -> group_metrics;
+    quantities / true: record_quantities of the predictions / of the targets (for the plots).
+    """
+    spec = properties.get(property_name)
+    true = record_quantities(spec.name, test.targets, test.structures)
+    quantities = {name: record_quantities(spec.name, values, test.structures) for name, values in predictions.items()}
+    systems = np.asarray(test.crystal_systems)
+    everything = np.ones(len(test), dtype=bool)
+    overall, per_system = {}, {}
+    for name, q in quantities.items():
+        overall[name] = group_metrics(spec.name, q, true, everything)
+        if spec.is_tensor:
+            overall[name]["symmetry_violation"] = symmetry_violation(spec.name, q, infos)
+        per_system[name] = {system: group_metrics(spec.name, q, true, systems == system)
+                            for system in sorted(set(systems))}
+    return overall, per_system, quantities, true
+
+
 # ----------------------------------------------------------------------------------------------- the stage
 def evaluate_property(property_name: str, settings: training.TrainSettings, *,
                       gbm: baselines.GBMSettings = baselines.GBMSettings(),
@@ -181,7 +236,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
     test = data["test"]
     timings: dict[str, float] = {}
 
-    def timed(name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def timed(name: str, compute: Callable[[], Any]) -> Any:
         started = time.perf_counter()
         result = compute()
         timings[name] = time.perf_counter() - started
@@ -189,28 +244,11 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
         return result
 
     predictions = {MODEL_KEY: timed("model", lambda: predict(loaded.net, test))}
-    predictions["crystal_system_mean"] = timed("crystal_system_mean",
-                                               lambda: baselines.CrystalSystemMean(data["train"]).predict(test))
-    predictions["composition_gbm"] = timed("composition_gbm",
-                                           lambda: baselines.CompositionGBM(data["train"], gbm).predict(test))
-    if spec.is_tensor:
-        overrides = baselines.non_equivariant_overrides(loaded.net.config)
-        predictions["non_equivariant"] = timed("non_equivariant", lambda: predict(
-            training.fit(data, settings, config_overrides=overrides).net, test))
-
-    true = record_quantities(spec.name, test.targets, test.structures)
-    quantities = {name: record_quantities(spec.name, values, test.structures) for name, values in predictions.items()}
+    for name, compute in baseline_predictors(data, loaded.net.config, settings, gbm).items():
+        predictions[name] = timed(name, compute)
     infos = timed("symmetry analysis", lambda: [symmetry.analyze(s) for s in test.structures]) \
         if spec.is_tensor else None
-    systems = np.asarray(test.crystal_systems)
-    everything = np.ones(len(test), dtype=bool)
-    scored, per_system = {}, {}
-    for name, q in quantities.items():
-        scored[name] = group_metrics(spec.name, q, true, everything)
-        if spec.is_tensor:
-            scored[name]["symmetry_violation"] = symmetry_violation(spec.name, q, infos)
-        per_system[name] = {system: group_metrics(spec.name, q, true, systems == system)
-                            for system in sorted(set(systems))}
+    scored, per_system, quantities, true = score(spec.name, predictions, test, infos)
     headline = HEADLINES[spec.name]
     document = {
         "property": spec.name,
@@ -222,12 +260,14 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
         MODEL_KEY: scored.pop(MODEL_KEY),
         "baselines": scored,
         "per_crystal_system": per_system,
+        "baseline_settings": baseline_settings(spec.name, settings, gbm),
         "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
         "model_weights_sha256": loaded.info["weights"]["sha256"],
         "definitions": {
             "symmetry_violation": "mean over test records of zoo.symmetry.neumann_residual(predicted Cartesian "
                                   "tensor, point group of the record's structure)",
-            "baselines": "zoo.baselines (module docstring); trained on the same train split in this run",
+            "baselines": "zoo.baselines (module docstring); trained on the same train split in this run, with "
+                         "baseline_settings (non_equivariant: zoo.training.TrainSettings)",
         },
     }
     if not spec.is_tensor:

@@ -6,7 +6,8 @@ Resolution, first hit wins:
     3. Hub cache     files downloaded before, under ``<cache>/models/<repo_id>/<commit>/`` (no network)
     4. Hub           the version's tag (``v1.2.0``) of the model repository, through ``zoo.hub.download_file``
                      (temporary file + rename: an interrupted download leaves nothing behind)
-version=None takes the newest version of the first source that has one.
+version=None takes the newest version that the local store or the registry knows (the local store's copy on a tie),
+and only when neither knows any, the newest on the Hub.
 
 Every file is hashed before use, from the very bytes that are then parsed (read once, so nothing can change in
 between): against the registry's sha256 for a registered release, against the store's ``versions.json`` for
@@ -242,12 +243,13 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
         raise registry.unknown_model(name, known_models(known_registry, local))
 
     stored = local.versions(name)
-    if stored and (version is None or version in stored):
-        chosen = version or max(stored, key=registry.version_key)
-        folder = local.folder(name, chosen)
-        return _load_folder(name, chosen, "local store", folder, stored[chosen])
-
     entry = known_registry.models.get(name)
+    if version is None and (stored or (entry and entry.releases)):
+        # The newest version the local store or the registry knows; on a tie the local store's copy is used.
+        version = max([*stored, *(entry.releases if entry else ())], key=registry.version_key)
+    if version in stored:
+        return _load_folder(name, version, "local store", local.folder(name, version), stored[version])
+
     repo_id = entry.repo_id if entry else \
         f"{organisation or os.environ.get(ORGANISATION_ENV) or known_registry.hub_organisation}/{name}"
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
@@ -256,7 +258,9 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
         shipped = release.shipped_folder(known_registry.path)
         if shipped is not None and shipped.is_dir():
             return _load_folder(name, release.version, "shipped", shipped, release.files)
-        files = _download(repo_id, release.revision, cache, endpoint, token, release.files)
+        # A release not yet on a Hub (revision null) is fetched by its version tag, still checked file by file.
+        files = _download(repo_id, release.revision or hub.version_tag(release.version), cache, endpoint, token,
+                          release.files)
         return _load_folder(name, release.version, "hub", files, release.files)
 
     refs_path = cache / "models" / repo_id / _REFS_FILE

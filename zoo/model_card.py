@@ -5,6 +5,17 @@ headline test metric, dataset version and fingerprint). Body (``zoo/templates/mo
 of the model and its baselines, the headline metric per crystal system, training parameters, dataset name,
 version and fingerprint, git commit, the DVC lock entry of the training stage, intended use and limitations,
 citations. Property facts come from ``zoo.properties``, source citations from ``zoo.cards``.
+
+The header also carries, for `zoo audit` (zoo.audit) to re-derive the card, machine-readable facts:
+    weights_sha256   the weights the card describes (the training data it names are, as before, `datasets`,
+                     dataset_version and dataset_fingerprint)
+    test_metrics     split, n_test, headline, printed_format (how the body prints every value: PRINTED_FORMAT),
+                     model / baselines (name -> metric -> value), per_crystal_system (predictor -> system -> metric
+                     -> value), at full precision, and baseline_settings (what the evaluate stage fitted the
+                     baselines with: composition_gbm GBMSettings, non_equivariant TrainSettings)
+    provenance       git_commit; dataset_path and dataset_dvc_md5: the md5 DVC recorded for the dataset folder in
+                     the training stage's lock entry (null when the model was not trained by `dvc repro`)
+`printed_metrics` reads the body's tables back, so that an audit compares the printed values too.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from typing import Any
 import yaml
 
 from zoo import cards, properties
+from zoo.datasets import HUB_DATASETS_DIR
 
 CARD_FILE = "README.md"
 TEMPLATE = "model_card.md.j2"
@@ -43,13 +55,30 @@ MODEL_BIBTEX = {
 }""",
 }
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
+# Every metric in the body is printed with this format: the precision an audit compares to.
+PRINTED_FORMAT = ".4g"
+# The model's row label in the body's metrics table (the per-crystal-system table says "model").
+MODEL_LABEL = "model (this)"
+METRICS_HEADING = "## Test metrics"
+_PER_SYSTEM_HEADING = re.compile(r"### `(\w+)` per crystal system")
+_SYSTEM_COLUMN = re.compile(r"(.+) \(n=(\d+)\)")
 
 
-def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: str,
-                  dataset_repo: str) -> dict[str, Any]:
-    """The YAML header as a dict. info: the model's config.json; metrics: the evaluate stage's metrics JSON."""
+def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: str, dataset_repo: str,
+                  per_system: Mapping[str, Any] | None = None, *, git_commit: str | None = None,
+                  dvc_lock_entry: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The YAML header as a dict. info: the model's config.json; metrics / per_system: the evaluate stage's metrics
+    JSON and per-crystal-system JSON; git_commit, dvc_lock_entry: as for render_model_card."""
     spec = properties.get(info["property"])
     headline = metrics["headline"]
+    test_metrics = {"split": metrics["split"], "n_test": metrics["n_test"], "headline": headline,
+                    "printed_format": PRINTED_FORMAT, "model": dict(metrics["model"]),
+                    "baselines": {name: dict(scores) for name, scores in metrics["baselines"].items()},
+                    "per_crystal_system": {name: {system: dict(scores) for system, scores in systems.items()}
+                                           for name, systems in (per_system or {}).items()}}
+    if "baseline_settings" in metrics:
+        test_metrics["baseline_settings"] = metrics["baseline_settings"]
+    dataset_path = (HUB_DATASETS_DIR / spec.dataset_name).as_posix()
     return {
         "license": LICENSE,
         "library_name": LIBRARY_NAME,
@@ -65,7 +94,19 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
                             "n_test": metrics["n_test"]},
         "dataset_version": info["dataset"]["version"],
         "dataset_fingerprint": info["dataset"]["fingerprint"],
+        "weights_sha256": info["weights"]["sha256"],
+        "test_metrics": test_metrics,
+        "provenance": {"git_commit": git_commit, "dataset_path": dataset_path,
+                       "dataset_dvc_md5": _dependency_md5(dvc_lock_entry, dataset_path)},
     }
+
+
+def _dependency_md5(lock_entry: Mapping[str, Any] | None, path: str) -> str | None:
+    """The md5 a dvc.lock stage entry records for its dependency `path` (None without an entry or that dep)."""
+    for dep in (lock_entry or {}).get("deps") or []:
+        if dep.get("path") == path:
+            return dep.get("md5")
+    return None
 
 
 @functools.cache
@@ -77,8 +118,9 @@ def _environment():
                               lstrip_blocks=True)
 
 
-def _number(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
+    """A metric as the card prints it: floats with `float_format`, None as '-', integers as they are."""
+    return "-" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
 
 
 def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_system: Mapping[str, Any],
@@ -96,17 +138,20 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     if metrics.get("model_weights_sha256") != info["weights"]["sha256"]:
         raise ValueError(f"metrics are of weights {metrics.get('model_weights_sha256')}, but the model's weights are "
                          f"{info['weights']['sha256']}: evaluate this model first (dvc repro evaluate@{spec.name})")
-    header = ModelCardData(**card_metadata(info, metrics, version, dataset_repo)).to_yaml()
-    predictors = {"model (this)": metrics["model"], **metrics["baselines"]}
+    header = ModelCardData(**card_metadata(info, metrics, version, dataset_repo, per_system, git_commit=git_commit,
+                                           dvc_lock_entry=dvc_lock_entry)).to_yaml()
+    predictors = {MODEL_LABEL: metrics["model"], **metrics["baselines"]}
     metric_names = sorted({key for scores in predictors.values() for key in scores if key != "n"})
     headline = metrics["headline"]
+    systems = sorted(per_system.get("model", {}))
     body = _environment().get_template(TEMPLATE).render(
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         metric_names=metric_names,
-        metric_rows=[(name, [_number(scores.get(key)) for key in metric_names]) for name, scores in predictors.items()],
-        systems=sorted(per_system.get("model", {})),
-        system_rows=[(name, [_number(scores.get(s, {}).get(headline)) for s in sorted(per_system.get("model", {}))],
-                      ) for name, scores in per_system.items()],
+        metric_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
+                     for name, scores in predictors.items()],
+        systems=systems,
+        system_rows=[(name, [format_metric(scores.get(s, {}).get(headline)) for s in systems])
+                     for name, scores in per_system.items()],
         system_counts={s: v["n"] for s, v in per_system.get("model", {}).items()},
         training=yaml.safe_dump(info["training"], sort_keys=True).rstrip(),
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
@@ -122,3 +167,38 @@ def parse_front_matter(text: str) -> dict[str, Any]:
     """The YAML header of a card as a dict ({} when it has none)."""
     match = _FRONT_MATTER.match(text or "")
     return (yaml.safe_load(match.group(1)) or {}) if match else {}
+
+
+def printed_metrics(text: str) -> dict[str, Any]:
+    """The metric values as the card's body prints them (strings, as printed):
+
+    {"metrics": {predictor: {metric: text}},                      the test metrics table ('model' for the model)
+     "per_crystal_system": {"metric": headline, "n": {system: text}, "values": {predictor: {system: text}}}}
+    Tables that are absent give empty mappings.
+    """
+    out: dict[str, Any] = {"metrics": {}, "per_crystal_system": {"metric": None, "n": {}, "values": {}}}
+    section, header = None, None
+    for line in (text or "").splitlines():
+        heading = _PER_SYSTEM_HEADING.fullmatch(line.strip())
+        if line.startswith("#"):
+            section, header = ("metrics" if line.strip() == METRICS_HEADING else
+                               "per_crystal_system" if heading else None), None
+            if heading:
+                out["per_crystal_system"]["metric"] = heading.group(1)
+            continue
+        if section is None or not line.startswith("|"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells[1:]
+        elif not all(set(cell) <= {"-"} for cell in cells):  # the |---| rule under the header
+            predictor = "model" if cells[0] == MODEL_LABEL else cells[0]
+            values = dict(zip(header, cells[1:]))
+            if section == "metrics":
+                out["metrics"][predictor] = values
+            else:
+                columns = {column: _SYSTEM_COLUMN.fullmatch(column) for column in header}
+                out["per_crystal_system"]["n"] = {m.group(1): m.group(2) for m in columns.values() if m}
+                out["per_crystal_system"]["values"][predictor] = {
+                    (m.group(1) if m else column): value for (column, m), value in zip(columns.items(), cells[1:])}
+    return out

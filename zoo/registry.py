@@ -10,7 +10,7 @@ Registry (``zoo/registry.json``, format ``mp-tensor-zoo/registry/1``)::
          "repo_id": "mp-tensor-zoo/matten-elastic",   # Hub model repository
          "releases": {
            "1.0.0": {                                 # semantic version = Hub tag v1.0.0
-             "revision": "<40-hex commit sha the tag points at>",
+             "revision": "<40-hex commit sha the tag points at>",   # null: shipped, not on a Hub yet
              "files": {"config.json": "<sha256>", "model.safetensors": "<sha256>", "README.md": "<sha256>"},
              "dataset": {"name": "mp-elastic-irreps", "version": "1.0.0", "fingerprint": "sha256:..."},
              "shipped": "releases/matten-elastic/1.0.0"   # folder under zoo/ holding the files, or null
@@ -90,7 +90,7 @@ class Release:
     version: str
     repo_id: str
     property: str
-    revision: str
+    revision: str | None  # None: shipped with the code only, not (yet) published to a Hub
     files: dict[str, str]
     dataset: dict[str, str]
     shipped: str | None
@@ -142,8 +142,12 @@ def read_registry(path: str | os.PathLike = REGISTRY_PATH) -> Registry:
             at = f"{where}, release {version}"
             if not isinstance(release, dict) or set(release) != {"revision", "files", "dataset", "shipped"}:
                 raise ValueError(f"{at}: needs exactly the fields revision, files, dataset, shipped")
-            if not isinstance(release["revision"], str) or not _COMMIT.fullmatch(release["revision"]):
-                raise ValueError(f"{at}: revision must be a 40-hex commit sha, got {release['revision']!r}")
+            revision = release["revision"]
+            if revision is not None and (not isinstance(revision, str) or not _COMMIT.fullmatch(revision)):
+                raise ValueError(f"{at}: revision must be a 40-hex commit sha (or null for a release not yet on a "
+                                 f"Hub), got {revision!r}")
+            if revision is None and release["shipped"] is None:
+                raise ValueError(f"{at}: a release needs a Hub revision, shipped files, or both")
             files = release["files"]
             if not isinstance(files, dict) or not files or not all(
                     isinstance(v, str) and _SHA256.fullmatch(v) for v in files.values()):
@@ -154,12 +158,22 @@ def read_registry(path: str | os.PathLike = REGISTRY_PATH) -> Registry:
     return Registry(path, organisation, models)
 
 
-def release_entry(folder: str | os.PathLike, revision: str, dataset: dict[str, str],
+def release_entry(folder: str | os.PathLike, revision: str | None, dataset: dict[str, str],
                   shipped: str | None = None) -> dict[str, Any]:
     """The registry release entry of a published model folder (every file hashed)."""
     folder = Path(folder)
     return {"revision": revision, "dataset": dict(dataset), "shipped": shipped,
             "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}}
+
+
+def write_registry(data: dict[str, Any], path: str | os.PathLike = REGISTRY_PATH) -> None:
+    """Write registry `data` to `path` atomically, after checking it reads back as a valid registry."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=".registry-", dir=path.parent) as tmp:
+        candidate = Path(tmp) / path.name
+        write_json(candidate, data)
+        read_registry(candidate)  # ValueError naming the bad entry; the registry on disk is left as it was
+    write_json(path, data)
 
 
 # --------------------------------------------------------------------------------------------- local store

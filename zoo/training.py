@@ -83,6 +83,8 @@ class TrainSettings:
     deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
                              deterministic kernel, e.g. some CUDA scatter ops)
     progress_bar             Lightning's progress bar
+    loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
+                             norms, robust to heavy-tailed targets); see ``Loss``
     model                    ModelConfig fields (zoo.models) other than property, seed, avg_num_neighbors and the
                              output normalisation, which training sets from the data
     """
@@ -99,6 +101,7 @@ class TrainSettings:
     threads: int | None = 1
     deterministic: bool | str = True
     progress_bar: bool = True
+    loss: str = "mse"
     model: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -118,6 +121,8 @@ class TrainSettings:
             raise ValueError(f"accelerator must be one of auto, cpu, gpu, cuda, mps, got {self.accelerator!r}")
         if self.deterministic not in (True, False, "warn"):
             raise ValueError(f"deterministic must be true, false or 'warn', got {self.deterministic!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not isinstance(self.model, Mapping):
             raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
         reserved = sorted(set(self.model) & {"property", "seed", "avg_num_neighbors", "output_scale", "output_shift"})
@@ -144,10 +149,16 @@ class TrainSettings:
         return dataclasses.asdict(self)
 
 
-def select_profile(section: Mapping[str, Any], profile: str | None = None) -> tuple[str, TrainSettings]:
+PER_PROPERTY_KEY = "per_property"
+
+
+def select_profile(section: Mapping[str, Any], profile: str | None = None, property_name: str | None = None,
+                   ) -> tuple[str, TrainSettings]:
     """(name, settings) of a profile of the ``train`` params section {profile: <name>, profiles: {<name>: {...}}}.
 
-    `profile` overrides the section's own choice.
+    `profile` overrides the section's own choice. A profile may hold ``per_property: {<property>: {settings}}``:
+    for `property_name` those settings replace the profile's (``model`` fields are merged one by one), so one
+    profile can give the DOS its own loss or a small data set more epochs.
     """
     profiles = section.get("profiles")
     if not isinstance(profiles, Mapping) or not profiles:
@@ -155,7 +166,20 @@ def select_profile(section: Mapping[str, Any], profile: str | None = None) -> tu
     name = profile if profile is not None else section.get("profile")
     if name not in profiles:
         raise ValueError(f"profile must be one of {sorted(profiles)}, got {name!r}")
-    return name, TrainSettings.from_params(profiles[name])
+    chosen = dict(profiles[name]) if isinstance(profiles[name], Mapping) else profiles[name]
+    if isinstance(chosen, dict):
+        per_property = chosen.pop(PER_PROPERTY_KEY, None) or {}
+        if not isinstance(per_property, Mapping):
+            raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} must map property names to settings")
+        unknown = sorted(set(per_property) - set(properties.PROPERTIES))
+        if unknown:
+            raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} names unknown properties {unknown}; known: "
+                             f"{sorted(properties.PROPERTIES)}")
+        extra = per_property.get(property_name) or {}
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"profile {name}: {PER_PROPERTY_KEY}.{property_name} must be a mapping of settings")
+        chosen = {**chosen, **extra, "model": {**(chosen.get("model") or {}), **(extra.get("model") or {})}}
+    return name, TrainSettings.from_params(chosen)
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -261,6 +285,9 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     )
 
 
+LOSSES = ("mse", "block_norm")
+
+
 def loss_weights(config: models.ModelConfig) -> torch.Tensor:
     """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
     1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS."""
@@ -274,6 +301,48 @@ def loss_weights(config: models.ModelConfig) -> torch.Tensor:
         for s in block_scales:
             weights += [1.0 / (irreps.num_irreps * ir.dim * s * s)] * ir.dim
     return torch.tensor(weights, dtype=torch.float64)
+
+
+def block_index(config: models.ModelConfig) -> torch.Tensor:
+    """For each output component, the irrep instance (block) it belongs to: 0..n_blocks-1."""
+    irreps = o3.Irreps(properties.get(config.property).irreps)
+    return torch.tensor([block for block, ir in enumerate(ir for mul, ir in irreps for _ in range(mul))
+                         for _ in range(ir.dim)], dtype=torch.long)
+
+
+class Loss(torch.nn.Module):
+    """Per-structure loss of prediction errors (n, dim) -> (n,).
+
+    mse         sum_c w_c e_c^2 (``loss_weights``): the per-block normalised mean squared error
+    block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
+                its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 50) pull less than under
+                a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
+    """
+
+    def __init__(self, config: models.ModelConfig, kind: str = "mse"):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+        self.kind = kind
+        dtype = models.DTYPES[config.dtype]
+        weights = loss_weights(config)
+        self.register_buffer("weights", weights.to(dtype), persistent=False)
+        blocks = block_index(config) if properties.get(config.property).is_tensor else \
+            torch.arange(weights.numel())
+        self.n_blocks = int(blocks.max()) + 1
+        self.register_buffer("blocks", blocks, persistent=False)
+        # w_c = 1 / (n_blocks dim_b s_b^2), so n_blocks dim_b w_c = 1 / s_b^2 on every component of block b
+        dims = torch.bincount(blocks, minlength=self.n_blocks)[blocks]
+        self.register_buffer("inverse_square_scale", (weights * self.n_blocks * dims).to(dtype), persistent=False)
+
+    def forward(self, errors: torch.Tensor) -> torch.Tensor:
+        if self.kind == "mse":
+            return (errors.square() * self.weights).sum(dim=1)
+        scaled = errors.square() * self.inverse_square_scale
+        per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)
+        # sqrt(x + eps^2) - eps: the norm with a finite gradient at zero error
+        eps = 1e-6
+        return ((per_block + eps * eps).sqrt() - eps).mean(dim=1)
 
 
 def _instances(irreps, values):
@@ -344,7 +413,7 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
         def __init__(self):
             super().__init__()
             self.net = net
-            self.register_buffer("weights", loss_weights(net.config).to(net.dtype), persistent=False)
+            self.loss = Loss(net.config, settings.loss)
             self.history: list[dict[str, float]] = []
             self.best: dict[str, Any] = {"epoch": None, "val_loss": math.inf, "state": None}
             self._sums = {"train": [0.0, 0], "validation": [0.0, 0], "validation_mae": [0.0, 0]}
@@ -365,13 +434,13 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
 
         def training_step(self, index, batch_idx):
             errors = self._errors("train", index)
-            loss = (errors.square() * self.weights).sum(dim=1).mean()
+            loss = self.loss(errors).mean()
             self._accumulate("train", float(loss.detach()) * len(index), len(index))
             return loss
 
         def validation_step(self, index, batch_idx):
             errors = self._errors("validation", index)
-            self._accumulate("validation", float((errors.square() * self.weights).sum()), len(index))
+            self._accumulate("validation", float(self.loss(errors).sum()), len(index))
             self._accumulate("validation_mae", float(errors.abs().sum()), errors.numel())
 
         def _accumulate(self, key: str, total: float, count: int) -> None:

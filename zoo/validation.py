@@ -12,6 +12,8 @@ Flow of ``validate(clean, prop, params)``:
    themselves). Thresholds are GX suite parameters (``{"$PARAMETER": name}``) filled from ``ValidationParams``
    and from ``zoo.tensors.SYMMETRY_RTOL``, so each threshold has one home. The suite runs in an ephemeral GX
    context with result format COMPLETE; each failing row index becomes the expectation's ``meta.reason_code``.
+   With a docs directory, GX's Data Docs of the run are built there, byte-identical for the same inputs (section
+   "reproducible Data Docs").
 4. A record's ``reasons`` are its codes sorted by ``REASON_PRIORITY``; ``primary_reason`` is the first. A record
    with no reason is accepted.
 
@@ -40,7 +42,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
+import datetime
 import functools
+import itertools
 import json
 import math
 import multiprocessing
@@ -59,6 +64,7 @@ import pyarrow as pa
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before GX is imported: it reads this at import
 
 import great_expectations as gx  # noqa: E402
+from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.core.suite_parameters import SuiteParameterDict  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
@@ -68,14 +74,16 @@ from great_expectations.expectations.metrics.map_metric_provider import (  # noq
     column_condition_partial,
 )
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent  # noqa: E402
+from great_expectations.render.renderer import ValidationResultsPageRenderer  # noqa: E402
 from great_expectations.render.renderer.renderer import renderer  # noqa: E402
 from great_expectations.render.renderer_configuration import RendererConfiguration, RendererValueType  # noqa: E402
+from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView  # noqa: E402
 from pymatgen.analysis.elasticity import ElasticTensor  # noqa: E402
 from pymatgen.core import Element, Structure  # noqa: E402
 
 from zoo import properties, symmetry, tensors  # noqa: E402
 from zoo.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
-from zoo.io import atomic_write_bytes, write_json  # noqa: E402
+from zoo.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
 from zoo.properties import PHONON_GRID_CM, PropertySpec  # noqa: E402
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "schemas" / "expectations"
@@ -663,7 +671,7 @@ def run_suite(batch: pd.DataFrame, prop: str, params: ValidationParams,
     with _docs_site(context, docs_dir) as site:
         result = definition.run(batch_parameters={"dataframe": batch},
                                 expectation_parameters=params.expectation_parameters(),
-                                result_format={"result_format": "COMPLETE"})
+                                result_format={"result_format": "COMPLETE"}, run_id=docs_run_id(batch))
         if site is not None:
             context.build_data_docs(site_names=[site])
     outcomes = []
@@ -687,6 +695,64 @@ def run_suite(batch: pd.DataFrame, prop: str, params: ValidationParams,
     return outcomes
 
 
+# ------------------------------------------------------------------------------------ reproducible Data Docs
+# The Data Docs are a DVC output, and the same inputs must give the same bytes (zoo.determinism). GX stamps a page
+# with the run's identifier (its time also names the folder validations/<suite>/<run_name>/<run_time>/), the
+# batch's load time, the time of rendering (a query string on the logo's URL) and random element ids. So the run
+# is identified by its data (``docs_run_id``), and the renderer and views below, which ``_docs_site`` configures
+# the site with, leave out the times and number the ids.
+
+# No time belongs to the inputs (the snapshot, the clean frame and the params carry none), so every run is dated
+# the Unix epoch, the usual fixed date of reproducible builds; the run name, the sha256 of the validated batch,
+# tells runs on different data apart.
+DOCS_RUN_TIME = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def docs_run_id(batch: pd.DataFrame) -> RunIdentifier:
+    """The GX run identifier of validating `batch`: a function of the batch alone."""
+    return RunIdentifier(run_name=f"sha256-{sha256_bytes(_parquet_bytes(batch))[:16]}", run_time=DOCS_RUN_TIME)
+
+
+class ReproducibleValidationResultsPageRenderer(ValidationResultsPageRenderer):
+    """GX's validation page without the batch marker ``ge_load_time`` (the wall-clock time the batch was loaded);
+    the marker that identifies the data, ``pandas_data_fingerprint``, stays."""
+
+    def render(self, validation_results, suite_parameters=None):
+        shown = copy.copy(validation_results)
+        shown.meta = {**validation_results.meta, "batch_markers": {
+            key: value for key, value in (validation_results.meta.get("batch_markers") or {}).items()
+            if key != "ge_load_time"}}
+        return super().render(shown, suite_parameters)
+
+
+class _ReproducibleView:
+    """Jinja filters of GX's page views, made free of times and random numbers."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._element_ids = itertools.count()
+
+    def add_data_context_id_to_url(self, url: str, add_datetime: bool = True) -> str:
+        """The URL as it is: GX appends the time of rendering and the data context's id (a tracking query)."""
+        return url
+
+    def generate_html_element_uuid(self, prefix: str | None = None) -> str:
+        """GX suffixes element ids with a uuid4; a count gives distinct suffixes without randomness."""
+        return f"{prefix or ''}{next(self._element_ids)}"
+
+
+class ReproduciblePageView(_ReproducibleView, DefaultJinjaPageView):
+    """The expectation suite and validation pages."""
+
+
+class ReproducibleIndexPageView(_ReproducibleView, DefaultJinjaIndexPageView):
+    """The index page."""
+
+
+def _ours(class_name: str) -> dict[str, str]:
+    return {"module_name": __name__, "class_name": class_name}
+
+
 @contextlib.contextmanager
 def _docs_site(context, docs_dir: str | os.PathLike | None):
     """A GX Data Docs site building into a fresh temporary sibling of docs_dir, moved onto docs_dir on success."""
@@ -700,7 +766,13 @@ def _docs_site(context, docs_dir: str | os.PathLike | None):
         context.add_data_docs_site("zoo", {
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": _ours("ReproducibleIndexPageView")},
+            # merged by GX into its default sections (expectations, validations, profiling)
+            "site_section_builders": {
+                "expectations": {"view": _ours("ReproduciblePageView")},
+                "validations": {"renderer": _ours("ReproducibleValidationResultsPageRenderer"),
+                                "view": _ours("ReproduciblePageView")},
+            },
         })
         yield "zoo"
         _replace_directory(staging, target)
