@@ -82,7 +82,7 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
                      datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
                      reports_dir: str | os.PathLike = evaluation.REPORTS_DIR,
                      lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None,
-                     registry_path: str | os.PathLike = registry.REGISTRY_PATH) -> dict[str, Any]:
+                     registry_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Publish the model of `property_name` and its dataset; returns the report (module docstring)."""
     spec = properties.get(property_name)
     registry.version_key(version)
@@ -125,7 +125,8 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
                                "path": str(local.folder(spec.model_name, version)),
                                "files": local.versions(spec.model_name)[version], "published": published is None}
         elif target == "shipped":
-            report["model"] = _ship(folder, spec.model_name, version, info["dataset"], Path(registry_path))
+            report["model"] = _ship(folder, spec.model_name, version, info["dataset"],
+                                    Path(registry_path or registry.REGISTRY_PATH))
         else:
             report["dataset"] = _publish_dataset_to_hub(dataset_dir, dataset_repo, dataset_version, endpoint, token,
                                                         private)

@@ -47,21 +47,23 @@ def main(argv: list[str] | None = None) -> int:
         profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile,
                                                     args.property)
         started = time.perf_counter()
-        folder, result = training.train_property(args.property, settings, profile=profile,
+        folder, fitted = training.train_property(args.property, settings, profile=profile,
                                                  live_dir=LIVE_DIR / args.property)
         elapsed = time.perf_counter() - started
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[bold red]train {args.property} failed:[/] {err}")
         return 1
-    epochs = result.epoch_seconds
-    resumed = f", resumed after {result.resumed_after_epochs} epochs" if result.resumed_after_epochs is not None else ""
-    print(
-        f"train {args.property} ({profile}): {result.epochs_run} epochs{resumed}, best {result.best_epoch} "
-        f"(val loss {result.history[result.best_epoch]['val_loss']:.4f}"
-        f"{', stopped early' if result.stopped_early else ''}); epoch time median "
-        f"{sorted(epochs)[len(epochs) // 2] if epochs else float('nan'):.1f} s, setup {result.setup_seconds:.1f} s, "
-        f"total {elapsed:.1f} s -> {folder}"
-    )
+    for result in fitted.members:
+        epochs = result.epoch_seconds
+        resumed = f", resumed after {result.resumed_after_epochs} epochs" \
+            if result.resumed_after_epochs is not None else ""
+        print(
+            f"train {args.property} ({profile}, seed {result.config.seed}): {result.epochs_run} epochs{resumed}, best "
+            f"{result.best_epoch} (val loss {result.history[result.best_epoch]['val_loss']:.4f}"
+            f"{', stopped early' if result.stopped_early else ''}); epoch time median "
+            f"{sorted(epochs)[len(epochs) // 2] if epochs else float('nan'):.1f} s, setup {result.setup_seconds:.1f} s"
+        )
+    print(f"train {args.property}: {len(fitted.members)} network(s), total {elapsed:.1f} s -> {folder}")
     return 0
 
 

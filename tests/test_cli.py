@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 import zoo
 from tests.test_zoo_load import NAME, publish_locally, silicon
 from zoo import cli, registry
 
+
+# The shipped releases (zoo/registry.json) would answer zoo.load before the stores these tests build.
+pytestmark = pytest.mark.usefixtures("empty_registry")
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
@@ -47,8 +49,10 @@ def test_predict_json_prints_the_tensor_and_derived_quantities(tmp_path, capsys)
     document = json.loads(capsys.readouterr().out)
     (entry,) = document["predictions"]
     expected = zoo.load(NAME).predict(silicon())
-    np.testing.assert_allclose(entry["voigt"], expected.raw, rtol=1e-6)
-    assert entry["derived"]["k_vrh"] == pytest.approx(expected.derived["k_vrh"], rel=1e-6)
+    # A CIF keeps cell lengths and angles only, so the structure read back is the same crystal turned: compare
+    # what does not depend on the frame (float32 network: 1e-4 relative).
+    for invariant in ("k_vrh", "g_vrh", "universal_anisotropy"):
+        assert entry["derived"][invariant] == pytest.approx(expected.derived[invariant], rel=1e-4), invariant
     assert entry["derived_units"]["k_vrh"] == "GPa" and entry["source"] == str(path)
 
 

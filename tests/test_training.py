@@ -83,16 +83,53 @@ def test_interrupted_run_resumes_to_the_same_weights(trained, datasets_root, tmp
     models_root = tmp_path / "models"
     stopped, partial = training.train_property("dielectric", settings, datasets_root=datasets_root,
                                                models_root=models_root, stop_after_epochs=1)
-    assert stopped is None and partial.epochs_run == 1
+    assert stopped is None and partial.members[-1].epochs_run == 1 and partial.net is None
     assert (models_root / ".resume" / "matten-dielectric" / training.LAST_CHECKPOINT).is_file()
     resumed_folder, resumed = training.train_property("dielectric", settings, datasets_root=datasets_root,
                                                       models_root=models_root)
-    assert resumed.resumed_after_epochs == 1 and resumed.epochs_run == 3
+    (member,) = resumed.members
+    assert member.resumed_after_epochs == 1 and member.epochs_run == 3
     expected, actual = weights_of(folder), weights_of(resumed_folder)
     assert expected.keys() == actual.keys()
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
     assert (folder / "training_log.json").read_text() == (resumed_folder / "training_log.json").read_text()
+
+
+def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(trained, datasets_root, tmp_path,
+                                                                          monkeypatch):
+    settings, single_folder, _, _ = trained
+    ensemble = training.TrainSettings(**{**settings.as_dict(), "ensemble_size": 2})
+    models_root = tmp_path / "models"
+    # The process dies while member 1 trains: member 0, complete, is kept and not trained again on the rerun.
+    fit = training.fit
+
+    def dies_in_member_1(data, member_settings, **options):
+        if member_settings.seed == 1:
+            raise KeyboardInterrupt
+        return fit(data, member_settings, **options)
+
+    monkeypatch.setattr(training, "fit", dies_in_member_1)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_property("dielectric", ensemble, datasets_root=datasets_root, models_root=models_root)
+    monkeypatch.setattr(training, "fit", fit)
+    folder, fitted = training.train_property("dielectric", ensemble, datasets_root=datasets_root,
+                                             models_root=models_root)
+    assert fitted.members[0].resumed_after_epochs == 3 and fitted.members[0].epoch_seconds == []
+    assert fitted.members[1].resumed_after_epochs is None and len(fitted.members[1].epoch_seconds) == 3
+    assert not (models_root / ".resume" / "matten-dielectric").exists()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["ensemble_seeds"] == [0, 1] and config["model_config"]["seed"] == 0
+    assert [member["seed"] for member in json.loads((folder / "training_log.json").read_text())["members"]] == [0, 1]
+    loaded = training.load_model(folder)
+    assert isinstance(loaded.net, training.models.Ensemble) and loaded.net.seeds == [0, 1]
+    # Member 0 is the single run with seed 0, bit for bit; the ensemble predicts the members' mean.
+    for name, tensor in weights_of(single_folder).items():
+        assert torch.equal(loaded.net.members[0].state_dict()[name], tensor), name
+    data, _ = training.load_splits("dielectric", datasets_root)
+    members = [evaluation.predict(member, data["test"]) for member in loaded.net.members]
+    np.testing.assert_allclose(evaluation.predict(loaded.net, data["test"]), np.mean(members, axis=0), atol=1e-6)
+    assert not np.allclose(members[0], members[1])
 
 
 def test_a_resume_folder_of_another_run_is_discarded(tmp_path):

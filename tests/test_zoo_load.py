@@ -21,7 +21,10 @@ import zoo
 from stages import publish
 from tests.fakes.hub import Fault, serve
 from tests.fakes.loopback import loopback_guard
-from zoo import hub, loading, models, registry, training
+from zoo import graphs, hub, loading, models, registry, training
+
+# The shipped releases (zoo/registry.json) would answer zoo.load before the stores these tests build.
+pytestmark = pytest.mark.usefixtures("empty_registry")
 
 TINY = {"hidden_irreps": "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", "n_radial": 4, "radial_hidden": (8,), "species_dim": 8}
 # A stiffness shift that keeps the untrained network's output positive definite (GPa; the 2 0e instances).
@@ -32,7 +35,10 @@ DEAD_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, conne
 
 
 def silicon() -> Structure:
-    return Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    """Diamond silicon, primitive fcc cell (a = 5.43 A)."""
+    half = 5.43 / 2
+    return Structure(Lattice([[0, half, half], [half, 0, half], [half, half, 0]]), ["Si", "Si"],
+                     [[0, 0, 0], [0.25, 0.25, 0.25]])
 
 
 def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0) -> Path:
@@ -278,6 +284,28 @@ def test_each_property_returns_its_pymatgen_object(prop, part, kind, tmp_path):
     prediction = zoo.load(f"matten-{prop}", store=store.root).predict(silicon())
     assert list(prediction.tensors) == [part] and type(prediction.value).__name__ == kind
     assert json.loads(json.dumps(prediction.as_dict()))["property"] == prop
+
+
+@pytest.mark.parametrize("prop", ["piezo", "phonon"])
+def test_an_ensemble_model_predicts_the_members_mean_and_their_spread(prop, tmp_path):
+    config = models.ModelConfig(prop, **TINY)
+    settings = training.TrainSettings(max_epochs=1, progress_bar=False, ensemble_size=3)
+    dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
+    folder = training.save_model(tmp_path / "models" / f"matten-{prop}", models.build(config, seeds=[0, 1, 2]),
+                                 settings=settings, dataset=dataset, log={"members": []}, profile="test")
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, f"matten-{prop}", "0.1.0")
+    structure = Structure(Lattice.hexagonal(3.25, 5.2), ["Zn", "Zn", "O", "O"],  # wurtzite: polar, piezoelectric
+                          [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, 0.38], [2 / 3, 1 / 3, 0.88]])
+    model = zoo.load(f"matten-{prop}", store=store.root, endpoint=DEAD_ENDPOINT)
+    prediction = model.predict(structure)
+    members = [loading._prediction(member.spec, "m", structure, member.predict_cartesian(
+        graphs.GraphBatch.collate(graphs.GraphCache(config.r_cut).graphs([structure])))[0].numpy()).raw
+        for member in model.net.members]
+    np.testing.assert_allclose(prediction.raw, np.mean(members, axis=0), atol=1e-6)
+    np.testing.assert_allclose(prediction.spread, np.std(members, axis=0, ddof=1), atol=1e-6)
+    assert prediction.spread.shape == prediction.raw.shape and prediction.spread.max() > 0
+    assert json.loads(json.dumps(prediction.as_dict()))["ensemble_spread"] == prediction.spread.tolist()
 
 
 def test_ase_atoms_are_accepted_when_ase_is_installed(local):

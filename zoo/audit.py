@@ -231,7 +231,7 @@ def audit_model(name: str, version: str | None = None, *, retrain: bool = False,
     dataset_ok = _dataset_checks(report, folder, spec, step, claimed)
     workspace_md5 = _lock_check(report, project, folder, spec, step)
     card_md5 = (card.get("provenance") or {}).get("dataset_dvc_md5")
-    report.add("card lineage", f"md5 of the dataset folder the model was trained on (card, from dvc.lock) vs the "
+    report.add("card lineage", "md5 of the dataset folder the model was trained on (card, from dvc.lock) vs the "
                "workspace", card_md5 or "not recorded (the model was not trained by dvc repro)", workspace_md5,
                None if card_md5 is None else card_md5 == workspace_md5)
 
@@ -347,7 +347,7 @@ def _metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, A
             {key: value for key, value in info["training"].items() if key != "profile"}))
         with step(f"retraining {info['model_name']} with the recorded settings (seed {settings.seed}, up to "
                   f"{settings.max_epochs} epochs on {settings.accelerator})"):
-            result = training.fit(data, settings)
+            result = training.fit_model(data, settings)
         _weight_check(report, loaded.net, result.net)
         predictions[RETRAINED_KEY] = evaluation.predict(result.net, test)
     infos = None

@@ -178,7 +178,8 @@ def baseline_predictors(data: Mapping[str, training.SplitData], model_config: mo
         out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict(test)
     if settings is not None and properties.get(model_config.property).is_tensor:
         overrides = baselines.non_equivariant_overrides(model_config)
-        out["non_equivariant"] = lambda: predict(training.fit(data, settings, config_overrides=overrides).net, test)
+        out["non_equivariant"] = lambda: predict(training.fit_model(data, settings, config_overrides=overrides).net,
+                                                 test)
     return out
 
 

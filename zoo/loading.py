@@ -73,6 +73,8 @@ class Prediction:
              (C/m^2); phonon {'dos': PhononDos} (THz, 3N-normalised states/THz per cell, pymatgen's units)
     derived  zoo.derived quantities (units in zoo.derived.UNITS); {} with `derived_error` set where undefined
              (e.g. a singular predicted stiffness)
+    spread   for an ensemble model (config.json lists ensemble_seeds): the standard deviation of the members'
+             predictions, in the form of `raw` (Voigt, or the DOS); None for a single network
     """
 
     source: str
@@ -83,6 +85,7 @@ class Prediction:
     derived: dict[str, Any]
     derived_error: str | None = None
     raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on PHONON_GRID_CM
+    spread: np.ndarray | None = field(repr=False, default=None)  # ensembles: std across members, same form as raw
 
     @property
     def value(self):
@@ -101,6 +104,8 @@ class Prediction:
         else:
             out["frequencies_cm"] = properties.PHONON_GRID_CM.tolist()
             out["dos_max_normalised"] = self.raw.tolist()
+        if self.spread is not None:
+            out["ensemble_spread"] = self.spread.tolist()  # std across ensemble members, same form as the value
         if self.derived_error:
             out["derived_error"] = self.derived_error
         return out
@@ -115,7 +120,7 @@ class ZooModel:
     source: str
     path: Path
     info: dict[str, Any]
-    net: models.MattenNet = field(repr=False)
+    net: models.MattenNet | models.Ensemble = field(repr=False)
     card: str | None = field(repr=False)
 
     @property
@@ -130,20 +135,24 @@ class ZooModel:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         cache = graphs.GraphCache(self.net.config.r_cut)
-        outputs = []
+        outputs, spreads = [], []
         for start in range(0, len(labelled), batch_size):
             chunk = [structure for _, structure in labelled[start:start + batch_size]]
             batch = graphs.GraphBatch.collate(cache.graphs(chunk))
             outputs.append(self.net.predict_cartesian(batch).numpy())
+            if isinstance(self.net, models.Ensemble):
+                spreads.append(self.net.predict_spread(batch).numpy())
             if progress is not None:
                 progress(min(start + batch_size, len(labelled)), len(labelled))
         values = np.concatenate(outputs) if outputs else np.zeros((0,))
-        out = [_prediction(self.net.spec, label, structure, value)
-               for (label, structure), value in zip(labelled, values)]
+        spread = np.concatenate(spreads) if spreads else [None] * len(values)
+        out = [_prediction(self.net.spec, label, structure, value, member_spread)
+               for (label, structure), value, member_spread in zip(labelled, values, spread)]
         return out[0] if single else out
 
 
-def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray) -> Prediction:
+def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray,
+                spread: np.ndarray | None = None) -> Prediction:
     from pymatgen.analysis.elasticity import ElasticTensor
     from pymatgen.analysis.piezo import PiezoTensor
     from pymatgen.core.tensors import Tensor
@@ -171,7 +180,10 @@ def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.
                                                    float(structure.composition.weight))
     except ValueError as err:  # e.g. a singular stiffness: the tensor stands, its derived quantities do not
         quantities, error = {}, str(err)
-    return Prediction(label, structure, spec.name, spec.units, objects, quantities, error, np.asarray(raw))
+    if spread is not None and spec.is_tensor:
+        # Voigt form of the members' Cartesian standard deviation (the Voigt map only selects components)
+        spread = tensors.cartesian_to_voigt(spread, spec.voigt_kind)
+    return Prediction(label, structure, spec.name, spec.units, objects, quantities, error, np.asarray(raw), spread)
 
 
 # ------------------------------------------------------------------------------------------------- inputs
@@ -224,7 +236,7 @@ def known_models(registry_data: registry.Registry, store: registry.LocalStore) -
 
 
 def load(name: str, version: str | None = None, *, store: str | os.PathLike | None = None,
-         registry_path: str | os.PathLike = registry.REGISTRY_PATH, cache_dir: str | os.PathLike | None = None,
+         registry_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
          endpoint: str | None = None, token: str | None = None, organisation: str | None = None) -> ZooModel:
     """The model `name` ('matten-elastic', ...) at `version` ('1.0.0'; None: the newest found; module docstring).
 
@@ -363,6 +375,6 @@ def _load_folder(name: str, version: str | None, source: str, folder: Path,
     except SafetensorError as err:
         raise ValueError(f"{weights_path} is not a safetensors file ({err}); refusing to read it any other way") \
             from None
-    net = models.MattenNet(models.ModelConfig.from_json(json.dumps(info["model_config"])))
+    net = training.network(info)
     net.load_state_dict(state, strict=True)
     return ZooModel(name=name, version=version, source=source, path=folder, info=info, net=net.eval(), card=card)

@@ -95,9 +95,9 @@ class Release:
     dataset: dict[str, str]
     shipped: str | None
 
-    def shipped_folder(self, registry_path: Path = REGISTRY_PATH) -> Path | None:
+    def shipped_folder(self, registry_path: str | os.PathLike | None = None) -> Path | None:
         """The folder of the shipped files (relative paths are under the registry file's folder), or None."""
-        return None if self.shipped is None else Path(registry_path).parent / self.shipped
+        return None if self.shipped is None else Path(registry_path or REGISTRY_PATH).parent / self.shipped
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,10 @@ class Registry:
     models: dict[str, RegisteredModel]
 
 
-def read_registry(path: str | os.PathLike = REGISTRY_PATH) -> Registry:
-    """The registry file, checked field by field (a ValueError names the entry and the field)."""
-    path = Path(path)
+def read_registry(path: str | os.PathLike | None = None) -> Registry:
+    """The registry file (default REGISTRY_PATH, read when called), checked field by field (a ValueError names the
+    entry and the field)."""
+    path = Path(path or REGISTRY_PATH)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -166,9 +167,10 @@ def release_entry(folder: str | os.PathLike, revision: str | None, dataset: dict
             "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}}
 
 
-def write_registry(data: dict[str, Any], path: str | os.PathLike = REGISTRY_PATH) -> None:
-    """Write registry `data` to `path` atomically, after checking it reads back as a valid registry."""
-    path = Path(path)
+def write_registry(data: dict[str, Any], path: str | os.PathLike | None = None) -> None:
+    """Write registry `data` to `path` (default REGISTRY_PATH) atomically, after checking it reads back as a valid
+    registry."""
+    path = Path(path or REGISTRY_PATH)
     with tempfile.TemporaryDirectory(prefix=".registry-", dir=path.parent) as tmp:
         candidate = Path(tmp) / path.name
         write_json(candidate, data)

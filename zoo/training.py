@@ -85,6 +85,8 @@ class TrainSettings:
     progress_bar             Lightning's progress bar
     loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
                              norms, robust to heavy-tailed targets); see ``Loss``
+    ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
+                             zoo.models.Ensemble predicting their mean (and spread)
     model                    ModelConfig fields (zoo.models) other than property, seed, avg_num_neighbors and the
                              output normalisation, which training sets from the data
     """
@@ -102,10 +104,11 @@ class TrainSettings:
     deterministic: bool | str = True
     progress_bar: bool = True
     loss: str = "mse"
+    ensemble_size: int = 1
     model: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("max_epochs", "batch_size", "plateau_patience", "early_stopping_patience"):
+        for name in ("max_epochs", "batch_size", "plateau_patience", "early_stopping_patience", "ensemble_size"):
             _check_int(getattr(self, name), name, minimum=1)
         _check_int(self.seed, "seed", minimum=0)
         if self.threads is not None:
@@ -638,24 +641,115 @@ def _write_run_file(resume_dir: Path, key: str) -> None:
     write_json(resume_dir / RUN_FILE, {"run_key": key})
 
 
+# ------------------------------------------------------------------------------------------------ ensembles
+MEMBER_WEIGHTS = "member.safetensors"
+MEMBER_RESULT = "member.json"
+
+
+@dataclass
+class ModelFit:
+    """The fit of a model: one FitResult per network (settings.ensemble_size of them), and the network to use: the
+    single MattenNet, or their zoo.models.Ensemble. `net` is None while a member is incomplete (interrupted)."""
+
+    members: list[FitResult]
+    net: models.MattenNet | models.Ensemble | None
+
+    @property
+    def complete(self) -> bool:
+        return self.net is not None
+
+
+def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
+              config_overrides: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
+              dataset: DatasetInfo | None = None, live_dir: str | os.PathLike | None = None,
+              stop_after_epochs: int | None = None) -> ModelFit:
+    """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``).
+
+    With a resume_dir, member k resumes in <resume_dir>/member-<k>/ and, once complete, leaves its weights and
+    result there, so an interrupted ensemble continues with the member it was training. dvclive: member 0 logs to
+    live_dir, member k > 0 to live_dir/member-<k>.
+    """
+    if settings.ensemble_size == 1:
+        result = fit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir, dataset=dataset,
+                     live_dir=live_dir, stop_after_epochs=stop_after_epochs)
+        return ModelFit([result], result.net if result.complete else None)
+    members = []
+    for k in range(settings.ensemble_size):
+        member_settings = dataclasses.replace(settings, seed=settings.seed + k, ensemble_size=1)
+        folder = None if resume_dir is None else Path(resume_dir) / f"member-{k}"
+        result = None if folder is None else _completed_member(folder, member_settings, dataset)
+        if result is None:
+            result = fit(data, member_settings, config_overrides=config_overrides,
+                         resume_dir=None if folder is None else folder / "run", dataset=dataset,
+                         live_dir=None if live_dir is None else Path(live_dir) / f"member-{k}" if k else live_dir,
+                         stop_after_epochs=stop_after_epochs)
+            if not result.complete:
+                return ModelFit(members + [result], None)
+            if folder is not None:
+                _save_member(folder, result, member_settings, dataset)
+        members.append(result)
+    if resume_dir is not None:
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return ModelFit(members, models.Ensemble(member.net for member in members))
+
+
+def _save_member(folder: Path, result: FitResult, settings: TrainSettings, dataset: DatasetInfo | None) -> None:
+    from safetensors.torch import save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous() for name, tensor in result.net.state_dict().items()}
+    atomic_write_bytes(folder / MEMBER_WEIGHTS, save(state))
+    write_json(folder / MEMBER_RESULT, {
+        "run_key": run_key(result.config, settings, dataset), "config": json.loads(result.config.to_json()),
+        "history": result.history, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early})
+
+
+def _completed_member(folder: Path, settings: TrainSettings, dataset: DatasetInfo | None) -> FitResult | None:
+    """The member completed earlier in `folder` for these settings and data, or None."""
+    from safetensors.torch import load
+
+    weights, saved = folder / MEMBER_WEIGHTS, folder / MEMBER_RESULT
+    if not weights.is_file() or not saved.is_file():
+        return None
+    recorded = json.loads(saved.read_text(encoding="utf-8"))
+    config = models.ModelConfig.from_json(json.dumps(recorded["config"]))
+    if recorded.get("run_key") != run_key(config, settings, dataset):
+        return None  # another run's member: trained again
+    net = models.MattenNet(config)
+    net.load_state_dict(load(weights.read_bytes()), strict=True)  # our own file, safetensors: no pickle
+    return FitResult(net=net.eval(), config=config, history=recorded["history"], best_epoch=recorded["best_epoch"],
+                     epochs_run=recorded["epochs_run"], stopped_early=recorded["stopped_early"], complete=True,
+                     resumed_after_epochs=recorded["epochs_run"], epoch_seconds=[], setup_seconds=0.0)
+
+
 # --------------------------------------------------------------------------------------------- checkpoints
-def training_log(result: FitResult, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
-    """The deterministic training log (no wall times): per-epoch values and the selection."""
-    return {
+LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.training.Loss); phonon: MSE over the 51 DOS bins",
+                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.training.Loss)"}
+
+
+def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
+    """The deterministic training log (no wall times): per-epoch values and the selection, per ensemble member."""
+    logs = [{
+        "seed": result.config.seed,
         "epochs": result.history,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(entry["val_loss"] for entry in result.history),
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
-        "max_epochs": settings.max_epochs,
-        "n_records": dict(n_records),
-        "loss": "per-irreps-block normalised MSE (zoo.training docstring); phonon: MSE over the 51 DOS bins",
-    }
+    } for result in fitted.members]
+    shared = {"max_epochs": settings.max_epochs, "n_records": dict(n_records), "loss": LOSS_DESCRIPTIONS[settings.loss]}
+    if len(logs) == 1:
+        return {**{k: v for k, v in logs[0].items() if k != "seed"}, **shared}
+    return {"members": logs, **shared}
 
 
-def save_model(folder: str | os.PathLike, net: models.MattenNet, *, settings: TrainSettings,
+def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensemble, *, settings: TrainSettings,
                dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None) -> Path:
-    """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete."""
+    """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete.
+
+    config.json: model_config is the network's (member 0's for an Ensemble, whose members differ only in the seed:
+    ``ensemble_seeds`` lists them)."""
     from safetensors.torch import save
 
     spec = properties.get(net.config.property)
@@ -673,6 +767,7 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet, *, settings: Tr
         "target_column": target_column(spec.name),
         "target_part": spec.target_part,
         "model_config": json.loads(net.config.to_json()),
+        **({"ensemble_seeds": net.seeds} if isinstance(net, models.Ensemble) else {}),
         "training": {"profile": profile, **settings.as_dict()},
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
@@ -692,7 +787,7 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet, *, settings: Tr
 
 @dataclass(frozen=True)
 class LoadedModel:
-    net: models.MattenNet
+    net: models.MattenNet | models.Ensemble
     info: dict[str, Any]
 
 
@@ -711,9 +806,14 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
     data = weights_path.read_bytes()
     if sha256_bytes(data) != info["weights"]["sha256"]:
         raise ValueError(f"{weights_path} does not match the sha256 in {config_path}: the folder is corrupt")
-    net = models.MattenNet(models.ModelConfig.from_json(json.dumps(info["model_config"])))
+    net = network(info)
     net.load_state_dict(load(data), strict=True)
     return LoadedModel(net=net.eval(), info=info)
+
+
+def network(info: Mapping[str, Any]) -> models.MattenNet | models.Ensemble:
+    """The untrained network a config.json describes (an Ensemble when it lists ensemble_seeds)."""
+    return models.build(models.ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"))
 
 
 # ----------------------------------------------------------------------------------------------- the stage
@@ -721,20 +821,20 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
                    datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
                    models_root: str | os.PathLike = MODELS_DIR, resume_root: str | os.PathLike | None = None,
                    live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
-                   ) -> tuple[Path | None, FitResult]:
+                   ) -> tuple[Path | None, ModelFit]:
     """The train stage: load the dataset, fit (resuming a matching interrupted run), write the model folder.
 
-    Returns (model folder, fit result); the folder is None when `stop_after_epochs` interrupted the run.
+    Returns (model folder, the fit); the folder is None when `stop_after_epochs` interrupted the run.
     resume_root: parent of the per-model resume folder (default ``<models_root>/.resume``).
     """
     spec = properties.get(property_name)
     data, dataset = load_splits(spec.name, datasets_root)
     resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
-    result = fit(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
-                 stop_after_epochs=stop_after_epochs)
-    if not result.complete:
-        return None, result
+    fitted = fit_model(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
+                       stop_after_epochs=stop_after_epochs)
+    if not fitted.complete:
+        return None, fitted
     counts = {name: len(split) for name, split in data.items()}
-    folder = save_model(Path(models_root) / spec.model_name, result.net, settings=settings, dataset=dataset,
-                        log=training_log(result, settings, counts), profile=profile)
-    return folder, result
+    folder = save_model(Path(models_root) / spec.model_name, fitted.net, settings=settings, dataset=dataset,
+                        log=training_log(fitted, settings, counts), profile=profile)
+    return folder, fitted
