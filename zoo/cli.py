@@ -108,6 +108,9 @@ def _info(name: str, version: str | None, out: Console) -> None:
     out.print(f"training  profile {info['training'].get('profile')}, {info['model_config']['n_layers']} layers, "
               f"hidden {info['model_config']['hidden_irreps']}, r_cut {info['model_config']['r_cut']} A, "
               f"{sum(p.numel() for p in model.net.parameters())} parameters")
+    if info.get("ensemble_seeds"):
+        out.print(f"ensemble  mean of {len(info['ensemble_seeds'])} networks (seeds "
+                  f"{', '.join(map(str, info['ensemble_seeds']))}); predictions carry their spread")
     out.print(f"weights   {info['weights']['file']} sha256 {info['weights']['sha256']}")
     headline = header.get("headline_metric")
     if headline:
