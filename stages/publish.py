@@ -42,12 +42,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from zoo import datasets as zoo_datasets
 from zoo import evaluation, hub, model_card, properties, registry, training
-from zoo.io import sha256_file, write_json
+from zoo.io import copy_folder_into_place, sha256_file, write_json
 from zoo.params import load_section
 
 TARGETS = ("local", "hub", "shipped")
@@ -69,11 +68,6 @@ def git_commit(root: Path = Path(".")) -> str | None:
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
-
-def dvc_lock_entry(lock_path: Path, stage: str) -> dict[str, Any] | None:
-    if not lock_path.is_file():
-        return None
-    return (yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages", {}).get(stage)
 
 
 def publish_property(property_name: str, *, version: str, target: str, store: str | os.PathLike | None = None,
@@ -103,9 +97,9 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
     per_system = json.loads(per_system_path.read_text(encoding="utf-8")) if per_system_path.is_file() \
         else metrics.get("per_crystal_system", {})
     dataset_repo = f"{organisation}/{spec.dataset_name}"
+    lock_entry = model_card.dvc_lock_entry(Path(lock_path), f"train@{spec.name}")
     card = model_card.render_model_card(info, metrics, per_system, version=version, dataset_repo=dataset_repo,
-                                        git_commit=commit, dvc_lock_entry=dvc_lock_entry(Path(lock_path),
-                                                                                         f"train@{spec.name}"))
+                                        git_commit=commit, dvc_lock_entry=lock_entry)
     report: dict[str, Any] = {"property": spec.name, "target": target}
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
         folder = Path(tmp) / spec.model_name
@@ -172,15 +166,7 @@ def _ship(folder: Path, name: str, version: str, dataset: dict[str, str], regist
         _same_model(f"registry {registry_path}", name, version, (existing or {}).get("files", {}), folder)
         return {"name": name, "version": version, "path": str(target), "published": False,
                 "registry_release": existing}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
-    try:
-        shutil.copytree(folder, staging, dirs_exist_ok=True)
-        staging.chmod(0o755)
-        os.rename(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    copy_folder_into_place(folder, target)
     release = registry.release_entry(target, None, dataset, shipped=relative)
     model["releases"][version] = release
     registry.write_registry(entry, registry_path)

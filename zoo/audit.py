@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from zoo import baselines, evaluation, loading, model_card, properties, registry, splits, symmetry, training
 from zoo import datasets as zoo_datasets
@@ -535,10 +534,7 @@ def dvc_md5(folder: Path) -> str:
 
 def lock_output_md5(project: Path, stage: str, path: str) -> str | None:
     """The md5 dvc.lock records for output `path` of `stage` (None without dvc.lock, the stage or the output)."""
-    lock = project / LOCK_FILE
-    if not lock.is_file():
-        return None
-    entry = ((yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(stage) or {}
+    entry = model_card.dvc_lock_entry(project / LOCK_FILE, stage) or {}
     return next((out.get("md5") for out in entry.get("outs") or [] if out.get("path") == path), None)
 
 

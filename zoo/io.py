@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -87,3 +88,23 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def copy_folder_into_place(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy folder `source` to `target` through a staging folder beside it and one rename, so `target` appears
+    complete or not at all; an existing `target` is never replaced (FileExistsError, also when another writer
+    created it meanwhile: renaming a folder onto a non-empty one fails)."""
+    target = Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} exists; it is never replaced")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        staging.chmod(0o755)
+        os.rename(staging, target)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if target.exists():
+            raise FileExistsError(f"{target} appeared meanwhile; it was not replaced") from err
+        raise

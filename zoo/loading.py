@@ -139,9 +139,12 @@ class ZooModel:
         for start in range(0, len(labelled), batch_size):
             chunk = [structure for _, structure in labelled[start:start + batch_size]]
             batch = graphs.GraphBatch.collate(cache.graphs(chunk))
-            outputs.append(self.net.predict_cartesian(batch).numpy())
             if isinstance(self.net, models.Ensemble):
-                spreads.append(self.net.predict_spread(batch).numpy())
+                mean, spread = self.net.predict_with_spread(batch)
+                outputs.append(mean.numpy())
+                spreads.append(spread.numpy())
+            else:
+                outputs.append(self.net.predict_cartesian(batch).numpy())
             if progress is not None:
                 progress(min(start + batch_size, len(labelled)), len(labelled))
         values = np.concatenate(outputs) if outputs else np.zeros((0,))

@@ -21,8 +21,10 @@ The header also carries, for `zoo audit` (zoo.audit) to re-derive the card, mach
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -99,6 +101,14 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
         "provenance": {"git_commit": git_commit, "dataset_path": dataset_path,
                        "dataset_dvc_md5": _dependency_md5(dvc_lock_entry, dataset_path)},
     }
+
+
+def dvc_lock_entry(lock_path: str | os.PathLike, stage: str) -> dict[str, Any] | None:
+    """The entry of `stage` ('train@elastic') in a dvc.lock file (None without the file or the stage)."""
+    lock_path = Path(lock_path)
+    if not lock_path.is_file():
+        return None
+    return ((yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(stage)
 
 
 def _dependency_md5(lock_entry: Mapping[str, Any] | None, path: str) -> str | None:

@@ -531,7 +531,7 @@ class MattenNet(torch.nn.Module):
 
 class Ensemble(torch.nn.Module):
     """Networks of one architecture trained from different seeds; the prediction is their mean, and the standard
-    deviation across members (``predict_spread``) an uncertainty estimate (deep ensembles, Lakshminarayanan et al.
+    deviation across members (``predict_with_spread``) an uncertainty estimate (deep ensembles, Lakshminarayanan et al.
     2017). Averaging removes the part of each member's error that comes from its initialisation and mini-batch
     order, which on our small training sets is a large part (phonon DOS test MSE: one network 0.0261, two 0.0239).
     The mean of equivariant members is equivariant, and the mean of non-negative DOS non-negative.
@@ -568,9 +568,10 @@ class Ensemble(torch.nn.Module):
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
         return self._member_predictions(batch).mean(dim=0)
 
-    def predict_spread(self, batch: GraphBatch) -> torch.Tensor:
-        """Standard deviation across members of the Cartesian prediction (n_graphs, *cartesian_shape)."""
-        return self._member_predictions(batch).std(dim=0)
+    def predict_with_spread(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, standard deviation) across members of the Cartesian prediction, from one pass over the members."""
+        members = self._member_predictions(batch)
+        return members.mean(dim=0), members.std(dim=0)
 
     def _member_predictions(self, batch: GraphBatch) -> torch.Tensor:
         batch = self.attach_geometry(batch) if batch.geometry is None else batch

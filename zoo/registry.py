@@ -36,14 +36,13 @@ import difflib
 import json
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from zoo import properties
-from zoo.io import sha256_file, write_json
+from zoo.io import copy_folder_into_place, sha256_file, write_json
 
 REGISTRY_FORMAT = "mp-tensor-zoo/registry/1"
 REGISTRY_PATH = Path(__file__).resolve().parent / "registry.json"
@@ -215,20 +214,12 @@ class LocalStore:
         if version in self.versions(name, kind) or target.exists():
             raise LocalVersionExistsError(f"{kind[:-1]} {name} version {version} is already in the local store "
                                           f"({target}); published versions are never overwritten, bump the version")
-        repo.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=repo))
         try:
-            shutil.copytree(source, staging, dirs_exist_ok=True)
-            staging.chmod(0o755)
-            files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-            # rename() of a directory onto an existing non-empty one fails: two publishers cannot both win.
-            os.rename(staging, target)
-        except OSError as err:
-            shutil.rmtree(staging, ignore_errors=True)
-            if target.exists():
-                raise LocalVersionExistsError(f"{kind[:-1]} {name} version {version} appeared in the local store "
-                                              "meanwhile; it was not overwritten") from err
-            raise
+            copy_folder_into_place(source, target)
+        except FileExistsError as err:
+            raise LocalVersionExistsError(f"{kind[:-1]} {name} version {version} appeared in the local store "
+                                          "meanwhile; it was not overwritten") from err
+        files = {str(p.relative_to(target)): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()}
         index = {v: {"files": f} for v, f in self.versions(name, kind).items()}
         index[version] = {"files": files}
         write_json(repo / VERSIONS_FILE, index)

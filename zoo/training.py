@@ -318,7 +318,7 @@ class Loss(torch.nn.Module):
 
     mse         sum_c w_c e_c^2 (``loss_weights``): the per-block normalised mean squared error
     block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
-                its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 50) pull less than under
+                its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
                 a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
     """
 
