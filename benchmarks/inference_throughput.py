@@ -5,7 +5,7 @@
 Structures: the first N records (all splits, in file order) of the built dataset of the model's property
 (data/hub/datasets/mp-<property>-irreps; `dvc repro build@<property>`), repeated if the dataset is smaller.
 Times `zoo.load` (warm: the second load in the process) and `predict` end to end: neighbour graphs, the network,
-the pymatgen objects and the zoo.derived quantities (for elastic: the Young's modulus extrema over the sphere).
+the pymatgen objects and the zoo.core.derived quantities (for elastic: the Young's modulus extrema over the sphere).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import time
 import torch
 
 import zoo
-from zoo import datasets, properties
+from zoo import properties
+from zoo.data import datasets
 
 
 def mp_structures(property_name: str, n: int) -> list:

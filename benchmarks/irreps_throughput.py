@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from zoo import tensors
+from zoo.core import tensors
 from zoo.properties import ELASTIC
 
 

@@ -1,8 +1,8 @@
-"""Training and inference throughput of zoo.models, against same-run baselines, on snapshot structures.
+"""Training and inference throughput of zoo.nn.models, against same-run baselines, on snapshot structures.
 
 What it measures (each model size in its own child process, so start-up and peak memory are its own):
-- graph building (zoo.graphs.build_graph) and the on-disk graph cache;
-- start-up: `import zoo.models`, building the model and the change of basis predict_cartesian needs;
+- graph building (zoo.nn.graphs.build_graph) and the on-disk graph cache;
+- start-up: `import zoo.nn.models`, building the model and the change of basis predict_cartesian needs;
 - training: Adam steps on random mini-batches (MSE against random targets) in three pipelines run in
   alternation, so machine noise hits them alike:
     cached    - whole data set collated once, fixed edge geometry attached once, mini-batches by ``select``
@@ -56,7 +56,7 @@ def load_structures(n: int):
 
 
 def build_graphs(structures) -> tuple[list, float]:
-    from zoo import graphs
+    from zoo.nn import graphs
 
     start = time.perf_counter()
     built = [graphs.build_graph(s, R_CUT) for s in structures]
@@ -65,7 +65,7 @@ def build_graphs(structures) -> tuple[list, float]:
 
 # ------------------------------------------------------------------------------------------------ child side
 def model_config(size: str, property_name: str, average_neighbors: float):
-    from zoo.models import ModelConfig
+    from zoo.nn.models import ModelConfig
 
     if size == "matten":
         return ModelConfig.matten_reference(property_name, avg_num_neighbors=average_neighbors)
@@ -76,7 +76,7 @@ def measure_training(model, graph_list, full, steps: int, batch_size: int, seed:
     import numpy as np
     import torch
 
-    from zoo.graphs import GraphBatch
+    from zoo.nn.graphs import GraphBatch
 
     cached = model.attach_geometry(full)
     pipelines = {
@@ -118,7 +118,7 @@ def measure_inference(model, structures, batch_size: int) -> dict:
     """Structures per second and per CPU-second, from Structure objects to Cartesian predictions (graphs included)."""
     import torch
 
-    from zoo import graphs
+    from zoo.nn import graphs
 
     model.eval()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -139,14 +139,15 @@ def worker(args) -> None:
 
     import torch
 
-    from zoo import models, tensors
+    from zoo.core import tensors
+    from zoo.nn import models
 
     imported = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     from pymatgen.core import Structure
 
-    from zoo import graphs
+    from zoo.nn import graphs
 
     graph_list = list(graphs.load_graphs(args.graph_file, R_CUT).values())
     structures = [Structure.from_dict(d) for d in json.loads(Path(args.structure_file).read_text())]
@@ -161,7 +162,7 @@ def worker(args) -> None:
         entry = {"parameters": sum(p.numel() for p in model.parameters()), "build_s": build_s,
                  "config": json.loads(config.to_json())}
         if not report["properties"]:
-            # predict_cartesian's change of basis is built once per process (zoo.tensors caches it): start-up.
+            # predict_cartesian's change of basis is built once per process (zoo.core.tensors caches it): start-up.
             basis_start = time.perf_counter()
             tensors.change_of_basis(model.spec.formula)
             report["change_of_basis_s"] = time.perf_counter() - basis_start
@@ -247,7 +248,7 @@ def main() -> None:
         worker(args)
         return
 
-    from zoo import graphs
+    from zoo.nn import graphs
 
     print(f"cores: {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}); load average {os.getloadavg()[0]:.1f}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")

@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("fetch", "clean", "validate")
-STAGE_IMPORTS = {"fetch": "zoo.sources.snapshot", "clean": "zoo.cleaning", "validate": "zoo.validation"}
+STAGE_IMPORTS = {"fetch": "zoo.data.sources.snapshot", "clean": "zoo.data.cleaning", "validate": "zoo.data.validation"}
 PROPERTIES = ("elastic", "dielectric", "piezo", "phonon")
 
 

@@ -11,7 +11,7 @@ params.yaml, section `build`:
     split_salt          string mixed into sha256(salt:material_id); changing it reshuffles every split
     split_fractions     {train: 0.8, validation: 0.1, test: 0.1}
     pinned_splits_from  null, or the folder of a previous release (relative to the params file) whose split
-                        assignments are kept, so that adding records moves none (zoo.splits)
+                        assignments are kept, so that adding records moves none (zoo.data.splits)
     workers             processes computing the derived quantities (1: in this process)
 """
 
@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.params import load_section
 from rich.console import Console
 
-from zoo import datasets, properties, splits
+from zoo import properties
+from zoo.core.params import load_section
+from zoo.data import datasets, splits
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -2,7 +2,7 @@
 
     python stages/clean.py <property> [--params params.yaml]
 
-params.yaml, section `clean` (every key optional; defaults and meaning in zoo.cleaning.CleanParams):
+params.yaml, section `clean` (every key optional; defaults and meaning in zoo.data.cleaning.CleanParams):
     symprec, angle_tolerance   spglib tolerances (A, degrees)
     neumann_rtol               Neumann residual up to which a tensor is stored unchanged
     symmetrize_max_residual    largest residual projected as noise; above it the frame is 'unresolved'
@@ -12,7 +12,7 @@ params.yaml, section `clean` (every key optional; defaults and meaning in zoo.cl
 
 Writes data/clean/<property>.parquet and data/reports/<property>-clean.json (counts by frame action and issue,
 the measured frame preference, residual quantiles), relative to the working directory (DVC runs stages from the
-repository root). The rules are in zoo.cleaning's docstring.
+repository root). The rules are in zoo.data.cleaning's docstring.
 """
 
 from __future__ import annotations
@@ -22,12 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.params import load_section
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from zoo import cleaning, properties
-from zoo.records import RawRecordError
+from zoo import properties
+from zoo.core.params import load_section
+from zoo.data import cleaning
+from zoo.data.records import RawRecordError
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -3,12 +3,12 @@
     python stages/evaluate.py <property> [--params params.yaml] [--profile cpu|release|gpu]
 
 Reads data/models/matten-<property>/ and data/hub/datasets/mp-<property>-irreps/; trains the baselines on the
-same split (zoo.baselines; the non-equivariant network with the `train` profile's settings); writes
+same split (zoo.nn.baselines; the non-equivariant network with the `train` profile's settings); writes
 data/reports/<property>-metrics.json, data/reports/<property>-parity.png and
-data/reports/<property>-per-crystal-system.png (zoo.evaluation).
+data/reports/<property>-per-crystal-system.png (zoo.nn.evaluation).
 
 params.yaml: section `train` (profile, as for the train stage) and section `evaluate`:
-    composition_gbm   zoo.baselines.GBMSettings fields (max_iter, learning_rate, max_leaf_nodes, min_samples_leaf,
+    composition_gbm   zoo.nn.baselines.GBMSettings fields (max_iter, learning_rate, max_leaf_nodes, min_samples_leaf,
                       seed)
 """
 
@@ -25,8 +25,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rich.console import Console  # noqa: E402
 
-from zoo import baselines, evaluation, properties, training  # noqa: E402
-from zoo.params import load_section  # noqa: E402
+from zoo import properties  # noqa: E402
+from zoo.core.params import load_section  # noqa: E402
+from zoo.nn import baselines, evaluation, training
 
 console = Console(stderr=True, soft_wrap=True)
 

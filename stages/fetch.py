@@ -6,7 +6,7 @@ params.yaml, section `fetch`:
     source          'snapshot' (the pinned offline files) or 'mp-api' (the Materials Project API);
                     the environment variable MPTZ_FETCH_SOURCE overrides it.
     snapshot_root   directory of the snapshot, relative to the params file (default ../shared/datasets).
-    mp_api          keyword options of zoo.sources.mp_api.fetch_property: endpoint, chunk_size, max_retries,
+    mp_api          keyword options of zoo.data.sources.mp_api.fetch_property: endpoint, chunk_size, max_retries,
                     backoff_s, max_delay_s, timeout_s, phonon_method, state_dir, progress.
 The mp-api source reads its key from the environment variable MP_API_KEY (never from params).
 
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.params import load_section
 from rich.console import Console
 
 from zoo import properties
-from zoo.io import write_json
-from zoo.sources import snapshot
+from zoo.core.io import write_json
+from zoo.core.params import load_section
+from zoo.data.sources import snapshot
 
 SOURCES = ("snapshot", "mp-api")
 SOURCE_ENV = "MPTZ_FETCH_SOURCE"
@@ -68,7 +68,9 @@ def fetch(prop: str, fetch_params: dict[str, Any], params_dir: Path, out_path: P
             f"fetch source is 'mp-api' but {API_KEY_ENV} is not set: export {API_KEY_ENV}=<your Materials Project "
             f"API key>, or fetch from the offline snapshot with {SOURCE_ENV}=snapshot"
         )
-    from zoo.sources import mp_api  # imported only here: the MP client is heavy and needs no loading otherwise
+    from zoo.data.sources import (
+        mp_api,  # imported only here: the MP client is heavy and needs no loading otherwise
+    )
 
     options = dict(fetch_params.get("mp_api") or {})
     known = set(inspect.signature(mp_api.fetch_property).parameters) - {"spec", "out_path", "api_key"}

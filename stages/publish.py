@@ -3,11 +3,11 @@
     python stages/publish.py <property> [--params params.yaml] [--target local|hub] [--version X.Y.Z]
 
 Model repository folder: model.safetensors and config.json (as the train stage wrote them: full ModelConfig,
-property, irreps, units, format version, weights sha256) and README.md, the model card (zoo.model_card). The
+property, irreps, units, format version, weights sha256) and README.md, the model card (zoo.release.model_card). The
 dataset folder (data/hub/datasets/mp-<property>-irreps) is published as it is, under its own version.
 
-Targets: `local` (default): the local zoo store (zoo.registry.LocalStore, `publish.store`); `hub`: a Hugging Face
-Hub through zoo.hub (upload_folder + tag v<version>), at `publish.hub.endpoint` or HF_ENDPOINT, token HF_TOKEN,
+Targets: `local` (default): the local zoo store (zoo.release.registry.LocalStore, `publish.store`); `hub`: a Hugging Face
+Hub through zoo.release.hub (upload_folder + tag v<version>), at `publish.hub.endpoint` or HF_ENDPOINT, token HF_TOKEN,
 namespace `publish.hub.organisation` or ZOO_HUB_ORG; `shipped`: the model folder is committed with the code under
 zoo/releases/<name>/<version>/ and its release entry (every file's sha256, the dataset fingerprint) added to
 zoo/registry.json, so `zoo.load` works on a fresh clone offline (datasets are not shipped: the pipeline builds
@@ -44,10 +44,12 @@ from typing import Any
 
 from rich.console import Console
 
-from zoo import datasets as zoo_datasets
-from zoo import evaluation, hub, model_card, properties, registry, training
-from zoo.io import copy_folder_into_place, sha256_file, write_json
-from zoo.params import load_section
+from zoo import properties
+from zoo.core.io import copy_folder_into_place, sha256_file, write_json
+from zoo.core.params import load_section
+from zoo.data import datasets as zoo_datasets
+from zoo.nn import evaluation, training
+from zoo.release import hub, model_card, registry
 
 TARGETS = ("local", "hub", "shipped")
 # What makes a model version: its weights and its full config (which records the weights' sha256). The card also

@@ -6,11 +6,11 @@ Reads data/hub/datasets/mp-<property>-irreps/ (the build stage's output); writes
 (model.safetensors, config.json, training_log.json), replacing the folder only once it is complete, and the
 per-epoch metrics (losses, learning rate, epoch wall time) with dvclive into data/reports/train/<property>/.
 An interrupted run continues from data/models/.resume/matten-<property>/last.ckpt when settings, model config and
-dataset fingerprint are unchanged (zoo.training).
+dataset fingerprint are unchanged (zoo.nn.training).
 
 params.yaml, section `train`:
     profile     the profile `dvc repro` trains with (--profile overrides it for one run)
-    profiles    name -> zoo.training.TrainSettings fields (max_epochs, batch_size, learning_rate, plateau_factor,
+    profiles    name -> zoo.nn.training.TrainSettings fields (max_epochs, batch_size, learning_rate, plateau_factor,
                 plateau_patience, min_learning_rate, early_stopping_patience, seed, accelerator, threads,
                 deterministic, progress_bar, loss, model: {ModelConfig fields}), and per_property:
                 {<property>: {settings}} replacing those of the profile for one property
@@ -30,8 +30,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from rich.console import Console  # noqa: E402
 
-from zoo import properties, training  # noqa: E402
-from zoo.params import load_section  # noqa: E402
+from zoo import properties  # noqa: E402
+from zoo.core.params import load_section  # noqa: E402
+from zoo.nn import training
 
 console = Console(stderr=True, soft_wrap=True)
 LIVE_DIR = Path("data/reports/train")

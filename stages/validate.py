@@ -4,7 +4,7 @@
 
 Several properties in one call share one process (Great Expectations, torch and pymatgen are imported once).
 
-params.yaml, section `validate` (every key optional; defaults in zoo.validation.ValidationParams):
+params.yaml, section `validate` (every key optional; defaults in zoo.data.validation.ValidationParams):
     neumann_tolerance           max relative Neumann residual of an accepted tensor record
     min_interatomic_distance_a  shortest allowed distance between two sites, A
     k_vrh_range_gpa             [min, max] Hill bulk modulus, GPa
@@ -33,9 +33,10 @@ from typing import Any
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 import pandas as pd  # noqa: E402
-from zoo.params import load_section  # noqa: E402
 
-from zoo import properties, validation  # noqa: E402
+from zoo import properties  # noqa: E402
+from zoo.core.params import load_section  # noqa: E402
+from zoo.data import validation
 
 
 def load_validate_params(params_path: Path) -> validation.ValidationParams:

@@ -20,9 +20,10 @@ for _name, _value in {
 
 @pytest.fixture
 def empty_registry(tmp_path_factory, monkeypatch):
-    """zoo.registry.REGISTRY_PATH pointed at a registry that names the four models with no releases, so that
+    """zoo.release.registry.REGISTRY_PATH pointed at a registry that names the four models with no releases, so that
     tests of the store and the Hub are not answered by the releases shipped in zoo/releases/."""
-    from zoo import properties, registry  # here, not at the top: the environment above must be set first
+    from zoo import properties  # here, not at the top: the environment above must be set first
+    from zoo.release import registry
 
     path = tmp_path_factory.mktemp("registry") / "registry.json"
     path.write_text(json.dumps({"format": registry.REGISTRY_FORMAT, "hub_organisation": "mp-tensor-zoo", "models": {

@@ -1,4 +1,4 @@
-"""`zoo audit` (zoo.audit and the `audit` command) on a small DVC project made here.
+"""`zoo audit` (zoo.release.audit and the `audit` command) on a small DVC project made here.
 
 The project runs the real build and train stages through `dvc repro` on 20 synthetic elastic records (made and
 validated with tests/test_datasets.py's helpers; the "raw" input of this project is the validate stage's output),
@@ -23,8 +23,10 @@ from stages import publish
 from tests import test_datasets
 from tests.test_training import TINY_MODEL
 from tests.test_zoo_load import NAME, registry_file, rehash
-from zoo import audit, baselines, cli, evaluation, model_card, properties, registry, training
-from zoo import datasets as zd
+from zoo import cli, properties
+from zoo.data import datasets as zd
+from zoo.nn import baselines, evaluation, training
+from zoo.release import audit, model_card, registry
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = "1.0.0"

@@ -18,8 +18,10 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from scipy.spatial.transform import Rotation
 
-from zoo import cleaning, properties, symmetry, tensors
-from zoo.records import read_raw, write_raw
+from zoo import properties
+from zoo.core import symmetry, tensors
+from zoo.data import cleaning
+from zoo.data.records import read_raw, write_raw
 
 SNAPSHOT_ROWS = {
     json.loads(line)["record_id"]: json.loads(line)
@@ -89,7 +91,7 @@ def test_piezo_row_failing_as_given_passes_after_the_ieee_rotation():
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
     expected = tensors.rotate(given_cartesian(record, "piezo_voigt", "piezo_stress"), rotation)
     np.testing.assert_allclose(stored_parts(row, spec)[0], expected, atol=1e-12)
-    # The rotation is the inverse of zoo.symmetry's IEEE rotation of the stored structure.
+    # The rotation is the inverse of zoo.core.symmetry's IEEE rotation of the stored structure.
     structure = Structure.from_dict(json.loads(row["structure_json"]))
     np.testing.assert_allclose(rotation, symmetry.ieee_rotation(structure).T, atol=1e-12)
 
@@ -164,7 +166,7 @@ def _rotated_structure(structure: Structure, rotation: np.ndarray) -> Structure:
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1), prop=st.sampled_from(["piezo", "elastic"]))
 def test_tensor_rotated_to_ieee_by_zoo_symmetry_is_recovered(seed, prop):
-    """A tensor valid in the structure frame, sent to the IEEE frame by zoo.symmetry, comes back unchanged."""
+    """A tensor valid in the structure frame, sent to the IEEE frame by zoo.core.symmetry, comes back unchanged."""
     rng = np.random.default_rng(seed)
     spec = properties.get(prop)
     base = Structure.from_dict(json.loads(clean([raw(HCL_PIEZO)], "piezo")[HCL_PIEZO]["structure_json"]))
@@ -371,7 +373,7 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
     """Issue acceptance: >= 99% of the records clean accepts (no issue, frame not 'unresolved') have a Neumann
     residual below 1e-3 against their own stored structure, recomputed from the parquet; and the frames, not the
     projection, do the work: piezo goes from 37% consistent as given to >= 90% in the chosen frame."""
-    from zoo.sources import snapshot
+    from zoo.data.sources import snapshot
 
     floors = {"elastic": 0.98, "dielectric": 0.99, "piezo": 0.96}  # share of all records stored consistent
     for prop, floor in floors.items():

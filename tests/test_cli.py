@@ -8,8 +8,8 @@ import pytest
 
 import zoo
 from tests.test_zoo_load import NAME, publish_locally, silicon
-from zoo import cli, registry
-
+from zoo import cli
+from zoo.release import registry
 
 # The shipped releases (zoo/registry.json) would answer zoo.load before the stores these tests build.
 pytestmark = pytest.mark.usefixtures("empty_registry")

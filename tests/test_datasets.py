@@ -1,8 +1,8 @@
-"""The build stage: zoo.splits, zoo.datasets, zoo.cards and stages/build.py.
+"""The build stage: zoo.data.splits, zoo.data.datasets, zoo.data.cards and stages/build.py.
 
 Clean records are made here in the clean stage's format: real structures (tests/data/structures), symmetry from
-zoo.symmetry, tensors that obey Neumann's principle (group averages of random tensors). The real validate stage
-(zoo.validation) turns them into the build's inputs. The built repositories are then checked through
+zoo.core.symmetry, tensors that obey Neumann's principle (group averages of random tensors). The real validate stage
+(zoo.data.validation) turns them into the build's inputs. The built repositories are then checked through
 ``datasets.load_dataset``, e3nn, pymatgen and the validate stage's own metrics, as a user would.
 ``test_pipeline_builds`` runs the same checks on the pipeline's outputs under data/hub/datasets where they exist.
 """
@@ -32,16 +32,18 @@ from hypothesis import strategies as st
 from pymatgen.core import Structure
 
 from tests.fakes.hub import Fault
-from zoo import cards, derived, properties, splits, symmetry, tensors, validation
-from zoo import datasets as zd
-from zoo.io import canonical_json, sha256_file
+from zoo import properties
+from zoo.core import derived, symmetry, tensors
+from zoo.core.io import canonical_json, sha256_file
+from zoo.data import cards, splits, validation
+from zoo.data import datasets as zd
 from zoo.properties import PHONON_GRID_CM
 
 REPO = Path(__file__).resolve().parent.parent
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 SALT = "test-salt"
 # Records per synthetic dataset: the 14 test structures once each, then the 3 cubic ones again, so that the cubic
-# stratum fills every split. Elastic and piezo are smaller: zoo.derived takes ~0.2 s per elastic tensor.
+# stratum fills every split. Elastic and piezo are smaller: zoo.core.derived takes ~0.2 s per elastic tensor.
 SIZES = {"elastic": 20, "dielectric": 30, "piezo": 20, "phonon": 30}
 
 
@@ -123,7 +125,7 @@ def with_bad_records(prop: str, rows: list[dict]) -> list[dict]:
 
 
 def validate_into(folder: Path, prop: str, clean: list[dict]) -> tuple[Path, Path, dict]:
-    """Run the real validate stage (zoo.validation) on clean records; its outputs are the build's inputs."""
+    """Run the real validate stage (zoo.data.validation) on clean records; its outputs are the build's inputs."""
     folder.mkdir(parents=True, exist_ok=True)
     result = validation.validate(pd.DataFrame(clean), prop)
     accepted, report = folder / f"{prop}.accepted.parquet", folder / f"{prop}-validation.json"
@@ -174,7 +176,7 @@ def _e3nn_cartesian_tensor(formula: str):
 
 def check_repository(folder: Path, prop: str, report: dict, cache_dir: str) -> None:
     """The acceptance checks of one built repository, through datasets.load_dataset, e3nn and the validate
-    stage's own Neumann residual (zoo.validation) against the stored structure."""
+    stage's own Neumann residual (zoo.data.validation) against the stored structure."""
     import datasets
 
     spec = properties.get(prop)
@@ -213,7 +215,7 @@ def check_repository(folder: Path, prop: str, report: dict, cache_dir: str) -> N
 
 
 def revalidate(prop: str, rows: list[dict], report: dict) -> pd.DataFrame:
-    """The validate stage's own metrics (zoo.validation.compute_metrics, with the report's params) of the
+    """The validate stage's own metrics (zoo.data.validation.compute_metrics, with the report's params) of the
     stored values against the stored structures, rebuilt from the dataset rows."""
     known = {f.name for f in dataclasses.fields(validation.ValidationParams)}
     params = validation.ValidationParams.from_mapping({k: v for k, v in report["params"].items() if k in known})
@@ -279,7 +281,7 @@ def test_splits_are_stratified_80_10_10_on_the_snapshot_distribution():
 
 def test_a_split_from_each_record_s_own_hash_alone_would_not_be_balanced():
     """Why the rule is sequential: thresholds on a per-record uniform hash give binomial counts, several points
-    off on the snapshot distribution (so the 2-point criterion needs the rule zoo.splits uses)."""
+    off on the snapshot distribution (so the 2-point criterion needs the rule zoo.data.splits uses)."""
     keys, strata = _keys_and_strata(SNAPSHOT_ELASTIC_SYSTEMS)
     uniform = [int(splits.split_hash(key, SALT)[:16], 16) / 2**64 for key in keys]
     labels = ["train" if u < 0.8 else "validation" if u < 0.9 else "test" for u in uniform]
@@ -550,7 +552,7 @@ def loopback_hub():
 
 
 def test_load_downloads_from_the_hub_when_there_is_no_local_build(built, loopback_hub, tmp_path):
-    from zoo import hub
+    from zoo.release import hub
 
     result, _ = built["piezo"]
     repo_id = "zoo-test/mp-piezo-irreps"

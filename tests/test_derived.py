@@ -1,4 +1,4 @@
-"""zoo.derived against real matminer-0.4.1 rows, closed-form cases, and bad input.
+"""zoo.core.derived against real matminer-0.4.1 rows, closed-form cases, and bad input.
 
 The real rows are copied into tests/data/derived/matminer_rows.json (with the source file's sha256), so these
 tests do not read ../shared.
@@ -16,7 +16,8 @@ import pytest
 from scipy import constants
 from scipy.spatial.transform import Rotation
 
-from zoo import derived, properties, tensors
+from zoo import properties
+from zoo.core import derived, tensors
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "derived" / "matminer_rows.json").read_text())
 
@@ -393,7 +394,7 @@ def test_bad_input_raises_value_error_naming_the_argument(call, match):
 
 
 def test_hill_moduli_equal_pymatgens_on_real_rows():
-    """zoo.derived writes the formulas out for speed; pymatgen's ElasticTensor is the reference."""
+    """zoo.core.derived writes the formulas out for speed; pymatgen's ElasticTensor is the reference."""
     from pymatgen.analysis.elasticity import ElasticTensor
 
     for row in ELASTIC.values():

@@ -1,6 +1,6 @@
-"""zoo.determinism: the data stages of one property, rerun in a copy of the repository, give the same bytes.
+"""zoo.release.determinism: the data stages of one property, rerun in a copy of the repository, give the same bytes.
 
-The end-to-end test runs the check's own logic (`zoo.determinism.check`) on fetch, clean, validate and build of
+The end-to-end test runs the check's own logic (`zoo.release.determinism.check`) on fetch, clean, validate and build of
 piezo in a throwaway copy of the repository (tests/repo_copy.py) that reads the real offline snapshot: run 0
 makes the outputs, one forced rerun remakes them, and every output must be byte-identical, the Great
 Expectations Data Docs included. The stages run in subprocesses that refuse non-loopback connections
@@ -19,7 +19,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from tests.repo_copy import REPO, copy_repository, isolate_dvc, link_snapshot
-from zoo import determinism
+from zoo.release import determinism
 
 STAGES = ["fetch@piezo", "clean@piezo", "validate@piezo", "build@piezo"]
 

@@ -27,10 +27,15 @@ from mp_api.client.core.client import BaseRester
 from scipy.special import erf
 
 from tests.fakes.mp_api import Fault, load_corpus, loopback_only, serve
+from zoo.data.records import read_raw
+from zoo.data.sources import mp_api
+from zoo.data.sources.mp_api import (
+    MPAPIError,
+    MPAPIKeyError,
+    fetch_property,
+    resample_dos,
+)
 from zoo.properties import PHONON_GRID_CM, PROPERTIES
-from zoo.records import read_raw
-from zoo.sources import mp_api
-from zoo.sources.mp_api import MPAPIError, MPAPIKeyError, fetch_property, resample_dos
 
 KEY = "0123456789abcdef0123456789abcdef"  # MP keys are 32 characters; a made-up one
 FAST = {"backoff_s": 0.01, "max_delay_s": 2.0, "timeout_s": 5.0, "progress": False}

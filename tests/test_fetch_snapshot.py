@@ -16,10 +16,21 @@ import pandas as pd
 import pytest
 
 from zoo import properties
-from zoo.io import read_jsonl, sha256_file
-from zoo.records import RawRecordError, raw_record_schema, read_raw, unreadable_fields, validate_raw_record
-from zoo.sources.snapshot import (
-    ELASTIC_FILE, PHONON_FILE, PHONON_IDS_FILE, SnapshotIntegrityError, fetch_property, load_manifest,
+from zoo.core.io import read_jsonl, sha256_file
+from zoo.data.records import (
+    RawRecordError,
+    raw_record_schema,
+    read_raw,
+    unreadable_fields,
+    validate_raw_record,
+)
+from zoo.data.sources.snapshot import (
+    ELASTIC_FILE,
+    PHONON_FILE,
+    PHONON_IDS_FILE,
+    SnapshotIntegrityError,
+    fetch_property,
+    load_manifest,
     verify_snapshot,
 )
 

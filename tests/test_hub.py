@@ -1,4 +1,4 @@
-"""zoo.hub against the loopback Hub double, with the real huggingface_hub and datasets clients.
+"""zoo.release.hub against the loopback Hub double, with the real huggingface_hub and datasets clients.
 
 Nothing here may reach a real host: every socket connect and name lookup outside loopback fails the test
 (in this process and in the `datasets` subprocess), and HF_HUB_DISABLE_XET=1 (tests/conftest.py) keeps
@@ -27,8 +27,18 @@ from safetensors.numpy import load_file, save_file
 
 from tests.fakes.hub import Fault, serve
 from tests.fakes.loopback import loopback_guard
-from zoo.hub import (ChecksumMismatchError, HubError, HubNotFoundError, HubUnavailable, IncompleteDownloadError,
-                     VersionExistsError, download_file, list_versions, publish_folder, version_tag)
+from zoo.release.hub import (
+    ChecksumMismatchError,
+    HubError,
+    HubNotFoundError,
+    HubUnavailable,
+    IncompleteDownloadError,
+    VersionExistsError,
+    download_file,
+    list_versions,
+    publish_folder,
+    version_tag,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "zoo-test/matten-elastic"

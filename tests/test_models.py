@@ -1,4 +1,4 @@
-"""Neighbour graphs (zoo.graphs) and the equivariant models (zoo.models): symmetry, caching, training, config.
+"""Neighbour graphs (zoo.nn.graphs) and the equivariant models (zoo.nn.models): symmetry, caching, training, config.
 
 Models are tiny and float64 where a symmetry is checked, so rounding sits far below the tolerances.
 """
@@ -15,7 +15,9 @@ import torch
 from pymatgen.core import Structure
 from scipy.spatial.transform import Rotation
 
-from zoo import graphs, models, properties, symmetry, tensors
+from zoo import properties
+from zoo.core import symmetry, tensors
+from zoo.nn import graphs, models
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 TENSOR_PROPERTIES = ("elastic", "dielectric", "piezo")

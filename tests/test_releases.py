@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo import properties, registry
+from zoo import properties
+from zoo.release import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {name: model.latest() for name, model in registry.read_registry(registry.REGISTRY_PATH).models.items()}

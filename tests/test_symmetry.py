@@ -1,13 +1,13 @@
-"""zoo.symmetry on real Materials Project structures: point groups, Neumann's principle, IEEE frames.
+"""zoo.core.symmetry on real Materials Project structures: point groups, Neumann's principle, IEEE frames.
 
 The fixtures in tests/data/structures/ are the `structure` CIF strings of rows of the matminer 0.4.1 snapshot
 (../shared/datasets/matminer-0.4.1/), copied byte for byte. The elastic snapshot has no triclinic structure and
 no point group 1 or 222, so those come from the piezoelectric and dielectric files.
 """
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-import warnings
 
 import numpy as np
 import pytest
@@ -16,9 +16,14 @@ from pymatgen.core.tensors import Tensor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial.transform import Rotation
 
-from zoo import symmetry
+from zoo.core import symmetry
+from zoo.core.tensors import (
+    change_of_basis,
+    irreps_to_cartesian,
+    rotate,
+    stiffness_voigt_to_cartesian,
+)
 from zoo.properties import PROPERTIES
-from zoo.tensors import change_of_basis, irreps_to_cartesian, rotate, stiffness_voigt_to_cartesian
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 TENSOR_SPECS = [spec for spec in PROPERTIES.values() if spec.is_tensor]

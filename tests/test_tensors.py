@@ -1,4 +1,4 @@
-"""Properties that would catch a wrong Voigt factor, frame, basis or parity in zoo.tensors."""
+"""Properties that would catch a wrong Voigt factor, frame, basis or parity in zoo.core.tensors."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from zoo import tensors as T
+from zoo.core import tensors as T
 from zoo.properties import PROPERTIES
 
 SETTINGS = settings(max_examples=40, deadline=None)

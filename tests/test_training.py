@@ -1,4 +1,4 @@
-"""The train and evaluate stages: zoo.training, zoo.evaluation, zoo.baselines.
+"""The train and evaluate stages: zoo.nn.training, zoo.nn.evaluation, zoo.nn.baselines.
 
 Datasets here are real builds (the validate and build stages' code, through tests/test_datasets.py's helpers) of 32
 synthetic records on the test structures: tensors obeying Neumann's principle, so an equivariant model's
@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from tests import test_datasets
-from zoo import baselines, derived, evaluation, properties, tensors, training
+from zoo import properties
+from zoo.core import derived, tensors
+from zoo.nn import baselines, evaluation, training
 from zoo.properties import PHONON_GRID_CM
 
 N_RECORDS = 32

@@ -1,7 +1,7 @@
-"""zoo.validation and stages/validate.py on a corpus of corrupt records mixed into real-looking good ones.
+"""zoo.data.validation and stages/validate.py on a corpus of corrupt records mixed into real-looking good ones.
 
 Good records are built on the real Materials Project structures of tests/data/structures/ (see test_symmetry.py),
-with random tensors projected onto the structure's point-group-invariant subspace by zoo.symmetry.symmetrize, so
+with random tensors projected onto the structure's point-group-invariant subspace by zoo.core.symmetry.symmetrize, so
 they obey Neumann's principle, and with physical values (positive definite stiffness, eps >= 1, PSD ionic part,
 non-negative DOS on the standard grid). Each corrupt record breaks one thing and names the reason code it must be
 quarantined with. The frames are in the clean record format, built here directly (not by the clean stage).
@@ -23,8 +23,10 @@ import pytest
 from pymatgen.core import Structure
 from scipy.spatial.transform import Rotation
 
-from zoo import properties, symmetry, tensors, validation
-from zoo.io import canonical_json
+from zoo import properties
+from zoo.core import symmetry, tensors
+from zoo.core.io import canonical_json
+from zoo.data import validation
 
 REPO = Path(__file__).resolve().parent.parent
 STRUCTURES = Path(__file__).parent / "data" / "structures"
@@ -423,7 +425,7 @@ def test_data_docs_are_built(corpora, tmp_path):
 
 
 def test_data_docs_are_byte_identical_when_rerun(corpora, tmp_path):
-    """zoo.determinism compares the Data Docs byte for byte: no run time, load time, rendering time or random id."""
+    """zoo.release.determinism compares the Data Docs byte for byte: no run time, load time, rendering time or random id."""
     def build(name: str) -> dict[str, bytes]:
         docs = tmp_path / name
         validation.validate(corpora["piezo"].frame, "piezo", docs_dir=docs)
@@ -468,7 +470,7 @@ def test_stage_writes_outputs_and_refuses_lost_records(corpora, tmp_path, monkey
 
 @pytest.mark.parametrize("prop", list(properties.PROPERTIES))
 def test_value_columns_match_the_clean_schema(prop):
-    from zoo.cleaning import clean_schema
+    from zoo.data.cleaning import clean_schema
 
     spec = properties.get(prop)
     schema = clean_schema(spec)

@@ -1,5 +1,5 @@
 """zoo.load, the local store, the registry and the publish stage, with tiny untrained models written by
-zoo.training.save_model (these tests check the machinery: resolution, verification, refusals, output types).
+zoo.nn.training.save_model (these tests check the machinery: resolution, verification, refusals, output types).
 
 The Hub tests run the real huggingface_hub client against the loopback Hub double (tests/fakes/hub.py); nothing
 may reach a real host.
@@ -21,7 +21,8 @@ import zoo
 from stages import publish
 from tests.fakes.hub import Fault, serve
 from tests.fakes.loopback import loopback_guard
-from zoo import graphs, hub, loading, models, registry, training
+from zoo.nn import graphs, models, training
+from zoo.release import hub, loading, registry
 
 # The shipped releases (zoo/registry.json) would answer zoo.load before the stores these tests build.
 pytestmark = pytest.mark.usefixtures("empty_registry")

@@ -1,13 +1,13 @@
 """mp-tensor-zoo: validated, irreps-decomposed Materials Project tensor datasets and the models that predict them.
 
-``zoo.load("matten-elastic").predict(structure)`` (zoo.loading) is the entry point for users; importing the
+``zoo.load("matten-elastic").predict(structure)`` (zoo.release.loading) is the entry point for users; importing the
 package stays cheap: the loader and its torch/pymatgen imports come in on first use.
 """
 
 
 def load(name: str, version: str | None = None, **options):
-    """A released model by name (see ``zoo.loading.load`` for the options and errors)."""
-    from zoo.loading import load as _load
+    """A released model by name (see ``zoo.release.loading.load`` for the options and errors)."""
+    from zoo.release.loading import load as _load
 
     return _load(name, version, **options)
 

@@ -3,7 +3,7 @@
     zoo list                                  the models: name, property, versions stored locally and released
     zoo info NAME [--version V]               one model: what it predicts, its training data, its test metrics
     zoo predict NAME FILES... [--json]        predictions for CIF/POSCAR files
-    zoo audit NAME [--version V] [--retrain]  re-derive a model's card from its files and data (zoo.audit)
+    zoo audit NAME [--version V] [--retrain]  re-derive a model's card from its files and data (zoo.release.audit)
     zoo audit --dataset NAME [--version V]    re-derive a dataset version's hashes and fingerprint
 """
 
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(out: Console) -> None:
-    from zoo import registry
+    from zoo.release import registry
 
     known = registry.read_registry()
     store = registry.LocalStore()
@@ -97,7 +97,7 @@ def _list(out: Console) -> None:
 
 def _info(name: str, version: str | None, out: Console) -> None:
     import zoo
-    from zoo import model_card
+    from zoo.release import model_card
 
     model = zoo.load(name, version)
     info, header = model.info, model_card.parse_front_matter(model.card or "")
@@ -120,8 +120,9 @@ def _info(name: str, version: str | None, out: Console) -> None:
 
 
 def _predict(args, out: Console, err: Console) -> None:
-    import zoo
     from rich.progress import Progress
+
+    import zoo
 
     model = zoo.load(args.name, args.version)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -148,7 +149,7 @@ _RESULT_STYLE = {"pass": "green", "FAIL": "bold red", "not checked": "yellow"}
 
 @contextlib.contextmanager
 def _steps(console: Console):
-    """A `step(text)` context manager factory for zoo.audit: a spinner and the elapsed time of each long step
+    """A `step(text)` context manager factory for zoo.release.audit: a spinner and the elapsed time of each long step
     (only on a terminal)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -166,7 +167,7 @@ def _steps(console: Console):
 
 
 def _audit(args, out: Console, err: Console) -> int:
-    from zoo import audit
+    from zoo.release import audit
 
     if (args.name is None) == (args.dataset is None):
         raise ValueError("give a model NAME or --dataset NAME (one of the two)")
@@ -202,11 +203,11 @@ def _audit(args, out: Console, err: Console) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    from zoo import hub
+    from zoo.release import hub
 
     expected = (ValueError, LookupError, FileNotFoundError, hub.HubError)
     if args.command == "audit":
-        from zoo import audit
+        from zoo.release import audit
 
         expected += (audit.AuditError,)
     try:

@@ -60,6 +60,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 import yaml
 
 from tests.fakes.loopback import LoopbackHTTPDouble
+
 # The loopback guard lives in tests/fakes/loopback.py; these names are re-exported for the tests.
 from tests.fakes.loopback import guarded_connect as guarded_connect
 from tests.fakes.loopback import guarded_getaddrinfo as guarded_getaddrinfo

@@ -295,8 +295,13 @@ def build_corpus(snapshot_root: Path) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
     from emmet.core import __version__ as emmet_version
-    from emmet.core.elasticity import (BulkModulus, ComplianceTensorDoc, ElasticityDoc, ElasticTensorDoc,
-                                       ShearModulus)
+    from emmet.core.elasticity import (
+        BulkModulus,
+        ComplianceTensorDoc,
+        ElasticityDoc,
+        ElasticTensorDoc,
+        ShearModulus,
+    )
     from emmet.core.mpid import AlphaID
     from emmet.core.phonon import PhononBSDOSDoc, PhononDOS
     from emmet.core.polar import DielectricDoc, PiezoelectricDoc

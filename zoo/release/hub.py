@@ -44,12 +44,27 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from huggingface_hub import HfApi, HfFileMetadata, constants, get_hf_file_metadata, hf_hub_url
-from huggingface_hub.errors import (HfHubHTTPError, OfflineModeIsEnabled, RemoteEntryNotFoundError,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_stream_backoff
+from huggingface_hub import (
+    HfApi,
+    HfFileMetadata,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_url,
+)
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import (
+    build_hf_headers,
+    hf_raise_for_status,
+    http_stream_backoff,
+)
 
-from zoo.io import sha256_file
+from zoo.core.io import sha256_file
 
 log = logging.getLogger(__name__)
 

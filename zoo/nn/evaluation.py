@@ -1,6 +1,6 @@
-"""Test-split metrics of a trained model and of its baselines (zoo.baselines), overall and per crystal system.
+"""Test-split metrics of a trained model and of its baselines (zoo.nn.baselines), overall and per crystal system.
 
-Metrics (every predictor, every group; quantities from zoo.derived, conventions from zoo.tensors):
+Metrics (every predictor, every group; quantities from zoo.core.derived, conventions from zoo.core.tensors):
     all tensors  component_mae: mean |pred - true| over the Voigt components (6x6 stiffness, 6 dielectric,
                  3x6 piezo), in the property's units; relative_frobenius_error: mean over records of
                  ||pred - true||_F / ||true||_F of the Cartesian tensors (records with a zero true tensor skipped)
@@ -13,7 +13,7 @@ Metrics (every predictor, every group; quantities from zoo.derived, conventions 
                  the fraction of records below 10% (Chen et al.'s figure); C_V(300 K) MAE in k_B per atom.
                  A baseline's DOS is clipped at 0 before scoring (a DOS cannot be negative; the model's softplus
                  output already is)
-    symmetry_violation (tensors)  mean over test records of zoo.symmetry.neumann_residual of the predicted tensor
+    symmetry_violation (tensors)  mean over test records of zoo.core.symmetry.neumann_residual of the predicted tensor
                  under the record's point group (spglib analysis done once per structure and shared by all
                  predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
                  only within the symmetry tolerance (0.1 A), and float32 rounding adds ~1e-6.
@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo import baselines, derived, graphs, models, properties, symmetry, tensors, training
-from zoo.io import write_json
+from zoo import properties
+from zoo.core import derived, symmetry, tensors
+from zoo.core.io import write_json
+from zoo.nn import baselines, graphs, models, training
 from zoo.properties import PHONON_GRID_CM
 
 REPORTS_DIR = Path("data/reports")
@@ -265,10 +267,10 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
         "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
         "model_weights_sha256": loaded.info["weights"]["sha256"],
         "definitions": {
-            "symmetry_violation": "mean over test records of zoo.symmetry.neumann_residual(predicted Cartesian "
+            "symmetry_violation": "mean over test records of zoo.core.symmetry.neumann_residual(predicted Cartesian "
                                   "tensor, point group of the record's structure)",
-            "baselines": "zoo.baselines (module docstring); trained on the same train split in this run, with "
-                         "baseline_settings (non_equivariant: zoo.training.TrainSettings)",
+            "baselines": "zoo.nn.baselines (module docstring); trained on the same train split in this run, with "
+                         "baseline_settings (non_equivariant: zoo.nn.training.TrainSettings)",
         },
     }
     if not spec.is_tensor:

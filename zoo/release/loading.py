@@ -1,10 +1,10 @@
 """`zoo.load(name, version=None)`: a released model, verified, ready to `.predict` structures.
 
 Resolution, first hit wins:
-    1. local store   ``<store>/models/<name>/<version>/`` (zoo.registry.LocalStore; the publish stage's target)
+    1. local store   ``<store>/models/<name>/<version>/`` (zoo.release.registry.LocalStore; the publish stage's target)
     2. shipped       a release in ``zoo/registry.json`` whose files ship with the code
     3. Hub cache     files downloaded before, under ``<cache>/models/<repo_id>/<commit>/`` (no network)
-    4. Hub           the version's tag (``v1.2.0``) of the model repository, through ``zoo.hub.download_file``
+    4. Hub           the version's tag (``v1.2.0``) of the model repository, through ``zoo.release.hub.download_file``
                      (temporary file + rename: an interrupted download leaves nothing behind)
 version=None takes the newest version that the local store or the registry knows (the local store's copy on a tie),
 and only when neither knows any, the newest on the Hub.
@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from zoo import derived, graphs, hub, model_card, models, properties, registry, tensors, training
-from zoo.io import sha256_bytes, write_json
+from zoo import properties
+from zoo.core import derived, tensors
+from zoo.core.io import sha256_bytes, write_json
+from zoo.nn import graphs, models, training
+from zoo.release import hub, model_card, registry
 
 CACHE_ENV = "ZOO_CACHE"
 ORGANISATION_ENV = "ZOO_HUB_ORG"
@@ -39,7 +42,7 @@ CARD_FILE = model_card.CARD_FILE
 MODEL_FILES = (training.CONFIG_FILE, training.WEIGHTS_FILE, CARD_FILE)
 _FORMAT_PREFIX, _, _FORMAT_NUMBER = training.MODEL_FORMAT.rpartition("/")
 PREDICT_BATCH = 32
-# cm^-1 per THz (1 THz / c); zoo.datasets.row_tensor uses the same constant for pymatgen's PhononDos.
+# cm^-1 per THz (1 THz / c); zoo.data.datasets.row_tensor uses the same constant for pymatgen's PhononDos.
 _REFS_FILE = "zoo-versions.json"  # in the Hub cache: version -> commit of unregistered versions seen online
 
 
@@ -71,7 +74,7 @@ class Prediction:
     tensors  pymatgen objects per part: elastic {'total': ElasticTensor} (GPa); dielectric {'electronic': Tensor}
              (the part the model predicts; ionic and total are not predicted); piezo {'total': PiezoTensor}
              (C/m^2); phonon {'dos': PhononDos} (THz, 3N-normalised states/THz per cell, pymatgen's units)
-    derived  zoo.derived quantities (units in zoo.derived.UNITS); {} with `derived_error` set where undefined
+    derived  zoo.core.derived quantities (units in zoo.core.derived.UNITS); {} with `derived_error` set where undefined
              (e.g. a singular predicted stiffness)
     spread   for an ensemble model (config.json lists ensemble_seeds): the standard deviation of the members'
              predictions, in the form of `raw` (Voigt, or the DOS); None for a single network
@@ -248,7 +251,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     organisation: the Hub namespace of a model the registry does not list (default ``ZOO_HUB_ORG`` or the
     registry's ``hub_organisation``).
     Errors: UnknownModelError (with close matches), VersionNotFoundError, ModelNotCachedError (offline and not
-    cached), zoo.hub.ChecksumMismatchError (file and both hashes), FormatVersionError, zoo.hub.HubError.
+    cached), zoo.release.hub.ChecksumMismatchError (file and both hashes), FormatVersionError, zoo.release.hub.HubError.
     """
     if version is not None:
         registry.version_key(version)

@@ -1,8 +1,8 @@
 """Crystal symmetry for tensor properties: point groups, Neumann's principle, IEEE orientation.
 
 Neumann's principle: a tensor property T of a crystal is invariant under every operation R of the crystal's
-point group, ``rotate(T, R) == T`` (``zoo.tensors.rotate``), in the Cartesian frame of the structure's lattice
-matrix (the project's frame convention, stated in ``zoo.tensors``).
+point group, ``rotate(T, R) == T`` (``zoo.core.tensors.rotate``), in the Cartesian frame of the structure's lattice
+matrix (the project's frame convention, stated in ``zoo.core.tensors``).
 
 Symmetry is found by spglib through pymatgen's ``SpacegroupAnalyzer`` with the tolerances below.
 
@@ -30,7 +30,13 @@ from pymatgen.core.structure import IStructure
 from pymatgen.core.tensors import Tensor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from zoo.tensors import cartesian_to_irreps, change_of_basis, check_rotation, irreps_to_cartesian, rotate
+from zoo.core.tensors import (
+    cartesian_to_irreps,
+    change_of_basis,
+    check_rotation,
+    irreps_to_cartesian,
+    rotate,
+)
 
 # Distance tolerance in A. 0.1 A is the Materials Project's own setting (emmet-core's SETTINGS.SYMPREC; pymatgen's
 # SpacegroupAnalyzer docstring says so too) and it reproduces the space groups MP reports for its tensors: on the
@@ -176,7 +182,7 @@ def _rotations_of(structure_or_rotations, name: str = "structure_or_rotations") 
 
 
 # --------------------------------------------------------------------------------------------------- Neumann
-_MAX_RANK = 8  # zoo.tensors.rotate handles up to rank 8
+_MAX_RANK = 8  # zoo.core.tensors.rotate handles up to rank 8
 
 
 def _check_cartesian_tensor(tensor, name: str = "tensor") -> np.ndarray:
@@ -187,7 +193,7 @@ def _check_cartesian_tensor(tensor, name: str = "tensor") -> np.ndarray:
     if not 1 <= array.ndim <= _MAX_RANK or any(size != 3 for size in array.shape):
         raise ValueError(
             f"{name} must be one full Cartesian tensor with every dimension 3 (e.g. (3, 3) or (3, 3, 3, 3)), "
-            f"got shape {array.shape}; convert Voigt forms with zoo.tensors first"
+            f"got shape {array.shape}; convert Voigt forms with zoo.core.tensors first"
         )
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values")
@@ -243,7 +249,7 @@ def ieee_rotation(structure) -> np.ndarray:
 
     This is pymatgen's ``Tensor.get_ieee_rotation(structure, refine_rotation=True)``, the rotation its
     ``Tensor.convert_to_ieee`` applies (``Tensor.rotate`` uses the same T'_ab = R_ai R_bj T_ij as
-    ``zoo.tensors.rotate``), with one defect corrected. Its rows are the IEEE axes x1, x2, x3 written in the
+    ``zoo.core.tensors.rotate``), with one defect corrected. Its rows are the IEEE axes x1, x2, x3 written in the
     structure's Cartesian frame, built from the conventional standard cell's lattice vectors expressed in that
     same frame (spglib's transformation matrix, not pymatgen's re-oriented conventional standard structure), so it
     applies to tensors in the structure's own frame. pymatgen finds that cell with its own fixed tolerances

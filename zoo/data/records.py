@@ -12,15 +12,15 @@ import importlib.metadata
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from zoo.io import write_jsonl
+from zoo.core import paths
+from zoo.core.io import write_jsonl
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "raw-record.schema.json"
+SCHEMA_PATH = paths.RAW_RECORD_SCHEMA
 
 # The key that marks a source field fetch could not read (see the schema's description).
 UNPARSED_KEY = "unparsed"

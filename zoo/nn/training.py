@@ -1,9 +1,9 @@
 """Training the zoo's models with Lightning: data from the built datasets, the loss, resumable fits, checkpoints.
 
-Data. A split of ``data/hub/datasets/mp-<property>-irreps`` (``zoo.datasets.load``) becomes a ``SplitData``: the
+Data. A split of ``data/hub/datasets/mp-<property>-irreps`` (``zoo.data.datasets.load``) becomes a ``SplitData``: the
 structures, the target (the property's ``target_part`` in irreps form, or the max-normalised DOS for phonon) and
 the crystal systems. Everything that does not change between epochs is computed once per run and kept: the
-neighbour graphs (``zoo.graphs.GraphCache``, which also reuses the graph of a repeated structure), one collated
+neighbour graphs (``zoo.nn.graphs.GraphCache``, which also reuses the graph of a repeated structure), one collated
 ``GraphBatch`` per split, and on it the spherical harmonics and radial bases of every edge
 (``MattenNet.attach_geometry``). A mini-batch is then ``GraphBatch.select`` of its indices: tensor indexing only,
 no per-step Python loop over structures and no recomputed edge features. The data loader yields indices only
@@ -11,7 +11,7 @@ no per-step Python loop over structures and no recomputed edge features. The dat
 
 Loss, per irreps block. For a tensor property, the mean over irrep instances b (5 for elastic 2x0e+2x2e+1x4e)
 of mean_m (pred_bm - y_bm)^2 / s_b^2, where s_b is the block's RMS over the training targets (after removing the
-mean of 0e blocks; ``zoo.models.fit_output_normalisation``). Each block then counts equally, whatever its size
+mean of 0e blocks; ``zoo.nn.models.fit_output_normalisation``). Each block then counts equally, whatever its size
 and dimension: the bulk-like 0e terms of the stiffness are ~10x the 4e part and would otherwise dominate. The
 scale factors are invariants of the data set, so the loss stays rotation invariant. Phonon: the plain MSE over
 the 51 bins of the max-normalised DOS (already O(1); a per-bin scale would blow up the nearly empty high bins).
@@ -51,9 +51,11 @@ import numpy as np
 import torch
 from e3nn import o3
 
-from zoo import datasets as zoo_datasets
-from zoo import graphs, models, properties, splits
-from zoo.io import atomic_write_bytes, canonical_json, sha256_bytes, write_json
+from zoo import properties
+from zoo.core.io import atomic_write_bytes, canonical_json, sha256_bytes, write_json
+from zoo.data import datasets as zoo_datasets
+from zoo.data import splits
+from zoo.nn import graphs, models
 
 MODEL_FORMAT = "mp-tensor-zoo/model/1"
 MODELS_DIR = Path("data/models")
@@ -86,8 +88,8 @@ class TrainSettings:
     loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
                              norms, robust to heavy-tailed targets); see ``Loss``
     ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
-                             zoo.models.Ensemble predicting their mean (and spread)
-    model                    ModelConfig fields (zoo.models) other than property, seed, avg_num_neighbors and the
+                             zoo.nn.models.Ensemble predicting their mean (and spread)
+    model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
                              output normalisation, which training sets from the data
     """
 
@@ -649,7 +651,7 @@ MEMBER_RESULT = "member.json"
 @dataclass
 class ModelFit:
     """The fit of a model: one FitResult per network (settings.ensemble_size of them), and the network to use: the
-    single MattenNet, or their zoo.models.Ensemble. `net` is None while a member is incomplete (interrupted)."""
+    single MattenNet, or their zoo.nn.models.Ensemble. `net` is None while a member is incomplete (interrupted)."""
 
     members: list[FitResult]
     net: models.MattenNet | models.Ensemble | None
@@ -724,8 +726,8 @@ def _completed_member(folder: Path, settings: TrainSettings, dataset: DatasetInf
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.training.Loss); phonon: MSE over the 51 DOS bins",
-                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.training.Loss)"}
+LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.nn.training.Loss); phonon: MSE over the 51 DOS bins",
+                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)"}
 
 
 def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from pymatgen.core.structure import IStructure
 
-from zoo.io import atomic_write_bytes
+from zoo.core.io import atomic_write_bytes
 
 # Version of the on-disk cache layout: a file written by another layout is refused, never misread.
 CACHE_FORMAT = "zoo-graphs/1"
@@ -174,7 +174,7 @@ class GraphBatch:
     batch           (n_atoms,) int64 graph index of each atom
     node_ptr        (n_graphs + 1,) int64: atoms of graph g are node_ptr[g]:node_ptr[g + 1]
     edge_ptr        (n_graphs + 1,) int64: edges of graph g are edge_ptr[g]:edge_ptr[g + 1]
-    geometry        cached per-edge model inputs (``zoo.models``), or None
+    geometry        cached per-edge model inputs (``zoo.nn.models``), or None
     """
 
     atomic_numbers: torch.Tensor

@@ -1,7 +1,7 @@
 """One frozen spec per property: the single place that says what each property is.
 
 Every stage loops over ``PROPERTIES``; adding a property is one new spec plus its source adapters.
-Tensor conventions (Voigt order and factors, irreps basis) live in ``zoo.tensors``; this module only names
+Tensor conventions (Voigt order and factors, irreps basis) live in ``zoo.core.tensors``; this module only names
 which of them a property uses.
 """
 
@@ -29,7 +29,7 @@ class PropertySpec:
     units            units of the canonical value
     cartesian_shape  shape of one canonical Cartesian value (per part)
     voigt_shape      shape of its Voigt form, or None
-    voigt_kind       which ``zoo.tensors`` Voigt convention applies: 'stiffness', 'piezo_stress', 'symmetric2'
+    voigt_kind       which ``zoo.core.tensors`` Voigt convention applies: 'stiffness', 'piezo_stress', 'symmetric2'
     formula          e3nn CartesianTensor formula, or None for an invariant (phonon DOS)
     irreps           irreps string of one part (e3nn order)
     tensor_parts     the parts stored per record (dielectric keeps electronic, ionic and total)
@@ -38,7 +38,7 @@ class PropertySpec:
     mp_fields        fields the fetch requests from mp_endpoint (checked against emmet-core's document models
                      in the tests; dielectric and piezo documents carry no structure, which the fetch takes
                      from materials/summary)
-    derived          names of the derived quantities ``zoo.derived`` computes for it
+    derived          names of the derived quantities ``zoo.core.derived`` computes for it
     sources          bibliography keys of the data's source papers
     """
 

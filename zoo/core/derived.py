@@ -5,7 +5,7 @@ floats, bools, lists of floats, and ``None`` where a quantity is undefined). Key
 of every key are in ``UNITS``. For a property with several tensor parts (dielectric) a per-part quantity is
 keyed ``<name>_<part>``, e.g. ``eps_poly_electronic``; ``zoo.properties`` lists the names per property.
 
-Tensor conventions (Voigt order, compliance factors, symmetry tolerance) are those of ``zoo.tensors``.
+Tensor conventions (Voigt order, compliance factors, symmetry tolerance) are those of ``zoo.core.tensors``.
 
 Elastic (6x6 Voigt stiffness, GPa)
     Voigt/Reuss/Hill bulk and shear moduli, Hill Young's modulus E = 9KG/(3K+G), Poisson ratio
@@ -46,7 +46,7 @@ import numpy as np
 from scipy import constants, optimize
 from scipy.spatial import cKDTree
 
-from zoo import tensors
+from zoo.core import tensors
 
 # Units of every key the *_properties / heat_capacity_cv functions return.
 UNITS: dict[str, str] = {
@@ -258,7 +258,7 @@ def hill_moduli(c_voigt: np.ndarray, s_voigt: np.ndarray) -> dict[str, float]:
 
 
 def elastic_properties(c_voigt: Any) -> dict[str, Any]:
-    """Derived elastic quantities of a 6x6 Voigt stiffness in GPa (symmetric; Voigt order of zoo.tensors).
+    """Derived elastic quantities of a 6x6 Voigt stiffness in GPa (symmetric; Voigt order of zoo.core.tensors).
 
     Keys (units in ``UNITS``): k_voigt, k_reuss, k_vrh, g_voigt, g_reuss, g_vrh, y_mod (Hill, GPa),
     homogeneous_poisson, universal_anisotropy, youngs_modulus_min/_max and their _direction (unit vectors),

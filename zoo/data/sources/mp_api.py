@@ -74,13 +74,25 @@ from mp_api.client.core.exceptions import MPRestError
 from mp_api.client.core.settings import MAPI_CLIENT_SETTINGS
 from requests.adapters import HTTPAdapter
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from zoo.io import atomic_write_text, canonical_json, sha256_bytes, sha256_file, write_json
 from zoo import properties
+from zoo.core.io import (
+    atomic_write_text,
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    write_json,
+)
+from zoo.data.records import retrieved_with, unreadable, write_raw
+from zoo.data.sources import Exclusion, FetchReport, count_unreadable_fields
 from zoo.properties import PHONON_GRID_CM, PropertySpec
-from zoo.records import retrieved_with, unreadable, write_raw
-from zoo.sources import Exclusion, FetchReport, count_unreadable_fields
 
 _log = logging.getLogger(__name__)
 

@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from zoo import properties
-from zoo.io import copy_folder_into_place, sha256_file, write_json
+from zoo.core import paths
+from zoo.core.io import copy_folder_into_place, sha256_file, write_json
 
 REGISTRY_FORMAT = "mp-tensor-zoo/registry/1"
-REGISTRY_PATH = Path(__file__).resolve().parent / "registry.json"
+REGISTRY_PATH = paths.REGISTRY_PATH
 # The project checkout's store: <repo>/data/zoo, next to the other pipeline outputs.
-DEFAULT_STORE = Path(__file__).resolve().parents[1] / "data" / "zoo"
+DEFAULT_STORE = paths.DEFAULT_STORE
 STORE_ENV = "ZOO_STORE"
 VERSIONS_FILE = "versions.json"
 KINDS = ("models", "datasets")

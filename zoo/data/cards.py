@@ -3,7 +3,7 @@
 The header (``huggingface_hub.DatasetCardData``) carries the license, the ``configs``/``data_files`` per split,
 ``dataset_info`` features and split sizes (the form ``datasets`` itself writes), tags, the dataset version and
 content fingerprint, and the machine-readable ``tensor_columns`` map. The body is rendered from
-``zoo/templates/dataset_card.md.j2``. Conventions are read from ``zoo.tensors`` and ``zoo.properties`` and
+``zoo/templates/dataset_card.md.j2``. Conventions are read from ``zoo.core.tensors`` and ``zoo.properties`` and
 formatted here, never restated by hand.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +18,12 @@ from datasets import Features
 from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 
-from zoo import datasets as zoo_datasets
-from zoo import splits, tensors
+from zoo.core import paths, tensors
+from zoo.data import datasets as zoo_datasets
+from zoo.data import splits
 from zoo.properties import PropertySpec
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_DIR = paths.TEMPLATES_DIR
 CARD_TEMPLATE = "dataset_card.md.j2"
 LICENSE = "cc-by-4.0"
 
@@ -104,7 +104,7 @@ SOURCE_NOTES: dict[str, str] = {
     "materialsproject2013": "Jain et al., APL Mater. 1, 011002 (2013): the Materials Project",
 }
 
-# How a Voigt form indexes its Cartesian tensor, per zoo.tensors Voigt kind (m, n run over VOIGT_PAIRS).
+# How a Voigt form indexes its Cartesian tensor, per zoo.core.tensors Voigt kind (m, n run over VOIGT_PAIRS).
 _VOIGT_INDEXING = {
     "stiffness": "c_mn = f_mn C_ijkl with m <-> (i, j), n <-> (k, l)",
     "piezo_stress": "e_im = f_im e_ijk with m <-> (j, k)",
@@ -113,7 +113,7 @@ _VOIGT_INDEXING = {
 
 
 def voigt_factor_text(spec: PropertySpec) -> str:
-    """The Voigt factors f of a property's Voigt kind, measured from zoo.tensors (Voigt form of an all-ones tensor)."""
+    """The Voigt factors f of a property's Voigt kind, measured from zoo.core.tensors (Voigt form of an all-ones tensor)."""
     factors = np.asarray(tensors.cartesian_to_voigt(np.ones(spec.cartesian_shape), spec.voigt_kind))
     if np.all(factors == 1.0):
         return "none (f = 1: each Voigt entry is the Cartesian component itself, no factor 2 on shear entries)"

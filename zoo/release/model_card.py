@@ -4,9 +4,9 @@ Header: license, library_name, tags, datasets, and the facts `zoo info` reads ba
 headline test metric, dataset version and fingerprint). Body (``zoo/templates/model_card.md.j2``): test metrics
 of the model and its baselines, the headline metric per crystal system, training parameters, dataset name,
 version and fingerprint, git commit, the DVC lock entry of the training stage, intended use and limitations,
-citations. Property facts come from ``zoo.properties``, source citations from ``zoo.cards``.
+citations. Property facts come from ``zoo.properties``, source citations from ``zoo.data.cards``.
 
-The header also carries, for `zoo audit` (zoo.audit) to re-derive the card, machine-readable facts:
+The header also carries, for `zoo audit` (zoo.release.audit) to re-derive the card, machine-readable facts:
     weights_sha256   the weights the card describes (the training data it names are, as before, `datasets`,
                      dataset_version and dataset_fingerprint)
     test_metrics     split, n_test, headline, printed_format (how the body prints every value: PRINTED_FORMAT),
@@ -29,15 +29,16 @@ from typing import Any
 
 import yaml
 
-from zoo import cards, properties
-from zoo.datasets import HUB_DATASETS_DIR
+from zoo import properties
+from zoo.data import cards
+from zoo.data.datasets import HUB_DATASETS_DIR
 
 CARD_FILE = "README.md"
 TEMPLATE = "model_card.md.j2"
 LICENSE = "mit"
 LIBRARY_NAME = "e3nn"
 
-# The model and the library it is built on (zoo.cards.BIBTEX holds the data sources).
+# The model and the library it is built on (zoo.data.cards.BIBTEX holds the data sources).
 MODEL_BIBTEX = {
     "wen2024matten": """@article{wen2024matten,
   author  = {Wen, Mingjian and Horton, Matthew K. and Munro, Jason M. and Huck, Patrick and Persson, Kristin A.},

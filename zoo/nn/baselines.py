@@ -6,7 +6,7 @@ composition_gbm       element-fraction features (118 atomic fractions, no struct
                       HistGradientBoostingRegressor, one per target component (irreps components: the basis is
                       orthonormal, so their squared errors are the Frobenius errors)
 non_equivariant       the model's trunk with an invariant head predicting the independent Voigt components
-                      (ModelConfig head 'invariant_voigt'), trained by zoo.training with the model's settings;
+                      (ModelConfig head 'invariant_voigt'), trained by zoo.nn.training with the model's settings;
                       tensors only (the DOS is invariant, so the model itself is the invariant-head network)
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo import models
-from zoo.training import SplitData
+from zoo.nn import models
+from zoo.nn.training import SplitData
 
 # Composition features: one column per element Z = 1..MAX_ATOMIC_NUMBER.
 N_ELEMENTS = models.MAX_ATOMIC_NUMBER

@@ -1,6 +1,6 @@
-"""Fetch sources: each turns one property's source data into canonical raw records (``zoo.records``).
+"""Fetch sources: each turns one property's source data into canonical raw records (``zoo.data.records``).
 
-``zoo.sources.snapshot`` reads the pinned offline snapshot; ``zoo.sources.mp_api`` queries the Materials
+``zoo.data.sources.snapshot`` reads the pinned offline snapshot; ``zoo.data.sources.mp_api`` queries the Materials
 Project API. Both account for every source row they read in a `FetchReport`.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zoo.records import unreadable_fields
+from zoo.data.records import unreadable_fields
 
 
 @dataclass(frozen=True)

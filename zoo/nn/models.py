@@ -15,7 +15,7 @@ Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps dec
                            baseline: it cannot rotate with the input) -> irreps -> x scale + shift
         phonon:            o3.Linear onto 51x0e -> softplus (non-negative DOS; why not ReLU: see ``forward``)
 
-Outputs are irreps vectors in the e3nn CartesianTensor basis of ``zoo.tensors``; ``predict_cartesian`` maps them to
+Outputs are irreps vectors in the e3nn CartesianTensor basis of ``zoo.core.tensors``; ``predict_cartesian`` maps them to
 Cartesian tensors with its cached change of basis. Differences from MatTen: no equivariant batch norm (outputs
 then depend on the other structures in a batch; the 1/avg_num_neighbors message normalisation and the
 residuals keep activations O(1) instead); Bessel frequencies are fixed, not trained, so the radial basis of a
@@ -34,8 +34,9 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 
-from zoo import properties, tensors
-from zoo.graphs import EdgeGeometry, GraphBatch
+from zoo import properties
+from zoo.core import tensors
+from zoo.nn.graphs import EdgeGeometry, GraphBatch
 
 CONFIG_FORMAT = "zoo.models.ModelConfig/1"
 HEADS = ("equivariant", "invariant_voigt")
@@ -84,7 +85,7 @@ class ModelConfig:
     n_layers            number of interaction layers
     species_dim         width of the species embedding (scalars)
     radial_hidden       hidden layer widths of the radial MLP that gives each edge its tensor-product weights
-    avg_num_neighbors   divides the summed messages; set it from the training graphs (zoo.graphs.average_neighbors)
+    avg_num_neighbors   divides the summed messages; set it from the training graphs (zoo.nn.graphs.average_neighbors)
     invariant_hidden    hidden width of the invariant_voigt head's MLP
     output_scale        one factor per irrep instance of the property's irreps (5 for elastic 2x0e+2x2e+1x4e) that
                         multiplies the head's output, so the network itself works with unit-size numbers;
@@ -587,7 +588,7 @@ def build(config: ModelConfig, seeds=None) -> MattenNet | Ensemble:
 
 def _check_batch(batch) -> None:
     if not isinstance(batch, GraphBatch):
-        raise ValueError(f"batch must be a zoo.graphs.GraphBatch, got {type(batch).__name__}")
+        raise ValueError(f"batch must be a zoo.nn.graphs.GraphBatch, got {type(batch).__name__}")
     if batch.n_atoms and (int(batch.atomic_numbers.min()) < 1 or int(batch.atomic_numbers.max()) > MAX_ATOMIC_NUMBER):
         raise ValueError(f"batch.atomic_numbers must lie in 1..{MAX_ATOMIC_NUMBER}, got "
                          f"{int(batch.atomic_numbers.min())}..{int(batch.atomic_numbers.max())}")

@@ -1,6 +1,6 @@
 """The clean stage: canonical raw records -> one clean row per record, plus a report. Nothing is dropped.
 
-For every raw record (``zoo.records``) clean parses the structure, reads the values, puts the tensor in the
+For every raw record (``zoo.data.records``) clean parses the structure, reads the values, puts the tensor in the
 Cartesian frame of the stored structure, fixes units, marks duplicates and adds the structure's symmetry. A record
 it cannot use keeps its row with a ``clean_issue`` code (``ISSUE_CODES``); validate quarantines it with that code.
 
@@ -8,11 +8,11 @@ Frames: measured, not assumed
     Sources state a frame (``tensor_frames``: 'ieee', 'structure', 'unknown'), but a claim is not a measurement:
     the matminer piezo tensors, claimed 'ieee', satisfy Neumann's principle against their stored structure as given
     in 37% of rows. For each tensor record clean therefore measures the Neumann residual
-    (``zoo.symmetry.neumann_residual``: max over point-group operations R of |R.T - T|_F / |T|_F, the worst of a
+    (``zoo.core.symmetry.neumann_residual``: max over point-group operations R of |R.T - T|_F / |T|_F, the worst of a
     record's parts) of these candidates against the stored structure:
 
         none        the tensor as given;
-        ieee        rotate(T, Q^T), Q = zoo.symmetry.ieee_rotation(structure) (structure frame -> IEEE 176 frame):
+        ieee        rotate(T, Q^T), Q = zoo.core.symmetry.ieee_rotation(structure) (structure frame -> IEEE 176 frame):
                     the tensor read as IEEE and brought to the structure frame;
         standard    rotate(T, S^T), S = spglib's ``std_rotation_matrix`` (structure frame -> the orientation of the
                     spglib-standardised conventional cell, ``SpacegroupAnalyzer.get_refined_structure``: a along x,
@@ -49,7 +49,7 @@ Frames: measured, not assumed
     Noise. Residuals in the chosen frame between ``neumann_rtol`` and ``symmetrize_max_residual`` are numerical
     noise of the DFT/DFPT calculations (e.g. hexagonal elastic tensors with c66 != (c11 - c12)/2 by a few percent),
     not frame errors, which give residuals of order one. Such tensors are replaced by their orthogonal projection
-    onto the point-group-invariant tensors (``zoo.symmetry.symmetrize``), as the Materials Project does for every
+    onto the point-group-invariant tensors (``zoo.core.symmetry.symmetrize``), as the Materials Project does for every
     tensor it publishes today (emmet-core ``convert_to_ieee`` fits to the structure); the projection moves a tensor
     by at most its residual times its norm. Action suffix '+symmetrized'. Tensors within ``neumann_rtol`` are stored
     unchanged. The check covers every stored part, the derived dielectric ionic part (total - electronic) included;
@@ -102,9 +102,10 @@ from pymatgen.io.cif import CifParser
 from pymatgen.io.vasp import Poscar
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from zoo import properties, symmetry, tensors
-from zoo.io import atomic_write_bytes, canonical_json, write_json
-from zoo.records import is_unreadable
+from zoo import properties
+from zoo.core import symmetry, tensors
+from zoo.core.io import atomic_write_bytes, canonical_json, write_json
+from zoo.data.records import is_unreadable
 
 ISSUE_CODES = (
     "unparsable_structure", "unparsable_tensor", "wrong_shape", "missing_field", "unknown_element",
@@ -862,7 +863,7 @@ def clean_property(spec: properties.PropertySpec, raw_path: str | os.PathLike, o
                    report_path: str | os.PathLike, params: CleanParams | None = None,
                    progress: Callable[[int], None] | None = None) -> CleanResult:
     """Read data/raw/<property>.jsonl, clean it, and write the parquet and the report atomically."""
-    from zoo.records import read_raw
+    from zoo.data.records import read_raw
 
     records = read_raw(raw_path)
     result = clean_records(records, spec, params, progress)

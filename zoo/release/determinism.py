@@ -1,6 +1,6 @@
 """Is the pipeline deterministic? Rerun DVC stages and compare every output, byte for byte, with the first run.
 
-    python -m zoo.determinism [--runs N] [--stages STAGE [STAGE ...]] [--repo PATH]
+    python -m zoo.release.determinism [--runs N] [--stages STAGE [STAGE ...]] [--repo PATH]
 
 Why: a dataset's content fingerprint, DVC's cache (an output whose bytes change on every run makes every stage
 downstream of it rerun) and the audit of a published model (its card re-derived from its checkpoint and data)
@@ -46,11 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from zoo.io import sha256_file
+from zoo.core.io import sha256_file
 
 # Outputs (fnmatch patterns of output paths, relative to the repository) whose bytes are known to vary from run
 # to run, with the reason. A difference in one of these is reported but does not fail the check. None at
-# present: every output, the Great Expectations Data Docs included (zoo.validation dates and names their run
+# present: every output, the Great Expectations Data Docs included (zoo.data.validation dates and names their run
 # from its data), must be byte-identical.
 NONDETERMINISTIC: dict[str, str] = {}
 
@@ -347,7 +347,7 @@ def format_report(report: Report) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo.determinism", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m zoo.release.determinism", description=__doc__.splitlines()[0],
                                      epilog="Exit status: 0 deterministic, 1 an output differs, 2 could not check.")
     parser.add_argument("--runs", type=int, default=1, help="forced reruns compared with run 0 (default: %(default)s)")
     parser.add_argument("--stages", nargs="+", default=[], metavar="STAGE",

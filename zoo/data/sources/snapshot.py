@@ -5,7 +5,7 @@ Every file is pinned by sha256 in ``schemas/snapshot-manifest.json``; a file who
 are hashed and parsed from the same read, so nothing can change between the check and the parse.
 
 One adapter per property turns a legacy row into a raw record. Adapters never crash on a malformed field:
-they keep what they can read and put the unreadable-value marker (``zoo.records.unreadable``) where a value
+they keep what they can read and put the unreadable-value marker (``zoo.data.records.unreadable``) where a value
 could not be read, so that clean can quarantine the record with a reason.
 
 Structures: the matminer CSVs carry the same cell twice, as a CIF and as a POSCAR. Records keep the POSCAR,
@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from zoo import properties
-from zoo.io import sha256_bytes, sha256_file
-from zoo.records import RawRecordError, retrieved_with, unreadable, write_raw
-from zoo.sources import Exclusion, FetchReport, count_unreadable_fields
+from zoo.core import paths
+from zoo.core.io import sha256_bytes, sha256_file
+from zoo.data.records import RawRecordError, retrieved_with, unreadable, write_raw
+from zoo.data.sources import Exclusion, FetchReport, count_unreadable_fields
 
 SOURCE = "snapshot"
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "schemas" / "snapshot-manifest.json"
+MANIFEST_PATH = paths.SNAPSHOT_MANIFEST
 _ROOT_HINT = "put ../shared/datasets beside the repository, or set fetch.snapshot_root in params.yaml"
 
 ELASTIC_FILE = "matminer-0.4.1/elastic_tensor.csv"
@@ -421,7 +422,7 @@ def fetch_property(
         written = write_raw(out_path, batch.records)
     except RawRecordError as err:
         raise RuntimeError(f"snapshot adapter for {spec.name!r} made a record that breaks the raw-record schema "
-                           f"(a bug in zoo/sources/snapshot.py, not in the data): {err}") from err
+                           f"(a bug in zoo/data/sources/snapshot.py, not in the data): {err}") from err
     return FetchReport(
         property=spec.name, source=SOURCE, output=os.fspath(out_path), output_sha256=sha256_file(out_path),
         rows_read=batch.rows_read, records_written=written, inputs=batch.inputs, excluded=batch.excluded,

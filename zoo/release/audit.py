@@ -9,7 +9,7 @@ Model audit (`audit_model`), the version `zoo.load` would load (local store firs
               versions.json for a locally published version, the registry's release entry (zoo/registry.json) for
               a shipped or downloaded release; the weights against config.json; the card's weights_sha256,
               model_version and dataset against config.json
-    card      every value printed in the card's tables against its machine-readable header (zoo.model_card)
+    card      every value printed in the card's tables against its machine-readable header (zoo.release.model_card)
     dataset   the dataset version the card names, from the local build ``<project>/data/hub/datasets/<name>``
               (rebuilt with ``dvc repro build@<property>`` when absent): its version and Parquet files against
               dataset_version.json; its content fingerprint recomputed from the Parquet files against the model
@@ -17,12 +17,12 @@ Model audit (`audit_model`), the version `zoo.load` would load (local store firs
     lineage   the DVC md5 of the dataset folder in the workspace against dvc.lock's (build stage output) and against
               the md5 the model card recorded from the training stage's lock entry
     metrics   the checkpoint re-evaluated on the dataset's test split with the evaluate stage's code
-              (zoo.evaluation): every metric of the card, overall and per crystal system, compared as the card
+              (zoo.nn.evaluation): every metric of the card, overall and per crystal system, compared as the card
               prints it (model_card.format_metric with the card's printed_format: 4 significant digits); the
               deterministic baselines (crystal_system_mean, composition_gbm with the recorded GBMSettings) refitted
               and compared the same way. The non-equivariant baseline is a trained network: it is compared only
               with retrain.
-    retrain   (retrain=True) zoo.training.fit with the TrainSettings recorded in config.json, on the CPU when they
+    retrain   (retrain=True) zoo.nn.training.fit with the TrainSettings recorded in config.json, on the CPU when they
               say accelerator 'auto': same ModelConfig and bit-identical weights expected (same seed, deterministic
               kernels), reported as the largest absolute weight difference; the retrained model's metrics, and the
               retrained non-equivariant baseline's (with its recorded settings), within RETRAIN_RTOL of the card.
@@ -54,10 +54,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from zoo import baselines, evaluation, loading, model_card, properties, registry, splits, symmetry, training
-from zoo import datasets as zoo_datasets
-from zoo.io import sha256_file
+from zoo import properties
+from zoo.core import symmetry
+from zoo.core.io import sha256_file
+from zoo.data import datasets as zoo_datasets
+from zoo.data import splits
+from zoo.nn import baselines, evaluation, training
+from zoo.release import loading, model_card, registry
 
 PASS, FAIL, NOT_CHECKED = "pass", "FAIL", "not checked"
 # Tolerance on the metrics of retrained networks. On the CPU with the recorded seed retraining is bit-identical,
@@ -195,9 +198,9 @@ def audit_model(name: str, version: str | None = None, *, retrain: bool = False,
     """Audit model `name` at `version` (None: the one zoo.load picks); the module docstring lists the checks.
 
     project: the checkout holding dvc.yaml, dvc.lock and data/ (the dataset's local build); store, registry_path,
-    cache_dir, endpoint: as for zoo.load (registry_path None: zoo.registry.REGISTRY_PATH).
+    cache_dir, endpoint: as for zoo.load (registry_path None: zoo.release.registry.REGISTRY_PATH).
     Errors (not rows): UnknownModelError with close matches, VersionNotFoundError, AuditError (no dataset build
-    and it could not be rebuilt), zoo.hub errors when a release must be downloaded.
+    and it could not be rebuilt), zoo.release.hub errors when a release must be downloaded.
     """
     found = _resolve_model(name, version, store, registry.REGISTRY_PATH if registry_path is None else registry_path,
                            cache_dir, endpoint)
@@ -479,7 +482,7 @@ def run_dvc(project: Path, *args: str) -> None:
 
 
 def recompute_fingerprint(folder: Path, spec: properties.PropertySpec) -> str:
-    """The content fingerprint (zoo.datasets) of a dataset folder, from its Parquet files."""
+    """The content fingerprint (zoo.data.datasets) of a dataset folder, from its Parquet files."""
     import pyarrow.parquet as pq
 
     tables = {split: pq.read_table(folder / zoo_datasets.parquet_path(split)) for split in splits.SPLITS}

@@ -272,7 +272,7 @@ def _change_of_basis(formula: str) -> tuple[np.ndarray, str]:
     except (OSError, ValueError, KeyError):
         pass  # absent or unreadable: rebuild below
     q, irreps = _build_change_of_basis(formula, rank)
-    from zoo.io import atomic_open, atomic_write_text
+    from zoo.core.io import atomic_open, atomic_write_text
 
     try:
         with atomic_open(cached.with_suffix(".npy"), "wb") as handle:

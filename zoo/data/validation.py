@@ -10,7 +10,7 @@ Flow of ``validate(clean, prop, params)``:
 3. The property's Great Expectations suite, stored as JSON in ``schemas/expectations/<prop>.json``, holds the
    expectations on those columns (and, through the custom expectations defined here, on the tensor columns
    themselves). Thresholds are GX suite parameters (``{"$PARAMETER": name}``) filled from ``ValidationParams``
-   and from ``zoo.tensors.SYMMETRY_RTOL``, so each threshold has one home. The suite runs in an ephemeral GX
+   and from ``zoo.core.tensors.SYMMETRY_RTOL``, so each threshold has one home. The suite runs in an ephemeral GX
    context with result format COMPLETE; each failing row index becomes the expectation's ``meta.reason_code``.
    With a docs directory, GX's Data Docs of the run are built there, byte-identical for the same inputs (section
    "reproducible Data Docs").
@@ -24,7 +24,7 @@ custom "symmetric and positive definite" expectation also fails for an asymmetri
 so such a record has both codes, elastic_asymmetric first.
 
 Neumann residual. For each tensor part T (Cartesian, in the frame of the stored structure) and each Cartesian
-point-group operation R of the structure (``zoo.symmetry.analyze``): |rotate(T, R) - T|_F, maximised over R and
+point-group operation R of the structure (``zoo.core.symmetry.analyze``): |rotate(T, R) - T|_F, maximised over R and
 over the record's parts, divided by the largest part norm |T|_F of the record (dielectric: the small ionic part
 is measured against the total, not against its own rounding-dominated norm). 0 for a tensor that obeys
 Neumann's principle exactly. A piezo tensor with every component at most ``piezo_zero_atol_c_m2`` is zero within
@@ -76,17 +76,24 @@ from great_expectations.expectations.metrics.map_metric_provider import (  # noq
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent  # noqa: E402
 from great_expectations.render.renderer import ValidationResultsPageRenderer  # noqa: E402
 from great_expectations.render.renderer.renderer import renderer  # noqa: E402
-from great_expectations.render.renderer_configuration import RendererConfiguration, RendererValueType  # noqa: E402
-from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView  # noqa: E402
+from great_expectations.render.renderer_configuration import (  # noqa: E402
+    RendererConfiguration,
+    RendererValueType,
+)
+from great_expectations.render.view import (  # noqa: E402
+    DefaultJinjaIndexPageView,
+    DefaultJinjaPageView,
+)
 from pymatgen.analysis.elasticity import ElasticTensor  # noqa: E402
 from pymatgen.core import Element, Structure  # noqa: E402
 
-from zoo import properties, symmetry, tensors  # noqa: E402
-from zoo.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
-from zoo.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
+from zoo import properties  # noqa: E402
+from zoo.core import paths, symmetry, tensors
+from zoo.core.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
+from zoo.data.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
 from zoo.properties import PHONON_GRID_CM, PropertySpec  # noqa: E402
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "schemas" / "expectations"
+SUITES_DIR = paths.EXPECTATION_SUITES_DIR
 
 # Neumann tolerance (relative residual, module docstring): the product's promise that accepted tensors obey the
 # crystal's symmetry to 1e-3. Measured on the snapshot after the clean stage (default clean params, which keep a
@@ -342,7 +349,7 @@ _TENSOR_COMMON = (
     ("values_finite", "flag", "no NaN or infinity in the values"),
 )
 _SYMMETRY_METRICS = (
-    ("symmetry_found", "flag", "spglib found the structure's space group (zoo.symmetry tolerances)"),
+    ("symmetry_found", "flag", "spglib found the structure's space group (zoo.core.symmetry tolerances)"),
     ("neumann_residual", "float", "relative Neumann residual against the structure's point group (module docstring)"),
 )
 METRIC_COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -483,7 +490,7 @@ def neumann_residual(parts: Sequence[np.ndarray], info: symmetry.SymmetryInfo) -
     scale = max(norms)
     if scale == 0.0:
         return 0.0
-    # zoo.symmetry.neumann_residual is relative to the part's own norm; undo that to compare across parts.
+    # zoo.core.symmetry.neumann_residual is relative to the part's own norm; undo that to compare across parts.
     absolute = [symmetry.neumann_residual(part, info) * norm for part, norm in zip(parts, norms)]
     return max(absolute) / scale
 
@@ -696,7 +703,7 @@ def run_suite(batch: pd.DataFrame, prop: str, params: ValidationParams,
 
 
 # ------------------------------------------------------------------------------------ reproducible Data Docs
-# The Data Docs are a DVC output, and the same inputs must give the same bytes (zoo.determinism). GX stamps a page
+# The Data Docs are a DVC output, and the same inputs must give the same bytes (zoo.release.determinism). GX stamps a page
 # with the run's identifier (its time also names the folder validations/<suite>/<run_name>/<run_time>/), the
 # batch's load time, the time of rendering (a query string on the logo's URL) and random element ids. So the run
 # is identified by its data (``docs_run_id``), and the renderer and views below, which ``_docs_site`` configures
