@@ -6,12 +6,13 @@ params.yaml, section `clean` (every key optional; defaults and meaning in zoo.da
     symprec, angle_tolerance   spglib tolerances (A, degrees)
     neumann_rtol               Neumann residual up to which a tensor is stored unchanged
     symmetrize_max_residual    largest residual projected as noise; above it the frame is 'unresolved'
-    frame_tie_tol              residual difference below which candidate frames are tied
+    frame_distinct_rtol, frame_margin_factor, convention_min_agreement, convention_min_records,
+    frame_stability_strain     the frame decision (zoo.data.frames): when candidate frames differ, what settles one
     duplicate_rtol             relative difference below which a duplicate is identical
     workers                    processes measuring records
 
-Writes data/clean/<property>.parquet and data/reports/<property>-clean.json (counts by frame action and issue,
-the measured frame preference, residual quantiles), relative to the working directory (DVC runs stages from the
+Writes data/clean/<property>.parquet and data/reports/<property>-clean.json (counts by frame action, frame evidence
+and issue, the per-source conventions and checks measured, residual quantiles), relative to the working directory (DVC runs stages from the
 repository root). The rules are in zoo.data.cleaning's docstring.
 """
 

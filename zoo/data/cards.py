@@ -21,6 +21,7 @@ from datasets.splits import SplitDict, SplitInfo
 from zoo.core import paths, tensors
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
+from zoo.data.frames import EVIDENCE as FRAME_EVIDENCE
 from zoo.properties import PropertySpec
 
 TEMPLATE_DIR = paths.TEMPLATES_DIR
@@ -193,6 +194,7 @@ def render_dataset_card(
     counts: Mapping[str, int],
     composition: Mapping[str, Mapping[str, int]],
     frame_actions: Mapping[tuple[str | None, str], int],
+    frame_evidence: Mapping[str | None, int],
     report: Mapping[str, Any],
     salt: str,
     fractions: Mapping[str, float],
@@ -201,6 +203,7 @@ def render_dataset_card(
     """The complete README.md text (YAML header + markdown body).
 
     frame_actions: number of rows per (original_frame, frame_action) pair, as the clean stage recorded them.
+    frame_evidence: number of rows per frame_evidence (what settled the frame; None for an invariant).
     """
     from huggingface_hub import DatasetCardData
 
@@ -250,6 +253,8 @@ def render_dataset_card(
         columns=columns,
         frame_actions=[(frame or "-", action, count) for (frame, action), count in sorted(
             frame_actions.items(), key=lambda item: (-item[1], str(item[0])))],
+        frame_evidence=[(evidence, frame_evidence[evidence]) for evidence in FRAME_EVIDENCE if evidence in frame_evidence],
+        frame_ambiguous=int(report["reasons"].get("frame_ambiguous", 0)),
         source_notes=[SOURCE_NOTES[key] for key in spec.sources],
         bibtex=[BIBTEX[key] for key in spec.sources],
         example_irreps=next(iter(zoo_datasets.tensor_column_map(spec))),

@@ -23,29 +23,25 @@ Frames: measured, not assumed
     (The inverse rotations, rotate(T, Q) and rotate(T, S), were measured too and explain fewer rows than leaving the
     tensor alone, as the documented direction of Q and S predicts; they are not candidates.)
 
-    The rule. Within one record, candidates whose residual is within ``frame_tie_tol`` of the smallest are tied.
-    Ties are common and real: a rotation that maps the crystal's point group onto itself without belonging to it
-    (relabelling the axes of an orthorhombic crystal, turning a monoclinic one about its unique axis, a half turn
-    about the three-fold axis of a trigonal one) leaves every residual unchanged but changes the tensor (c11 <-> c33,
-    the sign of c14). Ties are broken by one preference order per file: candidate a precedes b when a has the
-    smaller residual in more records than b (head to head, ties excluded); candidates that beat equally many others
-    keep the sources' order: a column claimed in the structure frame first, then, for a primary column claimed
-    'ieee', ieee, standard, none (otherwise none, ieee, standard). A record takes the first tied candidate in that
-    order. If it is 'original' and the original column agrees within ``neumann_rtol`` with another candidate, that
-    candidate is taken instead (the primary column is stored and the rotation is named); 'used_original_column'
-    therefore marks the records where the two source columns disagree beyond noise. If the chosen rotation does not
-    change the tensor (within ``frame_tie_tol`` of its norm: the zero tensor, a symmetry operation), nothing is
-    rotated ('none'). If no candidate reaches ``symmetrize_max_residual``, no frame explains the tensor: it is stored
-    as given, action 'unresolved', and validate's Neumann check quarantines it.
+    The rule (``zoo.data.frames``, whose docstring has the details): consistent candidates (residual at most
+    ``symmetrize_max_residual``) are grouped by the tensor they give, compared after projection onto the
+    point-group-invariant tensors; spglib-built frames are also built under a tiny strain and count as unstable when
+    that changes the tensor. One group: settled ('unique'). Several: settled only by evidence, in this order: the
+    source's structure-frame column ('source_field'), a far better fit ('margin'), the tensor as given where the
+    point group constrains it and the source does not contradict the rule ('as_given'), a per-source convention
+    measured on the records other evidence settled ('source_convention'). Otherwise the record gets
+    ``frame_ambiguous`` (stored as given; its candidates, residuals and groups in ``frame_candidates_json``). No
+    order among candidates ever breaks a tie. If no candidate is consistent, the tensor is stored as given, action
+    'unresolved', and validate's Neumann check quarantines it.
 
-    Measured on the snapshot: piezo tensors are in the standard frame (consistent within 1e-3 in 92% of rows, IEEE
-    80%, as given 37%); the rest are P-62m and P312 crystals, whose tensors fit no candidate (a 90 degree turn about
-    c would fit, with either sign: no measurement here can say which, so clean does not guess) and noise. Elastic
-    tensors fit every candidate equally well, so the order decides, and the structure-frame column agrees with the
-    IEEE column rotated by Q wherever the two were published from the same numbers, except for monoclinic and some
-    trigonal crystals, where today's IEEE rules differ from those used in 2015. Dielectric tensors are in the
-    structure frame, a few in the standard frame.
-
+    Measured on the snapshot (data/reports/<property>-clean.json, ``frames``): elastic is settled by Neumann's
+    principle or by its structure-frame column ('original' gives the IEEE candidate's tensor in 233 of the 256
+    records where several frames fit; as given only 45, so as_given is off for that file); dielectric tensors are
+    in the structure frame (as given, and by a convention confirmed on every record a margin settled); piezo
+    tensors fit the spglib standard frame wherever Neumann alone decides, but where several frames fit it has no
+    convention: 404 polar records have a standard frame that spglib picks differently under a 1e-7 strain
+    (zinc blende, rhombohedral, body-centred tetragonal cells given as primitive cells), and their sign or axes
+    are not determined by the data.
     Noise. Residuals in the chosen frame between ``neumann_rtol`` and ``symmetrize_max_residual`` are numerical
     noise of the DFT/DFPT calculations (e.g. hexagonal elastic tensors with c66 != (c11 - c12)/2 by a few percent),
     not frame errors, which give residuals of order one. Such tensors are replaced by their orthogonal projection
@@ -60,8 +56,9 @@ Frames: measured, not assumed
 
     Recorded per row: original_frame (the primary column's claim), frame_action, frame_rotation (the 3x3 matrix
     applied to the tensor: stored = rotate(given, frame_rotation) before any symmetrisation; identity when nothing
-    was rotated and for 'used_original_column'), frame_residual_before (the tensor as given) and
-    frame_residual_after (the chosen candidate, before any symmetrisation). The structure is always stored as given:
+    was rotated and for 'used_original_column'), frame_residual_before (the tensor as given),
+    frame_residual_after (the chosen candidate, before any symmetrisation), frame_evidence (what settled it) and
+    frame_candidates_json (every candidate's residual and group). The structure is always stored as given:
     the tensor is brought to it, never the other way round.
 
 Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the sources give them. The phonon DOS
@@ -77,7 +74,8 @@ Duplicates (same material_id): the first record in record_id order whose structu
 Issue codes, first found wins, structure before values: ``missing_field`` (a structure or value field absent or
     null), ``unknown_element`` (a species that is no chemical element), ``unparsable_structure`` (does not parse,
     is not periodic, or spglib cannot analyse it), ``wrong_shape``, ``unparsable_tensor`` (fetch's unreadable marker,
-    non-numbers, non-finite values, a symmetric matrix that is not), then the duplicate codes. ``no_material_id`` is
+    non-numbers, non-finite values, a symmetric matrix that is not), then the duplicate codes, then
+    ``frame_ambiguous``. ``no_material_id`` is
     validate's to use; clean keeps such records (see above).
 """
 
@@ -88,7 +86,7 @@ import json
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -105,24 +103,22 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
+from zoo.data import frames
 from zoo.data.records import is_unreadable
 
 ISSUE_CODES = (
     "unparsable_structure", "unparsable_tensor", "wrong_shape", "missing_field", "unknown_element",
-    "duplicate_identical", "duplicate_conflict", "no_material_id",
+    "duplicate_identical", "duplicate_conflict", "no_material_id", "frame_ambiguous",
 )
 
-# Candidate frames (module docstring) and the order a claim prefers them in when the measurement cannot decide.
-FRAME_CANDIDATES = ("original", "none", "ieee", "standard")
-_CLAIM_ORDER = {"ieee": ("ieee", "standard", "none")}
-_DEFAULT_ORDER = ("none", "ieee", "standard")
+# What was done to a tensor stored in each candidate frame (zoo.data.frames; variants share their frame's action).
 FRAME_ACTIONS = {
     "original": "used_original_column",
     "none": "none",
     "ieee": "rotated_ieee_to_structure",
     "standard": "rotated_standard_to_structure",
 }
-UNRESOLVED = "unresolved"
+UNRESOLVED = frames.UNRESOLVED
 SYMMETRIZED_SUFFIX = "+symmetrized"
 
 # A grid matches when every point is within this fraction of the grid's top (1000 cm^-1): 33.35641 itself is given to
@@ -160,8 +156,14 @@ class CleanParams:
 
     symprec, angle_tolerance   spglib tolerances (A, degrees) for the point group and the standard frame
     neumann_rtol               residual at or below which a tensor is consistent and stored unchanged
-    symmetrize_max_residual    largest residual treated as noise (projected); above it, 'unresolved'
-    frame_tie_tol              residual difference (and rotation effect) below which frames are tied
+    symmetrize_max_residual    largest residual treated as noise (projected); a candidate frame above it is
+                               inconsistent, and a record with no consistent candidate 'unresolved'
+    frame_distinct_rtol        two candidate tensors differ materially when their point-group projections differ by
+                               more than this fraction of the norm (zoo.data.frames)
+    frame_margin_factor        a class of candidates settles by margin when the runner-up fits this many times worse
+    convention_min_agreement   share of the tested records on which a per-source convention must hold
+    convention_min_records     fewest tested records a per-source convention needs
+    frame_stability_strain     relative strain under which the spglib-built frames must not change (0: no check)
     duplicate_rtol             relative difference below which a duplicate is identical
     workers                    processes measuring records (1: in this process)
     """
@@ -170,18 +172,27 @@ class CleanParams:
     angle_tolerance: float = symmetry.ANGLE_TOLERANCE
     neumann_rtol: float = 1e-3
     symmetrize_max_residual: float = 0.05
-    frame_tie_tol: float = 1e-6
+    frame_distinct_rtol: float = 0.01
+    frame_margin_factor: float = 10.0
+    convention_min_agreement: float = 0.99
+    convention_min_records: int = 20
+    frame_stability_strain: float = 1e-7
     duplicate_rtol: float = 1e-8
     workers: int = 1
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name == "workers":
+            if item.name in ("workers", "convention_min_records"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"clean.workers must be a positive integer, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                    raise ValueError(f"clean.{item.name} must be a positive integer, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"clean.{item.name} must be a finite number, got {value!r}")
+            if value < 0 or (value == 0 and item.name != "frame_stability_strain"):
                 raise ValueError(f"clean.{item.name} must be a positive number, got {value!r}")
+        if self.convention_min_agreement > 1:
+            raise ValueError(f"clean.convention_min_agreement is a share, at most 1; got {self.convention_min_agreement}")
         if self.symmetrize_max_residual < self.neumann_rtol:
             raise ValueError(
                 f"clean.symmetrize_max_residual ({self.symmetrize_max_residual}) must be at least "
@@ -197,6 +208,13 @@ class CleanParams:
         if unknown:
             raise ValueError(f"clean params: unknown key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**section)
+
+    def frame_rules(self) -> frames.FrameRules:
+        return frames.FrameRules(
+            neumann_rtol=self.neumann_rtol, symmetrize_max_residual=self.symmetrize_max_residual,
+            distinct_rtol=self.frame_distinct_rtol, margin_factor=self.frame_margin_factor,
+            convention_min_agreement=self.convention_min_agreement,
+            convention_min_records=self.convention_min_records, stability_strain=self.frame_stability_strain)
 
 
 class CleanIssue(Exception):
@@ -399,6 +417,9 @@ class _Measured:
     rotated: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # candidate -> parts in its frame
     residuals: dict[str, float] = field(default_factory=dict)
     alternative_issue: str | None = None  # why the alternative column could not be read (it is then no candidate)
+    classes: list[list[str]] = field(default_factory=list)  # consistent candidates by tensor (zoo.data.frames)
+    reversed_pairs: list[tuple[int, int]] = field(default_factory=list)  # pairs of classes of opposite sense
+    informative: bool = False  # whether the point group constrains the tensor at all
 
 
 @dataclass(frozen=True)
@@ -414,24 +435,20 @@ class _StructureAnalysis:
 
 
 @functools.lru_cache(maxsize=256)
-def _analyse_structure(structure_key: str, symprec: float, angle_tolerance: float, frames: bool) -> _StructureAnalysis:
-    """Parse and analyse one structure (cached: duplicates share their structure). Raises CleanIssue."""
+def _analyse_structure(structure_key: str, symprec: float, angle_tolerance: float,
+                       stability_strain: float | None) -> _StructureAnalysis:
+    """Parse and analyse one structure (cached: duplicates share their structure); with a stability strain (tensor
+    properties), also the candidate frames (zoo.data.frames.candidate_rotations). Raises CleanIssue."""
     structure, parse_warnings = parse_structure(json.loads(structure_key))
     try:
         info = symmetry.analyze(structure, symprec=symprec, angle_tolerance=angle_tolerance)
     except ValueError as exc:
         raise CleanIssue("unparsable_structure", str(exc)) from None
     rotations = {"none": np.eye(3)}
-    if frames:
-        # Each candidate maps a tensor read in that frame to the structure frame (transposes of structure -> frame).
-        # A candidate that cannot be built for this structure is simply absent from its measurement.
+    if stability_strain is not None:
         builders = {"ieee": symmetry.ieee_rotation,
                     "standard": functools.partial(_standard_rotation, symprec=symprec, angle_tolerance=angle_tolerance)}
-        for name, build in builders.items():
-            try:
-                rotations[name] = build(structure).T
-            except ValueError:
-                continue
+        rotations = frames.candidate_rotations(structure, builders, stability_strain)
     columns = {
         "crystal_system": info.crystal_system,
         "space_group_number": info.space_group_number,
@@ -467,7 +484,7 @@ def _measure(record: Mapping[str, Any], spec_name: str, params: CleanParams) -> 
         if record.get("structure") is None:
             raise CleanIssue("missing_field", "the record has no structure")
         analysis = _analyse_structure(canonical_json(record["structure"]), params.symprec, params.angle_tolerance,
-                                      spec.is_tensor)
+                                      params.frame_stability_strain if spec.is_tensor else None)
         measured.warnings = list(analysis.warnings)
         measured.structure_json = analysis.structure_json
         measured.n_sites, measured.volume, measured.formula = analysis.n_sites, analysis.volume, analysis.formula
@@ -500,6 +517,10 @@ def _measure(record: Mapping[str, Any], spec_name: str, params: CleanParams) -> 
                 measured.rotations["original"], measured.rotated["original"] = np.eye(3), alternative
                 measured.residuals["original"] = symmetry.neumann_residual(alternative[primary_key],
                                                                            measured.symmetry_info)
+        measured.classes, measured.reversed_pairs = frames.classify(
+            measured.rotations, measured.rotated, measured.residuals, measured.symmetry_info, params.frame_rules())
+        rank = next(iter(measured.parts.values())).ndim
+        measured.informative = frames.is_informative(measured.symmetry_info, rank)
     return measured
 
 
@@ -530,30 +551,6 @@ def _measure_all(records: Sequence[Mapping[str, Any]], spec_name: str, params: C
 
 
 # ------------------------------------------------------------------------------------------ frame choice
-def claim_order(primary_claim: str | None, alternative_claim: str | None) -> tuple[str, ...]:
-    """Candidates in the order the sources' claims prefer them: a column claimed in the structure frame first,
-    then the primary column's claimed frame."""
-    order = _CLAIM_ORDER.get(primary_claim, _DEFAULT_ORDER)
-    return ("original", *order) if alternative_claim == "structure" else (*order, "original")
-
-
-def frame_preference(measured: Iterable[_Measured], claimed_order: Sequence[str],
-                     tie_tol: float) -> tuple[list[str], dict]:
-    """The order in which tied candidate frames are preferred, measured on a whole file (module docstring).
-
-    Returns (order, head-to-head wins {"a>b": number of records in which a's residual is below b's by more than
-    tie_tol}).
-    """
-    wins = {(a, b): 0 for a in FRAME_CANDIDATES for b in FRAME_CANDIDATES if a != b}
-    for item in measured:
-        for (a, b) in wins:
-            if a in item.residuals and b in item.residuals and item.residuals[a] < item.residuals[b] - tie_tol:
-                wins[(a, b)] += 1
-    beaten = {a: sum(wins[(a, b)] > wins[(b, a)] for b in FRAME_CANDIDATES if b != a) for a in FRAME_CANDIDATES}
-    order = sorted(FRAME_CANDIDATES, key=lambda name: (-beaten[name], claimed_order.index(name)))
-    return order, {f"{a}>{b}": count for (a, b), count in sorted(wins.items())}
-
-
 @dataclass(frozen=True)
 class _FrameChoice:
     action: str
@@ -565,30 +562,32 @@ class _FrameChoice:
     stored_residual: float  # of everything stored, derived parts included (for the report)
 
 
-def choose_frame(item: _Measured, order: Sequence[str], params: CleanParams) -> _FrameChoice:
-    """Apply the frame rule to one measured tensor record."""
+def record_frames(record: Mapping[str, Any], item: _Measured) -> frames.RecordFrames:
+    return frames.RecordFrames(source=frames.source_key(record.get("provenance")), residuals=item.residuals,
+                               classes=item.classes, informative=item.informative,
+                               claim=_claimed_frame(record, _SOURCE_KEYS[record["property"]]),
+                               reversed_pairs=item.reversed_pairs)
+
+
+def choose_frame(item: _Measured, decision: frames.FrameDecision, params: CleanParams) -> _FrameChoice:
+    """Store one measured tensor record as the frame decision says: a settled record in its candidate's frame
+    (projected onto the point-group-invariant tensors when its residual is noise above neumann_rtol); an
+    unresolved or frame_ambiguous one as given."""
     residuals, parts = item.residuals, item.parts
     before = residuals["none"]
-    best = min(residuals.values())
-    if best > params.symmetrize_max_residual:
+    if decision.status != frames.SETTLED:
         derived = _derived_parts(parts).values()
         stored_residual = max([before, *(symmetry.neumann_residual(part, item.symmetry_info) for part in derived)])
-        return _FrameChoice(UNRESOLVED, np.eye(3), before, before, dict(parts), dict(parts), stored_residual)
-    chosen = next(name for name in order if name in residuals and residuals[name] <= best + params.frame_tie_tol)
-
-    def same(name: str, other: Mapping[str, np.ndarray], rtol: float) -> bool:
-        return all(np.linalg.norm(item.rotated[name][key] - part) <= rtol * np.linalg.norm(part)
-                   for key, part in other.items())
-
+        action = UNRESOLVED if decision.status == frames.UNRESOLVED else frames.FRAME_AMBIGUOUS
+        return _FrameChoice(action, np.eye(3), before, before, dict(parts), dict(parts), stored_residual)
+    chosen = decision.candidate
     if chosen == "original":
-        # The alternative column agrees (within the accepted noise) with a frame of the primary column: that is
-        # the frame, and the primary column is what is stored.
-        chosen = next((name for name in order if name != "original" and name in item.rotated
-                       and same(name, item.rotated["original"], params.neumann_rtol)), chosen)
-    if chosen not in ("none", "original") and same(chosen, parts, params.frame_tie_tol):
-        chosen = "none"  # the rotation does not change the tensor (a symmetry operation, or the zero tensor)
-    rotation, rotated = item.rotations[chosen], item.rotated[chosen]
-    action, after, stored = FRAME_ACTIONS[chosen], residuals[chosen], rotated
+        # Nothing of the primary column fits the source field's frame: the source field itself is stored.
+        rotation, rotated = np.eye(3), item.rotated["original"]
+        action, after, stored = FRAME_ACTIONS["original"], residuals["original"], rotated
+    else:
+        rotation, rotated = item.rotations[chosen], item.rotated[chosen]
+        action, after, stored = FRAME_ACTIONS[frames.base_name(chosen)], residuals[chosen], rotated
     # A derived part (the dielectric ionic part, often a small difference of two large tensors) can exceed the
     # tolerance relative to its own norm while the source parts do not; it is stored too, so it is checked too.
     derived = _derived_parts(rotated)
@@ -648,6 +647,8 @@ def clean_schema(spec: properties.PropertySpec) -> pa.Schema:
         pa.field("frame_rotation", _fixed_list((3, 3))),
         pa.field("frame_residual_before", pa.float64()),
         pa.field("frame_residual_after", pa.float64()),
+        pa.field("frame_evidence", pa.string()),
+        pa.field("frame_candidates_json", pa.string()),
         pa.field("clean_issue", pa.string()),
         pa.field("provenance_json", pa.string(), nullable=False),
         pa.field("reported_json", pa.string(), nullable=False),
@@ -675,13 +676,6 @@ def _claimed_frame(record: Mapping[str, Any], keys: Sequence[str]) -> str | None
     return claims[0] if len(claims) == 1 else "unknown"
 
 
-def _main_claim(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
-    """The most common claim in a file (ties: alphabetical), which orders tied frames for all its records."""
-    counts = Counter(_claimed_frame(record, keys) for record in records)
-    counts.pop(None, None)
-    return min(counts, key=lambda claim: (-counts[claim], claim)) if counts else None
-
-
 def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.PropertySpec,
                   params: CleanParams | None = None,
                   progress: Callable[[int], None] | None = None) -> CleanResult:
@@ -698,17 +692,8 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
         raise ValueError(f"records: expected only property {spec.name!r}, found {wrong}")
 
     measured = _measure_all(ordered, spec.name, params, progress)
-    claims = {"primary": _main_claim(ordered, _SOURCE_KEYS[spec.name]),
-              "original": _main_claim(ordered, (_ALTERNATIVE_KEYS[spec.name],)) if spec.name in _ALTERNATIVE_KEYS
-              else None}
-    tensor_items = [item for item in measured if item.issue is None and item.residuals]
-    order, wins = [], {}
-    if spec.is_tensor:
-        order, wins = frame_preference(tensor_items, claim_order(claims["primary"], claims["original"]),
-                                       params.frame_tie_tol)
-
     kept_values: dict[str, dict[str, np.ndarray]] = {}
-    rows, stats = [], _ReportStats(params.neumann_rtol)
+    issues: list[CleanIssue | None] = []
     for record, item in zip(ordered, measured):
         issue = item.issue
         material_id = record.get("material_id")
@@ -718,14 +703,32 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
                 issue = CleanIssue(code, f"material {material_id} already kept from an earlier record")
             else:
                 kept_values[material_id] = item.parts
-        row = _row(record, item, spec, order, params, issue, stats)
-        rows.append(row)
-    report = stats.report(spec, params, rows, order, wins, claims)
+        issues.append(issue)
+
+    # The frame decision learns its per-source rules from the usable records only; a duplicate (quarantined anyway)
+    # is decided on its own evidence.
+    rules = params.frame_rules()
+    usable = [i for i, (item, issue) in enumerate(zip(measured, issues)) if issue is None and item.residuals]
+    decided, frames_report = frames.decide([record_frames(ordered[i], measured[i]) for i in usable], rules)
+    decisions: dict[int, frames.FrameDecision] = dict(zip(usable, decided))
+    for i, item in enumerate(measured):
+        if i not in decisions and item.residuals:
+            decisions[i] = frames.decide([record_frames(ordered[i], item)], rules)[0][0]
+
+    rows, stats = [], _ReportStats(params.neumann_rtol)
+    for i, (record, item, issue) in enumerate(zip(ordered, measured, issues)):
+        decision = decisions.get(i)
+        if issue is None and decision is not None and decision.status == frames.FRAME_AMBIGUOUS:
+            issue = CleanIssue("frame_ambiguous", "candidate frames that fit the point group give materially "
+                                                  f"different tensors: {record_frames(record, item).candidates_json()}")
+        rows.append(_row(record, item, spec, decision, params, issue, stats))
+    report = stats.report(spec, params, rows, frames_report if spec.is_tensor else None)
     return CleanResult(rows, report)
 
 
-def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySpec, order: Sequence[str],
-         params: CleanParams, issue: CleanIssue | None, stats: _ReportStats) -> dict[str, Any]:
+def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySpec,
+         decision: frames.FrameDecision | None, params: CleanParams, issue: CleanIssue | None,
+         stats: _ReportStats) -> dict[str, Any]:
     symmetry_columns = item.symmetry_columns or dict.fromkeys(
         ("crystal_system", "space_group_number", "space_group_symbol", "point_group", "laue_class",
          "is_centrosymmetric"))
@@ -745,6 +748,8 @@ def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySp
         "frame_rotation": None,
         "frame_residual_before": None,
         "frame_residual_after": None,
+        "frame_evidence": None,
+        "frame_candidates_json": None,
         "clean_issue": issue.code if issue else None,
         "provenance_json": canonical_json(record.get("provenance")),
         "reported_json": canonical_json(record.get("reported")),
@@ -758,7 +763,7 @@ def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySp
     if not item.residuals:
         row.update(_stored_values(spec, item.parts))  # as given: without a structure no frame can be measured
         return row
-    choice = choose_frame(item, order, params)
+    choice = choose_frame(item, decision, params)
     stats.add_choice(item, choice)
     row.update(
         _stored_values(spec, choice.parts),
@@ -766,6 +771,8 @@ def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySp
         frame_rotation=choice.rotation.tolist(),
         frame_residual_before=choice.residual_before,
         frame_residual_after=choice.residual_after,
+        frame_evidence=decision.evidence,
+        frame_candidates_json=record_frames(record, item).candidates_json(),
     )
     return row
 
@@ -810,11 +817,12 @@ class _ReportStats:
                 float(np.linalg.norm(choice.parts[key] - part) / np.linalg.norm(part))
                 for key, part in choice.frame_parts.items()))
         for name, residual in item.residuals.items():
-            self.candidate_measured[name] += 1
-            self.candidate_consistent[name] += residual <= self.neumann_rtol
+            if name in frames.BASE_CANDIDATES:  # stability variants are reported by the frame decision
+                self.candidate_measured[name] += 1
+                self.candidate_consistent[name] += residual <= self.neumann_rtol
 
     def report(self, spec: properties.PropertySpec, params: CleanParams, rows: Sequence[Mapping[str, Any]],
-               order: Sequence[str], wins: Mapping[str, int], claims: Mapping[str, str | None]) -> dict[str, Any]:
+               frames_report: Mapping[str, Any] | None) -> dict[str, Any]:
         def fraction_within(values: Sequence[float]) -> float | None:
             return float(np.mean(np.asarray(values) <= params.neumann_rtol)) if values else None
 
@@ -830,14 +838,18 @@ class _ReportStats:
             "parse_warnings": self.parse_warnings,
         }
         if spec.is_tensor:
+            # frame_evidence: every row (duplicates decided on their own evidence); frames.outcome: the records
+            # without another issue, on which the per-source rules were measured (zoo.data.frames).
+            report["frame_evidence"] = dict(sorted(Counter(
+                row["frame_evidence"] or (row["frame_action"] if row["frame_action"] in (UNRESOLVED, frames.FRAME_AMBIGUOUS)
+                                          else "not_measured") for row in rows).items()))
             report["frames"] = {
-                "claimed": dict(claims),
-                "preference": list(order),
-                "head_to_head_wins": dict(wins),
+                **(frames_report or {}),
+                "claimed": dict(sorted(Counter(row["original_frame"] or "none" for row in rows).items())),
                 "consistent_by_candidate": {
                     name: {"consistent": int(self.candidate_consistent[name]),
                            "measured": int(self.candidate_measured[name])}
-                    for name in FRAME_CANDIDATES},
+                    for name in frames.BASE_CANDIDATES},
             }
             report["neumann_residual"] = {
                 "records_measured": len(self.before),

@@ -281,6 +281,9 @@ def _provenance_columns() -> list[Column]:
         Column("retrieved_with", Value("string"), "", "software that fetched the record"),
         Column("original_frame", Value("string"), "", "frame the source claims for its tensor (null: invariant)"),
         Column("frame_action", Value("string"), "", "what clean did to bring the tensor into the structure's frame"),
+        Column("frame_evidence", Value("string"), "",
+               "what settled the frame (zoo.data.frames: unique, source_field, margin, source_convention, as_given; "
+               "null: invariant)"),
         Column("frame_rotation", _MATRIX3, "1",
                "rotation R clean applied to the source tensor, T_ab.. = R_ai R_bj .. T_source_ij.. (identity if none)"),
     ]
@@ -334,7 +337,7 @@ def tensor_column_map(prop: str | PropertySpec) -> dict[str, dict[str, Any]]:
 REQUIRED_INPUT_COLUMNS = (
     "record_id", "material_id", "formula", "structure_json", "crystal_system", "space_group_number",
     "space_group_symbol", "point_group", "laue_class", "is_centrosymmetric", "original_frame", "frame_action",
-    "frame_rotation", "provenance_json",
+    "frame_evidence", "frame_rotation", "provenance_json",
 )
 
 
@@ -361,7 +364,7 @@ def read_accepted(path: str | os.PathLike, prop: str | PropertySpec) -> dict[str
         raise ValueError(f"{path} has no accepted records: a dataset needs at least one")
     columns = {name: table.column(name).to_pylist() for name in _input_columns(spec)}
     for name in _input_columns(spec):
-        if name in ("material_id", "formula", "original_frame"):
+        if name in ("material_id", "formula", "original_frame") or (name == "frame_evidence" and not spec.is_tensor):
             continue  # material_id may be unknown (key: record_id), formula missing; an invariant has no frame
         nulls = [columns["record_id"][i] for i, value in enumerate(columns[name]) if value is None]
         if nulls:
@@ -596,6 +599,7 @@ def build_rows(
         out[name] = [p[name] for p in provenance]
     out["original_frame"] = list(accepted["original_frame"])
     out["frame_action"] = list(accepted["frame_action"])
+    out["frame_evidence"] = list(accepted["frame_evidence"])
     rotations = np.asarray(accepted["frame_rotation"], dtype=np.float64)
     if rotations.shape != (n, 3, 3):
         raise ValueError(f"column 'frame_rotation' must hold 3x3 matrices, got shape {rotations.shape[1:]}")
@@ -772,6 +776,7 @@ def build_dataset(
             spec, features=features, version=version, fingerprint=fingerprint, counts=counts,
             composition=composition, report=report, salt=salt, fractions=splits.check_fractions(fractions),
             frame_actions=collections.Counter(zip(rows["original_frame"], rows["frame_action"])),
+            frame_evidence=collections.Counter(rows["frame_evidence"]),
             pinned=pinned is not None,
         )
         atomic_write_text(staging / "README.md", card)

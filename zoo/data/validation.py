@@ -36,6 +36,12 @@ NEUMANN_TOLERANCE = 1e-3
     Measured on the cleaned snapshot: good records < 1e-3, frame failures >= 0.05 (``NEUMANN_TOLERANCE``'s comment).
 MIN_INTERATOMIC_DISTANCE_A = 0.5
     Shorter than any bond (H2: 0.74 A); two sites closer than this are one atom counted twice.
+PIEZO_MAX_ABS_C_M2 = 20.0
+    The largest well-established bulk piezoelectric stress constants are 10-20 C/m^2 (poled PZT and PMN-PT,
+    e33 ~ 15-20); DFPT gives larger ones where a soft polar mode or a vanishing gap makes the response diverge.
+    In the snapshot, after clean, |e_ij| has median 0.41, 99th percentile 7.2 C/m^2; above 20 only BaNiO3 (27.5,
+    a hexagonal nickelate with a PBE gap near zero). Before frames were settled by evidence, two triclinic records
+    (Pr3NF6 45, SiO2 41) came out above it too; clean now quarantines them frame_ambiguous.
 """
 
 from __future__ import annotations
@@ -68,10 +74,15 @@ from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
 from great_expectations.core.suite_parameters import SuiteParameterDict  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
-from great_expectations.expectations.expectation import ColumnMapExpectation  # noqa: E402
+from great_expectations.expectations.expectation import (  # noqa: E402
+    ColumnMapExpectation,
+    MulticolumnMapExpectation,
+)
 from great_expectations.expectations.metrics.map_metric_provider import (  # noqa: E402
     ColumnMapMetricProvider,
+    MulticolumnMapMetricProvider,
     column_condition_partial,
+    multicolumn_condition_partial,
 )
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent  # noqa: E402
 from great_expectations.render.renderer import ValidationResultsPageRenderer  # noqa: E402
@@ -90,6 +101,7 @@ from pymatgen.core import Element, Structure  # noqa: E402
 from zoo import properties  # noqa: E402
 from zoo.core import paths, symmetry, tensors
 from zoo.core.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
+from zoo.data import polarity  # noqa: E402
 from zoo.data.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
 from zoo.properties import PHONON_GRID_CM, PropertySpec  # noqa: E402
 
@@ -102,6 +114,7 @@ SUITES_DIR = paths.EXPECTATION_SUITES_DIR
 # below 1e-3, so the tolerance separates them with a wide margin.
 NEUMANN_TOLERANCE = 1e-3
 MIN_INTERATOMIC_DISTANCE_A = 0.5
+PIEZO_MAX_ABS_C_M2 = 20.0  # module docstring
 # A cell whose volume is below this fraction of |a||b||c| has coplanar lattice vectors up to rounding.
 _COPLANAR_RTOL = 1e-9
 # The frequency grid is printed as integers in every source; anything off by more than rounding is another grid.
@@ -116,7 +129,8 @@ VALIDATE_CODES: tuple[str, ...] = (
     "structure_nonpositive_volume", "structure_overlapping_atoms", "symmetry_undetermined",
     "elastic_asymmetric", "elastic_not_positive_definite", "modulus_out_of_range",
     "dielectric_asymmetric", "dielectric_eigenvalue_below_one", "dielectric_ionic_not_psd",
-    "piezo_nonzero_centrosymmetric", "neumann_violation", "dos_negative",
+    "piezo_nonzero_centrosymmetric", "neumann_violation", "implausible_magnitude", "polarity_inconsistent",
+    "dos_negative",
 )
 REASON_PRIORITY: tuple[str, ...] = CLEAN_ISSUE_CODES + VALIDATE_CODES
 
@@ -161,6 +175,9 @@ class ValidationParams:
                                 prints 8 decimals and ionic = total - electronic carries both roundings (after
                                 clean, the snapshot's smallest ionic eigenvalue is 0.0, electronic 1.63)
     piezo_zero_atol_c_m2        a piezo tensor with every component at most this in absolute value is zero (C/m^2)
+    piezo_max_abs_c_m2          largest plausible |e_ij| (C/m^2); above it: implausible_magnitude (PIEZO_MAX_ABS_C_M2)
+    polarity_min_abs_c_m2       |e_long| along a tetrahedral binary's bond at most this has no sign (C/m^2;
+                                zoo.data.polarity)
     workers                     processes computing the metrics (1: in this process); does not change results
     """
 
@@ -170,13 +187,15 @@ class ValidationParams:
     g_vrh_range_gpa: tuple[float, float] = (0.0, 1000.0)
     dielectric_eigenvalue_atol: float = 1e-4
     piezo_zero_atol_c_m2: float = 1e-4
+    piezo_max_abs_c_m2: float = PIEZO_MAX_ABS_C_M2
+    polarity_min_abs_c_m2: float = 0.02
     workers: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"validate.workers must be a positive integer, got {self.workers!r}")
         for name in ("neumann_tolerance", "min_interatomic_distance_a", "dielectric_eigenvalue_atol",
-                     "piezo_zero_atol_c_m2"):
+                     "piezo_zero_atol_c_m2", "piezo_max_abs_c_m2", "polarity_min_abs_c_m2"):
             _check_non_negative(getattr(self, name), f"validate.{name}")
         for name in ("k_vrh_range_gpa", "g_vrh_range_gpa"):
             value = getattr(self, name)
@@ -208,6 +227,8 @@ class ValidationParams:
             "eps_min_eigenvalue": 1.0 - self.dielectric_eigenvalue_atol,
             "ionic_min_eigenvalue": -self.dielectric_eigenvalue_atol,
             "piezo_zero_atol_c_m2": self.piezo_zero_atol_c_m2,
+            "piezo_max_abs_c_m2": self.piezo_max_abs_c_m2,
+            "polarity_min_abs_c_m2": self.polarity_min_abs_c_m2,
         }
 
 
@@ -261,8 +282,8 @@ class ColumnValuesSymmetricPositiveDefinite(ColumnMapMetricProvider):
         return column.map(lambda value: is_symmetric_positive_definite(value, symmetry_rtol))
 
 
-class _TemplatedColumnMapExpectation(ColumnMapExpectation):
-    """A column-map expectation whose Data Docs sentence comes from ``_prescriptive_template`` alone.
+class _TemplatedRendering:
+    """Mixin for our expectations: the Data Docs sentence comes from ``_prescriptive_template`` alone.
 
     GX's Data Docs pages use the legacy prescriptive renderer, whose default prints the raw kwargs; this one
     renders the same sentence as the atomic renderer (row condition included, as "If ..., then ...").
@@ -278,6 +299,10 @@ class _TemplatedColumnMapExpectation(ColumnMapExpectation):
             content_block_type="string_template",
             string_template={"template": renderer_configuration.template_str, "params": params},
         )]
+
+
+class _TemplatedColumnMapExpectation(_TemplatedRendering, ColumnMapExpectation):
+    """A column-map expectation rendered by ``_TemplatedRendering``."""
 
 
 class ExpectColumnValuesToBeSymmetricPositiveDefinite(_TemplatedColumnMapExpectation):
@@ -334,6 +359,46 @@ class ExpectColumnValuesToBeZeroTensors(_TemplatedColumnMapExpectation):
         return renderer_configuration
 
 
+class MulticolumnValuesPolarityConsistent(MulticolumnMapMetricProvider):
+    """Per row of (compound, e_long): whether e_long has its compound's sign (zoo.data.polarity.consistent_signs)."""
+
+    condition_metric_name = "multicolumn_values.polarity_consistent"
+    condition_domain_keys = ("batch_id", "table", "column_list", "row_condition", "condition_parser",
+                             "ignore_row_if")
+    condition_value_keys = ("min_abs",)
+
+    @multicolumn_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column_list: pd.DataFrame, min_abs: float, **kwargs) -> pd.Series:
+        compound, value = column_list.columns
+        values = [None if _is_missing(v) else float(v) for v in column_list[value]]
+        compounds = [None if _is_missing(c) else str(c) for c in column_list[compound]]
+        return pd.Series(polarity.consistent_signs(compounds, values, min_abs), index=column_list.index)
+
+
+class ExpectTetrahedralPolarityToBeConsistent(_TemplatedRendering, MulticolumnMapExpectation):
+    """Expect the bond-longitudinal piezo coefficient of tetrahedral binaries (column_list: compound, e_long) to
+    have one sign per compound, across records and polymorphs (wurtzite, zinc blende): zoo.data.polarity.
+
+    A record whose sign is not the strict majority sign of its compound fails (with a tie, every signed record of
+    the compound fails); |e_long| <= min_abs has no sign. Rows without a compound are not tetrahedral binaries.
+    """
+
+    map_metric = "multicolumn_values.polarity_consistent"
+    success_keys = ("mostly", "min_abs")
+    args_keys = ("column_list", "min_abs")
+    min_abs: Union[float, SuiteParameterDict]
+
+    @classmethod
+    def _prescriptive_template(cls, renderer_configuration: RendererConfiguration) -> RendererConfiguration:
+        """How Data Docs state the expectation."""
+        renderer_configuration.add_param(name="min_abs", param_type=RendererValueType.NUMBER)
+        renderer_configuration.template_str = (
+            "Tetrahedral binaries must have one sign of the longitudinal piezo coefficient along the cation->anion "
+            "bond per compound (|e_long| at most $min_abs has no sign)."
+        )
+        return renderer_configuration
+
+
 # ------------------------------------------------------------------------------------------------------ metrics
 # Metric columns per property: (name, type, what it is). type "flag" is True/False (True = check passed), "float"
 # is float64. Every metric is null where a more basic check of the record already fails (module docstring).
@@ -367,6 +432,8 @@ METRIC_COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
     ) + _STRUCTURE_METRICS + _SYMMETRY_METRICS,
     "piezo": _TENSOR_COMMON + (
         ("piezo_max_abs", "float", "largest |e_ij| of the Voigt (= Cartesian) components, C/m^2"),
+        ("polarity_compound", "text", "reduced formula of a tetrahedral binary (wurtzite, zinc blende), else null"),
+        ("bond_longitudinal_e", "float", "e_long along its cation->anion bond, C/m^2 (zoo.data.polarity)"),
     ) + _STRUCTURE_METRICS + _SYMMETRY_METRICS,
     "phonon": (
         ("values_present", "flag", "frequencies_cm and dos are non-null"),
@@ -388,6 +455,7 @@ def metric_names(prop: str | PropertySpec) -> list[str]:
 class StructureCheck(NamedTuple):
     metrics: dict[str, Any]
     symmetry: symmetry.SymmetryInfo | None
+    structure: Structure | None = None  # when the symmetry was found
 
 
 def _element_symbols(structure_dict: Mapping[str, Any]) -> list[str]:
@@ -456,7 +524,7 @@ def check_structure(structure_json: str | None, params: ValidationParams, analys
         metrics["symmetry_found"] = False
         return StructureCheck(metrics, None)
     metrics["symmetry_found"] = True
-    return StructureCheck(metrics, info)
+    return StructureCheck(metrics, info, structure)
 
 
 def _is_missing(value: Any) -> bool:
@@ -582,6 +650,9 @@ def _metric_rows(spec_name: str, params: ValidationParams, records: Sequence[Map
             out, arrays = _read_values(row, columns)
             if arrays is not None:
                 out.update(_TENSOR_METRICS[spec.name](arrays, check.symmetry, params))
+                if spec.name == "piezo" and check.structure is not None:
+                    out["polarity_compound"], out["bond_longitudinal_e"] = polarity.piezo_bond_longitudinal(
+                        arrays[0], check.structure, check.symmetry)
         else:
             out = _phonon_metrics(row)
         out.update(check.metrics)

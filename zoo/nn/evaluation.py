@@ -17,12 +17,19 @@ Metrics (every predictor, every group; quantities from zoo.core.derived, convent
                  under the record's point group (spglib analysis done once per structure and shared by all
                  predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
                  only within the symmetry tolerance (0.1 A), and float32 rounding adds ~1e-6.
-Headline metric per property: HEADLINES.
+    <headline>_without_top_1pct (tensors)  the headline over the test records left when the ceil(1%) with the
+                 largest true Frobenius norm are set aside: a metric a handful of extreme records cannot carry
+    largest_component_sign_accuracy (piezo)  over the polar test records (a non-zero true tensor), the share whose
+                 predicted component at the true tensor's largest |e_ij| has the true sign (a zero prediction has
+                 none); per point group in the document's ``sign_of_largest_component`` (n, right, fraction)
+Headline metric per property: HEADLINES. The all-zero tensor is a baseline of piezo (ZERO_BASELINE_PROPERTIES): the
+exact answer for every centrosymmetric crystal and the null model any piezo model must beat.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +47,8 @@ from zoo.properties import PHONON_GRID_CM
 
 REPORTS_DIR = Path("data/reports")
 HEADLINES = {"elastic": "k_vrh_mae", "dielectric": "eps_poly_mae", "piezo": "component_mae", "phonon": "dos_mse"}
+TOP_FRACTION = 0.01  # set aside for <headline>_without_top_1pct
+ZERO_BASELINE_PROPERTIES = ("piezo",)
 MODEL_KEY = "model"
 PREDICT_BATCH = 64
 MEAN_FREQUENCY_TOLERANCE = 0.10
@@ -176,6 +185,8 @@ def baseline_predictors(data: Mapping[str, training.SplitData], model_config: mo
     train, test = data["train"], data["test"]
     out: dict[str, Callable[[], np.ndarray]] = {
         "crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict(test)}
+    if model_config.property in ZERO_BASELINE_PROPERTIES:
+        out["zero_tensor"] = lambda: np.zeros_like(test.targets)
     if gbm is not None:
         out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict(test)
     if settings is not None and properties.get(model_config.property).is_tensor:
@@ -209,13 +220,48 @@ def score(property_name: str, predictions: Mapping[str, np.ndarray], test: train
     systems = np.asarray(test.crystal_systems)
     everything = np.ones(len(test), dtype=bool)
     overall, per_system = {}, {}
+    headline = HEADLINES[spec.name]
+    trimmed = without_top(true["cartesian"]) if spec.is_tensor else None
     for name, q in quantities.items():
         overall[name] = group_metrics(spec.name, q, true, everything)
         if spec.is_tensor:
             overall[name]["symmetry_violation"] = symmetry_violation(spec.name, q, infos)
+            overall[name][f"{headline}_without_top_1pct"] = group_metrics(spec.name, q, true, trimmed)[headline]
+        if spec.name == "piezo":
+            overall[name]["largest_component_sign_accuracy"] = sign_of_largest_component(
+                q["voigt"], true["voigt"], infos)["all"]["fraction"]
         per_system[name] = {system: group_metrics(spec.name, q, true, systems == system)
                             for system in sorted(set(systems))}
     return overall, per_system, quantities, true
+
+
+def without_top(true_cartesian: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Mask of the records left when the ceil(fraction * n) with the largest true Frobenius norm are set aside (ties
+    broken by position, so the mask is a function of the data)."""
+    norms = np.sqrt((true_cartesian ** 2).reshape(len(true_cartesian), -1).sum(axis=1))
+    mask = np.ones(len(norms), dtype=bool)
+    mask[np.argsort(-norms, kind="stable")[:math.ceil(fraction * len(norms))]] = False
+    return mask
+
+
+def sign_of_largest_component(pred_voigt: np.ndarray, true_voigt: np.ndarray,
+                              infos: Sequence[symmetry.SymmetryInfo]) -> dict[str, dict[str, Any]]:
+    """Per point group (and 'all'), over the polar test records (non-zero true tensor): n, how many predictions
+    have the true sign at the true tensor's largest |component| ('right'), and the fraction."""
+    counts: dict[str, list[int]] = {}
+    for pred, true, info in zip(pred_voigt, true_voigt, infos):
+        flat = np.abs(true).ravel()
+        if flat.max() == 0.0:
+            continue
+        index = np.unravel_index(int(np.argmax(flat)), true.shape)
+        right = int(np.sign(pred[index]) == np.sign(true[index]))
+        for key in (info.point_group, "all"):
+            counts.setdefault(key, [0, 0])
+            counts[key][0] += 1
+            counts[key][1] += right
+    counts.setdefault("all", [0, 0])
+    return {key: {"n": n, "right": right, "fraction": right / n if n else None}
+            for key, (n, right) in sorted(counts.items())}
 
 
 # ----------------------------------------------------------------------------------------------- the stage
@@ -253,6 +299,14 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
         if spec.is_tensor else None
     scored, per_system, quantities, true = score(spec.name, predictions, test, infos)
     headline = HEADLINES[spec.name]
+    extra: dict[str, Any] = {}
+    if spec.is_tensor:
+        extra["without_top_1pct"] = {"n_set_aside": int((~without_top(true["cartesian"])).sum()),
+                                     "record_ids": [rid for rid, kept in zip(test.record_ids,
+                                                                             without_top(true["cartesian"])) if not kept]}
+    if spec.name == "piezo":
+        extra["sign_of_largest_component"] = {name: sign_of_largest_component(q["voigt"], true["voigt"], infos)
+                                              for name, q in quantities.items()}
     document = {
         "property": spec.name,
         "model_name": spec.model_name,
@@ -263,6 +317,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
         MODEL_KEY: scored.pop(MODEL_KEY),
         "baselines": scored,
         "per_crystal_system": per_system,
+        **extra,
         "baseline_settings": baseline_settings(spec.name, settings, gbm),
         "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
         "model_weights_sha256": loaded.info["weights"]["sha256"],

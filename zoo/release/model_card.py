@@ -155,6 +155,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     metric_names = sorted({key for scores in predictors.values() for key in scores if key != "n"})
     headline = metrics["headline"]
     systems = sorted(per_system.get("model", {}))
+    signs = metrics.get("sign_of_largest_component") or {}
+    sign_groups = sorted(signs.get("model", {}), key=lambda group: (group != "all", group))
     body = _environment().get_template(TEMPLATE).render(
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         metric_names=metric_names,
@@ -164,6 +166,10 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         system_rows=[(name, [format_metric(scores.get(s, {}).get(headline)) for s in systems])
                      for name, scores in per_system.items()],
         system_counts={s: v["n"] for s, v in per_system.get("model", {}).items()},
+        sign_groups=sign_groups,
+        sign_rows=[(MODEL_LABEL if name == "model" else name,
+                    [f"{groups[g]['right']}/{groups[g]['n']}" if g in groups else "-" for g in sign_groups])
+                   for name, groups in signs.items()],
         training=yaml.safe_dump(info["training"], sort_keys=True).rstrip(),
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
         git_commit=git_commit or "unknown (not published from a git checkout)",
