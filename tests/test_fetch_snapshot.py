@@ -25,14 +25,15 @@ from zoo.data.records import (
     validate_raw_record,
 )
 from zoo.data.sources.snapshot import (
-    ELASTIC_FILE,
-    PHONON_FILE,
-    PHONON_IDS_FILE,
     SnapshotIntegrityError,
     fetch_property,
     load_manifest,
     verify_snapshot,
 )
+
+ELASTIC_FILE = properties.get("elastic").snapshot.file
+PHONON_FILE = properties.get("phonon").snapshot.file
+PHONON_IDS_FILE = properties.get("phonon").snapshot.ids_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO.parent / "shared" / "datasets"

@@ -9,6 +9,7 @@ quarantined with. The frames are in the clean record format, built here directly
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -493,6 +494,7 @@ def test_a_suite_expectation_without_a_known_reason_code_is_refused(tmp_path, mo
     suite = json.loads(validation.suite_path("phonon").read_text())
     suite["expectations"][0]["meta"] = {"reason_code": "looks_odd"}
     (tmp_path / "phonon.json").write_text(json.dumps(suite))
-    monkeypatch.setattr(validation, "SUITES_DIR", tmp_path)
+    spec = dataclasses.replace(properties.get("phonon"), suite_file=tmp_path / "phonon.json")
+    monkeypatch.setitem(properties.PROPERTIES, "phonon", spec)
     with pytest.raises(ValueError, match="reason_code 'looks_odd'"):
         validation.load_suite("phonon")

@@ -27,83 +27,6 @@ TEMPLATE_DIR = paths.TEMPLATES_DIR
 CARD_TEMPLATE = "dataset_card.md.j2"
 LICENSE = "cc-by-4.0"
 
-# BibTeX of every source a PropertySpec may name (spec.sources), and a line on what each contributes.
-BIBTEX: dict[str, str] = {
-    "dejong2015elastic": """@article{dejong2015elastic,
-  author  = {de Jong, Maarten and Chen, Wei and Angsten, Thomas and Jain, Anubhav and Notestine, Randy and
-             Gamst, Anthony and Sluiter, Marcel and Krishna Ande, Chaitanya and van der Zwaag, Sybrand and
-             Plata, Jose J. and Toher, Cormac and Curtarolo, Stefano and Ceder, Gerbrand and Persson, Kristin A.
-             and Asta, Mark},
-  title   = {Charting the complete elastic properties of inorganic crystalline compounds},
-  journal = {Scientific Data},
-  volume  = {2},
-  pages   = {150009},
-  year    = {2015},
-  doi     = {10.1038/sdata.2015.9}
-}""",
-    "petousis2017dielectric": """@article{petousis2017dielectric,
-  author  = {Petousis, Ioannis and Mrdjenovich, David and Ballouz, Eric and Liu, Miao and Winston, Donald and
-             Chen, Wei and Graf, Tanja and Schladt, Thomas D. and Persson, Kristin A. and Prinz, Fritz B.},
-  title   = {High-throughput screening of inorganic compounds for the discovery of novel dielectric and optical
-             materials},
-  journal = {Scientific Data},
-  volume  = {4},
-  pages   = {160134},
-  year    = {2017},
-  doi     = {10.1038/sdata.2016.134}
-}""",
-    "dejong2015piezo": """@article{dejong2015piezo,
-  author  = {de Jong, Maarten and Chen, Wei and Geerlings, Henry and Asta, Mark and Persson, Kristin A.},
-  title   = {A database to enable discovery and design of piezoelectric materials},
-  journal = {Scientific Data},
-  volume  = {2},
-  pages   = {150053},
-  year    = {2015},
-  doi     = {10.1038/sdata.2015.53}
-}""",
-    "petretto2018phonon": """@article{petretto2018phonon,
-  author  = {Petretto, Guido and Dwaraknath, Shyam and Miranda, Henrique P. C. and Winston, Donald and
-             Giantomassi, Matteo and van Setten, Michiel J. and Gonze, Xavier and Persson, Kristin A. and
-             Hautier, Geoffroy and Rignanese, Gian-Marco},
-  title   = {High-throughput density-functional perturbation theory phonons for inorganic materials},
-  journal = {Scientific Data},
-  volume  = {5},
-  pages   = {180065},
-  year    = {2018},
-  doi     = {10.1038/sdata.2018.65}
-}""",
-    "chen2021phonon": """@article{chen2021phonon,
-  author  = {Chen, Zhantao and Andrejevic, Nina and Smidt, Tess and Ding, Zhiwei and Xu, Qian and Chi, Yen-Ting
-             and Nguyen, Quynh T. and Alatas, Ahmet and Kong, Jing and Li, Mingda},
-  title   = {Direct Prediction of Phonon Density of States With Euclidean Neural Networks},
-  journal = {Advanced Science},
-  volume  = {8},
-  pages   = {2004214},
-  year    = {2021},
-  doi     = {10.1002/advs.202004214}
-}""",
-    "materialsproject2013": """@article{materialsproject2013,
-  author  = {Jain, Anubhav and Ong, Shyue Ping and Hautier, Geoffroy and Chen, Wei and Richards, William Davidson
-             and Dacek, Stephen and Cholia, Shreyas and Gunter, Dan and Skinner, David and Ceder, Gerbrand and
-             Persson, Kristin A.},
-  title   = {Commentary: The Materials Project: A materials genome approach to accelerating materials innovation},
-  journal = {APL Materials},
-  volume  = {1},
-  number  = {1},
-  pages   = {011002},
-  year    = {2013},
-  doi     = {10.1063/1.4812323}
-}""",
-}
-SOURCE_NOTES: dict[str, str] = {
-    "dejong2015elastic": "de Jong et al., Sci. Data 2, 150009 (2015): the DFT-PBE elastic tensors",
-    "petousis2017dielectric": "Petousis et al., Sci. Data 4, 160134 (2017): the DFPT-PBE dielectric tensors",
-    "dejong2015piezo": "de Jong et al., Sci. Data 2, 150053 (2015): the DFPT-PBE piezoelectric tensors",
-    "petretto2018phonon": "Petretto et al., Sci. Data 5, 180065 (2018): the DFPT phonon densities of states",
-    "chen2021phonon": "Chen et al., Adv. Sci. 8, 2004214 (2021): the 51-point, max-normalised DOS representation",
-    "materialsproject2013": "Jain et al., APL Mater. 1, 011002 (2013): the Materials Project",
-}
-
 # How a Voigt form indexes its Cartesian tensor, per zoo.core.tensors Voigt kind (m, n run over VOIGT_PAIRS).
 _VOIGT_INDEXING = {
     "stiffness": "c_mn = f_mn C_ijkl with m <-> (i, j), n <-> (k, l)",
@@ -250,8 +173,8 @@ def render_dataset_card(
         columns=columns,
         frame_actions=[(frame or "-", action, count) for (frame, action), count in sorted(
             frame_actions.items(), key=lambda item: (-item[1], str(item[0])))],
-        source_notes=[SOURCE_NOTES[key] for key in spec.sources],
-        bibtex=[BIBTEX[key] for key in spec.sources],
+        source_notes=[citation.note for citation in spec.citations],
+        bibtex=[citation.bibtex for citation in spec.citations],
         example_irreps=next(iter(zoo_datasets.tensor_column_map(spec))),
     )
     return f"---\n{header}\n---\n\n{body}"

@@ -64,10 +64,11 @@ Frames: measured, not assumed
     frame_residual_after (the chosen candidate, before any symmetrisation). The structure is always stored as given:
     the tensor is brought to it, never the other way round.
 
-Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the sources give them. The phonon DOS
-    stays on the project's 51-point grid in cm^-1 (``zoo.properties.PHONON_GRID_CM``); a grid given in THz is
-    converted (x properties.CM_PER_THZ = 33.35641); any other grid is ``wrong_shape``. The dielectric ionic part
-    is total - electronic, taken after both are in the chosen frame.
+Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the sources give them. A property's
+    ``clean_values`` hook brings other units to the stored ones: the phonon DOS stays on the project's 51-point grid
+    in cm^-1 (``zoo.properties.phonon``; a grid given in THz is converted, any other grid is ``wrong_shape``).
+    Stored parts a source does not give are the spec's ``derived_parts`` (the dielectric ionic part, total -
+    electronic), taken after the source parts are in the chosen frame.
 
 Duplicates (same material_id): the first record in record_id order whose structure and values parsed is kept; a
     later one gets ``duplicate_identical`` if all its values equal the kept one's within ``duplicate_rtol`` (relative
@@ -124,27 +125,6 @@ FRAME_ACTIONS = {
 }
 UNRESOLVED = "unresolved"
 SYMMETRIZED_SUFFIX = "+symmetrized"
-
-# A grid matches when every point is within this fraction of the grid's top (1000 cm^-1): 33.35641 itself is given to
-# 7 figures, so a THz grid made with it differs from the exact conversion by ~1.4e-8 relative.
-_GRID_RTOL = 1e-6
-
-# Raw value keys (schemas/raw-record.schema.json) that clean reads, per property, and the columns it stores.
-_SOURCE_KEYS = {
-    "elastic": ("stiffness_voigt",),
-    "dielectric": ("electronic", "total"),
-    "piezo": ("piezo_voigt",),
-    "phonon": ("frequencies_cm", "dos"),
-}
-# A second source column of the same quantity, measured as candidate 'original' (elastic: the source's
-# unsymmetrised tensor, which the snapshot claims in the structure frame).
-_ALTERNATIVE_KEYS = {"elastic": "stiffness_voigt_original"}
-_STORED_COLUMNS = {
-    "elastic": ("stiffness_voigt",),
-    "dielectric": ("electronic", "ionic", "total"),
-    "piezo": ("piezo_voigt",),
-    "phonon": ("frequencies_cm", "dos"),
-}
 
 REPORT_QUANTILES = (0.5, 0.9, 0.95, 0.99, 1.0)
 # Records per task sent to a worker process: large enough that pickling is cheap next to the spglib calls.
@@ -331,54 +311,36 @@ def _symmetric_part(matrix: np.ndarray, key: str, max_asymmetry: float) -> np.nd
 
 
 def read_values(spec: properties.PropertySpec, values: Any, params: CleanParams) -> dict[str, np.ndarray]:
-    """A raw record's values -> {source key: float64 array}: Cartesian tensors for tensor properties (Voigt
-    stiffness and dielectric matrices reduced to their symmetric part), the grid in cm^-1 and the DOS for phonon.
-    Raises CleanIssue."""
+    """A raw record's values -> {source key: float64 array}: Cartesian tensors for tensor properties (symmetric
+    matrices reduced to their symmetric part), for an invariant the arrays in the spec's stored units
+    (``clean_values``). Raises CleanIssue."""
     if not isinstance(values, Mapping):
         raise CleanIssue("missing_field", "values must be an object")
-    if spec.name == "phonon":
-        grid = _source_array(values, "frequencies_cm", spec.cartesian_shape)
-        dos = _source_array(values, "dos", spec.cartesian_shape)
-        return {"frequencies_cm": _grid_in_cm(grid), "dos": dos}
-    return {key: _read_tensor(spec, values, key, params) for key in _SOURCE_KEYS[spec.name]}
+    if not spec.is_tensor:
+        parts = {key: _source_array(values, key, spec.cartesian_shape) for key in spec.source_keys}
+        try:
+            return spec.clean_values(parts)
+        except ValueError as err:
+            raise CleanIssue("wrong_shape", str(err)) from None
+    return {key: _read_tensor(spec, values, key, params) for key in spec.source_keys}
 
 
 def _read_tensor(spec: properties.PropertySpec, values: Mapping[str, Any], key: str,
                  params: CleanParams) -> np.ndarray:
-    """values[key] as a Cartesian tensor (symmetric matrices reduced to their symmetric part)."""
-    if spec.voigt_kind == "symmetric2":  # the raw record stores these as 3x3 Cartesian matrices
-        return _symmetric_part(_source_array(values, key, spec.cartesian_shape), key, params.symmetrize_max_residual)
-    voigt = _source_array(values, key, spec.voigt_shape)
-    if spec.voigt_kind == "stiffness":
-        voigt = _symmetric_part(voigt, key, params.symmetrize_max_residual)
-    return tensors.voigt_to_cartesian(voigt, spec.voigt_kind)
-
-
-def _grid_in_cm(grid: np.ndarray) -> np.ndarray:
-    expected = properties.PHONON_GRID_CM
-    atol = _GRID_RTOL * float(expected[-1])
-    if np.allclose(grid, expected, rtol=0, atol=atol):
-        return np.array(expected)
-    if np.allclose(grid * properties.CM_PER_THZ, expected, rtol=0, atol=atol):
-        return np.array(expected)  # the same grid given in THz
-    raise CleanIssue("wrong_shape", f"frequencies are not the {len(expected)}-point grid 0..{expected[-1]:g} cm^-1 "
-                                    f"(nor that grid in THz): first values {grid[:3].tolist()}")
-
-
-def _derived_parts(parts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Parts stored but not given by the source: the dielectric ionic part, total - electronic."""
-    return {"ionic": parts["total"] - parts["electronic"]} if {"electronic", "total"} <= set(parts) else {}
+    """values[key] (in the spec's stored form) as a Cartesian tensor (symmetric matrices reduced to their
+    symmetric part)."""
+    array = _source_array(values, key, spec.stored_shape)
+    if spec.symmetric_value:
+        array = _symmetric_part(array, key, params.symmetrize_max_residual)
+    return array if spec.stored_form == "cartesian" else tensors.voigt_to_cartesian(array, spec.voigt_kind)
 
 
 def _stored_values(spec: properties.PropertySpec, parts: Mapping[str, np.ndarray]) -> dict[str, list]:
-    """Source parts (Cartesian, in the stored frame) -> the stored columns as nested lists."""
-    if spec.name == "phonon":
-        return {key: parts[key].tolist() for key in _STORED_COLUMNS["phonon"]}
-    if spec.name == "dielectric":
-        stored = {**parts, **_derived_parts(parts)}
-        return {key: stored[key].tolist() for key in _STORED_COLUMNS["dielectric"]}
-    (key,) = _SOURCE_KEYS[spec.name]
-    return {key: tensors.cartesian_to_voigt(parts[key], spec.voigt_kind).tolist()}
+    """Source parts (Cartesian, in the stored frame; an invariant's arrays) -> the stored columns as nested lists."""
+    stored = {**parts, **spec.derived_parts(parts)}
+    if spec.is_tensor and spec.stored_form == "voigt":
+        stored = {key: tensors.cartesian_to_voigt(part, spec.voigt_kind) for key, part in stored.items()}
+    return {key: stored[key].tolist() for key in spec.stored_columns}
 
 
 # ----------------------------------------------------------------------------------------- measurement
@@ -489,10 +451,10 @@ def _measure(record: Mapping[str, Any], spec_name: str, params: CleanParams) -> 
             # A record's residual is its worst part: the parts of one calculation share one frame.
             measured.residuals[name] = max(symmetry.neumann_residual(part, measured.symmetry_info)
                                            for part in rotated.values())
-        alternative_key = _ALTERNATIVE_KEYS.get(spec.name)
+        alternative_key = spec.alternative_key
         if alternative_key is not None and record["values"].get(alternative_key) is not None:
             try:
-                (primary_key,) = _SOURCE_KEYS[spec.name]
+                (primary_key,) = spec.source_keys
                 alternative = {primary_key: _read_tensor(spec, record["values"], alternative_key, params)}
             except CleanIssue as issue:
                 measured.alternative_issue = issue.detail
@@ -565,13 +527,14 @@ class _FrameChoice:
     stored_residual: float  # of everything stored, derived parts included (for the report)
 
 
-def choose_frame(item: _Measured, order: Sequence[str], params: CleanParams) -> _FrameChoice:
+def choose_frame(item: _Measured, order: Sequence[str], params: CleanParams,
+                 spec: properties.PropertySpec) -> _FrameChoice:
     """Apply the frame rule to one measured tensor record."""
     residuals, parts = item.residuals, item.parts
     before = residuals["none"]
     best = min(residuals.values())
     if best > params.symmetrize_max_residual:
-        derived = _derived_parts(parts).values()
+        derived = spec.derived_parts(parts).values()
         stored_residual = max([before, *(symmetry.neumann_residual(part, item.symmetry_info) for part in derived)])
         return _FrameChoice(UNRESOLVED, np.eye(3), before, before, dict(parts), dict(parts), stored_residual)
     chosen = next(name for name in order if name in residuals and residuals[name] <= best + params.frame_tie_tol)
@@ -591,14 +554,14 @@ def choose_frame(item: _Measured, order: Sequence[str], params: CleanParams) -> 
     action, after, stored = FRAME_ACTIONS[chosen], residuals[chosen], rotated
     # A derived part (the dielectric ionic part, often a small difference of two large tensors) can exceed the
     # tolerance relative to its own norm while the source parts do not; it is stored too, so it is checked too.
-    derived = _derived_parts(rotated)
+    derived = spec.derived_parts(rotated)
     derived_residual = max((symmetry.neumann_residual(part, item.symmetry_info) for part in derived.values()),
                            default=0.0)
     stored_residual = max(after, derived_residual)
     if stored_residual > params.neumann_rtol:
         stored = {key: symmetry.symmetrize(part, item.symmetry_info) for key, part in rotated.items()}
         action += SYMMETRIZED_SUFFIX
-        everything = {**stored, **_derived_parts(stored)}
+        everything = {**stored, **spec.derived_parts(stored)}
         stored_residual = max(symmetry.neumann_residual(part, item.symmetry_info) for part in everything.values())
     return _FrameChoice(action, rotation, before, after, rotated, stored, stored_residual)
 
@@ -625,9 +588,8 @@ def _fixed_list(shape: Sequence[int]) -> pa.DataType:
 
 def clean_schema(spec: properties.PropertySpec) -> pa.Schema:
     """The fixed Arrow schema of data/clean/<property>.parquet."""
-    # Elastic and piezo tensors are stored in their Voigt form, dielectric parts and the DOS as they are.
-    value_shape = spec.voigt_shape if spec.voigt_kind in ("stiffness", "piezo_stress") else spec.cartesian_shape
-    value_fields = [pa.field(name, _fixed_list(value_shape)) for name in _STORED_COLUMNS[spec.name]]
+    # In the spec's stored form: elastic and piezo tensors in Voigt form, dielectric parts and the DOS as they are.
+    value_fields = [pa.field(name, _fixed_list(spec.stored_shape)) for name in spec.stored_columns]
     return pa.schema([
         pa.field("record_id", pa.string(), nullable=False),
         pa.field("property", pa.string(), nullable=False),
@@ -698,9 +660,8 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
         raise ValueError(f"records: expected only property {spec.name!r}, found {wrong}")
 
     measured = _measure_all(ordered, spec.name, params, progress)
-    claims = {"primary": _main_claim(ordered, _SOURCE_KEYS[spec.name]),
-              "original": _main_claim(ordered, (_ALTERNATIVE_KEYS[spec.name],)) if spec.name in _ALTERNATIVE_KEYS
-              else None}
+    claims = {"primary": _main_claim(ordered, spec.source_keys),
+              "original": _main_claim(ordered, (spec.alternative_key,)) if spec.alternative_key else None}
     tensor_items = [item for item in measured if item.issue is None and item.residuals]
     order, wins = [], {}
     if spec.is_tensor:
@@ -739,8 +700,8 @@ def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySp
         "n_sites": item.n_sites,
         "volume": item.volume,
         **symmetry_columns,
-        **dict.fromkeys(_STORED_COLUMNS[spec.name]),
-        "original_frame": _claimed_frame(record, _SOURCE_KEYS[spec.name]),
+        **dict.fromkeys(spec.stored_columns),
+        "original_frame": _claimed_frame(record, spec.source_keys),
         "frame_action": None,
         "frame_rotation": None,
         "frame_residual_before": None,
@@ -758,7 +719,7 @@ def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySp
     if not item.residuals:
         row.update(_stored_values(spec, item.parts))  # as given: without a structure no frame can be measured
         return row
-    choice = choose_frame(item, order, params)
+    choice = choose_frame(item, order, params, spec)
     stats.add_choice(item, choice)
     row.update(
         _stored_values(spec, choice.parts),

@@ -47,10 +47,10 @@ import pyarrow.parquet as pq
 from datasets import Features, List, Value
 
 from zoo import properties
-from zoo.core import derived, symmetry, tensors
+from zoo.core import symmetry, tensors
 from zoo.core.io import atomic_write_text, canonical_json, sha256_file, write_json
 from zoo.data import splits
-from zoo.properties import PHONON_GRID_CM, PropertySpec
+from zoo.properties.spec import PropertySpec, TensorPart
 
 HUB_DATASETS_DIR = Path("data/hub/datasets")
 VERSION_FILE = "dataset_version.json"
@@ -99,118 +99,8 @@ class Column:
     description: str
 
 
-@dataclass(frozen=True)
-class TensorPart:
-    """One stored tensor of a property and where it comes from in the accepted records.
-
-    source_column  column of the accepted (clean) records holding it
-    source_form    'voigt' or 'cartesian': the form the source column is in
-    prefix         dataset columns are <prefix>_cartesian, <prefix>_voigt, <prefix>_irreps
-    label          what it is, for the glossary
-    """
-
-    source_column: str
-    source_form: str
-    prefix: str
-    label: str
-
-
-# Where each property's tensors are in the accepted records, and what the dataset calls them.
-TENSOR_PARTS: dict[str, tuple[TensorPart, ...]] = {
-    "elastic": (TensorPart("stiffness_voigt", "voigt", "stiffness", "elastic stiffness tensor C_ijkl"),),
-    "dielectric": tuple(
-        TensorPart(part, "cartesian", f"eps_{part}", f"{part} part of the relative permittivity eps_ij")
-        for part in properties.DIELECTRIC.tensor_parts
-    ),
-    "piezo": (TensorPart("piezo_voigt", "voigt", "piezo", "piezoelectric stress tensor e_ijk"),),
-}
-
-# The keys zoo.core.derived returns per property (checked at build time: a change there is a schema change here),
-# with a feature type where it is not a float64 scalar, and a glossary line.
-_DERIVED_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "elastic": {
-        "k_voigt": "Voigt bulk modulus",
-        "k_reuss": "Reuss bulk modulus",
-        "k_vrh": "Voigt-Reuss-Hill bulk modulus",
-        "g_voigt": "Voigt shear modulus",
-        "g_reuss": "Reuss shear modulus",
-        "g_vrh": "Voigt-Reuss-Hill shear modulus",
-        "y_mod": "Young's modulus 9KG/(3K+G) from the Hill moduli",
-        "homogeneous_poisson": "Poisson ratio (3K-2G)/(6K+2G) from the Hill moduli",
-        "universal_anisotropy": "universal anisotropy index A_U = 5 G_V/G_R + K_V/K_R - 6",
-        "youngs_modulus_min": "minimum over directions of the directional Young's modulus (null if unstable)",
-        "youngs_modulus_max": "maximum over directions of the directional Young's modulus (null if unstable)",
-        "youngs_modulus_min_direction": "direction of youngs_modulus_min, in the structure's frame",
-        "youngs_modulus_max_direction": "direction of youngs_modulus_max, in the structure's frame",
-        "born_stable": "Born stability: the 6x6 Voigt stiffness is positive definite",
-    },
-    "dielectric": {
-        **{
-            f"{key}_{part}": text.format(part=f"eps_{part}")
-            for part in properties.DIELECTRIC.tensor_parts
-            for key, text in (
-                ("eps_poly", "polycrystalline average of {part} (mean eigenvalue)"),
-                ("eigenvalues", "eigenvalues of {part}, ascending"),
-                ("anisotropy_ratio", "anisotropy ratio lambda_max/lambda_min of {part} (null if lambda_min <= 0)"),
-            )
-        },
-        "refractive_index": "refractive index n = sqrt(eps_poly_electronic)",
-    },
-    "piezo": {
-        "max_longitudinal": "largest longitudinal coefficient max_n |e_ijk n_i n_j n_k|",
-        "max_longitudinal_direction": "a unit direction where e_ijk n_i n_j n_k = +max_longitudinal (null for e = 0)",
-        "eij_max_matminer": "matminer / de Jong et al. (2015) eij_max definition (frame dependent; cross-check)",
-        "v_max_matminer": "direction of eij_max_matminer, largest component 1",
-    },
-    "phonon": {
-        "mean_frequency_cm": "mean phonon frequency int g w dw / int g dw",
-        "cv_300k_per_atom_kb": "harmonic heat capacity C_V at 300 K per atom",
-        "cv_300k_j_per_mol_atoms_k": "harmonic heat capacity C_V at 300 K per mole of atoms",
-        "cv_300k_j_per_kg_k": "harmonic heat capacity C_V at 300 K per unit mass",
-    },
-}
-# zoo.core.derived keys that the validate stage already measured (same definition): the dataset keeps validate's column.
-_DERIVED_KEYS_FROM_VALIDATE: dict[str, tuple[str, ...]] = {"elastic": ("min_eigenvalue",)}
-
-# Validation facts: metric columns of the validate stage (zoo.data.validation.METRIC_COLUMNS), copied unchanged.
-_NEUMANN_TEXT = (
-    "Neumann residual (validate stage): max over the point group's operations R and over the record's tensor parts "
-    "of norm(rotate(T, R) - T), divided by the largest part norm{floor} (Frobenius norms; 0 for exact symmetry)"
-)
-VALIDATION_FACTS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "elastic": (
-        ("neumann_residual", "1", _NEUMANN_TEXT.format(floor="")),
-        ("min_eigenvalue", "GPa", "smallest eigenvalue of the 6x6 Voigt stiffness (> 0: Born stable)"),
-    ),
-    "dielectric": (
-        ("neumann_residual", "1", _NEUMANN_TEXT.format(floor="")),
-        *((f"{part}_min_eig", "1", f"smallest eigenvalue of eps_{part} (validate: >= 1 for electronic and total, "
-           ">= 0 for ionic, within the stated slack)") for part in properties.DIELECTRIC.tensor_parts),
-    ),
-    "piezo": (
-        ("neumann_residual", "1", _NEUMANN_TEXT.format(floor="; 0 for a tensor whose components are all within "
-                                                       "validate's piezo_zero_atol_c_m2 of zero")),
-    ),
-    "phonon": (("dos_min", "1", "smallest value of dos (validate: >= 0)"),),
-}
-
-_DERIVED_FEATURES: dict[str, Any] = {
-    "youngs_modulus_min_direction": _VECTOR3,
-    "youngs_modulus_max_direction": _VECTOR3,
-    "born_stable": Value("bool"),
-    "max_longitudinal_direction": _VECTOR3,
-    "v_max_matminer": _VECTOR3,
-    **{f"eigenvalues_{part}": _VECTOR3 for part in properties.DIELECTRIC.tensor_parts},
-}
-
-
-def _derived_units(key: str) -> str:
-    if _DERIVED_FEATURES.get(key) == Value("bool"):
-        return ""  # a flag has no unit (derived.UNITS says "bool")
-    if key in derived.UNITS:
-        return derived.UNITS[key]
-    base, _, part = key.rpartition("_")  # per-part dielectric keys, e.g. eps_poly_total -> eps_poly
-    return derived.UNITS[base] if part in properties.DIELECTRIC.tensor_parts else ""
+# Feature of each kind of derived column (zoo.properties.spec.DerivedColumn).
+_DERIVED_FEATURES: dict[str, Any] = {"float": _F64, "vector3": _VECTOR3, "bool": Value("bool")}
 
 
 def _identity_columns() -> list[Column]:
@@ -242,15 +132,11 @@ def _structure_columns() -> list[Column]:
 
 def _tensor_columns(spec: PropertySpec) -> list[Column]:
     if not spec.is_tensor:
-        grid = len(PHONON_GRID_CM)
-        return [
-            Column("frequencies_cm", _fixed((grid,)), "cm^-1", f"frequency grid, {grid} points 0..1000"),
-            Column("dos", _fixed((grid,)), "1 (maximum 1)", f"phonon DOS on the grid, maximum 1 (irreps {spec.irreps})"),
-            Column("dos_3n", _fixed((grid,)), "states/cm^-1 per cell", "phonon DOS on the grid, integral 3N (trapezoid)"),
-        ]
+        return [Column(name, _fixed(shape), units, description)
+                for name, shape, units, description in spec.invariant_columns]
     dim = tensors.change_of_basis(spec.formula).shape[0]
     out = []
-    for part in TENSOR_PARTS[spec.name]:
+    for part in spec.dataset_parts:
         out += [
             Column(f"{part.prefix}_cartesian", _fixed(spec.cartesian_shape), spec.units, f"{part.label}, Cartesian"),
             Column(f"{part.prefix}_voigt", _fixed(spec.voigt_shape), spec.units, f"{part.label}, Voigt form"),
@@ -261,14 +147,12 @@ def _tensor_columns(spec: PropertySpec) -> list[Column]:
 
 
 def _derived_columns(spec: PropertySpec) -> list[Column]:
-    return [
-        Column(key, _DERIVED_FEATURES.get(key, _F64), _derived_units(key), description)
-        for key, description in _DERIVED_DESCRIPTIONS[spec.name].items()
-    ]
+    return [Column(c.name, _DERIVED_FEATURES[c.kind], c.units, c.description) for c in spec.derived_columns]
 
 
 def _validation_columns(spec: PropertySpec) -> list[Column]:
-    return [Column(name, _F64, units, description) for name, units, description in VALIDATION_FACTS[spec.name]]
+    """Validation facts: metric columns of the validate stage (zoo.data.validation.metric_columns), copied unchanged."""
+    return [Column(name, _F64, units, description) for name, units, description in spec.validation_facts]
 
 
 def _provenance_columns() -> list[Column]:
@@ -305,14 +189,13 @@ def tensor_column_map(prop: str | PropertySpec) -> dict[str, dict[str, Any]]:
 
     Machine-readable, written into the card's YAML header and the Parquet schema metadata, so that
     ``e3nn.io.CartesianTensor(formula).to_cartesian(irreps)`` can be checked against the Cartesian column.
-    Phonon: the DOS is invariant (51x0e), its own irreps vector, with the identity as change of basis.
+    An invariant (the phonon DOS, 51x0e) is its own irreps vector (the spec's ``invariant_column_map``).
     """
     import e3nn
 
     spec = prop if isinstance(prop, PropertySpec) else properties.get(prop)
     if not spec.is_tensor:
-        return {"dos": {"cartesian_column": "dos", "voigt_column": None, "formula": None, "irreps": spec.irreps,
-                        "units": "1 (maximum 1)", "change_of_basis": "identity (invariant scalars)"}}
+        return spec.invariant_column_map
     return {
         f"{part.prefix}_irreps": {
             "cartesian_column": f"{part.prefix}_cartesian",
@@ -326,7 +209,7 @@ def tensor_column_map(prop: str | PropertySpec) -> dict[str, dict[str, Any]]:
                 f"(orthonormal); e3nn {e3nn.__version__}: CartesianTensor(formula).to_cartesian(irreps)"
             ),
         }
-        for part in TENSOR_PARTS[spec.name]
+        for part in spec.dataset_parts
     }
 
 
@@ -339,8 +222,7 @@ REQUIRED_INPUT_COLUMNS = (
 
 
 def _input_columns(spec: PropertySpec) -> tuple[str, ...]:
-    values = tuple(p.source_column for p in TENSOR_PARTS[spec.name]) if spec.is_tensor else ("frequencies_cm", "dos")
-    return REQUIRED_INPUT_COLUMNS + values + tuple(name for name, _, _ in VALIDATION_FACTS[spec.name])
+    return REQUIRED_INPUT_COLUMNS + spec.stored_columns + tuple(name for name, _, _ in spec.validation_facts)
 
 
 def read_accepted(path: str | os.PathLike, prop: str | PropertySpec) -> dict[str, list]:
@@ -479,13 +361,7 @@ def _derived_row(task: tuple[str, str, tuple]) -> dict[str, Any]:
     """zoo.core.derived for one record (a top-level function so that worker processes can run it)."""
     prop, record_id, args = task
     try:
-        if prop == "elastic":
-            return derived.elastic_properties(*args)
-        if prop == "dielectric":
-            return derived.dielectric_properties(*args)
-        if prop == "piezo":
-            return derived.piezo_properties(*args)
-        return derived.phonon_properties(*args)
+        return properties.get(prop).derived_quantities(*args)
     except ValueError as err:
         raise ValueError(f"record {record_id}: zoo.core.derived refused its value: {err}") from None
 
@@ -555,29 +431,20 @@ def build_rows(
 
     if spec.is_tensor:
         parts = {}
-        for part in TENSOR_PARTS[spec.name]:
+        for part in spec.dataset_parts:
             forms = tensor_forms(spec, part, accepted[part.source_column], record_ids)
             parts[part.source_column] = forms
             for form, array in forms.items():
                 out[f"{part.prefix}_{form}"] = array.tolist()
-        if spec.name == "dielectric":
-            args = [tuple(parts[p.source_column]["cartesian"][i] for p in TENSOR_PARTS["dielectric"]) for i in range(n)]
-        else:
-            args = [(parts[TENSOR_PARTS[spec.name][0].source_column]["voigt"][i],) for i in range(n)]
+        args = [tuple(parts[p.source_column][spec.derived_form][i] for p in spec.dataset_parts) for i in range(n)]
     else:
-        frequencies = _checked_grid(accepted["frequencies_cm"], record_ids)
-        dos = np.asarray(accepted["dos"], dtype=np.float64)
-        out["frequencies_cm"] = frequencies.tolist()
-        out["dos"] = dos.tolist()
-        out["dos_3n"] = [
-            derived.normalise_dos_to_3n(frequencies[i], dos[i], structures[i]["n_sites"]).tolist() for i in range(n)
-        ]
-        args = [(frequencies[i], dos[i], structures[i]["n_sites"], structures[i]["cell_mass_amu"]) for i in range(n)]
+        values, args = spec.invariant_rows(accepted, structures, record_ids)
+        out.update(values)
 
     tasks = [(spec.name, record_ids[i], args[i]) for i in range(n)]
     derived_rows = compute_derived(tasks, workers)
-    expected = list(_DERIVED_DESCRIPTIONS[spec.name])
-    returned = sorted(expected + list(_DERIVED_KEYS_FROM_VALIDATE.get(spec.name, ())))
+    expected = [column.name for column in spec.derived_columns]
+    returned = sorted(expected + list(spec.derived_keys_from_validate))
     for record_id, row in zip(record_ids, derived_rows):
         if sorted(row) != returned:
             raise ValueError(
@@ -586,7 +453,7 @@ def build_rows(
             )
     for key in expected:
         out[key] = [row[key] for row in derived_rows]
-    for name, _, _ in VALIDATION_FACTS[spec.name]:
+    for name, _, _ in spec.validation_facts:
         out[name] = [float(value) for value in accepted[name]]
 
     keys = [split_key(m, r) for m, r in zip(accepted["material_id"], record_ids)]
@@ -603,17 +470,6 @@ def build_rows(
 
     order = [column.name for column in dataset_columns(spec)]
     return {name: out[name] for name in order}
-
-
-def _checked_grid(values: Sequence, record_ids: Sequence[str]) -> np.ndarray:
-    """The phonon frequency grids, each equal to PHONON_GRID_CM (the dataset's fixed grid)."""
-    grids = np.asarray(values, dtype=np.float64)
-    if grids.shape != (len(record_ids), len(PHONON_GRID_CM)):
-        raise ValueError(f"column 'frequencies_cm' must hold {len(PHONON_GRID_CM)}-point grids, got {grids.shape[1:]}")
-    off = np.flatnonzero(np.abs(grids - PHONON_GRID_CM).max(axis=1) > 1e-9)
-    if off.size:
-        raise ValueError(f"record {record_ids[off[0]]}: frequencies_cm is not the grid 0, 20, ..., 1000 cm^-1")
-    return grids
 
 
 # -------------------------------------------------------------------------------------------------- writing
@@ -890,30 +746,17 @@ def row_structure(row: Mapping[str, Any]):
 
 
 def row_tensor(row: Mapping[str, Any], part: str | None = None):
-    """The pymatgen object of a row's property value.
+    """The pymatgen object of a row's property value (the spec's ``row_value``).
 
     elastic: ``ElasticTensor`` (GPa); dielectric: ``SquareTensor`` of `part` ('electronic', 'ionic' or
     'total'; default 'total'); piezo: ``PiezoTensor`` (C/m^2); phonon: ``PhononDos`` with frequencies in THz
     and the 3N-normalised DOS in states/THz per cell (pymatgen's units).
     """
-    from pymatgen.analysis.elasticity import ElasticTensor
-    from pymatgen.analysis.piezo import PiezoTensor
-    from pymatgen.core.tensors import SquareTensor
-    from pymatgen.phonon.dos import PhononDos
-
-    if part is not None and "eps_total_cartesian" not in row:
-        raise ValueError(f"part is only for dielectric rows (electronic, ionic, total), got part={part!r}")
-    if "stiffness_voigt" in row:
-        return ElasticTensor.from_voigt(np.asarray(row["stiffness_voigt"], dtype=np.float64))
-    if "piezo_voigt" in row:
-        return PiezoTensor.from_voigt(np.asarray(row["piezo_voigt"], dtype=np.float64))
-    if "eps_total_cartesian" in row:
-        part = "total" if part is None else part
-        if part not in properties.DIELECTRIC.tensor_parts:
-            raise ValueError(f"part must be one of {list(properties.DIELECTRIC.tensor_parts)}, got {part!r}")
-        return SquareTensor(np.asarray(row[f"eps_{part}_cartesian"], dtype=np.float64))
-    if "dos_3n" in row:
-        frequencies_thz = np.asarray(row["frequencies_cm"], dtype=np.float64) / properties.CM_PER_THZ
-        return PhononDos(frequencies_thz, np.asarray(row["dos_3n"], dtype=np.float64) * properties.CM_PER_THZ)
-    raise ValueError("row holds none of the value columns of the four datasets (stiffness_voigt, piezo_voigt, "
-                     "eps_total_cartesian, dos_3n)")
+    spec = next((spec for spec in properties.PROPERTIES.values() if spec.row_marker in row), None)
+    if spec is None:
+        markers = ", ".join(spec.row_marker for spec in properties.PROPERTIES.values())
+        raise ValueError(f"row holds none of the value columns of the datasets ({markers})")
+    if part is not None and len(spec.dataset_parts) < 2:
+        several = [s.name for s in properties.PROPERTIES.values() if len(s.dataset_parts) > 1]
+        raise ValueError(f"part is only for {' and '.join(several)} rows (several tensor parts), got part={part!r}")
+    return spec.row_value(row, part)

@@ -3,7 +3,7 @@
 Flow of ``validate(clean, prop, params)``:
 
 1. A record with a ``clean_issue`` is quarantined with that code; nothing else is computed for it.
-2. For every other record ``compute_metrics`` derives physics metric columns (table ``METRIC_COLUMNS``) from the
+2. For every other record ``compute_metrics`` derives physics metric columns (``metric_columns``) from the
    clean columns: shape and finiteness of the values, Voigt asymmetry and eigenvalues, Hill moduli, the Neumann
    residual against the stored structure's point group, DOS checks, structure sanity (volume, shortest
    interatomic distance, element symbols).
@@ -52,7 +52,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple, Union
@@ -84,16 +84,20 @@ from great_expectations.render.view import (  # noqa: E402
     DefaultJinjaIndexPageView,
     DefaultJinjaPageView,
 )
-from pymatgen.analysis.elasticity import ElasticTensor  # noqa: E402
 from pymatgen.core import Element, Structure  # noqa: E402
 
 from zoo import properties  # noqa: E402
 from zoo.core import paths, symmetry, tensors
 from zoo.core.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
 from zoo.data.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
-from zoo.properties import PHONON_GRID_CM, PropertySpec  # noqa: E402
+from zoo.properties.spec import (  # noqa: E402
+    NEUMANN_METRIC,
+    PropertySpec,
+    as_float_array,
+    is_missing,
+    relative_asymmetry,
+)
 
-SUITES_DIR = paths.EXPECTATION_SUITES_DIR
 
 # Neumann tolerance (relative residual, module docstring): the product's promise that accepted tensors obey the
 # crystal's symmetry to 1e-3. Measured on the snapshot after the clean stage (default clean params, which keep a
@@ -104,8 +108,6 @@ NEUMANN_TOLERANCE = 1e-3
 MIN_INTERATOMIC_DISTANCE_A = 0.5
 # A cell whose volume is below this fraction of |a||b||c| has coplanar lattice vectors up to rounding.
 _COPLANAR_RTOL = 1e-9
-# The frequency grid is printed as integers in every source; anything off by more than rounding is another grid.
-PHONON_GRID_ATOL_CM = 1e-6
 
 # The clean stage's issue codes (a record with one is quarantined with it), then validate's own codes: one fixed
 # priority order, data integrity first, then the structure, then physics. ``primary_reason`` is the first code
@@ -133,19 +135,9 @@ class ValueColumn:
     shape: tuple[int, ...]
 
 
-# The clean-format value columns of each property (the clean record format of the team brief).
-_VALUE_COLUMNS: dict[str, tuple[ValueColumn, ...]] = {
-    "elastic": (ValueColumn("stiffness_voigt", properties.ELASTIC.voigt_shape),),
-    "dielectric": tuple(ValueColumn(part, properties.DIELECTRIC.cartesian_shape)
-                        for part in properties.DIELECTRIC.tensor_parts),
-    "piezo": (ValueColumn("piezo_voigt", properties.PIEZO.voigt_shape),),
-    "phonon": (ValueColumn("frequencies_cm", PHONON_GRID_CM.shape), ValueColumn("dos", PHONON_GRID_CM.shape)),
-}
-
-
 def value_columns(spec: PropertySpec) -> tuple[ValueColumn, ...]:
-    """The columns of the clean frame that hold a property's values."""
-    return _VALUE_COLUMNS[spec.name]
+    """The columns of the clean frame that hold a property's values (the spec's stored columns)."""
+    return tuple(ValueColumn(name, spec.stored_shape) for name in spec.stored_columns)
 
 
 # ------------------------------------------------------------------------------------------------------ params
@@ -221,22 +213,9 @@ def _check_non_negative(value: Any, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- custom expectations
-def _matrix(value: Any) -> np.ndarray:
-    """One cell of a tensor column (nested lists, or numpy object arrays as read from Parquet) as float64."""
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        value = value.tolist()
-    return np.asarray(value, dtype=np.float64)
-
-
-def relative_asymmetry(matrix: np.ndarray) -> float:
-    """max |a - a^T| / max |a| over the last two axes (0 for the zero matrix)."""
-    scale = float(np.abs(matrix).max())
-    return float(np.abs(matrix - np.swapaxes(matrix, -1, -2)).max()) / scale if scale > 0 else 0.0
-
-
 def is_symmetric_positive_definite(value: Any, symmetry_rtol: float) -> bool:
     """Symmetric within symmetry_rtol (relative) and every eigenvalue of the symmetric part > 0."""
-    matrix = _matrix(value)
+    matrix = as_float_array(value)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not np.isfinite(matrix).all():
         return False
     if relative_asymmetry(matrix) > symmetry_rtol:
@@ -246,7 +225,7 @@ def is_symmetric_positive_definite(value: Any, symmetry_rtol: float) -> bool:
 
 def is_zero_tensor(value: Any, atol: float) -> bool:
     """Every component at most atol in absolute value (the same test on a Voigt form without factors)."""
-    matrix = _matrix(value)
+    matrix = as_float_array(value)
     return bool(np.isfinite(matrix).all() and (matrix.size == 0 or np.abs(matrix).max() <= atol))
 
 
@@ -350,39 +329,22 @@ _TENSOR_COMMON = (
 )
 _SYMMETRY_METRICS = (
     ("symmetry_found", "flag", "spglib found the structure's space group (zoo.core.symmetry tolerances)"),
-    ("neumann_residual", "float", "relative Neumann residual against the structure's point group (module docstring)"),
+    NEUMANN_METRIC,
 )
-METRIC_COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "elastic": _TENSOR_COMMON + (
-        ("voigt_asymmetry", "float", "max |c - c^T| / max |c| of the 6x6 Voigt stiffness"),
-        ("min_eigenvalue", "float", "smallest eigenvalue of the symmetric part of the Voigt stiffness, GPa"),
-        ("k_vrh", "float", "Hill bulk modulus, GPa (pymatgen ElasticTensor; SPD stiffness only)"),
-        ("g_vrh", "float", "Hill shear modulus, GPa (pymatgen ElasticTensor; SPD stiffness only)"),
-    ) + _STRUCTURE_METRICS + _SYMMETRY_METRICS,
-    "dielectric": _TENSOR_COMMON + (
-        ("dielectric_asymmetry", "float", "max over the parts of max |a - a^T| / max |a|"),
-        ("electronic_min_eig", "float", "smallest eigenvalue of the symmetric part of the electronic eps"),
-        ("ionic_min_eig", "float", "smallest eigenvalue of the symmetric part of the ionic eps"),
-        ("total_min_eig", "float", "smallest eigenvalue of the symmetric part of the total eps"),
-    ) + _STRUCTURE_METRICS + _SYMMETRY_METRICS,
-    "piezo": _TENSOR_COMMON + (
-        ("piezo_max_abs", "float", "largest |e_ij| of the Voigt (= Cartesian) components, C/m^2"),
-    ) + _STRUCTURE_METRICS + _SYMMETRY_METRICS,
-    "phonon": (
-        ("values_present", "flag", "frequencies_cm and dos are non-null"),
-        ("grid_matches", "flag", f"frequencies_cm is the {len(PHONON_GRID_CM)}-point grid 0..1000 cm^-1"),
-        ("dos_nonempty", "flag", "the DOS has at least one point and is not all zero"),
-        ("values_shape_ok", "flag", "the DOS has one value per grid point"),
-        ("dos_finite", "flag", "no NaN or infinity in the DOS"),
-        ("dos_min", "float", "smallest DOS value"),
-        ("dos_max", "float", "largest DOS value"),
-    ) + _STRUCTURE_METRICS,
-}
+
+
+def metric_columns(prop: str | PropertySpec) -> tuple[tuple[str, str, str], ...]:
+    """A property's metric columns (name, 'flag' | 'float', description): for a tensor the shared value checks,
+    the spec's own metrics, the structure and symmetry checks; for an invariant its own metrics and the structure
+    checks."""
+    spec = prop if isinstance(prop, PropertySpec) else properties.get(prop)
+    if spec.is_tensor:
+        return _TENSOR_COMMON + spec.metric_columns + _STRUCTURE_METRICS + _SYMMETRY_METRICS
+    return spec.metric_columns + _STRUCTURE_METRICS
 
 
 def metric_names(prop: str | PropertySpec) -> list[str]:
-    spec = prop if isinstance(prop, PropertySpec) else properties.get(prop)
-    return [name for name, _, _ in METRIC_COLUMNS[spec.name]]
+    return [name for name, _, _ in metric_columns(prop)]
 
 
 class StructureCheck(NamedTuple):
@@ -459,21 +421,16 @@ def check_structure(structure_json: str | None, params: ValidationParams, analys
     return StructureCheck(metrics, info)
 
 
-def _is_missing(value: Any) -> bool:
-    """A null cell: None, or the float NaN pandas uses for a missing scalar."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _read_values(row: Mapping[str, Any], columns: Sequence[ValueColumn]) -> tuple[dict[str, Any], list | None]:
     """values_present / values_shape_ok / values_finite, and the arrays when all three hold."""
-    flags: dict[str, Any] = {"values_present": not any(_is_missing(row[c.name]) for c in columns),
+    flags: dict[str, Any] = {"values_present": not any(is_missing(row[c.name]) for c in columns),
                              "values_shape_ok": None, "values_finite": None}
     if not flags["values_present"]:
         return flags, None
     arrays = []
     for column in columns:
         try:
-            array = _matrix(row[column.name])
+            array = as_float_array(row[column.name])
         except (TypeError, ValueError):  # ragged nesting or non-numbers
             array = None
         arrays.append(array)
@@ -484,90 +441,8 @@ def _read_values(row: Mapping[str, Any], columns: Sequence[ValueColumn]) -> tupl
     return flags, arrays if flags["values_finite"] else None
 
 
-def neumann_residual(parts: Sequence[np.ndarray], info: symmetry.SymmetryInfo) -> float:
-    """max over parts and operations |rotate(T, R) - T|_F / (largest part norm |T|_F); Cartesian parts."""
-    norms = [float(np.linalg.norm(part)) for part in parts]
-    scale = max(norms)
-    if scale == 0.0:
-        return 0.0
-    # zoo.core.symmetry.neumann_residual is relative to the part's own norm; undo that to compare across parts.
-    absolute = [symmetry.neumann_residual(part, info) * norm for part, norm in zip(parts, norms)]
-    return max(absolute) / scale
-
-
-def _elastic_metrics(arrays, info, params) -> dict[str, Any]:
-    (c,) = arrays
-    symmetric = 0.5 * (c + c.T)
-    out = {"voigt_asymmetry": relative_asymmetry(c), "min_eigenvalue": float(np.linalg.eigvalsh(symmetric)[0]),
-           "k_vrh": None, "g_vrh": None, "neumann_residual": None}
-    if out["voigt_asymmetry"] > tensors.SYMMETRY_RTOL:
-        return out
-    if out["min_eigenvalue"] > 0.0:  # Hill moduli of an unstable (non-SPD) stiffness mean nothing
-        elastic = ElasticTensor.from_voigt(symmetric)
-        out["k_vrh"], out["g_vrh"] = float(elastic.k_vrh), float(elastic.g_vrh)
-    if info is not None:
-        out["neumann_residual"] = neumann_residual([tensors.stiffness_voigt_to_cartesian(symmetric)], info)
-    return out
-
-
-def _dielectric_metrics(arrays, info, params) -> dict[str, Any]:
-    parts = dict(zip(properties.DIELECTRIC.tensor_parts, arrays))
-    symmetric = {name: 0.5 * (a + a.T) for name, a in parts.items()}
-    out: dict[str, Any] = {"dielectric_asymmetry": max(relative_asymmetry(a) for a in parts.values())}
-    for name, matrix in symmetric.items():
-        out[f"{name}_min_eig"] = float(np.linalg.eigvalsh(matrix)[0])
-    out["neumann_residual"] = None
-    if info is not None and out["dielectric_asymmetry"] <= tensors.SYMMETRY_RTOL:
-        out["neumann_residual"] = neumann_residual(list(symmetric.values()), info)
-    return out
-
-
-def _piezo_metrics(arrays, info, params) -> dict[str, Any]:
-    (e,) = arrays
-    cartesian = tensors.piezo_voigt_to_cartesian(e)
-    out = {"piezo_max_abs": float(np.abs(e).max()), "neumann_residual": None}
-    if info is not None:
-        # A tensor within the data's precision of zero obeys every point group; its sign pattern is noise.
-        is_zero = out["piezo_max_abs"] <= params.piezo_zero_atol_c_m2
-        out["neumann_residual"] = 0.0 if is_zero else neumann_residual([cartesian], info)
-    return out
-
-
-_TENSOR_METRICS: dict[str, Callable[[list, Any, ValidationParams], dict[str, Any]]] = {
-    "elastic": _elastic_metrics, "dielectric": _dielectric_metrics, "piezo": _piezo_metrics,
-}
-
-
-def _phonon_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {name: None for name in metric_names("phonon")}
-    out["values_present"] = not (_is_missing(row["frequencies_cm"]) or _is_missing(row["dos"]))
-    if not out["values_present"]:
-        return out
-    try:
-        grid = _matrix(row["frequencies_cm"])
-        out["grid_matches"] = grid.shape == PHONON_GRID_CM.shape and bool(
-            np.allclose(grid, PHONON_GRID_CM, rtol=0.0, atol=PHONON_GRID_ATOL_CM))
-    except (TypeError, ValueError):
-        out["grid_matches"] = False
-    try:
-        dos = _matrix(row["dos"])
-    except (TypeError, ValueError):
-        out["values_shape_ok"] = False
-        return out
-    out["dos_nonempty"] = dos.size > 0 and bool(np.any(dos != 0.0))  # NaN != 0: a NaN DOS is not "empty"
-    if not out["dos_nonempty"]:
-        return out
-    out["values_shape_ok"] = dos.shape == PHONON_GRID_CM.shape
-    if not out["values_shape_ok"]:
-        return out
-    out["dos_finite"] = bool(np.isfinite(dos).all())
-    if out["dos_finite"]:
-        out["dos_min"], out["dos_max"] = float(dos.min()), float(dos.max())
-    return out
-
-
 def _metric_rows(spec_name: str, params: ValidationParams, records: Sequence[Mapping[str, Any]]) -> list[list]:
-    """Metric values of records (dicts of structure_json and the value columns), in METRIC_COLUMNS order."""
+    """Metric values of records (dicts of structure_json and the value columns), in metric_columns order."""
     spec = properties.get(spec_name)
     columns = value_columns(spec)
     names = metric_names(spec)
@@ -581,16 +456,16 @@ def _metric_rows(spec_name: str, params: ValidationParams, records: Sequence[Map
         if spec.is_tensor:
             out, arrays = _read_values(row, columns)
             if arrays is not None:
-                out.update(_TENSOR_METRICS[spec.name](arrays, check.symmetry, params))
+                out.update(spec.record_metrics(arrays, check.symmetry, params))
         else:
-            out = _phonon_metrics(row)
+            out = spec.record_metrics({column.name: row[column.name] for column in columns}, None, params)
         out.update(check.metrics)
         rows.append([out.get(name) for name in names])
     return rows
 
 
 def compute_metrics(clean: pd.DataFrame, prop: str | PropertySpec, params: ValidationParams) -> pd.DataFrame:
-    """The metric columns (``METRIC_COLUMNS[prop]``, in that order) of every row of `clean`, same index.
+    """The metric columns (``metric_columns(prop)``, in that order) of every row of `clean`, same index.
 
     Flags are object columns of True/False/None (what GX's pandas engine compares best), floats are float64
     (null = NaN). Rows are computed whatever their clean_issue: ``validate`` passes only the rows without one.
@@ -614,7 +489,7 @@ def compute_metrics(clean: pd.DataFrame, prop: str | PropertySpec, params: Valid
 
 def _typed(frame: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
     """Float metrics as float64; flags as object columns holding True, False or None (not NaN)."""
-    for name, kind, _ in METRIC_COLUMNS[spec.name]:
+    for name, kind, _ in metric_columns(spec):
         if kind == "float":
             frame[name] = pd.to_numeric(frame[name].astype(object).where(frame[name].notna(), np.nan)).astype(np.float64)
         else:
@@ -624,7 +499,7 @@ def _typed(frame: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------------- the suites
 def suite_path(prop: str) -> Path:
-    return SUITES_DIR / f"{properties.get(prop).name}.json"
+    return properties.get(prop).expectation_suite
 
 
 def load_suite(prop: str) -> gx.ExpectationSuite:
@@ -808,8 +683,7 @@ class ValidationResult:
 
 def _check_clean_frame(clean: pd.DataFrame, spec: PropertySpec) -> None:
     needed = ["record_id", "clean_issue", "structure_json"] + [c.name for c in value_columns(spec)]
-    if spec.name == "piezo":
-        needed.append("is_centrosymmetric")
+    needed += spec.suite_columns
     missing = [name for name in needed if name not in clean.columns]
     if missing:
         raise ValueError(f"clean frame for {spec.name} lacks the columns {missing}")
@@ -845,7 +719,7 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams | None = N
     metrics = _typed(compute_metrics(to_check, spec, params).reindex(clean.index), spec)
     outcomes: list[ExpectationOutcome] = []
     if len(to_check):
-        passthrough = [v.name for v in value_columns(spec)] + (["is_centrosymmetric"] if spec.name == "piezo" else [])
+        passthrough = [v.name for v in value_columns(spec)] + list(spec.suite_columns)
         batch = pd.concat([metrics.loc[to_check.index], to_check[passthrough]], axis=1)
         outcomes = run_suite(batch, spec.name, params, docs_dir)
         for outcome in outcomes:
@@ -870,7 +744,7 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams | None = N
 def _output_types(metrics: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
     """Flags as pandas' nullable boolean, so Parquet stores them as bool with nulls whatever the values."""
     out = metrics.copy()
-    for name, kind, _ in METRIC_COLUMNS[spec.name]:
+    for name, kind, _ in metric_columns(spec):
         if kind == "flag":
             out[name] = out[name].astype("boolean")
     return out
@@ -915,10 +789,18 @@ def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> di
                                             "<prop>-clean.json",
         # workers does not change results, and the report must not change with it
         "params": {**{k: v for k, v in asdict(params).items() if k != "workers"}, "symmetry_rtol": tensors.SYMMETRY_RTOL},
-        "suite": str(suite_path(spec.name).relative_to(SUITES_DIR.parent.parent)),
+        "suite": _project_relative(suite_path(spec.name)),
         "great_expectations_version": gx.__version__,
         "expectations": [outcome.stats() for outcome in outcomes],
     }
+
+
+def _project_relative(path: Path) -> str:
+    """`path` relative to the checkout (a suite outside it, e.g. a test's own, as it is)."""
+    try:
+        return str(path.relative_to(paths.PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 # --------------------------------------------------------------------------------------------------------- output

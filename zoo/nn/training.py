@@ -196,14 +196,7 @@ def _check_int(value, name: str, minimum: int) -> int:
 # ---------------------------------------------------------------------------------------------------- data
 def target_column(property_name: str) -> str:
     """The dataset column a model of the property predicts: its target_part in irreps form, or the DOS."""
-    spec = properties.get(property_name)
-    if not spec.is_tensor:
-        return "dos"
-    parts = zoo_datasets.TENSOR_PARTS[spec.name]
-    if len(parts) == 1:
-        return f"{parts[0].prefix}_irreps"
-    (part,) = [p for p in parts if p.source_column == spec.target_part]
-    return f"{part.prefix}_irreps"
+    return properties.get(property_name).target_column
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: array fields make a generated __eq__ ambiguous

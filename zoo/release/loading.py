@@ -87,7 +87,7 @@ class Prediction:
     tensors: dict[str, Any]
     derived: dict[str, Any]
     derived_error: str | None = None
-    raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on PHONON_GRID_CM
+    raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on the phonon grid
     spread: np.ndarray | None = field(repr=False, default=None)  # ensembles: std across members, same form as raw
 
     @property
@@ -100,13 +100,8 @@ class Prediction:
         spec = properties.get(self.property)
         out = {"source": self.source, "formula": self.structure.composition.reduced_formula,
                "property": self.property, "units": self.units, "part": next(iter(self.tensors)),
-               "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived}}
-        if spec.is_tensor:
-            out["voigt"] = self.raw.tolist()
-            out["frame"] = "Cartesian frame of the input structure; Voigt order 11,22,33,23,13,12"
-        else:
-            out["frequencies_cm"] = properties.PHONON_GRID_CM.tolist()
-            out["dos_max_normalised"] = self.raw.tolist()
+               "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived},
+               **spec.prediction_dict(self.raw)}
         if self.spread is not None:
             out["ensemble_spread"] = self.spread.tolist()  # std across ensemble members, same form as the value
         if self.derived_error:
@@ -159,31 +154,10 @@ class ZooModel:
 
 def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray,
                 spread: np.ndarray | None = None) -> Prediction:
-    from pymatgen.analysis.elasticity import ElasticTensor
-    from pymatgen.analysis.piezo import PiezoTensor
-    from pymatgen.core.tensors import Tensor
-    from pymatgen.phonon.dos import PhononDos
-
     error = None
+    raw, objects = spec.prediction_objects(value, structure)
     try:
-        if spec.name == "elastic":
-            raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {"total": ElasticTensor(value)}
-            quantities = derived.elastic_properties(raw)
-        elif spec.name == "dielectric":
-            raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {spec.target_part: Tensor(value)}
-            quantities = derived.dielectric_tensor_properties(value)
-        elif spec.name == "piezo":
-            raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {"total": PiezoTensor(value)}
-            quantities = derived.piezo_properties(raw)
-        else:
-            raw = value
-            dos_3n = derived.normalise_dos_to_3n(properties.PHONON_GRID_CM, value, len(structure))
-            objects = {"dos": PhononDos(properties.PHONON_GRID_CM / properties.CM_PER_THZ, dos_3n * properties.CM_PER_THZ)}
-            quantities = derived.phonon_properties(properties.PHONON_GRID_CM, value, len(structure),
-                                                   float(structure.composition.weight))
+        quantities = spec.prediction_derived(raw, value, structure)
     except ValueError as err:  # e.g. a singular stiffness: the tensor stands, its derived quantities do not
         quantities, error = {}, str(err)
     if spread is not None and spec.is_tensor:

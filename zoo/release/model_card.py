@@ -168,8 +168,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
         git_commit=git_commit or "unknown (not published from a git checkout)",
         dvc_lock=yaml.safe_dump(dict(dvc_lock_entry), sort_keys=False).rstrip() if dvc_lock_entry else None,
-        source_notes=[cards.SOURCE_NOTES[key] for key in spec.sources],
-        bibtex=list(MODEL_BIBTEX.values()) + [cards.BIBTEX[key] for key in spec.sources],
+        source_notes=[citation.note for citation in spec.citations],
+        bibtex=list(MODEL_BIBTEX.values()) + [citation.bibtex for citation in spec.citations],
     )
     return f"---\n{header}\n---\n\n{body}"
 

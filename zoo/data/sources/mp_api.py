@@ -82,7 +82,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from zoo import properties
 from zoo.core.io import (
     atomic_write_text,
     canonical_json,
@@ -92,15 +91,12 @@ from zoo.core.io import (
 )
 from zoo.data.records import retrieved_with, unreadable, write_raw
 from zoo.data.sources import Exclusion, FetchReport, count_unreadable_fields
-from zoo.properties import PHONON_GRID_CM, PropertySpec
+from zoo.properties.spec import MPSource, MPSpectrum, PropertySpec
 
 _log = logging.getLogger(__name__)
 
 SOURCE = "mp-api"
 SUMMARY_ROUTE = "materials/summary"
-
-# emmet serves compliance in TPa^-1 (its elastic tensor in GPa times 1000); records hold 1/GPa.
-_PER_GPA_PER_PER_TPA = 1e-3
 
 # The DFPT set is the method of the snapshot (Petretto et al. 2018); MP also has phonopy and pheasy tasks.
 DEFAULT_PHONON_METHOD = "dfpt"
@@ -144,31 +140,33 @@ class _Lookup:
     key_field: str  # the document field those keys match
 
 
-# Summary-route fields; each property route's own fields are its spec's mp_fields.
+# Summary-route fields; each property route's own fields are its spec's mp_api.fields.
 STRUCTURE_LOOKUP_FIELDS = ("material_id", "structure")
-PHONON_LISTING_FIELDS = ("material_id", "formula_pretty", "phonon_IDs")
+
+
+def task_listing_fields(source: MPSource) -> tuple[str, ...]:
+    return ("material_id", "formula_pretty", source.task_ids_field)
 
 
 def _plan(spec: PropertySpec, phonon_method: str) -> tuple[_Query, _Lookup | None]:
-    """The paged listing query and the per-page lookup for one property; the route comes from the spec."""
-    structures = _Lookup(_Query(SUMMARY_ROUTE, STRUCTURE_LOOKUP_FIELDS), "material_ids", "material_id")
-    if spec.name == "elastic":
-        return _Query(spec.mp_endpoint, spec.mp_fields), None
-    if spec.name == "dielectric":
-        return _Query(spec.mp_endpoint, spec.mp_fields), structures
-    if spec.name == "piezo":
-        return _Query(spec.mp_endpoint, spec.mp_fields), structures
-    if spec.name == "phonon":
-        listing = _Query(SUMMARY_ROUTE, PHONON_LISTING_FIELDS, (("has_props", "phonon"),))
-        phonon_docs = _Query(spec.mp_endpoint, spec.mp_fields, (("phonon_method", phonon_method),))
-        return listing, _Lookup(phonon_docs, "identifiers", "identifier")
-    raise ValueError(f"spec: no Materials Project adapter for property {spec.name!r}")
+    """The paged listing query and the per-page lookup for one property, as its spec's MPSource says."""
+    source = spec.mp_api
+    if source is None:
+        raise ValueError(f"spec: no Materials Project source for property {spec.name!r}")
+    if source.task_ids_field is not None:  # tasks listed per material in summary, looked up by identifier
+        listing = _Query(SUMMARY_ROUTE, task_listing_fields(source), (("has_props", source.has_props),))
+        tasks = _Query(source.route, source.fields, ((source.method_criterion, phonon_method),))
+        return listing, _Lookup(tasks, "identifiers", "identifier")
+    if source.structure_from_summary:
+        return (_Query(source.route, source.fields),
+                _Lookup(_Query(SUMMARY_ROUTE, STRUCTURE_LOOKUP_FIELDS), "material_ids", "material_id"))
+    return _Query(source.route, source.fields), None
 
 
 def _lookup_keys(spec: PropertySpec, listing: list[dict[str, Any]], phonon_method: str) -> list[str]:
-    """The keys a page's lookup asks for: its materials (structures) or its phonon tasks of the method."""
-    if spec.name == "phonon":
-        return sorted({str(i) for doc in listing for i in _phonon_ids(doc).get(phonon_method, [])})
+    """The keys a page's lookup asks for: its materials (structures) or its tasks of the method."""
+    if spec.mp_api.task_ids_field is not None:
+        return sorted({str(i) for doc in listing for i in _task_ids(doc, spec.mp_api).get(phonon_method, [])})
     return sorted({str(doc["material_id"]) for doc in listing if doc.get("material_id") is not None})
 
 
@@ -632,14 +630,15 @@ def _legacy_id(value: Any) -> str | None:
     return str(format_identifier(str(value), legacy=True))
 
 
-def _phonon_ids(summary_doc: dict[str, Any]) -> dict[str, list[str]]:
-    ids = summary_doc.get("phonon_IDs")
+def _task_ids(summary_doc: dict[str, Any], source: MPSource) -> dict[str, list[str]]:
+    """A summary document's task identifiers by method (its `source.task_ids_field`)."""
+    ids = summary_doc.get(source.task_ids_field)
     if not isinstance(ids, dict):
         return {}
     return {str(method): [str(i) for i in values] for method, values in ids.items() if isinstance(values, list)}
 
 
-def resample_dos(frequencies_cm: Any, densities: Any, grid_cm: np.ndarray = PHONON_GRID_CM) -> np.ndarray:
+def resample_dos(frequencies_cm: Any, densities: Any, grid_cm: np.ndarray) -> np.ndarray:
     """Average a DOS onto `grid_cm`: the mean of its piecewise-linear interpolant over each grid point's cell.
 
     Cells are bounded by the midpoints between grid points and extend half a spacing past both ends, so for
@@ -670,22 +669,28 @@ def resample_dos(frequencies_cm: Any, densities: Any, grid_cm: np.ndarray = PHON
     return weight / np.diff(edges)
 
 
-def _phonon_values(doc: dict[str, Any]) -> tuple[Any, Any]:
-    """(frequencies_cm, max-normalised DOS) on the phonon grid, or unreadable markers."""
-    frequencies = _field(doc, "phonon_dos.frequencies")
-    densities = _field(doc, "phonon_dos.densities")
+def _spectrum_values(doc: dict[str, Any], spectrum: MPSpectrum) -> dict[str, Any]:
+    """{grid key: the grid, values key: the max-normalised spectrum on it, or an unreadable marker}."""
+    frequencies = _field(doc, spectrum.frequencies)
+    densities = _field(doc, spectrum.densities)
     served = _verbatim({"frequencies": frequencies, "densities": densities})
+    grid = spectrum.grid.tolist()
+    dotted = spectrum.frequencies.rpartition(".")[0] or spectrum.frequencies
+    span = f"{spectrum.grid[0]:g}..{spectrum.grid[-1]:g}"
     if not (isinstance(frequencies, list) and isinstance(densities, list)
             and all(_is_number(v) for v in frequencies) and all(_is_number(v) for v in densities)):
-        return PHONON_GRID_CM.tolist(), unreadable(served, "phonon_dos.frequencies/densities are not numeric lists")
+        values = unreadable(served, f"{dotted}.frequencies/densities are not numeric lists")
+        return {spectrum.grid_key: grid, spectrum.values_key: values}
     try:
-        dos = resample_dos(np.asarray(frequencies, dtype=np.float64) * properties.CM_PER_THZ, densities)
+        resampled = resample_dos(np.asarray(frequencies, dtype=np.float64) * spectrum.to_grid_units, densities,
+                                 spectrum.grid)
     except ValueError as err:
-        return PHONON_GRID_CM.tolist(), unreadable(served, f"phonon_dos cannot be resampled: {err}")
-    peak = dos.max()
+        return {spectrum.grid_key: grid, spectrum.values_key: unreadable(served, f"{dotted} cannot be resampled: {err}")}
+    peak = resampled.max()
     if not peak > 0:
-        return PHONON_GRID_CM.tolist(), unreadable(served, "phonon_dos has no positive weight on 0..1000 cm^-1")
-    return PHONON_GRID_CM.tolist(), (dos / peak).tolist()
+        values = unreadable(served, f"{dotted} has no positive weight on {span} cm^-1")
+        return {spectrum.grid_key: grid, spectrum.values_key: values}
+    return {spectrum.grid_key: grid, spectrum.values_key: (resampled / peak).tolist()}
 
 
 def _record(spec: PropertySpec, key: str, material_id: Any, doc: dict[str, Any], *, formula: Any,
@@ -701,53 +706,29 @@ def _record(spec: PropertySpec, key: str, material_id: Any, doc: dict[str, Any],
         "tensor_frames": frames,
         "reported": reported,
         "provenance": {
-            "source": SOURCE, "file": spec.mp_endpoint, "row": None, "sha256": _doc_sha256(doc),
+            "source": SOURCE, "file": spec.mp_api.route, "row": None, "sha256": _doc_sha256(doc),
             "retrieved_with": retrieved_with(),
         },
     }
 
 
-_ELASTIC_REPORTED = {
-    "K_Voigt": "bulk_modulus.voigt", "K_Reuss": "bulk_modulus.reuss", "K_VRH": "bulk_modulus.vrh",
-    "G_Voigt": "shear_modulus.voigt", "G_Reuss": "shear_modulus.reuss", "G_VRH": "shear_modulus.vrh",
-    "elastic_anisotropy": "universal_anisotropy", "poisson_ratio": "homogeneous_poisson",
-    "space_group": "symmetry.number", "order": "order", "deprecated": "deprecated",
-    "material_id_as_served": "material_id",
-}
-_DIELECTRIC_REPORTED = {
-    "poly_electronic": "e_electronic", "poly_ionic": "e_ionic", "poly_total": "e_total", "n": "n",
-    "space_group": "symmetry.number", "deprecated": "deprecated", "material_id_as_served": "material_id",
-}
-_PIEZO_REPORTED = {
-    "eij_max": "e_ij_max", "max_direction": "max_direction", "space_group": "symmetry.number",
-    "point_group": "symmetry.point_group", "deprecated": "deprecated", "material_id_as_served": "material_id",
-}
-_PHONON_REPORTED = {
-    "phonon_method": "phonon_method", "space_group": "symmetry.number", "point_group": "symmetry.point_group",
-}
+def _document_values(doc: dict[str, Any], source: MPSource) -> dict[str, Any]:
+    """The record values of one served document (MPValue: the nested list at a field, or null when optional)."""
+    read = {True: _optional_tensor, False: _tensor}
+    return {value.key: read[value.optional](doc, value.field, value.shape, value.scale) for value in source.values}
 
 
-def _tensor_record(spec: PropertySpec, doc: dict[str, Any], structure_doc: dict[str, Any] | None) -> dict[str, Any]:
+def _material_record(spec: PropertySpec, doc: dict[str, Any], structure_doc: dict[str, Any] | None) -> dict[str, Any]:
+    """The record of one material's document; its structure from the document or from its summary document."""
+    source = spec.mp_api
     key = _legacy_id(doc.get("material_id")) or f"sha256-{_doc_sha256(doc)[:16]}"
-    if spec.name == "elastic":
-        values = {
-            "stiffness_voigt": _tensor(doc, "elastic_tensor.ieee_format", (6, 6)),
-            "stiffness_voigt_original": _optional_tensor(doc, "elastic_tensor.raw", (6, 6)),
-            "compliance_voigt": _optional_tensor(doc, "compliance_tensor.raw", (6, 6), _PER_GPA_PER_PER_TPA),
-        }
-        frames = {"stiffness_voigt": "ieee", "stiffness_voigt_original": "structure", "compliance_voigt": "structure"}
-        return _record(spec, key, doc.get("material_id"), doc, formula=doc.get("formula_pretty"),
-                       structure=_structure(doc, f"the {spec.mp_endpoint} document"), values=values,
-                       frames=frames, reported=_reported(doc, _ELASTIC_REPORTED))
-    summary = f"the {SUMMARY_ROUTE} document of {key}"
-    if spec.name == "dielectric":
-        values = {"electronic": _tensor(doc, "electronic", (3, 3)), "total": _tensor(doc, "total", (3, 3))}
-        return _record(spec, key, doc.get("material_id"), doc, formula=doc.get("formula_pretty"),
-                       structure=_structure(structure_doc, summary), values=values,
-                       frames={"electronic": "ieee", "total": "ieee"}, reported=_reported(doc, _DIELECTRIC_REPORTED))
-    return _record(spec, key, doc.get("material_id"), doc, formula=doc.get("formula_pretty"),
-                   structure=_structure(structure_doc, summary), values={"piezo_voigt": _tensor(doc, "total", (3, 6))},
-                   frames={"piezo_voigt": "ieee"}, reported=_reported(doc, _PIEZO_REPORTED))
+    if source.structure_from_summary:
+        structure = _structure(structure_doc, f"the {SUMMARY_ROUTE} document of {key}")
+    else:
+        structure = _structure(doc, f"the {source.route} document")
+    return _record(spec, key, doc.get("material_id"), doc, formula=doc.get("formula_pretty"), structure=structure,
+                   values=_document_values(doc, source), frames=dict(source.frames),
+                   reported=_reported(doc, source.reported))
 
 
 def _route_digest(docs: Iterable[dict[str, Any]]) -> str:
@@ -774,45 +755,17 @@ def _build_records(spec: PropertySpec, pages: list[dict[str, Any]], lookup: _Loo
                    phonon_method: str) -> _Built:
     listing = [doc for page in pages for doc in page["listing"]]
     looked_up = [doc for page in pages for doc in page["lookup"]]
-    exclusions: list[Exclusion] = []
-    if spec.name == "phonon":
-        inputs = {SUMMARY_ROUTE: _route_digest(listing), spec.mp_endpoint: _route_digest(looked_up)}
-        phonon_docs = {str(doc.get("identifier")): doc for doc in looked_up}
-        records, rows, other_method, dangling = [], 0, 0, 0
-        for summary_doc in listing:
-            for method, identifiers in sorted(_phonon_ids(summary_doc).items()):
-                rows += len(identifiers)
-                if method != phonon_method:
-                    other_method += len(identifiers)
-                    continue
-                for identifier in identifiers:
-                    doc = phonon_docs.get(identifier)
-                    if doc is None:
-                        dangling += 1
-                        continue
-                    frequencies_cm, dos = _phonon_values(doc)
-                    records.append(_record(
-                        spec, identifier, summary_doc.get("material_id"), doc,
-                        formula=doc.get("formula_pretty") or summary_doc.get("formula_pretty"),
-                        structure=_structure(doc, f"the {spec.mp_endpoint} document {identifier}"),
-                        values={"frequencies_cm": frequencies_cm, "dos": dos}, frames={},
-                        reported={**_reported(doc, _PHONON_REPORTED),
-                                  **_reported(summary_doc, {"material_id_as_served": "material_id"})},
-                    ))
-        if other_method:
-            exclusions.append(Exclusion("phonon_method_not_selected", other_method,
-                                        f"phonon tasks listed in phonon_IDs whose method is not {phonon_method!r}"))
-        if dangling:
-            exclusions.append(Exclusion("phonon_document_missing", dangling,
-                                        f"phonon_IDs that {spec.mp_endpoint} did not serve"))
+    if spec.mp_api.task_ids_field is not None:
+        records, rows, exclusions, inputs = _task_records(spec, listing, looked_up, phonon_method)
     else:
-        inputs = {spec.mp_endpoint: _route_digest(listing)}
+        exclusions = []
+        inputs = {spec.mp_api.route: _route_digest(listing)}
         structures: dict[str, dict[str, Any]] = {}
         if lookup is not None:
             inputs[SUMMARY_ROUTE] = _route_digest(looked_up)
             structures = {_legacy_id(doc.get(lookup.key_field)): doc for doc in looked_up
                           if doc.get(lookup.key_field) is not None}
-        records = [_tensor_record(spec, doc, structures.get(_legacy_id(doc.get("material_id"))))
+        records = [_material_record(spec, doc, structures.get(_legacy_id(doc.get("material_id"))))
                    for doc in listing]
         rows = len(listing)
     records, repeats = _dedupe(records)
@@ -820,3 +773,42 @@ def _build_records(spec: PropertySpec, pages: list[dict[str, Any]], lookup: _Loo
         exclusions.append(Exclusion("duplicate_document", repeats,
                                     "the same document served on two pages of the offset paging"))
     return _Built(records, rows, tuple(exclusions), inputs)
+
+
+def _task_records(spec: PropertySpec, listing: list[dict[str, Any]], looked_up: list[dict[str, Any]],
+                  method: str) -> tuple[list[dict[str, Any]], int, list[Exclusion], dict[str, str]]:
+    """Records of task documents (one per task of the selected method listed in summary): (records, task ids
+    listed, exclusions, input digests)."""
+    source = spec.mp_api
+    inputs = {SUMMARY_ROUTE: _route_digest(listing), source.route: _route_digest(looked_up)}
+    task_docs = {str(doc.get("identifier")): doc for doc in looked_up}
+    records, rows, other_method, dangling = [], 0, 0, 0
+    for summary_doc in listing:
+        for task_method, identifiers in sorted(_task_ids(summary_doc, source).items()):
+            rows += len(identifiers)
+            if task_method != method:
+                other_method += len(identifiers)
+                continue
+            for identifier in identifiers:
+                doc = task_docs.get(identifier)
+                if doc is None:
+                    dangling += 1
+                    continue
+                values = _spectrum_values(doc, source.spectrum) if source.spectrum else _document_values(doc, source)
+                records.append(_record(
+                    spec, identifier, summary_doc.get("material_id"), doc,
+                    formula=doc.get("formula_pretty") or summary_doc.get("formula_pretty"),
+                    structure=_structure(doc, f"the {source.route} document {identifier}"),
+                    values=values, frames=dict(source.frames),
+                    reported={**_reported(doc, source.reported),
+                              **_reported(summary_doc, {"material_id_as_served": "material_id"})},
+                ))
+    exclusions = []
+    if other_method:
+        exclusions.append(Exclusion(f"{source.method_criterion}_not_selected", other_method,
+                                    f"{source.has_props} tasks listed in {source.task_ids_field} whose method is "
+                                    f"not {method!r}"))
+    if dangling:
+        exclusions.append(Exclusion(f"{source.has_props}_document_missing", dangling,
+                                    f"{source.task_ids_field} that {source.route} did not serve"))
+    return records, rows, exclusions, inputs
