@@ -19,7 +19,7 @@ import pytest
 from pymatgen.core import Structure
 
 from zoo import properties
-from zoo.core import symmetry, tensors
+from zoo.core import config, symmetry, tensors
 from zoo.data import cleaning, datasets, validation
 from zoo.data.records import read_raw
 from zoo.data.sources import snapshot
@@ -116,18 +116,19 @@ def test_a_fifth_property_runs_fetch_clean_validate_build(toy, tmp_path):
     assert {record["property"] for record in read_raw(raw)} == {NAME}
 
     clean_path, clean_report = tmp_path / "data" / "clean.parquet", tmp_path / "data" / "clean.json"
-    cleaned = cleaning.clean_property(spec, raw, clean_path, clean_report, cleaning.CleanParams())
+    cleaned = cleaning.clean_property(spec, raw, clean_path, clean_report, cleaning.CleanParams.from_params())
     assert cleaned.report["clean_issue"] == {"none": 15, "unparsable_tensor": 1}
     assert cleaned.report["frame_action"]["unresolved"] == 1
 
-    result = validation.validate(pd.read_parquet(clean_path), NAME, n_raw=16)
+    result = validation.validate(pd.read_parquet(clean_path), NAME, validation.ValidationParams.from_params(), n_raw=16)
     assert (len(result.accepted), len(result.quarantined)) == (14, 2)
     assert result.report["reasons"] == {"unparsable_tensor": 1, "neumann_violation": 1}
     accepted, quarantine, report = (tmp_path / "data" / name for name in ("accepted.parquet", "quarantine.parquet",
                                                                           "validation.json"))
     validation.write_outputs(result, accepted, quarantine, report)
 
-    built = datasets.build_dataset(NAME, accepted, report, tmp_path / "hub", version="0.1.0", salt="toy")
+    built = datasets.build_dataset(NAME, accepted, report, tmp_path / "hub", version="0.1.0", salt="toy",
+                                   symmetry_settings=config.load_section("symmetry"))
     assert sum(built.counts.values()) == 14 and all(built.counts.values())
     table = pq.read_table(built.path / datasets.parquet_path("train"))
     assert {"alpha_cartesian", "alpha_voigt", "alpha_irreps", "neumann_residual"} <= set(table.column_names)

@@ -9,7 +9,6 @@ formatted here, never restated by hand.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,12 +17,12 @@ from datasets import Features
 from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 
-from zoo.core import paths, tensors
-from zoo.data import datasets as zoo_datasets
+from zoo.core import templates, tensors
+from zoo.core.config import SymmetryConfig
+from zoo.data import dataset_schema
 from zoo.data import splits
 from zoo.properties import PropertySpec
 
-TEMPLATE_DIR = paths.TEMPLATES_DIR
 CARD_TEMPLATE = "dataset_card.md.j2"
 LICENSE = "cc-by-4.0"
 
@@ -83,28 +82,15 @@ def card_metadata(
                  "equivariance", spec.name],
         "configs": [{
             "config_name": "default",
-            "data_files": [{"split": name, "path": f"{zoo_datasets.DATA_DIR}/{name}-*.parquet"}
+            "data_files": [{"split": name, "path": f"{dataset_schema.DATA_DIR}/{name}-*.parquet"}
                            for name in splits.SPLITS],
         }],
         "dataset_info": info,
         "dataset_version": version,
         "content_fingerprint": fingerprint,
-        "tensor_columns": zoo_datasets.tensor_column_map(spec),
+        "tensor_columns": dataset_schema.tensor_column_map(spec),
         "source_citations": list(spec.sources),
     }
-
-
-@functools.cache
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,  # a missing field is an error, not an empty string in the card
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 def render_dataset_card(
@@ -120,6 +106,7 @@ def render_dataset_card(
     salt: str,
     fractions: Mapping[str, float],
     pinned: bool,
+    symmetry_settings: SymmetryConfig,
 ) -> str:
     """The complete README.md text (YAML header + markdown body).
 
@@ -145,15 +132,15 @@ def render_dataset_card(
     ]
     columns = [
         {"name": c.name, "type": _feature_type(c.feature), "units": c.units or "-", "description": c.description}
-        for c in zoo_datasets.dataset_columns(spec)
+        for c in dataset_schema.dataset_columns(spec, symmetry_settings)
     ]
-    body = _environment().get_template(CARD_TEMPLATE).render(
+    body = templates.environment().get_template(CARD_TEMPLATE).render(
         spec=spec,
         name=spec.dataset_name,
         version=version,
         fingerprint=fingerprint,
-        fingerprint_definition=zoo_datasets.FINGERPRINT_DEFINITION,
-        version_file=zoo_datasets.VERSION_FILE,
+        fingerprint_definition=dataset_schema.FINGERPRINT_DEFINITION,
+        version_file=dataset_schema.VERSION_FILE,
         total=total,
         counts=split_sizes,
         split_names=splits.SPLITS,
@@ -165,8 +152,8 @@ def render_dataset_card(
         pinned=pinned,
         report=report,
         reasons=sorted(report["reasons"].items(), key=lambda item: (-item[1], item[0])),
-        tensor_columns=zoo_datasets.tensor_column_map(spec),
-        voigt_order=zoo_datasets.voigt_order_text(),
+        tensor_columns=dataset_schema.tensor_column_map(spec),
+        voigt_order=dataset_schema.voigt_order_text(),
         voigt_indexing=_VOIGT_INDEXING.get(spec.voigt_kind, ""),
         voigt_factors=voigt_factor_text(spec) if spec.is_tensor else "",
         symmetry_rtol=tensors.SYMMETRY_RTOL,
@@ -175,6 +162,6 @@ def render_dataset_card(
             frame_actions.items(), key=lambda item: (-item[1], str(item[0])))],
         source_notes=[citation.note for citation in spec.citations],
         bibtex=[citation.bibtex for citation in spec.citations],
-        example_irreps=next(iter(zoo_datasets.tensor_column_map(spec))),
+        example_irreps=next(iter(dataset_schema.tensor_column_map(spec))),
     )
     return f"---\n{header}\n---\n\n{body}"

@@ -105,6 +105,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from zoo import properties
 from zoo.core import symmetry, tensors
+from zoo.core.config import CleanConfig, SymmetryConfig, load_section
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
 from zoo.data.records import is_unreadable
 
@@ -136,23 +137,25 @@ PARQUET_COMPRESSION_LEVEL = 3
 # ------------------------------------------------------------------------------------------------- params
 @dataclass(frozen=True)
 class CleanParams:
-    """The `clean` section of params.yaml (see the module docstring for what each does).
+    """What clean works with: params.yaml's `symmetry` and `clean` sections (zoo.core.config; the module docstring
+    says what each does).
 
     symprec, angle_tolerance   spglib tolerances (A, degrees) for the point group and the standard frame
     neumann_rtol               residual at or below which a tensor is consistent and stored unchanged
+                               (symmetry.neumann_tolerance)
     symmetrize_max_residual    largest residual treated as noise (projected); above it, 'unresolved'
     frame_tie_tol              residual difference (and rotation effect) below which frames are tied
     duplicate_rtol             relative difference below which a duplicate is identical
     workers                    processes measuring records (1: in this process)
     """
 
-    symprec: float = symmetry.SYMPREC
-    angle_tolerance: float = symmetry.ANGLE_TOLERANCE
-    neumann_rtol: float = 1e-3
-    symmetrize_max_residual: float = 0.05
-    frame_tie_tol: float = 1e-6
-    duplicate_rtol: float = 1e-8
-    workers: int = 1
+    symprec: float
+    angle_tolerance: float
+    neumann_rtol: float
+    symmetrize_max_residual: float
+    frame_tie_tol: float
+    duplicate_rtol: float
+    workers: int
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -169,14 +172,14 @@ class CleanParams:
             )
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, Any] | None) -> CleanParams:
-        """From a params section; missing keys take the defaults, unknown keys are refused."""
-        section = dict(section or {})
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"clean params: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**section)
+    def from_config(cls, symmetry_settings: SymmetryConfig, clean: CleanConfig) -> CleanParams:
+        return cls(symprec=symmetry_settings.symprec, angle_tolerance=symmetry_settings.angle_tolerance,
+                   neumann_rtol=symmetry_settings.neumann_tolerance, **asdict(clean))
+
+    @classmethod
+    def from_params(cls, path: str | os.PathLike | None = None) -> CleanParams:
+        """From a params file (default: the checkout's params.yaml)."""
+        return cls.from_config(load_section("symmetry", path), load_section("clean", path))
 
 
 class CleanIssue(Exception):
@@ -644,11 +647,9 @@ def _main_claim(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> st
     return min(counts, key=lambda claim: (-counts[claim], claim)) if counts else None
 
 
-def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.PropertySpec,
-                  params: CleanParams | None = None,
+def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.PropertySpec, params: CleanParams,
                   progress: Callable[[int], None] | None = None) -> CleanResult:
     """Clean one property's raw records (any order; rows come back sorted by record_id). See the module docstring."""
-    params = params or CleanParams()
     if not isinstance(spec, properties.PropertySpec):
         raise ValueError(f"spec must be a zoo.properties.PropertySpec, got {type(spec).__name__}")
     ordered = sorted(records, key=lambda record: str(record.get("record_id")))
@@ -821,7 +822,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def clean_property(spec: properties.PropertySpec, raw_path: str | os.PathLike, out_path: str | os.PathLike,
-                   report_path: str | os.PathLike, params: CleanParams | None = None,
+                   report_path: str | os.PathLike, params: CleanParams,
                    progress: Callable[[int], None] | None = None) -> CleanResult:
     """Read data/raw/<property>.jsonl, clean it, and write the parquet and the report atomically."""
     from zoo.data.records import read_raw

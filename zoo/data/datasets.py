@@ -1,40 +1,23 @@
-"""Hugging Face dataset repositories ``mp-<property>-irreps``: schema, build, loading, and row helpers.
+"""The build stage's dataset repositories ``mp-<property>-irreps``: rows from the accepted records, splits, files.
 
-A repository folder (``data/hub/datasets/mp-<property>-irreps/``) holds
-
-    README.md                                  the dataset card (``zoo.data.cards``), YAML header for the Hub
-    dataset_version.json                       version, content fingerprint, file hashes, counts
-    data/{train,validation,test}-00000-of-00001.parquet
-
-One row per accepted record (``data/clean/<property>.accepted.parquet``, the validate stage's output). The
-columns and their ``datasets.Features`` are declared here (``dataset_columns``); tensor conventions (frame, Voigt
-order and factors, irreps basis) are those of ``zoo.core.tensors``, quoted into the card and into each tensor
-field's Arrow metadata.
+One row per accepted record (``data/clean/<property>.accepted.parquet``, the validate stage's output), in the
+columns of ``zoo.data.dataset_schema``; the folder is written through a staging folder and renamed into place.
 
 Stored tensors are exactly symmetric: a square Voigt matrix or rank-2 tensor from the source is replaced by
 (a + a^T)/2. The source's asymmetry is at most ``zoo.core.tensors.SYMMETRY_RTOL`` of its norm (larger asymmetry is
 refused with a ValueError naming the record), i.e. rounding of the printed values; without this step the
 irreps vector, which keeps only the symmetric part, would not give back the stored tensor.
 
-Content fingerprint
-    ``sha256`` of UTF-8 text: the canonical JSON (``zoo.core.io.canonical_json``) of
-    ``{"dataset": <name>, "features": <Features.to_dict()>}``, a newline, then for each split in the order
-    train, validation, test, each row in file order as canonical JSON followed by a newline. Floats are written
-    as Python's shortest round-trip repr, so the text (and the fingerprint) is a function of the exact float64
-    values, independent of the Parquet writer. The dataset version is a label and is not part of it.
+Also the local folder's loading (``load_local``) and the row helpers of the user API (``zoo.datasets``).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import functools
-import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,173 +27,27 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Features, List, Value
 
 from zoo import properties
-from zoo.core import symmetry, tensors
-from zoo.core.io import atomic_write_text, canonical_json, sha256_file, write_json
-from zoo.data import splits
+from zoo.core import tensors
+from zoo.core.config import SymmetryConfig
+from zoo.core.io import atomic_write_text, sha256_file, staged_folder, write_json
+from zoo.core.versions import check_version
+from zoo.data import cards, splits
+from zoo.data.dataset_schema import (
+    DATA_DIR,
+    FINGERPRINT_DEFINITION,
+    VERSION_FILE,
+    arrow_schema,
+    content_fingerprint,
+    dataset_columns,
+    dataset_features,
+    parquet_path,
+    write_parquet,
+)
 from zoo.properties.spec import PropertySpec, TensorPart
 
 HUB_DATASETS_DIR = Path("data/hub/datasets")
-VERSION_FILE = "dataset_version.json"
-DATA_DIR = "data"
-FINGERPRINT_DEFINITION = (
-    "sha256 over UTF-8 text: canonical JSON (sorted keys, compact, floats as shortest round-trip repr) of "
-    '{"dataset": name, "features": Features.to_dict()}, a newline, then every row as canonical JSON plus a '
-    "newline, splits in the order train, validation, test, rows in file order (sorted by record_id). The "
-    "version is not part of it."
-)
-# Fixed writer settings, so that the same rows give the same bytes (pyarrow writes no timestamps).
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "compression_level": 9,
-    "row_group_size": 512,
-    "use_dictionary": True,
-    "write_statistics": True,
-    "version": "2.6",
-    "data_page_version": "1.0",
-}
-# Key of the schema-level Arrow metadata carrying the tensor_columns map and the conventions.
-ARROW_METADATA_KEY = b"mp_tensor_zoo"
-
-
-_F64 = Value("float64")
-_VECTOR3 = List(_F64, length=3)
-_MATRIX3 = List(List(_F64, length=3), length=3)
-
-
-def _fixed(shape: Sequence[int]) -> List:
-    """Nested fixed-size float64 lists of `shape` (outermost first)."""
-    feature: Any = _F64
-    for size in reversed(shape):
-        feature = List(feature, length=size)
-    return feature
-
-
-# --------------------------------------------------------------------------------------------------- columns
-@dataclass(frozen=True)
-class Column:
-    """One dataset column: its name, ``datasets`` feature, units and glossary text."""
-
-    name: str
-    feature: Any
-    units: str
-    description: str
-
-
-# Feature of each kind of derived column (zoo.properties.spec.DerivedColumn).
-_DERIVED_FEATURES: dict[str, Any] = {"float": _F64, "vector3": _VECTOR3, "bool": Value("bool")}
-
-
-def _identity_columns() -> list[Column]:
-    return [
-        Column("material_id", Value("string"), "", "Materials Project id (null where the source gives none)"),
-        Column("record_id", Value("string"), "", "id of the raw record this row comes from (source:property:row)"),
-        Column("formula", Value("string"), "", "reduced formula as given by the source"),
-    ]
-
-
-def _structure_columns() -> list[Column]:
-    return [
-        Column("lattice", _MATRIX3, "A", "lattice matrix; rows are the lattice vectors a, b, c (defines the frame)"),
-        Column("species", List(Value("string")), "", "species of each site"),
-        Column("frac_coords", List(_VECTOR3), "1", "fractional coordinates of each site"),
-        Column("cart_coords", List(_VECTOR3), "A", "Cartesian coordinates of each site (frac_coords @ lattice)"),
-        Column("n_sites", Value("int32"), "", "number of sites in the cell"),
-        Column("volume", _F64, "A^3", "cell volume"),
-        Column("crystal_system", Value("string"), "",
-               f"crystal system (spglib, symprec {symmetry.SYMPREC} A, angle tolerance {symmetry.ANGLE_TOLERANCE} "
-               "deg); the split strata"),
-        Column("space_group", Value("int32"), "", "international space-group number"),
-        Column("space_group_symbol", Value("string"), "", "Hermann-Mauguin space-group symbol"),
-        Column("point_group", Value("string"), "", "Hermann-Mauguin point group"),
-        Column("laue_class", Value("string"), "", "Laue class (point group with the inversion added)"),
-        Column("is_centrosymmetric", Value("bool"), "", "whether the point group contains the inversion"),
-    ]
-
-
-def _tensor_columns(spec: PropertySpec) -> list[Column]:
-    if not spec.is_tensor:
-        return [Column(name, _fixed(shape), units, description)
-                for name, shape, units, description in spec.invariant_columns]
-    dim = tensors.change_of_basis(spec.formula).shape[0]
-    out = []
-    for part in spec.dataset_parts:
-        out += [
-            Column(f"{part.prefix}_cartesian", _fixed(spec.cartesian_shape), spec.units, f"{part.label}, Cartesian"),
-            Column(f"{part.prefix}_voigt", _fixed(spec.voigt_shape), spec.units, f"{part.label}, Voigt form"),
-            Column(f"{part.prefix}_irreps", _fixed((dim,)), spec.units,
-                   f"{part.label} in the e3nn irreps basis {spec.irreps} (formula {spec.formula})"),
-        ]
-    return out
-
-
-def _derived_columns(spec: PropertySpec) -> list[Column]:
-    return [Column(c.name, _DERIVED_FEATURES[c.kind], c.units, c.description) for c in spec.derived_columns]
-
-
-def _validation_columns(spec: PropertySpec) -> list[Column]:
-    """Validation facts: metric columns of the validate stage (zoo.data.validation.metric_columns), copied unchanged."""
-    return [Column(name, _F64, units, description) for name, units, description in spec.validation_facts]
-
-
-def _provenance_columns() -> list[Column]:
-    return [
-        Column("split", Value("string"), "", "train, validation or test (rule in the card)"),
-        Column("source", Value("string"), "", "'snapshot' (pinned offline files) or 'mp-api'"),
-        Column("source_file", Value("string"), "", "source file or API route"),
-        Column("source_row", Value("int64"), "", "row in the source file (null for the API)"),
-        Column("source_sha256", Value("string"), "", "sha256 of the source file (or served document)"),
-        Column("retrieved_with", Value("string"), "", "software that fetched the record"),
-        Column("original_frame", Value("string"), "", "frame the source claims for its tensor (null: invariant)"),
-        Column("frame_action", Value("string"), "", "what clean did to bring the tensor into the structure's frame"),
-        Column("frame_rotation", _MATRIX3, "1",
-               "rotation R clean applied to the source tensor, T_ab.. = R_ai R_bj .. T_source_ij.. (identity if none)"),
-    ]
-
-
-def dataset_columns(prop: str | PropertySpec) -> list[Column]:
-    """Every column of a property's dataset, in file order."""
-    spec = prop if isinstance(prop, PropertySpec) else properties.get(prop)
-    return (
-        _identity_columns() + _structure_columns() + _tensor_columns(spec) + _derived_columns(spec)
-        + _validation_columns(spec) + _provenance_columns()
-    )
-
-
-def dataset_features(prop: str | PropertySpec) -> Features:
-    """The explicit ``datasets.Features`` of a property's dataset (float64 throughout, fixed-size lists)."""
-    return Features({column.name: column.feature for column in dataset_columns(prop)})
-
-
-def tensor_column_map(prop: str | PropertySpec) -> dict[str, dict[str, Any]]:
-    """For each irreps column: the Cartesian (and Voigt) column it decomposes, the e3nn formula, the irreps.
-
-    Machine-readable, written into the card's YAML header and the Parquet schema metadata, so that
-    ``e3nn.io.CartesianTensor(formula).to_cartesian(irreps)`` can be checked against the Cartesian column.
-    An invariant (the phonon DOS, 51x0e) is its own irreps vector (the spec's ``invariant_column_map``).
-    """
-    import e3nn
-
-    spec = prop if isinstance(prop, PropertySpec) else properties.get(prop)
-    if not spec.is_tensor:
-        return spec.invariant_column_map
-    return {
-        f"{part.prefix}_irreps": {
-            "cartesian_column": f"{part.prefix}_cartesian",
-            "voigt_column": f"{part.prefix}_voigt",
-            "formula": spec.formula,
-            "irreps": str(tensors.irreps_of(spec.formula)),
-            "units": spec.units,
-            "change_of_basis": (
-                "irreps = Q @ cartesian.reshape(-1) (C order), cartesian = Q.T @ irreps, with "
-                "Q = e3nn.io.CartesianTensor(formula).reduced_tensor_products().change_of_basis built in float64 "
-                f"(orthonormal); e3nn {e3nn.__version__}: CartesianTensor(formula).to_cartesian(irreps)"
-            ),
-        }
-        for part in spec.dataset_parts
-    }
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -472,81 +309,12 @@ def build_rows(
     return {name: out[name] for name in order}
 
 
-# -------------------------------------------------------------------------------------------------- writing
-def arrow_schema(spec: PropertySpec) -> pa.Schema:
-    """The features' Arrow schema, with units (and for tensor columns the irreps facts) as field metadata and
-    the tensor_columns map as schema metadata."""
-    features = dataset_features(spec)
-    schema = features.arrow_schema
-    tensor_map = tensor_column_map(spec)
-    fields = []
-    for column in dataset_columns(spec):
-        meta = {"units": column.units, "description": column.description}
-        if column.name in tensor_map:
-            meta.update({k: str(v) for k, v in tensor_map[column.name].items() if v is not None})
-        fields.append(schema.field(column.name).with_metadata({k: v.encode() for k, v in meta.items()}))
-    metadata = dict(schema.metadata or {})
-    metadata[ARROW_METADATA_KEY] = canonical_json({
-        "dataset": spec.dataset_name,
-        "tensor_columns": tensor_map,
-        "voigt_order": voigt_order_text(),
-        "frame": "Cartesian frame of the row's lattice matrix (rows are the lattice vectors, A)",
-    }).encode()
-    return pa.schema(fields, metadata=metadata)
-
-
-def voigt_order_text() -> str:
-    """'11, 22, 33, 23, 13, 12' from zoo.core.tensors.VOIGT_PAIRS (1-based)."""
-    return ", ".join(f"{i + 1}{j + 1}" for i, j in tensors.VOIGT_PAIRS)
-
-
-def split_tables(spec: PropertySpec, rows: Mapping[str, list]) -> dict[str, pa.Table]:
+def split_tables(spec: PropertySpec, rows: Mapping[str, list], symmetry_settings: SymmetryConfig) -> dict[str, pa.Table]:
     """One Arrow table per split, rows sorted by record_id (build_rows already sorts them)."""
-    schema = arrow_schema(spec)
+    schema = arrow_schema(spec, symmetry_settings)
     full = pa.Table.from_pydict(dict(rows), schema=schema)
     labels = np.asarray(rows["split"])
     return {name: full.take(np.flatnonzero(labels == name)) for name in splits.SPLITS}
-
-
-def parquet_path(split: str) -> str:
-    return f"{DATA_DIR}/{split}-00000-of-00001.parquet"
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, **PARQUET_OPTIONS)
-
-
-def content_fingerprint(name: str, features: Features, tables: Mapping[str, pa.Table]) -> str:
-    """'sha256:<hex>' as defined in the module docstring (FINGERPRINT_DEFINITION)."""
-    digest = hashlib.sha256()
-    digest.update(canonical_json({"dataset": name, "features": features.to_dict()}).encode("utf-8"))
-    digest.update(b"\n")
-    for split in splits.SPLITS:
-        for row in tables[split].to_pylist():
-            digest.update(canonical_json(row).encode("utf-8"))
-            digest.update(b"\n")
-    return f"sha256:{digest.hexdigest()}"
-
-
-def _make_readable(folder: Path) -> None:
-    """Give the staged repository ordinary permissions (mkdtemp/mkstemp create them private), minus the umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _replace_directory(staging: Path, target: Path) -> None:
-    """Move a finished staging directory onto `target`, replacing what was there, without a half state at
-    `target` (the old tree is renamed away first and removed only after the new one is in place)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 @dataclass(frozen=True)
@@ -567,19 +335,20 @@ def build_dataset(
     *,
     version: str,
     salt: str,
+    symmetry_settings: SymmetryConfig,
     fractions: Mapping[str, float] = splits.DEFAULT_FRACTIONS,
     pinned_from: str | os.PathLike | None = None,
     workers: int = 1,
 ) -> BuildResult:
     """Build ``<out_root>/mp-<prop>-irreps/`` (card, version JSON, Parquet per split) from the validate outputs.
 
-    pinned_from: a previous release's repository folder; its split assignments are kept (``zoo.data.splits``).
+    symmetry_settings: the tolerances clean found the crystal systems with (params.yaml's symmetry section), stated
+    in the glossary. pinned_from: a previous release's repository folder; its split assignments are kept
+    (``zoo.data.splits``).
     The folder is written in a staging directory next to it and moved into place when complete.
     """
-    from zoo.data import cards  # cards imports this module for the glossary
-
     spec = properties.get(prop)
-    version = check_version(version)
+    version = check_version(version, "dataset_version")
     accepted = read_accepted(accepted_path, spec)
     report = read_validation_report(report_path, len(accepted["record_id"]))
     pinned = read_split_assignments(pinned_from) if pinned_from is not None else None
@@ -592,7 +361,7 @@ def build_dataset(
             raise ValueError(f"{accepted_path}: neumann_residual is above the validate tolerance {tolerance} (or "
                              f"null) in accepted records {above[:5]}; validate should have quarantined them")
     rows = build_rows(spec, accepted, salt=salt, fractions=fractions, pinned=pinned, workers=workers)
-    tables = split_tables(spec, rows)
+    tables = split_tables(spec, rows, symmetry_settings)
     empty = [name for name, table in tables.items() if table.num_rows == 0]
     if empty:
         raise ValueError(
@@ -604,11 +373,8 @@ def build_dataset(
     composition = splits.composition(rows["crystal_system"], rows["split"])
     counts = {name: tables[name].num_rows for name in splits.SPLITS}
 
-    out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    target = out_root / spec.dataset_name
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.dataset_name}.", dir=out_root))
-    try:
+    target = Path(out_root) / spec.dataset_name
+    with staged_folder(target) as staging:
         (staging / DATA_DIR).mkdir()
         for name, table in tables.items():
             write_parquet(table, staging / parquet_path(name))
@@ -628,23 +394,10 @@ def build_dataset(
             spec, features=features, version=version, fingerprint=fingerprint, counts=counts,
             composition=composition, report=report, salt=salt, fractions=splits.check_fractions(fractions),
             frame_actions=collections.Counter(zip(rows["original_frame"], rows["frame_action"])),
-            pinned=pinned is not None,
+            pinned=pinned is not None, symmetry_settings=symmetry_settings,
         )
         atomic_write_text(staging / "README.md", card)
-        _make_readable(staging)
-        _replace_directory(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return BuildResult(spec.dataset_name, target, version, fingerprint, counts, composition)
-
-
-def check_version(version: Any) -> str:
-    """A semantic version 'MAJOR.MINOR.PATCH' (non-negative integers); ValueError otherwise."""
-    parts = version.split(".") if isinstance(version, str) else []
-    if len(parts) != 3 or not all(p.isdigit() and (p == "0" or not p.startswith("0")) for p in parts):
-        raise ValueError(f"dataset_version must be a semantic version MAJOR.MINOR.PATCH such as '1.0.0', got {version!r}")
-    return version
 
 
 def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
@@ -662,76 +415,22 @@ def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------------------------------- loading
-def _repo_name(name: str) -> str:
-    """'elastic', 'mp-elastic-irreps' or 'org/mp-elastic-irreps' -> 'mp-elastic-irreps'."""
-    base = name.rsplit("/", 1)[-1]
-    return properties.get(base).dataset_name if base in properties.PROPERTIES else base
-
-
-def load(
-    name: str,
-    *,
-    local_root: str | os.PathLike = HUB_DATASETS_DIR,
-    version: str | None = None,
-    endpoint: str | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-):
-    """A dataset as a ``datasets.DatasetDict`` (train, validation, test): the local build if there is one,
-    else the Hub.
-
-    name: 'elastic', 'mp-elastic-irreps' or 'org/mp-elastic-irreps'. The local folder
-    ``<local_root>/mp-elastic-irreps`` is used when it holds a README.md (whatever `version`). Otherwise, for
-    'org/name', the repository is downloaded at the tag of `version` (e.g. '1.0.0' -> 'v1.0.0'; default: the
-    main branch) through ``zoo.release.hub.download_file`` into `cache_dir` (default ``$HF_HOME/mp-tensor-zoo``):
-    dataset_version.json and README.md checked against the Hub's hashes, each Parquet file against the sha256
-    that dataset_version.json records. ``zoo.release.hub`` errors (HubUnavailable, HubNotFoundError,
-    ChecksumMismatchError, ...) pass through.
-    """
+def load_local(name: str, local_root: str | os.PathLike = HUB_DATASETS_DIR,
+               cache_dir: str | os.PathLike | None = None):
+    """The local build ``<local_root>/mp-<name>-irreps`` (name: a property or a dataset name) as a
+    ``datasets.DatasetDict`` (train, validation, test)."""
     import datasets
 
-    if not isinstance(name, str) or not name.strip("/"):
-        raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', got {name!r}")
-    local = Path(local_root) / _repo_name(name)
-    if (local / "README.md").is_file():
-        folder = local
-    elif "/" in name:
-        folder = download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir)
-    else:
-        raise ValueError(
-            f"no local build of {name!r} in {local}: run `dvc repro build@{local.name.split('-')[1]}`, or give the "
-            f"Hub repository as 'org/{local.name}'"
-        )
+    folder = Path(local_root) / repo_name(name)
+    if not (folder / "README.md").is_file():
+        raise ValueError(f"no local build of {name!r} in {folder}: run `dvc repro build@{folder.name.split('-')[1]}`")
     return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
 
 
-def download(
-    repo_id: str,
-    *,
-    version: str | None = None,
-    endpoint: str | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Path:
-    """Download a dataset repository (one commit: the tag of `version`, or main) and return its local folder."""
-    from huggingface_hub import constants
-
-    from zoo.release import hub
-
-    revision = hub.version_tag(version) if version is not None else "main"
-    root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HOME) / "mp-tensor-zoo"
-    fetch = functools.partial(hub.download_file, repo_id, repo_type="dataset", cache_dir=root, endpoint=endpoint,
-                              token=token)
-    info_path = fetch(VERSION_FILE, revision)
-    commit = info_path.parent.name  # download_file stores files under their commit sha: pin the rest to it
-    hashes = json.loads(info_path.read_text(encoding="utf-8")).get("files_sha256") or {}
-    missing = [parquet_path(split) for split in splits.SPLITS if parquet_path(split) not in hashes]
-    if missing:
-        raise ValueError(f"{repo_id}@{commit}: {VERSION_FILE} gives no sha256 for {missing}: not a dataset built by zoo")
-    fetch("README.md", commit)
-    for split in splits.SPLITS:
-        fetch(parquet_path(split), commit, expected_sha256=hashes[parquet_path(split)])
-    return info_path.parent
+def repo_name(name: str) -> str:
+    """'elastic', 'mp-elastic-irreps' or 'org/mp-elastic-irreps' -> 'mp-elastic-irreps'."""
+    base = name.rsplit("/", 1)[-1]
+    return properties.get(base).dataset_name if base in properties.PROPERTIES else base
 
 
 def row_structure(row: Mapping[str, Any]):

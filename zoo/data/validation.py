@@ -30,12 +30,8 @@ is measured against the total, not against its own rounding-dominated norm). 0 f
 Neumann's principle exactly. A piezo tensor with every component at most ``piezo_zero_atol_c_m2`` is zero within
 the data's precision and has residual 0 (its sign pattern is noise).
 
-Tolerances (defaults; the stage reads them from params.yaml section ``validate``):
-
-NEUMANN_TOLERANCE = 1e-3
-    Measured on the cleaned snapshot: good records < 1e-3, frame failures >= 0.05 (``NEUMANN_TOLERANCE``'s comment).
-MIN_INTERATOMIC_DISTANCE_A = 0.5
-    Shorter than any bond (H2: 0.74 A); two sites closer than this are one atom counted twice.
+Tolerances: params.yaml sections ``symmetry`` (symprec, angle_tolerance, neumann_tolerance, shared with clean) and
+``validate`` (the thresholds below, ``ValidationParams``), with the measurements that chose them.
 """
 
 from __future__ import annotations
@@ -50,10 +46,8 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 
@@ -61,7 +55,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # before GX is imported: it reads this at import
+from zoo.core import environment  # noqa: E402
+
+environment.apply()  # before GX is imported: it reads GX_ANALYTICS_ENABLED at import
 
 import great_expectations as gx  # noqa: E402
 from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
@@ -88,7 +84,15 @@ from pymatgen.core import Element, Structure  # noqa: E402
 
 from zoo import properties  # noqa: E402
 from zoo.core import paths, symmetry, tensors
-from zoo.core.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
+from zoo.core.config import (  # noqa: E402
+    SymmetryConfig,
+    ValidateConfig,
+    check_non_negative,
+    check_positive,
+    is_real,
+    load_section,
+)
+from zoo.core.io import atomic_write_bytes, sha256_bytes, staged_folder, write_json  # noqa: E402
 from zoo.data.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
 from zoo.properties.spec import (  # noqa: E402
     NEUMANN_METRIC,
@@ -98,14 +102,6 @@ from zoo.properties.spec import (  # noqa: E402
     relative_asymmetry,
 )
 
-
-# Neumann tolerance (relative residual, module docstring): the product's promise that accepted tensors obey the
-# crystal's symmetry to 1e-3. Measured on the snapshot after the clean stage (default clean params, which keep a
-# frame whose residual is below 1e-3 and project noise up to 0.05 onto the invariant subspace): the 57 records clean
-# could not put in any frame (elastic 20, dielectric 7, piezo 30, 'unresolved') are >= 0.050, every other record is
-# below 1e-3, so the tolerance separates them with a wide margin.
-NEUMANN_TOLERANCE = 1e-3
-MIN_INTERATOMIC_DISTANCE_A = 0.5
 # A cell whose volume is below this fraction of |a||b||c| has coplanar lattice vectors up to rounding.
 _COPLANAR_RTOL = 1e-9
 
@@ -143,8 +139,9 @@ def value_columns(spec: PropertySpec) -> tuple[ValueColumn, ...]:
 # ------------------------------------------------------------------------------------------------------ params
 @dataclass(frozen=True)
 class ValidationParams:
-    """Thresholds of the physics checks (params.yaml section ``validate``; every key optional).
+    """Thresholds of the physics checks: params.yaml's ``symmetry`` and ``validate`` sections (zoo.core.config).
 
+    symprec, angle_tolerance    spglib tolerances of the point group the Neumann residual is measured against
     neumann_tolerance           max relative Neumann residual of an accepted tensor record
     min_interatomic_distance_a  shortest allowed distance between two sites (periodic images included), A
     k_vrh_range_gpa             [min, max] of the Hill bulk modulus, GPa (checked for SPD stiffness only)
@@ -156,36 +153,43 @@ class ValidationParams:
     workers                     processes computing the metrics (1: in this process); does not change results
     """
 
-    neumann_tolerance: float = NEUMANN_TOLERANCE
-    min_interatomic_distance_a: float = MIN_INTERATOMIC_DISTANCE_A
-    k_vrh_range_gpa: tuple[float, float] = (0.0, 1000.0)
-    g_vrh_range_gpa: tuple[float, float] = (0.0, 1000.0)
-    dielectric_eigenvalue_atol: float = 1e-4
-    piezo_zero_atol_c_m2: float = 1e-4
-    workers: int = 1
+    symprec: float
+    angle_tolerance: float
+    neumann_tolerance: float
+    min_interatomic_distance_a: float
+    k_vrh_range_gpa: tuple[float, float]
+    g_vrh_range_gpa: tuple[float, float]
+    dielectric_eigenvalue_atol: float
+    piezo_zero_atol_c_m2: float
+    workers: int
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"validate.workers must be a positive integer, got {self.workers!r}")
         for name in ("neumann_tolerance", "min_interatomic_distance_a", "dielectric_eigenvalue_atol",
                      "piezo_zero_atol_c_m2"):
-            _check_non_negative(getattr(self, name), f"validate.{name}")
+            check_non_negative(getattr(self, name), f"validate.{name}")
+        for name in ("symprec", "angle_tolerance"):
+            check_positive(getattr(self, name), f"symmetry.{name}")
         for name in ("k_vrh_range_gpa", "g_vrh_range_gpa"):
             value = getattr(self, name)
             if (not isinstance(value, (tuple, list)) or len(value) != 2
-                    or not all(_is_real(v) for v in value) or not value[0] < value[1]):
+                    or not all(is_real(v) for v in value) or not value[0] < value[1]):
                 raise ValueError(f"validate.{name} must be [min, max] with min < max (GPa), got {value!r}")
             object.__setattr__(self, name, (float(value[0]), float(value[1])))
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, Any] | None) -> ValidationParams:
-        """From params.yaml's ``validate`` section; unknown keys are refused (a typo would silently do nothing)."""
-        section = dict(section or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ValueError(f"validate params: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**section)
+    def from_config(cls, symmetry_settings: SymmetryConfig, validate: ValidateConfig) -> ValidationParams:
+        return cls(**asdict(symmetry_settings), **asdict(validate))
+
+    @classmethod
+    def from_params(cls, path: str | os.PathLike | None = None) -> ValidationParams:
+        """From a params file (default: the checkout's params.yaml)."""
+        return cls.from_config(load_section("symmetry", path), load_section("validate", path))
+
+    def analyze(self, structure) -> symmetry.SymmetryInfo:
+        """The structure's symmetry with these tolerances."""
+        return symmetry.analyze(structure, symprec=self.symprec, angle_tolerance=self.angle_tolerance)
 
     def expectation_parameters(self) -> dict[str, float]:
         """The values of the ``$PARAMETER`` references in the suites."""
@@ -201,15 +205,6 @@ class ValidationParams:
             "ionic_min_eigenvalue": -self.dielectric_eigenvalue_atol,
             "piezo_zero_atol_c_m2": self.piezo_zero_atol_c_m2,
         }
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_non_negative(value: Any, name: str) -> None:
-    if not _is_real(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------- custom expectations
@@ -413,7 +408,7 @@ def check_structure(structure_json: str | None, params: ValidationParams, analys
     if not analyse_symmetry or metrics["min_interatomic_distance"] < params.min_interatomic_distance_a:
         return StructureCheck(metrics, None)
     try:
-        info = symmetry.analyze(structure)
+        info = params.analyze(structure)
     except ValueError:
         metrics["symmetry_found"] = False
         return StructureCheck(metrics, None)
@@ -641,10 +636,7 @@ def _docs_site(context, docs_dir: str | os.PathLike | None):
     if docs_dir is None:
         yield None
         return
-    target = Path(docs_dir).resolve()  # GX wants an absolute base_directory
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with staged_folder(Path(docs_dir).resolve()) as staging:  # GX wants an absolute base_directory
         context.add_data_docs_site("zoo", {
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(staging)},
@@ -657,20 +649,6 @@ def _docs_site(context, docs_dir: str | os.PathLike | None):
             },
         })
         yield "zoo"
-        _replace_directory(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_directory(source: Path, target: Path) -> None:
-    """Put `source` at `target`; an existing target is moved aside first and removed after the swap."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "docs")
-    os.replace(source, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------------ validate
@@ -699,7 +677,7 @@ def _check_clean_frame(clean: pd.DataFrame, spec: PropertySpec) -> None:
         raise ValueError(f"clean frame for {spec.name}: unknown clean_issue codes {unknown}; known: {CLEAN_ISSUE_CODES}")
 
 
-def validate(clean: pd.DataFrame, prop: str, params: ValidationParams | None = None, n_raw: int | None = None,
+def validate(clean: pd.DataFrame, prop: str, params: ValidationParams, n_raw: int | None = None,
              docs_dir: str | os.PathLike | None = None) -> ValidationResult:
     """Accept or quarantine every row of a clean frame (module docstring).
 
@@ -707,7 +685,6 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams | None = N
     With `docs_dir`, GX's Data Docs of the run are built there.
     """
     spec = properties.get(prop)
-    params = params or ValidationParams()
     _check_clean_frame(clean, spec)
     clean = clean.sort_values("record_id", kind="stable").reset_index(drop=True)
     n_raw = len(clean) if n_raw is None else n_raw

@@ -35,7 +35,9 @@ import torch
 
 from zoo import properties
 from zoo.core import symmetry, tensors
+from zoo.core.config import GBMSettings, SymmetryConfig, TrainSettings
 from zoo.core.io import write_json
+from zoo.data.datasets import HUB_DATASETS_DIR
 from zoo.nn import baselines, graphs, models, training
 from zoo.properties.spec import finite_mean
 
@@ -103,8 +105,8 @@ def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
 
 # ---------------------------------------------------------------------------------------- predictors, scores
 def baseline_predictors(data: Mapping[str, training.SplitData], model_config: models.ModelConfig,
-                        settings: training.TrainSettings | None,
-                        gbm: baselines.GBMSettings | None) -> dict[str, Callable[[], np.ndarray]]:
+                        settings: TrainSettings | None,
+                        gbm: GBMSettings | None) -> dict[str, Callable[[], np.ndarray]]:
     """name -> a function fitting that baseline on data['train'] and returning its test-split predictions.
 
     One definition for the evaluate stage and for `zoo audit`, which re-derives a card's baseline metrics: the
@@ -123,8 +125,8 @@ def baseline_predictors(data: Mapping[str, training.SplitData], model_config: mo
     return out
 
 
-def baseline_settings(property_name: str, settings: training.TrainSettings,
-                      gbm: baselines.GBMSettings) -> dict[str, Any]:
+def baseline_settings(property_name: str, settings: TrainSettings,
+                      gbm: GBMSettings) -> dict[str, Any]:
     """The settings the baselines were fitted with, as the metrics document records them (so that a model card
     carries them and `zoo audit` can fit the same baselines again)."""
     out: dict[str, Any] = {"composition_gbm": dataclasses.asdict(gbm)}
@@ -157,10 +159,10 @@ def score(property_name: str, predictions: Mapping[str, np.ndarray], test: train
 
 
 # ----------------------------------------------------------------------------------------------- the stage
-def evaluate_property(property_name: str, settings: training.TrainSettings, *,
-                      gbm: baselines.GBMSettings = baselines.GBMSettings(),
+def evaluate_property(property_name: str, settings: TrainSettings, *,
+                      gbm: GBMSettings, symmetry_settings: SymmetryConfig,
                       model_dir: str | os.PathLike | None = None,
-                      datasets_root: str | os.PathLike = training.zoo_datasets.HUB_DATASETS_DIR,
+                      datasets_root: str | os.PathLike = HUB_DATASETS_DIR,
                       reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True,
                       log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
@@ -187,7 +189,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
     predictions = {MODEL_KEY: timed("model", lambda: predict(loaded.net, test))}
     for name, compute in baseline_predictors(data, loaded.net.config, settings, gbm).items():
         predictions[name] = timed(name, compute)
-    infos = timed("symmetry analysis", lambda: [symmetry.analyze(s) for s in test.structures]) \
+    infos = timed("symmetry analysis", lambda: [symmetry_settings.analyze(s) for s in test.structures]) \
         if spec.is_tensor else None
     scored, per_system, quantities, true = score(spec.name, predictions, test, infos)
     headline = spec.headline
@@ -208,7 +210,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
             "symmetry_violation": "mean over test records of zoo.core.symmetry.neumann_residual(predicted Cartesian "
                                   "tensor, point group of the record's structure)",
             "baselines": "zoo.nn.baselines (module docstring); trained on the same train split in this run, with "
-                         "baseline_settings (non_equivariant: zoo.nn.training.TrainSettings)",
+                         "baseline_settings (non_equivariant: zoo.nn.TrainSettings)",
         },
     }
     if not spec.is_tensor:

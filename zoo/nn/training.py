@@ -43,7 +43,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ import torch
 from e3nn import o3
 
 from zoo import properties
-from zoo.core.io import atomic_write_bytes, canonical_json, sha256_bytes, write_json
+from zoo.core.config import LOSSES, PER_PROPERTY_KEY, TrainConfig, TrainSettings, parse
+from zoo.core.io import atomic_write_bytes, canonical_json, sha256_bytes, staged_folder, write_json
+from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
 from zoo.nn import graphs, models
@@ -68,129 +70,45 @@ RUN_FILE = "run.json"
 
 
 # ------------------------------------------------------------------------------------------------ settings
-@dataclass(frozen=True)
-class TrainSettings:
-    """How to train (params.yaml, section ``train``, one profile).
-
-    max_epochs               upper limit on epochs
-    batch_size               structures per optimiser step
-    learning_rate            Adam's initial learning rate
-    plateau_factor           ReduceLROnPlateau: multiply the rate by this when the validation loss stalls ...
-    plateau_patience         ... for this many epochs
-    min_learning_rate        the rate never goes below this
-    early_stopping_patience  stop after this many epochs without a better validation loss
-    seed                     model initialisation and epoch permutations
-    accelerator              Lightning accelerator: 'auto' (a GPU when there is one), 'cpu', 'gpu'
-    threads                  torch intra-op threads on CPU (null: leave torch's default)
-    deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
-                             deterministic kernel, e.g. some CUDA scatter ops)
-    progress_bar             Lightning's progress bar
-    loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
-                             norms, robust to heavy-tailed targets); see ``Loss``
-    ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
-                             zoo.nn.models.Ensemble predicting their mean (and spread)
-    model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
-                             output normalisation, which training sets from the data
-    """
-
-    max_epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 0.005
-    plateau_factor: float = 0.5
-    plateau_patience: int = 4
-    min_learning_rate: float = 1e-5
-    early_stopping_patience: int = 10
-    seed: int = 0
-    accelerator: str = "auto"
-    threads: int | None = 1
-    deterministic: bool | str = True
-    progress_bar: bool = True
-    loss: str = "mse"
-    ensemble_size: int = 1
-    model: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        for name in ("max_epochs", "batch_size", "plateau_patience", "early_stopping_patience", "ensemble_size"):
-            _check_int(getattr(self, name), name, minimum=1)
-        _check_int(self.seed, "seed", minimum=0)
-        if self.threads is not None:
-            _check_int(self.threads, "threads", minimum=1)
-        for name in ("learning_rate", "min_learning_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if isinstance(self.plateau_factor, bool) or not isinstance(self.plateau_factor, (int, float)) \
-                or not 0 < self.plateau_factor < 1:
-            raise ValueError(f"plateau_factor must be a number in (0, 1), got {self.plateau_factor!r}")
-        if self.accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
-            raise ValueError(f"accelerator must be one of auto, cpu, gpu, cuda, mps, got {self.accelerator!r}")
-        if self.deterministic not in (True, False, "warn"):
-            raise ValueError(f"deterministic must be true, false or 'warn', got {self.deterministic!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if not isinstance(self.model, Mapping):
-            raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
-        reserved = sorted(set(self.model) & {"property", "seed", "avg_num_neighbors", "output_scale", "output_shift"})
-        if reserved:
-            raise ValueError(f"model must not set {reserved}: training derives them (seed comes from settings.seed)")
-        known = {f.name for f in dataclasses.fields(models.ModelConfig)}
-        unknown = sorted(set(self.model) - known)
-        if unknown:
-            raise ValueError(f"model has unknown ModelConfig fields {unknown}")
-        object.__setattr__(self, "model", dict(self.model))
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any]) -> TrainSettings:
-        """Settings from one profile mapping of params.yaml; unknown keys are refused by name."""
-        if not isinstance(section, Mapping):
-            raise ValueError(f"a training profile must be a mapping of settings, got {section!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ValueError(f"training profile has unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**section)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-PER_PROPERTY_KEY = "per_property"
-
-
-def select_profile(section: Mapping[str, Any], profile: str | None = None, property_name: str | None = None,
-                   ) -> tuple[str, TrainSettings]:
-    """(name, settings) of a profile of the ``train`` params section {profile: <name>, profiles: {<name>: {...}}}.
+def select_profile(section: TrainConfig | Mapping[str, Any], profile: str | None = None,
+                   property_name: str | None = None) -> tuple[str, TrainSettings]:
+    """(name, settings) of a profile of the ``train`` params section (TrainConfig, or its mapping
+    {profile: <name>, profiles: {<name>: {...}}}).
 
     `profile` overrides the section's own choice. A profile may hold ``per_property: {<property>: {settings}}``:
     for `property_name` those settings replace the profile's (``model`` fields are merged one by one), so one
     profile can give the DOS its own loss or a small data set more epochs.
     """
-    profiles = section.get("profiles")
-    if not isinstance(profiles, Mapping) or not profiles:
-        raise ValueError("the train section needs 'profiles', a mapping of profile name -> settings")
-    name = profile if profile is not None else section.get("profile")
-    if name not in profiles:
-        raise ValueError(f"profile must be one of {sorted(profiles)}, got {name!r}")
-    chosen = dict(profiles[name]) if isinstance(profiles[name], Mapping) else profiles[name]
-    if isinstance(chosen, dict):
-        per_property = chosen.pop(PER_PROPERTY_KEY, None) or {}
-        if not isinstance(per_property, Mapping):
-            raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} must map property names to settings")
-        unknown = sorted(set(per_property) - set(properties.PROPERTIES))
-        if unknown:
-            raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} names unknown properties {unknown}; known: "
-                             f"{sorted(properties.PROPERTIES)}")
-        extra = per_property.get(property_name) or {}
-        if not isinstance(extra, Mapping):
-            raise ValueError(f"profile {name}: {PER_PROPERTY_KEY}.{property_name} must be a mapping of settings")
-        chosen = {**chosen, **extra, "model": {**(chosen.get("model") or {}), **(extra.get("model") or {})}}
-    return name, TrainSettings.from_params(chosen)
+    if not isinstance(section, TrainConfig):
+        section = parse(TrainConfig, section, "train")
+    name = profile if profile is not None else section.profile
+    if name not in section.profiles:
+        raise ValueError(f"profile must be one of {sorted(section.profiles)}, got {name!r}")
+    chosen = section.profiles[name]
+    if not isinstance(chosen, Mapping):
+        raise ValueError(f"profile {name} must be a mapping of settings, got {chosen!r}")
+    chosen = dict(chosen)
+    per_property = chosen.pop(PER_PROPERTY_KEY, None) or {}
+    if not isinstance(per_property, Mapping):
+        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} must map property names to settings")
+    unknown = sorted(set(per_property) - set(properties.PROPERTIES))
+    if unknown:
+        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} names unknown properties {unknown}; known: "
+                         f"{sorted(properties.PROPERTIES)}")
+    extra = per_property.get(property_name) or {}
+    if not isinstance(extra, Mapping):
+        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY}.{property_name} must be a mapping of settings")
+    chosen = {**chosen, **extra, "model": {**(chosen.get("model") or {}), **(extra.get("model") or {})}}
+    settings = TrainSettings.from_params(chosen)
+    check_model_fields(settings.model)
+    return name, settings
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def check_model_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse `model` settings that are not ModelConfig fields (by name)."""
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(models.ModelConfig)})
+    if unknown:
+        raise ValueError(f"model has unknown ModelConfig fields {unknown}")
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -230,12 +148,12 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
     """Every split of the built dataset ``<datasets_root>/mp-<property>-irreps`` and its version facts."""
     spec = properties.get(property_name)
     folder = Path(datasets_root) / spec.dataset_name
-    version_path = folder / zoo_datasets.VERSION_FILE
+    version_path = folder / dataset_schema.VERSION_FILE
     if not version_path.is_file():
         raise FileNotFoundError(f"{version_path} not found: build the dataset first (dvc repro build@{spec.name})")
     version = json.loads(version_path.read_text(encoding="utf-8"))
     info = DatasetInfo(name=spec.dataset_name, version=version["version"], fingerprint=version["fingerprint"])
-    dataset = zoo_datasets.load(spec.name, local_root=datasets_root)
+    dataset = zoo_datasets.load_local(spec.name, datasets_root)
     column = target_column(spec.name)
     out = {}
     for split in splits.SPLITS:
@@ -281,9 +199,6 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
         spec.name, **fields, seed=settings.seed,
         avg_num_neighbors=train_graphs.n_edges / max(train_graphs.n_atoms, 1), **normalisation,
     )
-
-
-LOSSES = ("mse", "block_norm")
 
 
 def loss_weights(config: models.ModelConfig) -> torch.Tensor:
@@ -767,16 +682,10 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         atomic_write_bytes(staging / WEIGHTS_FILE, weights)
         write_json(staging / CONFIG_FILE, config)
         write_json(staging / LOG_FILE, dict(log))
-        staging.chmod(0o755)
-        zoo_datasets._replace_directory(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

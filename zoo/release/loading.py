@@ -33,6 +33,7 @@ import numpy as np
 from zoo import properties
 from zoo.core import derived, tensors
 from zoo.core.io import sha256_bytes, write_json
+from zoo.core.versions import version_key
 from zoo.nn import graphs, models, training
 from zoo.release import hub, model_card, registry
 
@@ -228,7 +229,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     cached), zoo.release.hub.ChecksumMismatchError (file and both hashes), FormatVersionError, zoo.release.hub.HubError.
     """
     if version is not None:
-        registry.version_key(version)
+        version_key(version)
     local = registry.LocalStore(store)
     known_registry = registry.read_registry(registry_path)
     if name not in known_models(known_registry, local):
@@ -238,7 +239,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     entry = known_registry.models.get(name)
     if version is None and (stored or (entry and entry.releases)):
         # The newest version the local store or the registry knows; on a tie the local store's copy is used.
-        version = max([*stored, *(entry.releases if entry else ())], key=registry.version_key)
+        version = max([*stored, *(entry.releases if entry else ())], key=version_key)
     if version in stored:
         return _load_folder(name, version, "local store", local.folder(name, version), stored[version])
 
@@ -262,7 +263,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     except hub.HubNotFoundError:
         online = {}
     except hub.HubUnavailable as err:
-        cached = version or (max(seen, key=registry.version_key) if seen else None)
+        cached = version or (max(seen, key=version_key) if seen else None)
         if cached in seen:
             files = _download(repo_id, seen[cached], cache, endpoint, token, None)
             return _load_folder(name, cached, "hub cache", files, None)
@@ -270,7 +271,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
             f"{name}{' ' + version if version else ''} is not in the local store ({local.root}), not shipped with "
             f"the code, not in the Hub cache ({cache}), and the Hub cannot be reached: {err}") from None
     if not online or (version is not None and version not in online):
-        available = sorted(set(stored) | set(online) | set(entry.releases if entry else ()), key=registry.version_key)
+        available = sorted(set(stored) | set(online) | set(entry.releases if entry else ()), key=version_key)
         raise registry.VersionNotFoundError(
             f"{name} has no version {version or '(any)'}: local store {sorted(stored) or 'none'}, registry "
             f"{sorted(entry.releases) if entry and entry.releases else 'none'}, Hub {repo_id} "
