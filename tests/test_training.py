@@ -19,7 +19,8 @@ from tests import test_datasets
 from tests.params_file import PARAMS, SYMMETRY, train_settings
 from zoo import properties
 from zoo.core import derived, tensors
-from zoo.nn import baselines, evaluation, training
+from zoo.nn import baselines, evaluation, models, training
+from zoo.nn.training import loop
 from zoo.properties import PHONON_GRID_CM
 
 N_RECORDS = 32
@@ -109,17 +110,17 @@ def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(train
     ensemble = dataclasses.replace(settings, ensemble_size=2)
     models_root = tmp_path / "models"
     # The process dies while member 1 trains: member 0, complete, is kept and not trained again on the rerun.
-    fit = training.fit
+    fit = loop.fit
 
     def dies_in_member_1(data, member_settings, **options):
         if member_settings.seed == 1:
             raise KeyboardInterrupt
         return fit(data, member_settings, **options)
 
-    monkeypatch.setattr(training, "fit", dies_in_member_1)
+    monkeypatch.setattr(loop, "fit", dies_in_member_1)
     with pytest.raises(KeyboardInterrupt):
         training.train_property("dielectric", ensemble, datasets_root=datasets_root, models_root=models_root)
-    monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(loop, "fit", fit)
     folder, fitted = training.train_property("dielectric", ensemble, datasets_root=datasets_root,
                                              models_root=models_root)
     assert fitted.members[0].resumed_after_epochs == 3 and fitted.members[0].epoch_seconds == []
@@ -129,7 +130,7 @@ def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(train
     assert config["ensemble_seeds"] == [0, 1] and config["model_config"]["seed"] == 0
     assert [member["seed"] for member in json.loads((folder / "training_log.json").read_text())["members"]] == [0, 1]
     loaded = training.load_model(folder)
-    assert isinstance(loaded.net, training.models.Ensemble) and loaded.net.seeds == [0, 1]
+    assert isinstance(loaded.net, models.Ensemble) and loaded.net.seeds == [0, 1]
     # Member 0 is the single run with seed 0, bit for bit; the ensemble predicts the members' mean.
     for name, tensor in weights_of(single_folder).items():
         assert torch.equal(loaded.net.members[0].state_dict()[name], tensor), name
@@ -144,12 +145,12 @@ def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
     folder.mkdir()
     (folder / training.LAST_CHECKPOINT).write_bytes(b"not ours")
     (folder / training.RUN_FILE).write_text(json.dumps({"run_key": "another run"}))
-    assert training._resumable_checkpoint(folder, "this run") is None
+    assert loop.resumable_checkpoint(folder, "this run") is None
     assert not folder.exists()
 
 
 def test_loss_weights_count_every_irreps_block_equally():
-    config = training.models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     weights = training.loss_weights(config).numpy()
     # 2x0e + 2x2e + 1x4e: blocks of 1, 1, 5, 5, 9 components; a unit relative error in one whole block adds 1/5.
     blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
@@ -158,7 +159,7 @@ def test_loss_weights_count_every_irreps_block_equally():
 
 
 def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_invariant():
-    config = training.models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     loss = training.Loss(config, "block_norm").double()
     errors = torch.as_tensor(np.random.default_rng(1).normal(size=(4, 21)))
     blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
