@@ -112,6 +112,7 @@ def render_dataset_card(
 
     frame_actions: number of rows per (original_frame, frame_action) pair, as the clean stage recorded them.
     """
+    # Longer than ~60 lines: the template's context, one field per line; splitting it would only scatter the fields.
     from huggingface_hub import DatasetCardData
 
     metadata = card_metadata(spec, features, version, fingerprint, counts)

@@ -250,6 +250,7 @@ def build_rows(
     workers: int = 1,
 ) -> dict[str, list]:
     """The dataset's columns ({name: list}, in dataset_columns order) from the accepted records."""
+    # Longer than ~60 lines: one column block per group of the schema, in file order; each block is a few lines.
     record_ids = accepted["record_id"]
     n = len(record_ids)
     out: dict[str, list] = {
@@ -309,7 +310,8 @@ def build_rows(
     return {name: out[name] for name in order}
 
 
-def split_tables(spec: PropertySpec, rows: Mapping[str, list], symmetry_settings: SymmetryConfig) -> dict[str, pa.Table]:
+def split_tables(spec: PropertySpec, rows: Mapping[str, list],
+                 symmetry_settings: SymmetryConfig) -> dict[str, pa.Table]:
     """One Arrow table per split, rows sorted by record_id (build_rows already sorts them)."""
     schema = arrow_schema(spec, symmetry_settings)
     full = pa.Table.from_pydict(dict(rows), schema=schema)
@@ -347,6 +349,7 @@ def build_dataset(
     (``zoo.data.splits``).
     The folder is written in a staging directory next to it and moved into place when complete.
     """
+    # Longer than ~60 lines: checks, rows, files: one sequential flow whose steps share the staged folder.
     spec = properties.get(prop)
     version = check_version(version, "dataset_version")
     accepted = read_accepted(accepted_path, spec)

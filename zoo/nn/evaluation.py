@@ -169,6 +169,7 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     non-equivariant one with `settings`) on the test split; write ``<reports_dir>/<property>-metrics.json`` and
     ``<property>-metrics-per-crystal-system.json`` and the parity and per-crystal-system plots. Returns the metrics
     document, per_crystal_system included."""
+    # Longer than ~60 lines: one sequential flow building the metrics document (its parts are functions already).
     spec = properties.get(property_name)
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)

@@ -205,6 +205,7 @@ def audit_model(name: str, version: str | None = None, *, retrain: bool = False,
     Errors (not rows): UnknownModelError with close matches, VersionNotFoundError, AuditError (no dataset build
     and it could not be rebuilt), zoo.release.hub errors when a release must be downloaded.
     """
+    # Longer than ~60 lines: the audit's rows, in the order the report shows them.
     found = _resolve_model(name, version, store, registry.REGISTRY_PATH if registry_path is None else registry_path,
                            cache_dir, endpoint)
     report = Report(f"model {found.name} {found.version} ({found.source}: {found.folder})")
@@ -324,6 +325,7 @@ def _metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, A
                    datasets_root: Path, spec: properties.PropertySpec, retrain: bool, symmetry: SymmetryConfig,
                    step: Step) -> None:
     """Re-evaluate the checkpoint and the card's baselines on the test split and compare with the card."""
+    # Longer than ~60 lines: the predictions of every predictor are gathered, then compared, in one pass.
     test_metrics = card["test_metrics"]
     with step(f"loading {spec.dataset_name} and the checkpoint"):
         data, _ = training.load_splits(spec.name, datasets_root)

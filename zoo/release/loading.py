@@ -228,6 +228,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     Errors: UnknownModelError (with close matches), VersionNotFoundError, ModelNotCachedError (offline and not
     cached), zoo.release.hub.ChecksumMismatchError (file and both hashes), FormatVersionError, zoo.release.hub.HubError.
     """
+    # Longer than ~60 lines: the resolution order (store, shipped, Hub cache, Hub) reads best as one sequence.
     if version is not None:
         version_key(version)
     local = registry.LocalStore(store)

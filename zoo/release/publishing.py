@@ -78,6 +78,7 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
                      lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None,
                      registry_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Publish the model of `property_name` and its dataset; returns the report (module docstring)."""
+    # Longer than ~60 lines: one branch per target, each a few lines, sharing the staged model folder.
     spec = properties.get(property_name)
     version_key(version)
     if target not in TARGETS:

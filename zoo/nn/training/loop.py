@@ -83,6 +83,7 @@ def make_datamodule(data: Mapping[str, SplitData], batch_size: int, seed: int, r
 
 def make_module(net: models.MattenNet, settings: TrainSettings):
     """The LightningModule: the network, the per-block loss, Adam + plateau schedule, best-weight tracking."""
+    # Longer than ~60 lines: the LightningModule is defined here because Lightning is imported only when training runs.
     lightning = _lightning()
 
     class MattenModule(lightning.LightningModule):
@@ -229,6 +230,7 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
     stop_after_epochs: end this call after that many epochs (in total) as if interrupted; the resume folder keeps
         the run (for tests of resuming).
     """
+    # Longer than ~60 lines: Lightning's trainer, callbacks and resume state are set up and torn down in one context.
     lightning = _lightning()
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 

@@ -250,6 +250,7 @@ def _fetch_pages_and_write(spec: PropertySpec, out_path: Path, client: Client, l
                            lookup: Lookup | None, *, chunk_size: int, phonon_method: str,
                            state_dir: str | Path | None, progress: bool) -> dict[str, Any]:
     """Page through `listing_query` (each page with its lookup), checkpointing, then write the records."""
+    # Longer than ~60 lines: the paging loop and its per-page closure share the store, the client and the counts.
     store = _PageStore(
         Path(state_dir) if state_dir is not None else out_path.parent / f".mp-api-{spec.name}",
         {
