@@ -226,7 +226,8 @@ def revalidate(prop: str, rows: list[dict], report: dict) -> pd.DataFrame:
     """The validate stage's own metrics (zoo.data.validation.compute_metrics, with the report's params) of the
     stored values against the stored structures, rebuilt from the dataset rows."""
     known = {f.name for f in dataclasses.fields(validation.ValidationParams)}
-    params = validation.ValidationParams(**{k: v for k, v in report["params"].items() if k in known})
+    # The report leaves out workers: it changes how fast, never what.
+    params = validation.ValidationParams(**{k: v for k, v in report["params"].items() if k in known}, workers=1)
     if prop == "phonon":
         stored = {"frequencies_cm": "frequencies_cm", "dos": "dos"}
     else:

@@ -189,11 +189,11 @@ def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_in
     (dict(deterministic="maybe"), "deterministic"),
     (dict(model={"seed": 3}), "seed"),
     (dict(model={"hidden": "4x0e"}), "unknown ModelConfig fields"),
-    (dict(epochs=3), "unknown keys"),
+    (dict(epochs=3), "unknown key"),
 ])
 def test_bad_settings_are_refused_by_name(settings, message):
     with pytest.raises(ValueError, match=message):
-        training.TrainSettings.from_params(settings)
+        training.select_profile({"profile": "cpu", "profiles": {"cpu": {**BASE, **settings}}})
 
 
 def test_profile_selection():

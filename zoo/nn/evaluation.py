@@ -211,7 +211,7 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
             "symmetry_violation": "mean over test records of zoo.core.symmetry.neumann_residual(predicted Cartesian "
                                   "tensor, point group of the record's structure)",
             "baselines": "zoo.nn.baselines (module docstring); trained on the same train split in this run, with "
-                         "baseline_settings (non_equivariant: zoo.nn.TrainSettings)",
+                         "baseline_settings (non_equivariant: zoo.core.config.TrainSettings)",
         },
     }
     if not spec.is_tensor:
