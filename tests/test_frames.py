@@ -1,10 +1,11 @@
-"""zoo.data.frames: a tensor's frame is settled only on evidence, never by an order among candidates.
+"""zoo.data.cleaning.evidence: a tensor's frame is settled only on evidence, never by an order among candidates.
 
 A constructed polar crystal (wurtzite ZnO) is given with its tensor in the right frame, in the frame of the crystal
 turned upside down, and in a frame nothing settles; a triclinic crystal shows that Neumann's principle alone says
 nothing for point group 1; the decision rules themselves are checked on hand-made measurements.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,9 @@ from scipy.spatial.transform import Rotation
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.data import cleaning, frames, polarity
+from zoo.core import polarity
+from zoo.data import cleaning
+from zoo.data.cleaning import evidence as frames
 
 SOURCE = {"file": "constructed.csv", "source": "test"}
 # ZnO-like wurtzite stress constants (C/m^2) in the upright frame: c along +z, the Zn->O apex bond along +c.
@@ -42,8 +45,12 @@ def record(record_id: str, structure: Structure, voigt: np.ndarray, claim: str =
             "reported": {}, "provenance": SOURCE}
 
 
+CLEAN = dataclasses.replace(cleaning.CleanParams.from_params(), workers=1)
+RULES = dataclasses.replace(CLEAN.frame_rules(), convention_min_records=2)  # the rules alone: small examples
+
+
 def clean(records: list[dict], **params) -> tuple[dict, dict]:
-    result = cleaning.clean_records(records, properties.get("piezo"), cleaning.CleanParams(**params))
+    result = cleaning.clean_records(records, properties.get("piezo"), dataclasses.replace(CLEAN, **params))
     return {row["record_id"]: row for row in result.rows}, result.report
 
 
@@ -146,9 +153,6 @@ def measured(classes, residuals=None, informative=True, claim=None, source="s", 
                                claim=claim, reversed_pairs=reversed_pairs)
 
 
-RULES = frames.FrameRules(convention_min_records=2)
-
-
 def test_one_class_is_settled_and_none_is_preferred_when_it_fits():
     decisions, report = frames.decide([measured([["standard", "none"]])], RULES)
     assert decisions[0] == frames.FrameDecision("settled", "unique", "none")
@@ -170,7 +174,7 @@ def test_the_source_field_settles_its_class():
 def test_a_margin_settles_only_well_above_noise():
     clear = measured([["standard"], ["none"]], {"standard": 1e-8, "none": 0.02})
     close = measured([["standard"], ["none"]], {"standard": 4e-6, "none": 6e-6})  # DyBO3: no margin
-    decisions, _ = frames.decide([clear, close], frames.FrameRules())
+    decisions, _ = frames.decide([clear, close], RULES)
     assert decisions[0] == frames.FrameDecision("settled", "margin", "standard")
     assert decisions[1].status == "frame_ambiguous"
 
@@ -179,14 +183,14 @@ def test_as_given_needs_an_informative_point_group_and_no_contrary_claim():
     kept = measured([["none"], ["standard"]], claim="structure")
     triclinic = measured([["none"], ["standard"]], informative=False, claim="structure")
     claimed_ieee = measured([["none"], ["standard"]], claim="ieee")
-    decisions, _ = frames.decide([kept, triclinic, claimed_ieee], frames.FrameRules())
+    decisions, _ = frames.decide([kept, triclinic, claimed_ieee], RULES)
     assert [d.evidence for d in decisions] == ["as_given", None, None]
 
 
 def test_as_given_is_switched_off_for_a_source_where_the_source_field_contradicts_it():
     contradicted = measured([["none"], ["ieee", "original"]], claim="unknown")
     undecided = measured([["none"], ["standard"]], claim="unknown")
-    decisions, report = frames.decide([contradicted, undecided], frames.FrameRules())
+    decisions, report = frames.decide([contradicted, undecided], RULES)
     assert decisions[1].status == "frame_ambiguous"
     assert report["as_given_check"]["s"] == {"agree": 0, "disagree": 1, "allowed": False}
 
@@ -227,11 +231,11 @@ def test_classes_separate_materially_different_tensors_and_find_reversed_polarit
     rotations = {"none": np.eye(3), "ieee": half_turn, "standard": UPSIDE_DOWN}
     rotated = {name: {"piezo_voigt": tensors.rotate(e, rotation)} for name, rotation in rotations.items()}
     residuals = {name: symmetry.neumann_residual(parts["piezo_voigt"], info) for name, parts in rotated.items()}
-    classes, reversed_pairs = frames.classify(rotations, rotated, residuals, info, frames.FrameRules())
+    classes, reversed_pairs = frames.classify(rotations, rotated, residuals, info, RULES)
     assert sorted(map(sorted, classes)) == [["ieee", "none"], ["standard"]]
     assert reversed_pairs == [(0, 1)]
     zero = {name: {"piezo_voigt": np.zeros((3, 3, 3))} for name in rotations}
-    assert frames.classify(rotations, zero, dict.fromkeys(rotations, 0.0), info, frames.FrameRules())[0] == \
+    assert frames.classify(rotations, zero, dict.fromkeys(rotations, 0.0), info, RULES)[0] == \
         [["none", "ieee", "standard"]]
 
 

@@ -1,8 +1,10 @@
-"""zoo.data.polarity and validate's polarity expectation: tetrahedral binaries have one sign of the longitudinal
+"""zoo.core.polarity and validate's polarity expectation: tetrahedral binaries have one sign of the longitudinal
 piezo coefficient along the cation->anion bond per compound, across wurtzite and zinc blende.
 
 The records go through the clean stage and then validate, as in the pipeline; the structures are built here.
 """
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -10,9 +12,11 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from zoo import properties
-from zoo.core import symmetry, tensors
-from zoo.data import cleaning, polarity, validation
+from zoo.core import polarity, symmetry, tensors
+from zoo.data import cleaning, validation
 
+CLEAN = dataclasses.replace(cleaning.CleanParams.from_params(), workers=1)
+PARAMS = dataclasses.replace(validation.ValidationParams.from_params(), workers=1)
 WURTZITE_VOIGT = np.array([[0.0, 0.0, 0.0, 0.0, -0.45, 0.0],
                            [0.0, 0.0, 0.0, -0.45, 0.0, 0.0],
                            [-0.55, -0.55, 1.04, 0.0, 0.0, 0.0]])
@@ -76,9 +80,9 @@ def _record(record_id: str, structure: Structure, voigt: np.ndarray) -> dict:
 
 
 def _validate(records: list[dict]) -> validation.ValidationResult:
-    rows = cleaning.clean_records(records, properties.get("piezo")).rows
+    rows = cleaning.clean_records(records, properties.get("piezo"), CLEAN).rows
     assert all(row["clean_issue"] is None for row in rows), [row["frame_candidates_json"] for row in rows]
-    return validation.validate(pd.DataFrame(rows), "piezo")
+    return validation.validate(pd.DataFrame(rows), "piezo", PARAMS)
 
 
 def test_a_wurtzite_zinc_blende_pair_of_one_sign_is_accepted():
@@ -105,16 +109,18 @@ def test_the_flipped_record_alone_is_quarantined_when_the_others_agree():
 
 def test_the_tolerance_is_a_suite_parameter():
     small = _record("2", zinc_blende(), -0.01 * ZINC_BLENDE_VOIGT)  # |e_long| 0.0075 C/m^2: no sign at 0.02
-    rows = cleaning.clean_records([_record("1", wurtzite(), WURTZITE_VOIGT), small], properties.get("piezo")).rows
+    rows = cleaning.clean_records([_record("1", wurtzite(), WURTZITE_VOIGT), small], properties.get("piezo"),
+                                  CLEAN).rows
     frame = pd.DataFrame(rows)
-    assert validation.validate(frame, "piezo").quarantined.empty
-    strict = validation.ValidationParams(polarity_min_abs_c_m2=0.001)
+    assert validation.validate(frame, "piezo", PARAMS).quarantined.empty
+    strict = dataclasses.replace(PARAMS, polarity_min_abs_c_m2=0.001)
     assert len(validation.validate(frame, "piezo", strict).quarantined) == 2
 
 
 def test_implausible_magnitude_is_quarantined_with_its_own_code():
-    rows = cleaning.clean_records([_record("1", wurtzite(), 25.0 * WURTZITE_VOIGT)], properties.get("piezo")).rows
-    result = validation.validate(pd.DataFrame(rows), "piezo")
+    rows = cleaning.clean_records([_record("1", wurtzite(), 25.0 * WURTZITE_VOIGT)], properties.get("piezo"),
+                                  CLEAN).rows
+    result = validation.validate(pd.DataFrame(rows), "piezo", PARAMS)
     assert list(result.quarantined["primary_reason"]) == ["implausible_magnitude"]
-    lenient = validation.ValidationParams(piezo_max_abs_c_m2=30.0)
+    lenient = dataclasses.replace(PARAMS, piezo_max_abs_c_m2=30.0)
     assert validation.validate(pd.DataFrame(rows), "piezo", lenient).quarantined.empty

@@ -33,6 +33,7 @@ import numpy as np
 from zoo import properties
 from zoo.core import derived, tensors
 from zoo.core.io import sha256_bytes, write_json
+from zoo.core.versions import version_key
 from zoo.nn import graphs, models, training
 from zoo.release import hub, model_card, registry
 
@@ -87,7 +88,7 @@ class Prediction:
     tensors: dict[str, Any]
     derived: dict[str, Any]
     derived_error: str | None = None
-    raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on PHONON_GRID_CM
+    raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on the phonon grid
     spread: np.ndarray | None = field(repr=False, default=None)  # ensembles: std across members, same form as raw
 
     @property
@@ -100,13 +101,8 @@ class Prediction:
         spec = properties.get(self.property)
         out = {"source": self.source, "formula": self.structure.composition.reduced_formula,
                "property": self.property, "units": self.units, "part": next(iter(self.tensors)),
-               "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived}}
-        if spec.is_tensor:
-            out["voigt"] = self.raw.tolist()
-            out["frame"] = "Cartesian frame of the input structure; Voigt order 11,22,33,23,13,12"
-        else:
-            out["frequencies_cm"] = properties.PHONON_GRID_CM.tolist()
-            out["dos_max_normalised"] = self.raw.tolist()
+               "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived},
+               **spec.prediction_dict(self.raw)}
         if self.spread is not None:
             out["ensemble_spread"] = self.spread.tolist()  # std across ensemble members, same form as the value
         if self.derived_error:
@@ -159,31 +155,10 @@ class ZooModel:
 
 def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray,
                 spread: np.ndarray | None = None) -> Prediction:
-    from pymatgen.analysis.elasticity import ElasticTensor
-    from pymatgen.analysis.piezo import PiezoTensor
-    from pymatgen.core.tensors import Tensor
-    from pymatgen.phonon.dos import PhononDos
-
     error = None
+    raw, objects = spec.prediction_objects(value, structure)
     try:
-        if spec.name == "elastic":
-            raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {"total": ElasticTensor(value)}
-            quantities = derived.elastic_properties(raw)
-        elif spec.name == "dielectric":
-            raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {spec.target_part: Tensor(value)}
-            quantities = derived.dielectric_tensor_properties(value)
-        elif spec.name == "piezo":
-            raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {"total": PiezoTensor(value)}
-            quantities = derived.piezo_properties(raw)
-        else:
-            raw = value
-            dos_3n = derived.normalise_dos_to_3n(properties.PHONON_GRID_CM, value, len(structure))
-            objects = {"dos": PhononDos(properties.PHONON_GRID_CM / properties.CM_PER_THZ, dos_3n * properties.CM_PER_THZ)}
-            quantities = derived.phonon_properties(properties.PHONON_GRID_CM, value, len(structure),
-                                                   float(structure.composition.weight))
+        quantities = spec.prediction_derived(raw, value, structure)
     except ValueError as err:  # e.g. a singular stiffness: the tensor stands, its derived quantities do not
         quantities, error = {}, str(err)
     if spread is not None and spec.is_tensor:
@@ -253,8 +228,9 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     Errors: UnknownModelError (with close matches), VersionNotFoundError, ModelNotCachedError (offline and not
     cached), zoo.release.hub.ChecksumMismatchError (file and both hashes), FormatVersionError, zoo.release.hub.HubError.
     """
+    # Longer than ~60 lines: the resolution order (store, shipped, Hub cache, Hub) reads best as one sequence.
     if version is not None:
-        registry.version_key(version)
+        version_key(version)
     local = registry.LocalStore(store)
     known_registry = registry.read_registry(registry_path)
     if name not in known_models(known_registry, local):
@@ -264,7 +240,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     entry = known_registry.models.get(name)
     if version is None and (stored or (entry and entry.releases)):
         # The newest version the local store or the registry knows; on a tie the local store's copy is used.
-        version = max([*stored, *(entry.releases if entry else ())], key=registry.version_key)
+        version = max([*stored, *(entry.releases if entry else ())], key=version_key)
     if version in stored:
         return _load_folder(name, version, "local store", local.folder(name, version), stored[version])
 
@@ -288,7 +264,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
     except hub.HubNotFoundError:
         online = {}
     except hub.HubUnavailable as err:
-        cached = version or (max(seen, key=registry.version_key) if seen else None)
+        cached = version or (max(seen, key=version_key) if seen else None)
         if cached in seen:
             files = _download(repo_id, seen[cached], cache, endpoint, token, None)
             return _load_folder(name, cached, "hub cache", files, None)
@@ -296,7 +272,7 @@ def load(name: str, version: str | None = None, *, store: str | os.PathLike | No
             f"{name}{' ' + version if version else ''} is not in the local store ({local.root}), not shipped with "
             f"the code, not in the Hub cache ({cache}), and the Hub cannot be reached: {err}") from None
     if not online or (version is not None and version not in online):
-        available = sorted(set(stored) | set(online) | set(entry.releases if entry else ()), key=registry.version_key)
+        available = sorted(set(stored) | set(online) | set(entry.releases if entry else ()), key=version_key)
         raise registry.VersionNotFoundError(
             f"{name} has no version {version or '(any)'}: local store {sorted(stored) or 'none'}, registry "
             f"{sorted(entry.releases) if entry and entry.releases else 'none'}, Hub {repo_id} "

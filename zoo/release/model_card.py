@@ -20,7 +20,6 @@ The header also carries, for `zoo audit` (zoo.release.audit) to re-derive the ca
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from typing import Any
 import yaml
 
 from zoo import properties
-from zoo.data import cards
+from zoo.core import templates
 from zoo.data.datasets import HUB_DATASETS_DIR
 
 CARD_FILE = "README.md"
@@ -120,15 +119,6 @@ def _dependency_md5(lock_entry: Mapping[str, Any] | None, path: str) -> str | No
     return None
 
 
-@functools.cache
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(cards.TEMPLATE_DIR)),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                              lstrip_blocks=True)
-
-
 def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
     """A metric as the card prints it: floats with `float_format`, None as '-', integers as they are."""
     return "-" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
@@ -157,7 +147,7 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     systems = sorted(per_system.get("model", {}))
     signs = metrics.get("sign_of_largest_component") or {}
     sign_groups = sorted(signs.get("model", {}), key=lambda group: (group != "all", group))
-    body = _environment().get_template(TEMPLATE).render(
+    body = templates.environment().get_template(TEMPLATE).render(
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         metric_names=metric_names,
         metric_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
@@ -174,8 +164,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
         git_commit=git_commit or "unknown (not published from a git checkout)",
         dvc_lock=yaml.safe_dump(dict(dvc_lock_entry), sort_keys=False).rstrip() if dvc_lock_entry else None,
-        source_notes=[cards.SOURCE_NOTES[key] for key in spec.sources],
-        bibtex=list(MODEL_BIBTEX.values()) + [cards.BIBTEX[key] for key in spec.sources],
+        source_notes=[citation.note for citation in spec.citations],
+        bibtex=list(MODEL_BIBTEX.values()) + [citation.bibtex for citation in spec.citations],
     )
     return f"---\n{header}\n---\n\n{body}"
 

@@ -1,4 +1,4 @@
-"""Frame determinacy: in which frame a source's tensor is, relative to its structure, and on what evidence.
+"""Frame evidence: in which frame a source's tensor is, relative to its structure, and on what evidence.
 
 A tensor record is useful only if its orientation relative to its structure is known. The clean stage measures
 candidate frames (``zoo.data.cleaning``): each candidate is a rotation M that would bring the tensor as given into
@@ -37,31 +37,34 @@ Evidence, in this order; the first that applies settles the record ('frame_evide
                       is stored in that frame when one of its candidates is in the class.
     margin            one class fits far better than every other: the runner-up class's best residual is above
                       ``neumann_rtol`` and at least ``margin_factor`` times the best.
-    as_given          'none' is consistent and the test was informative: the point group has an operation that acts
-                      on the tensor (not the identity; not the inversion for an even rank). Point group 1 (or -1 for
-                      elastic and dielectric) constrains nothing, so consistency there is no evidence. The rule is
-                      itself checked per source, on the records that the source field or a margin decided with
-                      'none' consistent and informative in a competing class: where it failed there in more than
-                      1 - ``convention_min_agreement`` of them, it is off for that source (the matminer elastic
-                      primary column is IEEE-framed and fits as given only by an axis permutation).
-    source_convention a candidate that holds for the record's source (``source_key``: the provenance file, else its
-                      source). A convention is for records where two or more classes fit, i.e. frames related by an
-                      operation Neumann's principle cannot see; the records Neumann alone settled never tested that,
-                      so they can refute a convention (the candidate did not give the settled tensor) but not
-                      confirm it. It is confirmed or refuted on the records that source_field, margin or as_given
-                      settled although two or more classes fit ('none' not on those as_given settled), and it holds
-                      when it was consistent, stable and in the settled class in at least
-                      ``convention_min_agreement`` of all its tests, with at least ``convention_min_records`` such
-                      multi-class tests. It settles a record where it is consistent and stable; two conventions that
-                      disagree settle nothing. (Measured on the matminer piezo file: the spglib standard frame gives
-                      the settled tensor in every record Neumann alone settled, yet in only 20 of 125 multi-class
-                      records that as_given settled; in the Li2SiO3-type wurtzite superstructures it and the IEEE
-                      frame fit with opposite polarity.)
+    source_convention a candidate frame the record's source (``source_key``: its provenance file, else its source)
+                      was measured to use: on that source's records settled above where not every candidate gave
+                      the settled tensor, it was consistent, stable and in the settled class in at least
+                      ``convention_min_agreement`` of them, and there were at least ``convention_min_records`` of
+                      them. It settles a record where it is consistent and stable, unless another holding convention
+                      gives another tensor, or the frame the source claims (``tensor_frames``, e.g. 'ieee') is
+                      consistent and stable and of opposite sense (``classify``: one reverses the other's polar axis
+                      or negates its tensor). Why that exception: the records Neumann's principle settles test a
+                      convention's axes (the alternatives it beat do not fit), never the sense of a polar axis (the
+                      reversed frame fits as well), so a measured convention does not overrule the source's own
+                      claim on a polarity. Measured on the matminer piezo file: the spglib standard frame gives the
+                      settled tensor in 139 of the 140 records that test it (the IEEE frame as pymatgen builds it
+                      today: 50), but in the Li2SiO3-type wurtzite superstructures the two fit with opposite
+                      polarity, and those records stay frame_ambiguous.
+    as_given          'none' is consistent, the test was informative (the point group has an operation that acts on
+                      the tensor: not the identity, nor the inversion for an even rank; point group 1, or -1 for
+                      elastic and dielectric, constrains nothing) and the source claims no other frame ('structure',
+                      'unknown' or none): a source that says its tensor is IEEE-framed fits as given only where its
+                      frame and the structure's differ by an operation Neumann's principle cannot see (measured on the
+                      matminer elastic file, whose IEEE column the structure-frame column settles: as given was right
+                      in 45 of the 256 records where several frames fit). It is also off for a source where the
+                      source field or a margin settled records against it (more than 1 - ``convention_min_agreement``
+                      of those where it applied).
     Otherwise, with two or more classes: 'frame_ambiguous' (validate quarantines it with the candidates and
     residuals); with no consistent candidate: 'unresolved' (no frame explains the tensor; validate's Neumann check
     quarantines it).
 
-Within the settled class the stored candidate is the evidence's own ('none' for as_given, the convention's), else
+Within the settled class the stored candidate is the evidence's own (the convention's, 'none' for as_given), else
     'none' when it fits within ``neumann_rtol``, else the smallest residual: any member gives the same tensor up to
     ``distinct_rtol``.
 """
@@ -97,15 +100,15 @@ _IDENTITY_ATOL = 1e-6
 
 @dataclass(frozen=True)
 class FrameRules:
-    """The thresholds of the frame decision (the clean section of params.yaml; module docstring)."""
+    """The thresholds of the frame decision (CleanParams.frame_rules: params.yaml's symmetry and clean sections)."""
 
-    neumann_rtol: float = 1e-3
-    symmetrize_max_residual: float = 0.05
-    distinct_rtol: float = 0.01
-    margin_factor: float = 10.0
-    convention_min_agreement: float = 0.99
-    convention_min_records: int = 20
-    stability_strain: float = 1e-7
+    neumann_rtol: float
+    symmetrize_max_residual: float
+    distinct_rtol: float
+    margin_factor: float
+    convention_min_agreement: float
+    convention_min_records: int
+    stability_strain: float
 
 
 def base_name(candidate: str) -> str:
