@@ -344,12 +344,16 @@ def dielectric_properties(electronic: Any, ionic: Any, total: Any) -> dict[str, 
     for part, matrix in matrices.items():
         for key, value in dielectric_tensor_properties(matrix, part).items():
             out[f"{key}_{part}"] = value
-    if out["eps_poly_electronic"] <= 0.0:
-        raise ValueError(
-            f"electronic has mean eigenvalue {out['eps_poly_electronic']:.3g} <= 0: no refractive index"
-        )
-    out["refractive_index"] = math.sqrt(out["eps_poly_electronic"])
+    out["refractive_index"] = refractive_index(out["eps_poly_electronic"], "electronic")
     return out
+
+
+def refractive_index(eps_poly_electronic: float, name: str = "eps") -> float:
+    """n = sqrt(eps_poly) of the electronic (high-frequency) permittivity: the optical index, as Materials
+    Project's ``n``. ValueError when the mean eigenvalue is not positive."""
+    if not eps_poly_electronic > 0.0:
+        raise ValueError(f"{name} has mean eigenvalue {eps_poly_electronic:.3g} <= 0: no refractive index")
+    return math.sqrt(eps_poly_electronic)
 
 
 # -------------------------------------------------------------------------------------------------- piezo

@@ -806,7 +806,7 @@ def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------------------------------- loading
-def _repo_name(name: str) -> str:
+def repo_name(name: str) -> str:
     """'elastic', 'mp-elastic-irreps' or 'org/mp-elastic-irreps' -> 'mp-elastic-irreps'."""
     base = name.rsplit("/", 1)[-1]
     return properties.get(base).dataset_name if base in properties.PROPERTIES else base
@@ -830,13 +830,11 @@ def load(
     main branch) through ``zoo.release.hub.download_file`` into `cache_dir` (default ``$HF_HOME/mp-tensor-zoo``):
     dataset_version.json and README.md checked against the Hub's hashes, each Parquet file against the sha256
     that dataset_version.json records. ``zoo.release.hub`` errors (HubUnavailable, HubNotFoundError,
-    ChecksumMismatchError, ...) pass through.
+    ChecksumMismatchError, ...) pass through. (``zoo.datasets.load`` searches more places.)
     """
-    import datasets
-
     if not isinstance(name, str) or not name.strip("/"):
         raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', got {name!r}")
-    local = Path(local_root) / _repo_name(name)
+    local = Path(local_root) / repo_name(name)
     if (local / "README.md").is_file():
         folder = local
     elif "/" in name:
@@ -846,6 +844,13 @@ def load(
             f"no local build of {name!r} in {local}: run `dvc repro build@{local.name.split('-')[1]}`, or give the "
             f"Hub repository as 'org/{local.name}'"
         )
+    return load_folder(folder, cache_dir)
+
+
+def load_folder(folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
+    """The ``datasets.DatasetDict`` of a dataset repository folder (README.md and data/*.parquet)."""
+    import datasets
+
     return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
 
 

@@ -27,7 +27,8 @@ The folder is deleted once the final outputs are written.
 Outputs (``save_model``), a folder ``data/models/matten-<property>/``:
     model.safetensors   the best weights (no pickle)
     config.json         format version, ModelConfig, property, irreps, units, target column, training settings,
-                        dataset name/version/fingerprint, sha256 of the weights
+                        dataset name/version/fingerprint, sha256 of the weights, the training split's applicability
+                        domain (schema and checks: zoo.nn.model_files)
     training_log.json   per-epoch losses and learning rates, best and last epoch: deterministic content (no times)
 """
 
@@ -55,14 +56,11 @@ from zoo import properties
 from zoo.core.io import atomic_write_bytes, canonical_json, sha256_bytes, write_json
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
-from zoo.nn import graphs, models
+from zoo.nn import graphs, model_files, models
+from zoo.nn.model_files import CONFIG_FILE, LOG_FILE, MODEL_FORMAT, WEIGHTS_FILE
 
-MODEL_FORMAT = "mp-tensor-zoo/model/1"
 MODELS_DIR = Path("data/models")
 RESUME_DIR = MODELS_DIR / ".resume"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-LOG_FILE = "training_log.json"
 LAST_CHECKPOINT = "last.ckpt"
 RUN_FILE = "run.json"
 
@@ -257,6 +255,13 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
             targets=np.asarray(table[column], dtype=np.float64).reshape(len(rows), -1),
         )
     return out, info
+
+
+def split_domain(data: SplitData) -> dict[str, Any]:
+    """The applicability domain of a split (zoo.nn.model_files.training_domain), for config.json's training_data:
+    predictions outside it carry warnings (zoo.release.applicability)."""
+    return model_files.training_domain((structure.lattice.matrix, [site.specie.symbol for site in structure])
+                                       for structure in data.structures)
 
 
 def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
@@ -747,11 +752,13 @@ def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[s
 
 
 def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensemble, *, settings: TrainSettings,
-               dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None) -> Path:
+               dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None,
+               training_data: Mapping[str, Any] | None = None) -> Path:
     """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete.
 
-    config.json: model_config is the network's (member 0's for an Ensemble, whose members differ only in the seed:
-    ``ensemble_seeds`` lists them)."""
+    config.json (schema: zoo.nn.model_files): model_config is the network's (member 0's for an Ensemble, whose
+    members differ only in the seed: ``ensemble_seeds`` lists them); training_data, the training split's
+    applicability domain (``split_domain``), when given."""
     from safetensors.torch import save
 
     spec = properties.get(net.config.property)
@@ -773,7 +780,9 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         "training": {"profile": profile, **settings.as_dict()},
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
+        **({"training_data": dict(training_data)} if training_data is not None else {}),
     }
+    model_files.check_config(config, f"the config.json written for {folder}")  # what a load will accept
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         atomic_write_bytes(staging / WEIGHTS_FILE, weights)
@@ -805,17 +814,13 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
     info = json.loads(config_path.read_text(encoding="utf-8"))
     if info.get("format_version") != MODEL_FORMAT:
         raise ValueError(f"{config_path} has format {info.get('format_version')!r}; this code reads {MODEL_FORMAT!r}")
+    model_files.check_config(info, str(config_path))
     data = weights_path.read_bytes()
     if sha256_bytes(data) != info["weights"]["sha256"]:
         raise ValueError(f"{weights_path} does not match the sha256 in {config_path}: the folder is corrupt")
-    net = network(info)
+    net = models.network(info)
     net.load_state_dict(load(data), strict=True)
     return LoadedModel(net=net.eval(), info=info)
-
-
-def network(info: Mapping[str, Any]) -> models.MattenNet | models.Ensemble:
-    """The untrained network a config.json describes (an Ensemble when it lists ensemble_seeds)."""
-    return models.build(models.ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"))
 
 
 # ----------------------------------------------------------------------------------------------- the stage
@@ -838,5 +843,6 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}
     folder = save_model(Path(models_root) / spec.model_name, fitted.net, settings=settings, dataset=dataset,
-                        log=training_log(fitted, settings, counts), profile=profile)
+                        log=training_log(fitted, settings, counts), profile=profile,
+                        training_data=split_domain(data["train"]))
     return folder, fitted

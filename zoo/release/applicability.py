@@ -1,0 +1,184 @@
+"""Applicability warnings: what a user must see next to a number that is an extrapolation or physically suspect.
+
+Every `zoo.release.loading.Prediction` carries ``warnings``, a tuple of `Flag` (a short ``code`` and a one-line
+``message``), also in ``as_dict()`` / ``zoo predict --json`` and printed by ``zoo predict``. An empty tuple means
+none of the checks below fired, not that the number is right. Codes:
+
+    rare_element             an element in fewer than `ApplicabilityLimits.min_element_count` training structures
+                             (0: never seen; its embedding is untrained)
+    element_outside_mp       (only when the training domain is unknown) an element beyond plutonium (Z > 94): no
+                             Materials Project calculation, the source of every training set, contains one
+    training_domain_unknown  the model's config records no training domain (the 1.0.0 releases predate it) and the
+                             dataset it names is not built locally with the same fingerprint: element coverage and
+                             the volume and density ranges could not be checked
+    volume_out_of_range      volume per atom outside the [min, max] of the training structures
+    density_out_of_range     density outside the [min, max] of the training structures
+    likely_metal             (dielectric) every element is a metal (`likely_metal`): the training data are materials
+                             with a band gap, and a metal's electronic permittivity diverges
+    not_born_stable          (elastic) the predicted stiffness is not positive definite: not mechanically stable
+    derived_undefined        derived quantities could not be computed from the predicted value (e.g. singular)
+
+The training domain (``zoo.nn.model_files.training_domain``: structures per element, ranges of volume per atom and
+density) comes from config.json's ``training_data``; for a config without it, from the training split of the
+dataset the config names, if a local build (the checkout's ``data/hub/datasets``, the working directory's, or
+the local store) has exactly that fingerprint; otherwise it is unknown, and every prediction says so.
+
+Other modules add their own codes: a Flag is just (code, message).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Fewer training structures than this with an element: its embedding rests on too few examples to trust.
+MIN_ELEMENT_COUNT = 10
+# Plutonium: the heaviest element in Materials Project calculations.
+MP_MAX_ATOMIC_NUMBER = 94
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One warning attached to a prediction."""
+
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ApplicabilityLimits:
+    min_element_count: int = MIN_ELEMENT_COUNT
+
+
+@dataclass(frozen=True)
+class TrainingDomain:
+    """A model's training domain (``zoo.nn.model_files.DOMAIN_KEYS``), or None with the reason it is unknown."""
+
+    data: dict[str, Any] | None
+    source: str
+
+
+# ----------------------------------------------------------------------------------------- training domain
+def training_domain(info: dict[str, Any], search: list[Path]) -> TrainingDomain:
+    """The domain config.json records, else the one computed from a local build of the dataset it names (with the
+    same fingerprint) in one of the `search` folders (each holding ``<dataset name>/``)."""
+    if "training_data" in info:
+        return TrainingDomain(info["training_data"], "config.json training_data")
+    dataset = info["dataset"]
+    seen = []
+    for root in search:
+        folder = root / dataset["name"]
+        version_file = folder / "dataset_version.json"
+        if not version_file.is_file():
+            continue
+        try:
+            found = json.loads(version_file.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if found == dataset["fingerprint"]:
+            return TrainingDomain(_domain_of_build(folder), f"training split of {folder}")
+        seen.append(f"{folder} has {found}")
+    return TrainingDomain(None, f"config.json records no training domain, and no local build of {dataset['name']} "
+                          f"has the training data's fingerprint {dataset['fingerprint'][:19]}..."
+                          + (f" ({'; '.join(s[:120] for s in seen)})" if seen else ""))
+
+
+@functools.cache
+def _domain_of_build(folder: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from zoo.nn import model_files
+
+    table = pq.read_table(folder / "data" / "train-00000-of-00001.parquet", columns=["lattice", "species"])
+    columns = table.to_pydict()
+    return model_files.training_domain(zip(columns["lattice"], columns["species"]))
+
+
+# -------------------------------------------------------------------------------------------------- checks
+def likely_metal(symbols: list[str]) -> str | None:
+    """Why the composition is probably a metal, or None. Conservative rule from the composition alone (no band gap
+    is known): every element is a metal in pymatgen's classification (alkali, alkaline earth, transition,
+    post-transition, lanthanoid, actinoid), i.e. an elemental metal or an intermetallic. It misses metallic compounds
+    with a non-metal (TiN, NbSe2, MgB2) and flags the few intermetallic semiconductors: 15 of the 1,049 records
+    of the dielectric dataset (Zintl and half-Heusler compounds such as NiScBi, all with a band gap)."""
+    from pymatgen.core.periodic_table import Element
+
+    elements = sorted(set(symbols))
+    if elements and all(Element(symbol).is_metal for symbol in elements):
+        what = "an elemental metal" if len(elements) == 1 else "all its elements are metals"
+        return f"{'-'.join(elements)} is probably a metal ({what})"
+    return None
+
+
+def element_flags(symbols: list[str], domain: TrainingDomain, limits: ApplicabilityLimits) -> list[Flag]:
+    from pymatgen.core.periodic_table import Element
+
+    flags = []
+    elements = sorted(set(symbols), key=lambda symbol: Element(symbol).Z)
+    if domain.data is None:
+        flags.append(Flag("training_domain_unknown", f"training domain unknown: {domain.source}; element coverage "
+                          "and the volume and density ranges were not checked"))
+        heavy = [symbol for symbol in elements if Element(symbol).Z > MP_MAX_ATOMIC_NUMBER]
+        if heavy:
+            flags.append(Flag("element_outside_mp", f"{', '.join(heavy)} lies beyond plutonium (Z > "
+                              f"{MP_MAX_ATOMIC_NUMBER}): no Materials Project calculation, the source of the training "
+                              "data, contains it, so the model has never seen it"))
+        return flags
+    counts, total = domain.data["element_counts"], domain.data["n_structures"]
+    rare = [f"{symbol} ({counts.get(symbol, 0)})" for symbol in elements
+            if counts.get(symbol, 0) < limits.min_element_count]
+    if rare:
+        flags.append(Flag("rare_element", f"elements in fewer than {limits.min_element_count} of the {total} "
+                          f"training structures: {', '.join(rare)}; the prediction extrapolates"))
+    return flags
+
+
+def range_flags(volume_per_atom: float, density: float, domain: TrainingDomain) -> list[Flag]:
+    if domain.data is None:
+        return []
+    flags = []
+    for code, name, value, unit, key in (
+            ("volume_out_of_range", "volume per atom", volume_per_atom, "A^3", "volume_per_atom_a3"),
+            ("density_out_of_range", "density", density, "g/cm^3", "density_g_cm3")):
+        low, high = domain.data[key]
+        if not low <= value <= high:
+            flags.append(Flag(code, f"{name} {value:.3g} {unit} lies outside the training range "
+                              f"[{low:.3g}, {high:.3g}] {unit}"))
+    return flags
+
+
+def value_flags(prop: str, symbols: list[str], derived: dict[str, Any], derived_error: str | None) -> list[Flag]:
+    """Flags that depend on the property and the predicted value."""
+    flags = []
+    if prop == "dielectric":
+        metal = likely_metal(symbols)
+        if metal:
+            flags.append(Flag("likely_metal", f"{metal}; the dielectric model was trained on materials with a band "
+                              "gap, and a metal's electronic permittivity diverges: the number is meaningless"))
+    if prop == "elastic" and derived.get("born_stable") is False:
+        flags.append(Flag("not_born_stable", "the predicted stiffness is not positive definite (smallest eigenvalue "
+                          f"{derived['min_eigenvalue']:.3g} GPa): not mechanically (Born) stable; the derived moduli "
+                          "describe no stable crystal"))
+    if derived_error:
+        flags.append(Flag("derived_undefined", f"derived quantities are undefined: {derived_error}"))
+    return flags
+
+
+def prediction_flags(prop: str, structure, derived: dict[str, Any], derived_error: str | None,
+                     domain: TrainingDomain, limits: ApplicabilityLimits = ApplicabilityLimits()) -> tuple[Flag, ...]:
+    """Every flag of one prediction, in the order: elements, ranges, value."""
+    from zoo.nn import model_files
+
+    symbols = [site.specie.symbol for site in structure]
+    volume, density = model_files.cell_volume_and_density(structure.lattice.matrix, symbols)
+    return tuple(element_flags(symbols, domain, limits) + range_flags(volume, density, domain)
+                 + value_flags(prop, symbols, derived, derived_error))
