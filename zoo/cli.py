@@ -174,7 +174,13 @@ def _product(shape) -> int:
 
 # ------------------------------------------------------------------------------------------------- predict
 def _predict(args) -> None:
+    import warnings
+
     import zoo
+
+    # pymatgen warns about oddities of the input (an element without electronegativity, ...); what matters to the
+    # reader is in each prediction's own warnings, printed below.
+    warnings.filterwarnings("ignore", category=UserWarning, module="pymatgen")
 
     model = zoo.load(args.name, args.version)
     with _progress(len(args.files)) as progress:

@@ -86,6 +86,14 @@ def head_irreps(property_name: str, head: str = "equivariant") -> o3.Irreps:
     return o3.Irreps([(1, ir) for ir in sorted({ir for _, ir in o3.Irreps(spec.irreps)})])
 
 
+class NonFiniteOutputError(ValueError):
+    """The network's output holds NaN or infinity for the graphs at `graphs` (indices in the batch)."""
+
+    def __init__(self, graphs: list[int]):
+        super().__init__(f"the network produced non-finite values for graph(s) {graphs} of the batch")
+        self.graphs = graphs
+
+
 # -------------------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class ModelConfig:
@@ -541,9 +549,13 @@ class MattenNet(torch.nn.Module):
         return tensors.voigt_to_irreps(voigt, self.spec.voigt_kind, self.spec.formula).to(self.dtype)
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
-        """Inference: float64 Cartesian tensors (n_graphs, *cartesian_shape), or the DOS (n_graphs, 51)."""
+        """Inference: float64 Cartesian tensors (n_graphs, *cartesian_shape), or the DOS (n_graphs, 51).
+        NonFiniteOutputError names the graphs whose output holds NaN or infinity."""
         with torch.no_grad():
             output = self(batch)
+        finite = torch.isfinite(output).all(dim=1)
+        if not bool(finite.all()):
+            raise NonFiniteOutputError(torch.nonzero(~finite).flatten().tolist())
         if not self.spec.is_tensor:
             return output.to(torch.float64)
         return tensors.irreps_to_cartesian(output, self.spec.formula)
