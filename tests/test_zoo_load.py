@@ -383,3 +383,38 @@ def test_a_registered_release_is_pinned_and_a_cut_download_leaves_the_cache_clea
     assert (model.version, model.path.name) == ("0.1.0", release["revision"])
     assert hashlib.sha256((model.path / "model.safetensors").read_bytes()).hexdigest() == \
         release["files"]["model.safetensors"]
+
+
+# ------------------------------------------------------------------------------------------ zoo.datasets.load
+@pytest.fixture
+def nothing_built_here(tmp_path, monkeypatch):
+    """A working directory and a checkout data folder without dataset builds."""
+    from zoo.core import paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "no-checkout-data")
+
+
+def test_datasets_load_works_from_any_directory_through_the_local_store(local, nothing_built_here, monkeypatch):
+    import zoo.datasets
+
+    monkeypatch.setenv(registry.STORE_ENV, str(local[1]))
+    dataset = zoo.datasets.load("elastic")
+    assert dataset["train"]["record_id"] == ["snapshot:elastic:row-0"]
+    with pytest.raises(hub.HubUnavailable, match="not built locally .* the local store .* Hub failed"):
+        zoo.datasets.load("elastic", version="9.9.9", endpoint=DEAD_ENDPOINT)
+
+
+def test_datasets_load_falls_back_to_the_hub(hub_published, nothing_built_here, tmp_path):
+    import zoo.datasets
+    from tests import test_datasets
+
+    double = hub_published[0]
+    built = test_datasets.build(tmp_path / "build", "dielectric", test_datasets.clean_rows("dielectric", 20))
+    hub.publish_folder(built.path, "zoo-test/mp-dielectric-irreps", "dataset", "1.2.3", endpoint=double.endpoint,
+                       token=double.token)
+    dataset = zoo.datasets.load("zoo-test/mp-dielectric-irreps", version="1.2.3", endpoint=double.endpoint,
+                                cache_dir=tmp_path / "cache")
+    assert sum(len(split) for split in dataset.values()) == 20
+    with pytest.raises(hub.HubNotFoundError, match="not built locally"):  # the registry's organisation has none
+        zoo.datasets.load("dielectric", endpoint=double.endpoint, cache_dir=tmp_path / "cache")
