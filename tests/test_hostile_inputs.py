@@ -449,3 +449,31 @@ def test_the_cli_with_a_silent_or_malformed_endpoint_answers_one_line(short_dead
     with bounded():
         done = _zoo("info", "matten-elastic", "--version", "2.0.0", env={"HF_ENDPOINT": "not a url"})
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "is not an http(s) URL" in done.stderr
+
+
+def test_a_config_without_a_domain_takes_it_from_the_local_build_of_its_exact_dataset(tmp_path, monkeypatch):
+    """The 1.0.0 releases' case, when the dataset they name is built here with the same fingerprint."""
+    from tests import test_datasets
+
+    built = test_datasets.build(tmp_path / "build", "dielectric", test_datasets.clean_rows("dielectric", 20))
+    version = json.loads((built.path / "dataset_version.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(built.path, tmp_path / "data" / "hub" / "datasets" / built.path.name)
+    net = models.MattenNet(models.ModelConfig("dielectric", **TINY))
+    settings = training.TrainSettings(max_epochs=1, progress_bar=False)
+    folder = training.save_model(tmp_path / "models" / "matten-dielectric", net, settings=settings, log={},
+                                 dataset=training.DatasetInfo("mp-dielectric-irreps", version["version"],
+                                                              version["fingerprint"]))
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, "matten-dielectric", "0.1.0")
+    model = zoo.load("matten-dielectric", "0.1.0", store=store.root)
+    data = training.load_splits("dielectric", tmp_path / "data" / "hub" / "datasets")[0]["train"]
+    assert model.training_domain.data == training.split_domain(data)
+    assert "training split of" in model.training_domain.source
+    prediction = model.predict(Structure(Lattice.cubic(4.0), ["Og"], [[0, 0, 0]]))
+    assert "rare_element" in codes(prediction) and "training_domain_unknown" not in codes(prediction)
+    # Another build of that dataset (another fingerprint) is not the training data: the domain stays unknown.
+    (tmp_path / "data" / "hub" / "datasets" / built.path.name / "dataset_version.json").write_text(
+        json.dumps({**version, "fingerprint": "sha256:" + "0" * 64}))
+    other = zoo.load("matten-dielectric", "0.1.0", store=store.root)
+    assert other.training_domain.data is None and "sha256:0000" in other.training_domain.source

@@ -68,15 +68,14 @@ class TrainingDomain:
 
 
 # ----------------------------------------------------------------------------------------- training domain
-def training_domain(info: dict[str, Any], search: list[Path]) -> TrainingDomain:
-    """The domain config.json records, else the one computed from a local build of the dataset it names (with the
-    same fingerprint) in one of the `search` folders (each holding ``<dataset name>/``)."""
+def training_domain(info: dict[str, Any], builds: list[Path]) -> TrainingDomain:
+    """The domain config.json records, else the one computed from the first of the `builds` (dataset folders) that
+    holds the dataset it names with the same fingerprint."""
     if "training_data" in info:
         return TrainingDomain(info["training_data"], "config.json training_data")
     dataset = info["dataset"]
     seen = []
-    for root in search:
-        folder = root / dataset["name"]
+    for folder in dict.fromkeys(builds):
         version_file = folder / "dataset_version.json"
         if not version_file.is_file():
             continue
@@ -86,10 +85,10 @@ def training_domain(info: dict[str, Any], search: list[Path]) -> TrainingDomain:
             continue
         if found == dataset["fingerprint"]:
             return TrainingDomain(_domain_of_build(folder), f"training split of {folder}")
-        seen.append(f"{folder} has {found}")
+        seen.append(f"{folder} has {str(found)[:19]}...")
     return TrainingDomain(None, f"config.json records no training domain, and no local build of {dataset['name']} "
                           f"has the training data's fingerprint {dataset['fingerprint'][:19]}..."
-                          + (f" ({'; '.join(s[:120] for s in seen)})" if seen else ""))
+                          + (f" ({'; '.join(seen)})" if seen else ""))
 
 
 @functools.cache
