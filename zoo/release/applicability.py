@@ -84,7 +84,13 @@ def training_domain(info: dict[str, Any], builds: list[Path]) -> TrainingDomain:
         except (OSError, json.JSONDecodeError):
             continue
         if found == dataset["fingerprint"]:
-            return TrainingDomain(_domain_of_build(folder), f"training split of {folder}")
+            try:
+                return TrainingDomain(_domain_of_build(folder), f"training split of {folder}")
+            # pyarrow's errors are ValueErrors and OSErrors; an unreadable build leaves the domain unknown
+            except (OSError, ValueError, KeyError) as err:
+                seen.append(f"{folder} has the fingerprint but its training split cannot be read "
+                            f"({str(err).splitlines()[0][:120]})")
+                continue
         seen.append(f"{folder} has {str(found)[:19]}...")
     return TrainingDomain(None, f"config.json records no training domain, and no local build of {dataset['name']} "
                           f"has the training data's fingerprint {dataset['fingerprint'][:19]}..."
