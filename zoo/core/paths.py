@@ -10,6 +10,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PROJECT_ROOT = PACKAGE_DIR.parent
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 RAW_RECORD_SCHEMA = SCHEMAS_DIR / "raw-record.schema.json"
 SNAPSHOT_MANIFEST = SCHEMAS_DIR / "snapshot-manifest.json"
@@ -18,4 +19,3 @@ TEMPLATES_DIR = PACKAGE_DIR / "templates"
 REGISTRY_PATH = PACKAGE_DIR / "registry.json"
 DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_STORE = DATA_DIR / "zoo"
-PARAMS_PATH = PROJECT_ROOT / "params.yaml"

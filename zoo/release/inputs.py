@@ -42,6 +42,7 @@ MAX_ATOMS = 10_000
 MIN_VOLUME_PER_ATOM_A3 = 2.5
 _CIF_TEXT = re.compile(r"^\s*(data_|_cell_length_a)", re.MULTILINE)
 _POSCAR_NAMES = re.compile(r"(POSCAR|CONTCAR)|\.(vasp|poscar)$", re.IGNORECASE)
+_COMPRESSED = (".gz", ".bz2", ".xz", ".lzma", ".z")  # read by pymatgen (the size limit applies to the compressed file)
 
 
 class InputError(ValueError):
@@ -58,7 +59,7 @@ def validated_min_distance() -> float:
     """The validate stage's ``min_interatomic_distance_a``: params.yaml of the checkout, else its default."""
     from zoo.core import params, paths
 
-    section = params.load_section(paths.PARAMS_PATH, "validate") if paths.PARAMS_PATH.is_file() else None
+    section = params.load_section(paths.PARAMS_FILE, "validate") if paths.PARAMS_FILE.is_file() else None
     if section and "min_interatomic_distance_a" in section:
         return float(section["min_interatomic_distance_a"])
     from zoo.data.validation import ValidationParams
@@ -102,7 +103,7 @@ def read_structures(items: Sequence[Any], limits: InputLimits = InputLimits()) -
             from pymatgen.io.ase import AseAtomsAdaptor
 
             label = f"structures[{position}] ({item.get_chemical_formula()})"
-            structure = AseAtomsAdaptor.get_structure(item)
+            structure = _parsed(lambda: AseAtomsAdaptor.get_structure(item), label, "ASE Atoms")
         else:
             raise InputError(f"structures[{position}]", "type", "must be a pymatgen Structure, an ASE Atoms, a path "
                              f"to a CIF/POSCAR file or CIF/POSCAR text, got {type(item).__name__}")
@@ -127,7 +128,7 @@ def _read_file(path: Path, label: str, limits: InputLimits):
         raise InputError(label, "file_too_large", f"is {status.st_size / 2**20:.1f} MiB, above the "
                          f"{limits.max_file_bytes / 2**20:g} MiB limit for a structure file (InputLimits.max_file_bytes)")
     fmt = "cif" if path.suffix.lower() in (".cif", ".mcif") else "poscar" if _POSCAR_NAMES.search(path.name) else None
-    if fmt is None:  # another format pymatgen recognises by the file name
+    if fmt is None or path.suffix.lower() in _COMPRESSED:  # pymatgen recognises the format (and compression) by name
         return _parsed(lambda: _from_file(path), label, "structure file")
     try:
         with open(path, "rb") as handle:
