@@ -27,6 +27,7 @@ from pymatgen.core import Lattice, Structure
 
 import zoo
 from tests.fakes.silent import SilentEndpoint
+from tests.params_file import train_settings
 from tests.test_zoo_load import NAME, TINY, ELASTIC_SHIFT, FINGERPRINT, rehash, save_tiny_model, silicon
 from zoo.core import paths
 from zoo.nn import model_files, models, training
@@ -282,7 +283,7 @@ def test_the_shipped_releases_say_their_training_domain_is_unknown(shipped):
 
 
 def _store_with(root: Path, net, training_data=None) -> Path:
-    settings = training.TrainSettings(max_epochs=1, progress_bar=False)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     dataset = training.DatasetInfo(name="mp-elastic-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     folder = training.save_model(root / "models" / NAME, net, settings=settings, dataset=dataset, log={"epochs": []},
                                  profile="test", training_data=training_data)
@@ -462,7 +463,7 @@ def test_a_config_without_a_domain_takes_it_from_the_local_build_of_its_exact_da
     monkeypatch.chdir(tmp_path)
     shutil.copytree(built.path, tmp_path / "data" / "hub" / "datasets" / built.path.name)
     net = models.MattenNet(models.ModelConfig("dielectric", **TINY))
-    settings = training.TrainSettings(max_epochs=1, progress_bar=False)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     folder = training.save_model(tmp_path / "models" / "matten-dielectric", net, settings=settings, log={},
                                  dataset=training.DatasetInfo("mp-dielectric-irreps", version["version"],
                                                               version["fingerprint"]))

@@ -18,10 +18,11 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 import zoo
-from stages import publish
 from tests.fakes.hub import Fault, serve
 from tests.fakes.loopback import loopback_guard
+from tests.params_file import train_settings
 from zoo.nn import graphs, models, training
+from zoo.release import publishing as publish
 from zoo.release import hub, loading, registry
 
 # The shipped releases (zoo/registry.json) would answer zoo.load before the stores these tests build.
@@ -45,7 +46,7 @@ def silicon() -> Structure:
 def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0) -> Path:
     overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
     net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, seed=seed))
-    settings = training.TrainSettings(max_epochs=1, progress_bar=False)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
                                log={"epochs": []}, profile="test")
@@ -290,7 +291,7 @@ def test_each_property_returns_its_pymatgen_object(prop, part, kind, tmp_path):
 @pytest.mark.parametrize("prop", ["piezo", "phonon"])
 def test_an_ensemble_model_predicts_the_members_mean_and_their_spread(prop, tmp_path):
     config = models.ModelConfig(prop, **TINY)
-    settings = training.TrainSettings(max_epochs=1, progress_bar=False, ensemble_size=3)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse", ensemble_size=3)
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     folder = training.save_model(tmp_path / "models" / f"matten-{prop}", models.build(config, seeds=[0, 1, 2]),
                                  settings=settings, dataset=dataset, log={"members": []}, profile="test")

@@ -37,9 +37,6 @@ Examples:
   zoo audit --dataset mp-elastic-irreps
 """
 
-# Printed precision of tensor components, per property: decimals, in the property's units.
-TENSOR_DECIMALS = {"elastic": 1, "dielectric": 3, "piezo": 3}
-DOS_DECIMALS = 3
 DERIVED_DIGITS = 4  # significant digits of derived scalars
 
 
@@ -216,7 +213,7 @@ def prediction_lines(prediction) -> list[str]:
     shown = prediction.as_dict()
     lines = [f"{prediction.source} ({shown['formula']}): {spec.title}, {shown['part']} part"]
     if spec.is_tensor:
-        decimals = TENSOR_DECIMALS[spec.name]
+        decimals = spec.printed_decimals
         if prediction.raw.ndim == 2:  # the Voigt matrix: 6x6 stiffness, 3x6 piezo
             rows, form = prediction.raw, f"Voigt {'x'.join(map(str, prediction.raw.shape))}, order 11, 22, 33, 23, 13, 12"
         else:  # a symmetric rank-2 tensor: its Cartesian 3x3 matrix
@@ -229,10 +226,11 @@ def prediction_lines(prediction) -> list[str]:
         width = max(len(cell) for row in cells for cell in row)
         lines += ["    " + "  ".join(cell.rjust(width) for cell in row) for row in cells]
     else:
+        decimals = spec.printed_decimals
         lines.append(f"  DOS, max-normalised, on {len(shown['frequencies_cm'])} points of 0-1000 cm^-1 (rounded to "
-                     f"{10 ** -DOS_DECIMALS:.{DOS_DECIMALS}f}):")
-        pairs = [f"{freq:6.0f}: {dos:.{DOS_DECIMALS}f}" for freq, dos in zip(shown["frequencies_cm"],
-                                                                            shown["dos_max_normalised"])]
+                     f"{10 ** -decimals:.{decimals}f}):")
+        pairs = [f"{freq:6.0f}: {dos:.{decimals}f}" for freq, dos in zip(shown["frequencies_cm"],
+                                                                        shown["dos_max_normalised"])]
         lines += ["    " + "   ".join(pairs[i:i + 6]) for i in range(0, len(pairs), 6)]
     if prediction.derived_error:
         lines.append(f"  derived quantities undefined: {prediction.derived_error}")

@@ -1,14 +1,19 @@
-"""The datasets' user API: ``zoo.datasets.load(name)`` and the row helpers (implemented in ``zoo.data.datasets``)."""
+"""The datasets' user API: ``zoo.datasets.load(name)`` (a local build, the local store, or a Hub repository, downloaded
+and checked) and the row helpers (``zoo.data.datasets``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 
-from zoo.data.datasets import VERSION_FILE, load_folder, repo_name, row_structure, row_tensor
+from zoo.data import splits
+from zoo.data.dataset_schema import VERSION_FILE, parquet_path
+from zoo.data.datasets import HUB_DATASETS_DIR, load_local, repo_name, row_structure, row_tensor
+from zoo.release import hub
 
-__all__ = ["load", "row_structure", "row_tensor"]
+__all__ = ["download", "load", "row_structure", "row_tensor"]
 
 
 def load(name: str, *, version: str | None = None, local_root: str | os.PathLike | None = None,
@@ -22,38 +27,41 @@ def load(name: str, *, version: str | None = None, local_root: str | os.PathLike
         3. the local build of this checkout, ``<checkout>/data/hub/datasets/<repo>``;
         4. the local zoo store (``ZOO_STORE``), ``<store>/datasets/<repo>/<version or newest>``;
         5. the Hub: ``org/<repo>`` at the tag of `version` (default: main), org from the name or else
-           zoo/registry.json's hub_organisation, downloaded and checked as ``zoo.data.datasets.download`` does
-           (endpoint, token, cache_dir; the deadlines of zoo.release.hub).
-    A Hub error says where the dataset was looked for locally.
+           zoo/registry.json's hub_organisation, through `download` (endpoint, token, cache_dir; the deadlines of
+           zoo.release.hub). A Hub error says where the dataset was looked for locally.
     """
-    from zoo.data import datasets as data
-    from zoo.release import hub, registry
-
-    if local_root is not None:
-        return data.load(name, local_root=local_root, version=version, endpoint=endpoint, token=token,
-                         cache_dir=cache_dir)
-    if not isinstance(name, str) or not name.strip("/"):
-        raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', "
-                         f"got {name!r}")
-    repo = repo_name(name)
     from zoo.core import paths
+    from zoo.release import registry
 
-    builds = [Path.cwd() / "data" / "hub" / "datasets" / repo, paths.DATA_DIR / "hub" / "datasets" / repo]
+    if not isinstance(name, str) or not name.strip("/"):
+        raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', got {name!r}")
+    repo = repo_name(name)
+    if local_root is not None:
+        if (Path(local_root) / repo / "README.md").is_file() or "/" not in name:
+            return load_local(name, local_root, cache_dir)
+        return _open(download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir), cache_dir)
+    builds = [Path.cwd() / HUB_DATASETS_DIR / repo, paths.DATA_DIR / "hub" / "datasets" / repo]
     store = registry.LocalStore()
     stored = store.versions(repo, kind="datasets")
     chosen = version if version is not None else (list(stored)[-1] if stored else None)
     candidates = builds + ([store.folder(repo, chosen, kind="datasets")] if chosen in stored else [])
     for folder in candidates:
         if (folder / "README.md").is_file() and (version is None or _version_of(folder) == version):
-            return load_folder(folder, cache_dir)
-    organisation = name.split("/")[0] if "/" in name else registry.read_registry().hub_organisation
+            return _open(folder, cache_dir)
+    repo_id = name if "/" in name else f"{registry.read_registry().hub_organisation}/{repo}"
     try:
-        return data.load(f"{organisation}/{repo}", local_root=builds[0].parent, version=version, endpoint=endpoint,
-                         token=token, cache_dir=cache_dir)
+        return _open(download(repo_id, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir),
+                     cache_dir)
     except hub.HubError as err:
         looked = ", ".join(str(folder) for folder in dict.fromkeys(builds)) + f", the local store {store.root}"
         raise type(err)(f"{repo}{' ' + version if version else ''} is not built locally ({looked}) and the Hub "
                         f"failed: {err}") from None
+
+
+def _open(folder: Path, cache_dir: str | os.PathLike | None):
+    import datasets
+
+    return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
 
 
 def _version_of(folder: Path) -> str | None:
@@ -61,3 +69,30 @@ def _version_of(folder: Path) -> str | None:
         return json.loads((folder / VERSION_FILE).read_text(encoding="utf-8")).get("version")
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def download(
+    repo_id: str,
+    *,
+    version: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Download a dataset repository (one commit: the tag of `version`, or main) and return its local folder."""
+    from huggingface_hub import constants
+
+    revision = hub.version_tag(version) if version is not None else "main"
+    root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HOME) / "mp-tensor-zoo"
+    fetch = functools.partial(hub.download_file, repo_id, repo_type="dataset", cache_dir=root, endpoint=endpoint,
+                              token=token)
+    info_path = fetch(VERSION_FILE, revision)
+    commit = info_path.parent.name  # download_file stores files under their commit sha: pin the rest to it
+    hashes = json.loads(info_path.read_text(encoding="utf-8")).get("files_sha256") or {}
+    missing = [parquet_path(split) for split in splits.SPLITS if parquet_path(split) not in hashes]
+    if missing:
+        raise ValueError(f"{repo_id}@{commit}: {VERSION_FILE} gives no sha256 for {missing}: not a dataset built by zoo")
+    fetch("README.md", commit)
+    for split in splits.SPLITS:
+        fetch(parquet_path(split), commit, expected_sha256=hashes[parquet_path(split)])
+    return info_path.parent

@@ -141,6 +141,7 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # Longer than ~60 lines: one check per ModelConfig field, each with its own message.
         spec = properties.get(self.property)  # ValueError naming the known properties
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if self.head not in HEADS:

@@ -13,17 +13,18 @@ none of the checks below fired, not that the number is right. Codes:
                              the volume and density ranges could not be checked
     volume_out_of_range      volume per atom outside the [min, max] of the training structures
     density_out_of_range     density outside the [min, max] of the training structures
-    likely_metal             (dielectric) every element is a metal (`likely_metal`): the training data are materials
-                             with a band gap, and a metal's electronic permittivity diverges
-    not_born_stable          (elastic) the predicted stiffness is not positive definite: not mechanically stable
     derived_undefined        derived quantities could not be computed from the predicted value (e.g. singular)
+  and each property's own (``PropertySpec.prediction_flags``, in zoo/properties/<property>.py), e.g.
+    likely_metal             (dielectric) every element is a metal (zoo.properties.dielectric.likely_metal): the
+                             training data are materials with a band gap, and a metal's permittivity diverges
+    not_born_stable          (elastic) the predicted stiffness is not positive definite: not mechanically stable
 
 The training domain (``zoo.nn.model_files.training_domain``: structures per element, ranges of volume per atom and
 density) comes from config.json's ``training_data``; for a config without it, from the training split of the
 dataset the config names, if a local build (the checkout's ``data/hub/datasets``, the working directory's, or
 the local store) has exactly that fingerprint; otherwise it is unknown, and every prediction says so.
 
-Other modules add their own codes: a Flag is just (code, message).
+A Flag is just (code, message): a property module, or another check, adds its own codes.
 """
 
 from __future__ import annotations
@@ -109,21 +110,6 @@ def _domain_of_build(folder: Path) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------------- checks
-def likely_metal(symbols: list[str]) -> str | None:
-    """Why the composition is probably a metal, or None. Conservative rule from the composition alone (no band gap
-    is known): every element is a metal in pymatgen's classification (alkali, alkaline earth, transition,
-    post-transition, lanthanoid, actinoid), i.e. an elemental metal or an intermetallic. It misses metallic compounds
-    with a non-metal (TiN, NbSe2, MgB2) and flags the few intermetallic semiconductors: 15 of the 1,049 records
-    of the dielectric dataset (Zintl and half-Heusler compounds such as NiScBi, all with a band gap)."""
-    from pymatgen.core.periodic_table import Element
-
-    elements = sorted(set(symbols))
-    if elements and all(Element(symbol).is_metal for symbol in elements):
-        what = "an elemental metal" if len(elements) == 1 else "all its elements are metals"
-        return f"{'-'.join(elements)} is probably a metal ({what})"
-    return None
-
-
 def element_flags(symbols: list[str], domain: TrainingDomain, limits: ApplicabilityLimits) -> list[Flag]:
     from pymatgen.core.periodic_table import Element
 
@@ -161,29 +147,14 @@ def range_flags(volume_per_atom: float, density: float, domain: TrainingDomain) 
     return flags
 
 
-def value_flags(prop: str, symbols: list[str], derived: dict[str, Any], derived_error: str | None) -> list[Flag]:
-    """Flags that depend on the property and the predicted value."""
-    flags = []
-    if prop == "dielectric":
-        metal = likely_metal(symbols)
-        if metal:
-            flags.append(Flag("likely_metal", f"{metal}; the dielectric model was trained on materials with a band "
-                              "gap, and a metal's electronic permittivity diverges: the number is meaningless"))
-    if prop == "elastic" and derived.get("born_stable") is False:
-        flags.append(Flag("not_born_stable", "the predicted stiffness is not positive definite (smallest eigenvalue "
-                          f"{derived['min_eigenvalue']:.3g} GPa): not mechanically (Born) stable; the derived moduli "
-                          "describe no stable crystal"))
-    if derived_error:
-        flags.append(Flag("derived_undefined", f"derived quantities are undefined: {derived_error}"))
-    return flags
-
-
-def prediction_flags(prop: str, structure, derived: dict[str, Any], derived_error: str | None,
-                     domain: TrainingDomain, limits: ApplicabilityLimits = ApplicabilityLimits()) -> tuple[Flag, ...]:
-    """Every flag of one prediction, in the order: elements, ranges, value."""
+def prediction_flags(spec, structure, derived: dict[str, Any], derived_error: str | None, domain: TrainingDomain,
+                     limits: ApplicabilityLimits = ApplicabilityLimits()) -> tuple[Flag, ...]:
+    """Every flag of one prediction (spec: its zoo.properties spec), in the order: elements, ranges, the property's
+    own (``PropertySpec.prediction_flags``), undefined derived quantities."""
     from zoo.nn import model_files
 
     symbols = [site.specie.symbol for site in structure]
     volume, density = model_files.cell_volume_and_density(structure.lattice.matrix, symbols)
-    return tuple(element_flags(symbols, domain, limits) + range_flags(volume, density, domain)
-                 + value_flags(prop, symbols, derived, derived_error))
+    own = [Flag(code, message) for code, message in spec.prediction_flags(derived, symbols)]
+    undefined = [Flag("derived_undefined", f"derived quantities are undefined: {derived_error}")] if derived_error else []
+    return tuple(element_flags(symbols, domain, limits) + range_flags(volume, density, domain) + own + undefined)

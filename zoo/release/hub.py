@@ -57,12 +57,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zoo.core.io import sha256_file
+from zoo.core.versions import check_version, is_version
 
 log = logging.getLogger(__name__)
 
 REPO_TYPES = ("model", "dataset")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-_VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 _TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
@@ -188,9 +188,7 @@ def _timeouts():
 
 def version_tag(version: str) -> str:
     """The git tag of a semantic version: "1.2.0" -> "v1.2.0" (MAJOR.MINOR.PATCH, no pre-release part)."""
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise ValueError(f"version must be a semantic version MAJOR.MINOR.PATCH such as '1.0.0', got {version!r}")
-    return f"v{version}"
+    return f"v{check_version(version)}"
 
 
 def _check_repo(repo_id: str, repo_type: str) -> None:
@@ -303,7 +301,7 @@ def _version_tags(api, repo_id: str, repo_type: str) -> dict[str, str]:
     """Tags that name a version (v<MAJOR.MINOR.PATCH>) -> commit sha."""
     refs = api.list_repo_refs(repo_id, repo_type=repo_type)
     return {ref.name: ref.target_commit for ref in refs.tags
-            if ref.name.startswith("v") and _VERSION.fullmatch(ref.name[1:])}
+            if ref.name.startswith("v") and is_version(ref.name[1:])}
 
 
 def list_versions(repo_id: str, repo_type: str, *, endpoint: str | None = None,

@@ -56,15 +56,10 @@ class InputError(ValueError):
 
 @functools.cache
 def validated_min_distance() -> float:
-    """The validate stage's ``min_interatomic_distance_a``: params.yaml of the checkout, else its default."""
-    from zoo.core import params, paths
+    """The validate stage's ``min_interatomic_distance_a`` (params.yaml, through zoo.core.config)."""
+    from zoo.core import config
 
-    section = params.load_section(paths.PARAMS_FILE, "validate") if paths.PARAMS_FILE.is_file() else None
-    if section and "min_interatomic_distance_a" in section:
-        return float(section["min_interatomic_distance_a"])
-    from zoo.data.validation import ValidationParams
-
-    return ValidationParams().min_interatomic_distance_a
+    return float(config.load_section("validate").min_interatomic_distance_a)
 
 
 @dataclasses.dataclass(frozen=True)

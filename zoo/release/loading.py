@@ -116,7 +116,7 @@ class Prediction:
     tensors: Mapping[str, Any]
     derived: dict[str, Any]
     derived_error: str | None = None
-    raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on PHONON_GRID_CM
+    raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on the phonon grid
     spread: np.ndarray | None = field(repr=False, default=None)  # ensembles: std across members, same form as raw
     warnings: tuple[applicability.Flag, ...] = ()
 
@@ -133,13 +133,7 @@ class Prediction:
         out = {"source": self.source, "formula": self.structure.composition.reduced_formula,
                "property": self.property, "units": self.units, "part": next(iter(self.tensors)),
                "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived},
-               "warnings": [flag.as_dict() for flag in self.warnings]}
-        if spec.is_tensor:
-            out["voigt"] = self.raw.tolist()
-            out["frame"] = "Cartesian frame of the input structure; Voigt order 11,22,33,23,13,12"
-        else:
-            out["frequencies_cm"] = properties.PHONON_GRID_CM.tolist()
-            out["dos_max_normalised"] = self.raw.tolist()
+               "warnings": [flag.as_dict() for flag in self.warnings], **spec.prediction_dict(self.raw)}
         if self.spread is not None:
             out["ensemble_spread"] = self.spread.tolist()  # std across ensemble members, same form as the value
         if self.derived_error:
@@ -218,64 +212,23 @@ class ZooModel:
 def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray,
                 spread: np.ndarray | None = None, domain: applicability.TrainingDomain | None = None,
                 warn: applicability.ApplicabilityLimits = applicability.ApplicabilityLimits()) -> Prediction:
-    from zoo.core import derived, tensors
+    from zoo.core import tensors
 
     if not np.isfinite(value).all():
         raise PredictionError(f"{label}: the network produced non-finite values; no prediction is returned")
-    error, quantities = None, {}
-    if spec.is_tensor:
-        raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-    else:
-        raw = value
+    error = None
+    raw, parts = spec.prediction_parts(value, structure)
     try:
-        if spec.name == "elastic":
-            quantities = derived.elastic_properties(raw)
-        elif spec.name == "dielectric":
-            quantities = derived.dielectric_tensor_properties(value)
-            quantities["refractive_index"] = derived.refractive_index(quantities["eps_poly"])
-        elif spec.name == "piezo":
-            quantities = derived.piezo_properties(raw)
-        else:
-            quantities = derived.phonon_properties(properties.PHONON_GRID_CM, value, len(structure),
-                                                   float(structure.composition.weight))
+        quantities = spec.prediction_derived(raw, value, structure)
     except ValueError as err:  # e.g. a singular stiffness: the tensor stands, its derived quantities do not
         quantities, error = {}, str(err)
     if spread is not None and spec.is_tensor:
         # Voigt form of the members' Cartesian standard deviation (the Voigt map only selects components)
         spread = tensors.cartesian_to_voigt(spread, spec.voigt_kind)
     domain = domain or applicability.TrainingDomain(None, "not given")
-    flags = applicability.prediction_flags(spec.name, structure, quantities, error, domain, warn)
-    return Prediction(label, structure, spec.name, spec.units, _Parts({_part(spec): _builder(spec, value, structure)}),
-                      quantities, error, np.asarray(raw), spread, flags)
-
-
-def _part(spec: properties.PropertySpec) -> str:
-    return spec.target_part if spec.is_tensor else "dos"
-
-
-def _builder(spec: properties.PropertySpec, value: np.ndarray, structure) -> Callable[[], Any]:
-    """The pymatgen object of a predicted value, built when called."""
-    def build():
-        from zoo.core import derived
-
-        if spec.name == "elastic":
-            from pymatgen.analysis.elasticity import ElasticTensor
-
-            return ElasticTensor(value)
-        if spec.name == "dielectric":
-            from pymatgen.core.tensors import Tensor
-
-            return Tensor(value)
-        if spec.name == "piezo":
-            from pymatgen.analysis.piezo import PiezoTensor
-
-            return PiezoTensor(value)
-        from pymatgen.phonon.dos import PhononDos
-
-        dos_3n = derived.normalise_dos_to_3n(properties.PHONON_GRID_CM, value, len(structure))
-        return PhononDos(properties.PHONON_GRID_CM / properties.CM_PER_THZ, dos_3n * properties.CM_PER_THZ)
-
-    return build
+    flags = applicability.prediction_flags(spec, structure, quantities, error, domain, warn)
+    return Prediction(label, structure, spec.name, spec.units, _Parts(parts), quantities, error, np.asarray(raw),
+                      spread, flags)
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from zoo import properties
+from zoo.core import templates
 
 CARD_FILE = "README.md"
 TEMPLATE = "model_card.md.j2"
@@ -121,17 +122,6 @@ def _dependency_md5(lock_entry: Mapping[str, Any] | None, path: str) -> str | No
     return None
 
 
-@functools.cache
-def _environment():
-    import jinja2
-
-    from zoo.data import cards
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(cards.TEMPLATE_DIR)),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                              lstrip_blocks=True)
-
-
 def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
     """A metric as the card prints it: floats with `float_format`, None as '-', integers as they are."""
     return "-" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
@@ -148,8 +138,6 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     """
     from huggingface_hub import ModelCardData
 
-    from zoo.data import cards
-
     spec = properties.get(info["property"])
     if metrics.get("model_weights_sha256") != info["weights"]["sha256"]:
         raise ValueError(f"metrics are of weights {metrics.get('model_weights_sha256')}, but the model's weights are "
@@ -160,7 +148,7 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     metric_names = sorted({key for scores in predictors.values() for key in scores if key != "n"})
     headline = metrics["headline"]
     systems = sorted(per_system.get("model", {}))
-    body = _environment().get_template(TEMPLATE).render(
+    body = templates.environment().get_template(TEMPLATE).render(
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         metric_names=metric_names,
         metric_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
@@ -173,8 +161,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
         git_commit=git_commit or "unknown (not published from a git checkout)",
         dvc_lock=yaml.safe_dump(dict(dvc_lock_entry), sort_keys=False).rstrip() if dvc_lock_entry else None,
-        source_notes=[cards.SOURCE_NOTES[key] for key in spec.sources],
-        bibtex=list(MODEL_BIBTEX.values()) + [cards.BIBTEX[key] for key in spec.sources],
+        source_notes=[citation.note for citation in spec.citations],
+        bibtex=list(MODEL_BIBTEX.values()) + [citation.bibtex for citation in spec.citations],
     )
     return f"---\n{header}\n---\n\n{body}"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.core.io import sha256_bytes, write_json
+from zoo.core.versions import version_key
 from zoo.nn import model_files
 from zoo.release import hub, model_card, registry
 
@@ -71,7 +72,7 @@ def resolve(name: str, version: str | None = None, *, store: str | os.PathLike |
     registry's ``hub_organisation``). Hub traffic has the deadline of zoo.release.hub (ZOO_HUB_DEADLINE_S).
     """
     if version is not None:
-        registry.version_key(version)
+        version_key(version)
     local = registry.LocalStore(store)
     known_registry = registry.read_registry(registry_path)
     if name not in known_models(known_registry, local):
@@ -82,7 +83,7 @@ def resolve(name: str, version: str | None = None, *, store: str | os.PathLike |
     prop = entry.property if entry else None
     if version is None and (stored or (entry and entry.releases)):
         # The newest version the local store or the registry knows; on a tie the local store's copy is used.
-        version = max([*stored, *(entry.releases if entry else ())], key=registry.version_key)
+        version = max([*stored, *(entry.releases if entry else ())], key=version_key)
     if version in stored:
         return Resolved(name, version, "local store", local.folder(name, version), stored[version], prop)
     release = (entry.releases.get(version) if version else entry.latest()) if entry else None
@@ -145,14 +146,14 @@ class _HubSide:
         except hub.HubNotFoundError:
             online = {}
         except hub.HubUnavailable:
-            cached = self.version or (max(seen, key=registry.version_key) if seen else None)
+            cached = self.version or (max(seen, key=version_key) if seen else None)
             if cached not in seen:
                 raise
             files = _download(self.repo_id, seen[cached], self.cache, self.endpoint, self.token, None)
             return Resolved(self.name, cached, "hub cache", files, None, self.property)
         if not online or (self.version is not None and self.version not in online):
             releases = set(entry.releases if entry else ())
-            available = sorted(set(stored) | set(online) | releases, key=registry.version_key)
+            available = sorted(set(stored) | set(online) | releases, key=version_key)
             raise registry.VersionNotFoundError(
                 f"{self.name} has no version {self.version or '(any)'}: local store {sorted(stored) or 'none'}, "
                 f"registry {sorted(releases) or 'none'}, Hub {self.repo_id} {list(online) or 'none'}"
