@@ -389,11 +389,12 @@ def test_a_registered_release_is_pinned_and_a_cut_download_leaves_the_cache_clea
 # ------------------------------------------------------------------------------------------ zoo.datasets.load
 @pytest.fixture
 def nothing_built_here(tmp_path, monkeypatch):
-    """A working directory and a checkout data folder without dataset builds."""
+    """A working directory, a checkout data folder and a local store without dataset builds."""
     from zoo.core import paths
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "no-checkout-data")
+    monkeypatch.setenv(registry.STORE_ENV, str(tmp_path / "empty-store"))
 
 
 def test_datasets_load_works_from_any_directory_through_the_local_store(local, nothing_built_here, monkeypatch):
