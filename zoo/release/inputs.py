@@ -51,7 +51,10 @@ class InputError(ValueError):
 
     def __init__(self, structure: str, problem: str, message: str):
         super().__init__(f"{structure}: {message}")
-        self.structure, self.problem = structure, problem
+        self.structure, self.problem, self.message = structure, problem, message
+
+    def __reduce__(self):  # picklable (e.g. across a process pool), though __init__ takes three arguments
+        return type(self), (self.structure, self.problem, self.message)
 
 
 @functools.cache
