@@ -5,14 +5,22 @@ package stays cheap: the loader and its torch/pymatgen imports come in on first 
 what `predict` raises for an input it refuses (zoo.release.inputs).
 """
 
-from zoo.release.inputs import InputError
-
 
 def load(name: str, version: str | None = None, **options):
     """A released model by name (see ``zoo.release.loading.load`` for the options and errors)."""
     from zoo.release.loading import load as _load
 
     return _load(name, version, **options)
+
+
+def __getattr__(name: str):
+    # `zoo.InputError` without importing the release layer with every `import zoo.<anything>` (the stages import
+    # zoo.core, zoo.data, ...: their DVC deps must not grow by zoo/release).
+    if name == "InputError":
+        from zoo.release.inputs import InputError
+
+        return InputError
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
 __all__ = ["InputError", "load"]

@@ -37,8 +37,11 @@ def load(name: str, *, version: str | None = None, local_root: str | os.PathLike
         raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', got {name!r}")
     repo = repo_name(name)
     if local_root is not None:
-        if (Path(local_root) / repo / "README.md").is_file() or "/" not in name:
+        if (Path(local_root) / repo / "README.md").is_file():
             return load_local(name, local_root, cache_dir)
+        if "/" not in name:
+            raise ValueError(f"no local build of {name!r} in {Path(local_root) / repo}: run `dvc repro "
+                             f"build@{repo.split('-')[1]}`, or give the Hub repository as 'org/{repo}'")
         return _open(download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir), cache_dir)
     builds = [Path.cwd() / HUB_DATASETS_DIR / repo, paths.DATA_DIR / "hub" / "datasets" / repo]
     store = registry.LocalStore()
