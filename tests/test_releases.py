@@ -62,7 +62,7 @@ def test_shipped_release_loads_offline_in_a_fresh_process_and_predicts_silicon(n
 
 # Libraries a cold `zoo.load` + predict has no use for: each would add from 0.3 s (sympy, huggingface_hub) to several
 # seconds (torch._dynamo, lightning) to the 3 s that issue 13 allows (benchmarks/cli_and_cold_load.py measures it).
-# Reading `prediction.value` is not part of it: pymatgen's tensor classes (and sympy) come in then (zoo.release.loading).
+# Reading `prediction.value` is not part of it: pymatgen's tensor classes, with sympy, come in then (on demand).
 NOT_FOR_SERVING = ("sympy", "torch._dynamo", "lightning", "pytorch_lightning", "datasets", "pyarrow", "pandas",
                    "great_expectations", "matplotlib", "huggingface_hub")
 COLD_PREDICT = """
