@@ -28,7 +28,7 @@ from tests.test_zoo_load import NAME, registry_file, rehash
 from zoo import cli, properties
 from zoo.data import dataset_schema as schema
 from zoo.nn import evaluation, training
-from zoo.release import audit, model_card, registry
+from zoo.release import audit, lineage, model_card, registry
 from zoo.release import publishing as publish
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def project(tmp_path_factory) -> Path:
                                  reports_dir=data / "reports", plots=False)
     publish.publish_property("elastic", version=VERSION, target="local", store=data / "zoo", organisation="zoo-test",
                              models_root=data / "models", datasets_root=data / "hub" / "datasets",
-                             reports_dir=data / "reports", lock_path=project / "dvc.lock", commit="abc123")
+                             reports_dir=data / "reports", lineage=lineage.lock_lineage(project, "train@elastic"))
     registry_file(project / "registry.json")  # the model, no releases: versions come from the local store
     return project
 
@@ -122,7 +122,8 @@ def test_audit_of_a_published_model_passes_and_prints_its_table(project, cli_on,
     assert cli.main(["audit", NAME, "--project", str(project)]) == 0
     out = capsys.readouterr().out
     for row in ("file model.safetensors", "card tables", "dataset fingerprint", "dvc.lock", "card lineage",
-                "metrics model per crystal system", "metrics crystal_system_mean", "metrics composition_gbm"):
+                "lineage lock", "lineage output", "metrics model per crystal system", "metrics crystal_system_mean",
+                "metrics composition_gbm"):
         assert row in out
     assert "--retrain" in out and "PASS" in out
     report = run_audit(project)
@@ -141,8 +142,11 @@ def test_card_carries_the_facts_the_audit_needs(project):
     assert header["test_metrics"]["baseline_settings"]["non_equivariant"]["seed"] == 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train@elastic"]
     (dataset_dep,) = [dep for dep in lock["deps"] if dep["path"] == f"data/hub/datasets/{DATASET}"]
-    assert header["provenance"] == {"git_commit": "abc123", "dataset_path": f"data/hub/datasets/{DATASET}",
-                                    "dataset_dvc_md5": dataset_dep["md5"]}
+    # The lineage: the train stage's lock entry, content only (no commit, time or path), the dataset's md5 apart.
+    assert header["provenance"] == {
+        "dvc_stage": "train@elastic", "dependencies": {dep["path"]: dep["md5"] for dep in lock["deps"]},
+        "params": lock["params"], "dataset_path": f"data/hub/datasets/{DATASET}",
+        "dataset_dvc_md5": dataset_dep["md5"]}
     printed = model_card.printed_metrics(card)
     assert printed["metrics"]["model"]["k_vrh_mae"] == \
         model_card.format_metric(header["test_metrics"]["model"]["k_vrh_mae"])
@@ -189,7 +193,7 @@ def test_a_release_on_the_hub_is_downloaded_verified_and_audited(project, tmp_pa
         published = publish.publish_property(
             "elastic", version=VERSION, target="hub", organisation="zoo-test", endpoint=double.endpoint,
             token=double.token, models_root=data / "models", datasets_root=data / "hub" / "datasets",
-            reports_dir=data / "reports", lock_path=project / "dvc.lock", commit="abc123")
+            reports_dir=data / "reports", lineage=None)
         release = published["model"]["registry_release"]
         report = run_audit(project, store=tmp_path / "empty-store", cache_dir=tmp_path / "cache",
                            registry_path=registry_file(tmp_path / "registry.json", {VERSION: release}),

@@ -50,7 +50,7 @@ def test_params_yaml_fills_every_schema():
     ({"clean": {"frame_tie_toll": 1e-6}}, r"clean: unknown key\(s\) \['frame_tie_toll'\]"),
     ({"fetch": {"mp_api": {"chunksize": 10}}}, r"fetch.mp_api: unknown key\(s\) \['chunksize'\]"),
     ({"symmetry": {"symprec": 0}}, "symmetry.symprec must be a positive number"),
-    ({"publish": {"target": "ftp"}}, "publish.target must be one of local, hub, shipped"),
+    ({"publish": {"target": "ftp"}}, "publish.target must be one of local, hub"),
     ({"train": {"profile": "fast"}}, "train.profile must be one of"),
 ])
 def test_a_bad_section_is_refused_by_name(sections, message, tmp_path):

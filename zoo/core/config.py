@@ -10,6 +10,7 @@ file, so what a stage reads is what ``dvc status`` compares. Sections and who re
     clean      CleanConfig; validate: ValidateConfig; build: BuildConfig
     train      TrainConfig: profile and profiles (each a TrainSettings, plus per_property overrides)
     evaluate   EvaluateConfig (composition_gbm: GBMSettings); publish: PublishConfig
+    release    ReleaseConfig: the profile and the version of each release `make release` ships (releases/dvc.yaml)
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any
 import yaml
 
 from zoo.core import paths, symmetry
+from zoo.core.versions import check_version
 
-SECTIONS = ("properties", "symmetry", "fetch", "clean", "validate", "build", "train", "evaluate", "publish")
+SECTIONS = ("properties", "symmetry", "fetch", "clean", "validate", "build", "train", "evaluate", "publish",
+            "release")
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -294,19 +297,38 @@ class HubConfig:
 
 @dataclass(frozen=True)
 class PublishConfig:
-    """model_version: the version published (bump after retraining); target: 'local' | 'hub' | 'shipped';
-    store: the local store folder; hub: organisation, endpoint, private."""
+    """model_version: the version published (bump after retraining); target: 'local' | 'hub'; store: the local
+    store folder; hub: organisation, endpoint, private. (Releases shipped with the code are the release stages'
+    only: section release.)"""
 
     model_version: str
     target: str
     store: str
     hub: HubConfig
 
-    TARGETS = ("local", "hub", "shipped")
+    TARGETS = ("local", "hub")
 
     def __post_init__(self) -> None:
         if self.target not in self.TARGETS:
             raise ValueError(f"publish.target must be one of {', '.join(self.TARGETS)}, got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """The releases shipped with the code (releases/dvc.yaml, `make release`): profile, the training profile they
+    are trained with (one of train.profiles); versions, property -> the version its release stage ships. A version
+    is never shipped twice with other weights: a new release is a new version here."""
+
+    profile: str
+    versions: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, str) or not self.profile:
+            raise ValueError(f"release.profile must name a training profile, got {self.profile!r}")
+        if not isinstance(self.versions, Mapping) or not self.versions:
+            raise ValueError(f"release.versions must map properties to versions, got {self.versions!r}")
+        for prop, version in self.versions.items():
+            check_version(version, f"release.versions.{prop}")
 
 
 # Nested sections: field -> schema of its mapping.
@@ -318,6 +340,7 @@ _NESTED: dict[type, dict[str, type]] = {
 SCHEMAS: dict[str, type] = {
     "symmetry": SymmetryConfig, "fetch": FetchConfig, "clean": CleanConfig, "validate": ValidateConfig,
     "build": BuildConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "publish": PublishConfig,
+    "release": ReleaseConfig,
 }
 
 
@@ -365,6 +388,7 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     publish: PublishConfig
+    release: ReleaseConfig
     properties: tuple[str, ...] = field(default=())
 
 
