@@ -52,6 +52,7 @@ def test_params_yaml_fills_every_schema():
     ({"symmetry": {"symprec": 0}}, "symmetry.symprec must be a positive number"),
     ({"publish": {"target": "ftp"}}, "publish.target must be one of local, hub"),
     ({"train": {"profile": "fast"}}, "train.profile must be one of"),
+    ({"release": {"versions": {"piezo": "1.1"}}}, "release.versions.piezo must be a semantic version"),
 ])
 def test_a_bad_section_is_refused_by_name(sections, message, tmp_path):
     with pytest.raises(ValueError, match=message):

@@ -10,6 +10,7 @@ shipped folders, zoo/registry.json and releases/dvc.lock must agree, and `dvc st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +28,8 @@ from tests.params_file import write_params
 from tests.repo_copy import REPO, copy_repository, isolate_dvc
 from tests.test_training import TINY_MODEL
 from zoo.core.io import sha256_file
-from zoo.release import audit, lineage, model_card, registry
+from zoo.core import config
+from zoo.release import audit, lineage, lockcheck, model_card, registry, shipping
 
 PROP, MODEL = "piezo", "matten-piezo"
 STAGE = f"releases/dvc.yaml:release@{PROP}"
@@ -167,3 +169,19 @@ def test_a_release_is_shipped_resumed_reproduced_and_never_replaced(copy):
     assert {path: digest for path, digest in after.items() if f"/{NEXT}/" not in path and path != "registry.json"} \
         == {path: digest for path, digest in shipped.items() if path != "registry.json"}
     assert set(registry.read_registry(copy / "zoo" / "registry.json").models[MODEL].releases) >= {VERSION, NEXT}
+
+    # Code the release ran changes: the lock no longer describes the tree, and the check CI runs says so.
+    with open(copy / "zoo" / "release" / "shipping.py", "a", encoding="utf-8") as handle:
+        handle.write("# edited\n")
+    assert f"{STAGE}: changed deps: zoo/release modified" in lockcheck.problems(lockcheck.dvc_status(copy), set())
+
+
+def test_release_settings_name_what_is_missing(tmp_path):
+    params = config.load(write_params(tmp_path / "params.yaml", release={"profile": "fast"}))
+    with pytest.raises(ValueError, match="release.profile 'fast' is none of train.profiles"):
+        shipping.release_settings(params, PROP)
+    params = dataclasses.replace(params, release=dataclasses.replace(params.release, versions={"elastic": "1.1.0"}))
+    with pytest.raises(ValueError, match="release.versions has no version for 'piezo'"):
+        shipping.release_settings(params, PROP)
+    shipped = config.load()
+    assert shipping.release_settings(shipped, PROP) == (shipped.release.profile, shipped.release.versions[PROP])

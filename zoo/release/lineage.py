@@ -20,6 +20,7 @@ same wherever the stage runs. Two sources:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,7 +74,8 @@ def stage_lineage(project: str | os.PathLike, address: str) -> dict[str, Any]:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo(str(project)) as repo:
+    # DVC resolves a stage's address against the working directory.
+    with contextlib.chdir(project), Repo(".") as repo:
         try:
             stages = repo.stage.collect(address)
         except DvcException as err:

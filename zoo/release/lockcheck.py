@@ -14,6 +14,7 @@ dvc.lock in `git status`, which .ci/run checks as well.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -40,7 +41,8 @@ def unbuilt_outputs(repo: Path, built: Sequence[str]) -> set[str]:
     """Outputs of the stages of ./dvc.yaml that reproducing `built` (with their upstream stages) does not run."""
     from dvc.repo import Repo
 
-    with Repo(str(repo)) as dvc:
+    # DVC resolves a stage's address against the working directory.
+    with contextlib.chdir(repo), Repo(".") as dvc:
         rebuilt = {stage.addressing for target in built for stage in dvc.stage.collect(target, with_deps=True)}
         return {str(out.def_path) for stage in dvc.stage.collect("dvc.yaml") if stage.addressing not in rebuilt
                 for out in stage.outs}
