@@ -103,7 +103,8 @@ def test_changing_symprec_in_params_changes_every_stage_together(tmp_path):
     assert shared.analyze(structure).crystal_system == "cubic"
     assert tight.analyze(structure).crystal_system == "tetragonal"
     # clean and validate build their parameters from the file; evaluate and `zoo audit` analyse with the
-    # SymmetryConfig they load from it (zoo.nn.pipeline.evaluate_stage, zoo.release.audit.audit_model).
+    # SymmetryConfig they load from it, which tests/test_audit.py runs end to end
+    # (test_symprec_in_params_reaches_evaluate_and_audit).
     assert cleaning.CleanParams.from_params(path).symprec == 0.001
     assert validation.ValidationParams.from_params(path).analyze(structure).crystal_system == "tetragonal"
     # build: the dataset card's glossary states the tolerances the crystal systems were found with.

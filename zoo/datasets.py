@@ -10,7 +10,7 @@ from pathlib import Path
 
 from zoo.data import splits
 from zoo.data.dataset_schema import VERSION_FILE, parquet_path
-from zoo.data.datasets import HUB_DATASETS_DIR, load_local, repo_name, row_structure, row_tensor
+from zoo.data.datasets import HUB_DATASETS_DIR, load_folder, load_local, repo_name, row_structure, row_tensor
 from zoo.release import hub
 
 __all__ = ["download", "load", "row_structure", "row_tensor"]
@@ -36,20 +36,18 @@ def load(
     that dataset_version.json records. ``zoo.release.hub`` errors (HubUnavailable, HubNotFoundError,
     ChecksumMismatchError, ...) pass through.
     """
-    import datasets
-
     if not isinstance(name, str) or not name.strip("/"):
         raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', got {name!r}")
     local = Path(local_root) / repo_name(name)
     if (local / "README.md").is_file():
-        return load_local(name, local_root, cache_dir)
+        return load_local(name, local_root)
     if "/" not in name:
         raise ValueError(
             f"no local build of {name!r} in {local}: run `dvc repro build@{local.name.split('-')[1]}`, or give the "
             f"Hub repository as 'org/{local.name}'"
         )
     folder = download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir)
-    return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
+    return load_folder(folder)
 
 
 def download(
