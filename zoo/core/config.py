@@ -55,18 +55,24 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 
 def check_keys(cls: type, section: Any, where: str) -> dict[str, Any]:
-    """`section` as a dict with exactly the fields of dataclass `cls` that have no default (and any that have)."""
+    """`section` as a dict with exactly the fields of dataclass `cls` that have no default (and any that have).
+    A schema with an ``OTHER_KEYS`` field takes the section's other keys into that field, as a mapping, for a
+    layer above to check (the validate section's property thresholds, which the property specs name)."""
     if not isinstance(section, Mapping):
         raise ValueError(f"{where} must be a mapping of options, got {section!r}")
-    known = {item.name for item in dataclasses.fields(cls)}
+    others = getattr(cls, "OTHER_KEYS", None)
+    known = {item.name for item in dataclasses.fields(cls)} - {others}
     required = {item.name for item in dataclasses.fields(cls)
-                if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING}
+                if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING} - {others}
     unknown, missing = sorted(set(section) - known), sorted(required - set(section))
-    if unknown:
+    if unknown and others is None:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
     if missing:
         raise ValueError(f"{where}: missing key(s) {missing} (params.yaml holds every value)")
-    return dict(section)
+    values = {key: value for key, value in section.items() if key in known}
+    if others is not None:
+        values[others] = {key: section[key] for key in unknown}
+    return values
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -135,14 +141,15 @@ class CleanConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    """Thresholds of validate's physics checks (zoo.data.validation.ValidationParams says what each does)."""
+    """The validate stage's shared settings (zoo.data.validation.ValidationParams says what each does); thresholds:
+    every other key of the section, a property's own threshold, which its spec names
+    (PropertySpec.validate_thresholds) and checks: the validate stage refuses a key no spec names."""
 
     min_interatomic_distance_a: float
-    k_vrh_range_gpa: tuple[float, float]
-    g_vrh_range_gpa: tuple[float, float]
-    dielectric_eigenvalue_atol: float
-    piezo_zero_atol_c_m2: float
     workers: int
+    thresholds: Mapping[str, Any]
+
+    OTHER_KEYS = "thresholds"
 
 
 @dataclass(frozen=True)
