@@ -94,8 +94,8 @@ def interrupt_once_checkpointed(copy: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def copy(tmp_path, monkeypatch) -> Path:
-    """A copy of the repository with the tiny release profile and a piezo dataset of 20 synthetic records."""
+def environment(tmp_path, monkeypatch) -> Path:
+    """DVC's own folders under tmp_path, the venv's python first on PATH, loopback-only subprocesses."""
     isolate_dvc(monkeypatch, tmp_path / "dvc-home")
     monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     guard = tmp_path / "guard"
@@ -103,9 +103,15 @@ def copy(tmp_path, monkeypatch) -> Path:
     (guard / "sitecustomize.py").write_text(
         "from tests.fakes.loopback import install_loopback_guard\ninstall_loopback_guard()\n", encoding="utf-8")
     monkeypatch.setenv("PYTHONPATH", f"{guard}{os.pathsep}{REPO}")
-    copy = copy_repository(tmp_path / "repo")
-    write_params(copy / "params.yaml", **tiny_params(TINY_RELEASE, VERSION))
-    accepted, report, _ = test_datasets.validate_into(tmp_path / "validated", PROP,
+    return tmp_path
+
+
+def synthetic_copy(root: Path, params: dict) -> Path:
+    """A copy of the repository at `root` with `params` and a piezo dataset of 20 synthetic records, built by the
+    real build stage and recorded in the copy's dvc.lock."""
+    copy = copy_repository(root)
+    write_params(copy / "params.yaml", **params)
+    accepted, report, _ = test_datasets.validate_into(root.parent / f"{root.name}-validated", PROP,
                                                       test_datasets.clean_rows(PROP, test_datasets.SIZES[PROP]))
     for source, target in ((accepted, f"data/clean/{PROP}.accepted.parquet"),
                            (report, f"data/reports/{PROP}-validation.json")):
@@ -115,6 +121,12 @@ def copy(tmp_path, monkeypatch) -> Path:
     assert done.returncode == 0, done.stderr[-3000:]
     dvc(copy, "commit", "--force", f"build@{PROP}")  # the copy's dvc.lock: this build, not the checkout's
     return copy
+
+
+@pytest.fixture
+def copy(environment) -> Path:
+    """A copy of the repository with the tiny release profile and the synthetic piezo dataset."""
+    return synthetic_copy(environment / "repo", tiny_params(TINY_RELEASE, VERSION))
 
 
 @pytest.mark.slow
@@ -185,3 +197,22 @@ def test_release_settings_name_what_is_missing(tmp_path):
         shipping.release_settings(params, PROP)
     shipped = config.load()
     assert shipping.release_settings(shipped, PROP) == (shipped.release.profile, shipped.release.versions[PROP])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_model_stages_lock_entries_depend_on_nothing_but_code_data_and_params(environment):
+    """train, evaluate and publish of ./dvc.yaml, run in two copies of the repository (other absolute paths, other
+    times) on the same data and params, write the same dvc.lock entries, outputs included: so `make repro` on a
+    fresh clone (on this machine) leaves the committed dvc.lock as it is. (The data stages: tests/test_determinism.)"""
+    # The tiny profile, a few epochs, for ./dvc.yaml's train stage.
+    params = tiny_params({**TINY_RELEASE, "max_epochs": 3}, VERSION)
+    params["train"] = {"profile": "release", **params["train"]}
+    entries = []
+    for name in ("first", "elsewhere/second"):
+        copy = synthetic_copy(environment / name, params)
+        for stage in ("train", "evaluate", "publish"):
+            dvc(copy, "repro", "--single-item", f"{stage}@{PROP}")
+        entries.append({stage: lineage.lock_entry(copy, f"{stage}@{PROP}") for stage in ("train", "evaluate",
+                                                                                           "publish")})
+    assert entries[0]["publish"]["outs"] and entries[0] == entries[1]
