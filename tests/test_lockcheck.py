@@ -50,6 +50,12 @@ def test_only_the_outputs_of_stages_not_rebuilt_may_be_missing(tmp_path, monkeyp
                                                   "use: changed deps: code.txt modified"]
     assert lockcheck.main(["--repo", str(project), "--built", "make"]) == 1
 
+    # A stage without a lock entry (a release not made yet) is one line, not one per dependency.
+    stages = yaml.safe_load((project / "releases" / "dvc.yaml").read_text())
+    stages["stages"]["ship-more"] = {**stages["stages"]["ship"], "outs": [{"more.txt": {"cache": False}}]}
+    (project / "releases" / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    assert "releases/dvc.yaml:ship-more: never run (no entry in its dvc.lock)" in lockcheck.check(project, ["make"])
+
 
 def test_params_commands_and_new_stages_are_named():
     status = {"releases/dvc.yaml:release@piezo": [

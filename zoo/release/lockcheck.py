@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.release import lineage
+
 PIPELINES = ("dvc.yaml", "releases/dvc.yaml")
 MISSING = frozenset({"deleted", "not in cache"})
 
@@ -66,7 +68,12 @@ def problems(status: Mapping[str, Iterable[Any]], allowed_missing: set[str]) -> 
 
 
 def check(repo: Path, built: Sequence[str]) -> list[str]:
-    return problems(dvc_status(repo), unbuilt_outputs(repo, built))
+    """The report's lines: one per stage that was never run (no entry in its dvc.lock), then `problems`."""
+    status = dvc_status(repo)
+    never_run = sorted(stage for stage in status if lineage.lock_entry(repo, stage) is None)
+    return ([f"{stage}: never run (no entry in its dvc.lock)" for stage in never_run]
+            + problems({stage: entries for stage, entries in status.items() if stage not in never_run},
+                       unbuilt_outputs(repo, built)))
 
 
 def main(argv: list[str] | None = None) -> int:
