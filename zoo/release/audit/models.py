@@ -15,7 +15,7 @@ from zoo.core.config import load_section
 from zoo.core.io import sha256_file
 from zoo.core.versions import version_key
 from zoo.nn import training
-from zoo.release import lineage, loading, model_card, registry
+from zoo.release import lineage, loading, model_card, registry, resolution
 from zoo.release.audit.datasets import dataset_checks, dvc_md5, local_build, lock_check
 from zoo.release.audit.metrics import MODEL_KEY, metric_checks, printed_differences
 from zoo.release.audit.report import Report, Step, file_check, listed, quiet
@@ -39,7 +39,7 @@ def resolve_model(name: str, version: str | None, store, registry_path, cache_di
     by zoo.load into the Hub cache."""
     local = registry.LocalStore(store)
     known = registry.read_registry(registry_path)
-    names = loading.known_models(known, local)
+    names = resolution.known_models(known, local)
     if name not in names:
         raise registry.unknown_model(name, names)
     if version is not None:
