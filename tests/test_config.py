@@ -59,6 +59,19 @@ def test_a_bad_section_is_refused_by_name(sections, message, tmp_path):
         config.load(write_params(tmp_path / "params.yaml", **sections))
 
 
+def test_release_versions_lists_the_releases_made_and_may_be_empty(tmp_path):
+    """Only the releases that are made are listed (each one is a release stage that must have a lock entry):
+    none is a valid state, and DVC's foreach makes no stage of an empty mapping."""
+    mapping = params_mapping()
+    mapping["release"]["versions"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(mapping))
+    assert config.load(tmp_path / "params.yaml").release.versions == {}
+    mapping["release"]["versions"] = ["1.1.0"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(mapping))
+    with pytest.raises(ValueError, match=r"release.versions must map properties to versions \({} for none\)"):
+        config.load(tmp_path / "params.yaml")
+
+
 def test_missing_keys_and_unknown_sections_are_refused(tmp_path):
     mapping = params_mapping()
     del mapping["validate"]["workers"]

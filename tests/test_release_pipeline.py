@@ -189,14 +189,28 @@ def test_a_release_is_shipped_resumed_reproduced_and_never_replaced(copy):
 
 
 def test_release_settings_name_what_is_missing(tmp_path):
-    params = config.load(write_params(tmp_path / "params.yaml", release={"profile": "fast"}))
+    params = config.load(write_params(tmp_path / "params.yaml",
+                                      release={"profile": "fast", "versions": {PROP: VERSION}}))
     with pytest.raises(ValueError, match="release.profile 'fast' is none of train.profiles"):
         shipping.release_settings(params, PROP)
     params = dataclasses.replace(params, release=dataclasses.replace(params.release, versions={"elastic": "1.1.0"}))
     with pytest.raises(ValueError, match="release.versions has no version for 'piezo'"):
         shipping.release_settings(params, PROP)
-    shipped = config.load()
-    assert shipping.release_settings(shipped, PROP) == (shipped.release.profile, shipped.release.versions[PROP])
+    listed = config.load(write_params(tmp_path / "params.yaml", release={"versions": {PROP: VERSION}}))
+    assert shipping.release_settings(listed, PROP) == (listed.release.profile, VERSION)
+
+
+def test_make_release_reproduces_the_listed_release_stages_and_refuses_none(tmp_path, capsys):
+    """`make release` reproduces the stages zoo.release.shipping lists; with none listed it must stop, as DVC would
+    reproduce the whole default pipeline for a target that names no stage."""
+    listed = write_params(tmp_path / "listed.yaml", release={"versions": {PROP: VERSION}})
+    assert shipping.main([str(listed)]) == 0 and capsys.readouterr().out.split() == [STAGE]
+    mapping = yaml.safe_load(listed.read_text(encoding="utf-8"))
+    mapping["release"]["versions"] = {}
+    (tmp_path / "none.yaml").write_text(yaml.safe_dump(mapping), encoding="utf-8")
+    assert shipping.main([str(tmp_path / "none.yaml")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "lists no release" in captured.err
 
 
 @pytest.mark.slow

@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from zoo import properties
+from zoo.core import config
 from zoo.core.io import sha256_file
-from zoo.release import registry
+from zoo.release import lineage, model_card, registry, shipping
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {name: model.latest() for name, model in registry.read_registry(registry.REGISTRY_PATH).models.items()}
@@ -56,6 +58,26 @@ def test_every_model_has_a_shipped_release():
     assert set(SHIPPED) == {spec.model_name for spec in properties.PROPERTIES.values()}
     for name, release in SHIPPED.items():
         assert release is not None and release.shipped_folder().is_dir(), name
+
+
+def test_release_versions_lists_exactly_the_releases_made():
+    """params.yaml's release.versions names only releases that are made, so that the committed locks tell the truth:
+    each listed version has its releases/dvc.lock entry, which ships that version's folder, with a registry entry
+    and a card naming that stage; the lock holds no entry for a release not listed. Folders that no stage ships
+    (1.0.0, or a version a newer one replaced in release.versions) stay in git outside DVC."""
+    versions = config.load(ROOT / "params.yaml").release.versions
+    lock_path = ROOT / "releases" / "dvc.lock"
+    locked = set((yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages") or {}) \
+        if lock_path.is_file() else set()
+    assert locked == {f"release@{prop}" for prop in versions}, "run `make release` and commit releases/dvc.lock"
+    known = registry.read_registry(registry.REGISTRY_PATH)
+    for prop, version in versions.items():
+        spec, address = properties.get(prop), shipping.stage_address(prop)
+        folder = f"zoo/releases/{spec.model_name}/{version}"
+        assert set(lineage.lock_outputs(ROOT, address)) == {folder}
+        assert known.models[spec.model_name].releases[version].shipped_folder() == ROOT / folder
+        card = model_card.parse_front_matter((ROOT / folder / model_card.CARD_FILE).read_text(encoding="utf-8"))
+        assert card["provenance"]["dvc_stage"] == address
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

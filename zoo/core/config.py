@@ -324,7 +324,9 @@ class PublishConfig:
 class ReleaseConfig:
     """The releases shipped with the code (releases/dvc.yaml, `make release`): profile, the training profile they
     are trained with (one of train.profiles); versions, property -> the version its release stage ships. A version
-    is never shipped twice with other weights: a new release is a new version here."""
+    is never shipped twice with other weights: a new release is a new version here. versions lists only the
+    releases that are made (may be empty): each entry is a stage of releases/dvc.yaml, and a stage with no
+    releases/dvc.lock entry is a release promised but not made (zoo.release.lockcheck fails CI on it)."""
 
     profile: str
     versions: Mapping[str, str]
@@ -332,8 +334,8 @@ class ReleaseConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.profile, str) or not self.profile:
             raise ValueError(f"release.profile must name a training profile, got {self.profile!r}")
-        if not isinstance(self.versions, Mapping) or not self.versions:
-            raise ValueError(f"release.versions must map properties to versions, got {self.versions!r}")
+        if not isinstance(self.versions, Mapping):
+            raise ValueError(f"release.versions must map properties to versions ({{}} for none), got {self.versions!r}")
         for prop, version in self.versions.items():
             check_version(version, f"release.versions.{prop}")
 

@@ -39,15 +39,21 @@ def dvc_status(repo: Path) -> dict[str, list[Any]]:
     return json.loads(done.stdout or "{}")
 
 
-def unbuilt_outputs(repo: Path, built: Sequence[str]) -> set[str]:
-    """Outputs of the stages of ./dvc.yaml that reproducing `built` (with their upstream stages) does not run."""
+def unbuilt_stages(repo: Path, built: Sequence[str]) -> dict[str, set[str]]:
+    """The stages of ./dvc.yaml that reproducing `built` (with their upstream stages) does not run: address ->
+    its outputs."""
     from dvc.repo import Repo
 
     # DVC resolves a stage's address against the working directory.
     with contextlib.chdir(repo), Repo(".") as dvc:
         rebuilt = {stage.addressing for target in built for stage in dvc.stage.collect(target, with_deps=True)}
-        return {str(out.def_path) for stage in dvc.stage.collect("dvc.yaml") if stage.addressing not in rebuilt
-                for out in stage.outs}
+        return {stage.addressing: {str(out.def_path) for out in stage.outs}
+                for stage in dvc.stage.collect("dvc.yaml") if stage.addressing not in rebuilt}
+
+
+def unbuilt_outputs(repo: Path, built: Sequence[str]) -> set[str]:
+    """Outputs of the stages of ./dvc.yaml that reproducing `built` does not run."""
+    return set().union(*unbuilt_stages(repo, built).values())
 
 
 def problems(status: Mapping[str, Iterable[Any]], allowed_missing: set[str]) -> list[str]:
@@ -67,13 +73,19 @@ def problems(status: Mapping[str, Iterable[Any]], allowed_missing: set[str]) -> 
     return lines
 
 
-def check(repo: Path, built: Sequence[str]) -> list[str]:
-    """The report's lines: one per stage that was never run (no entry in its dvc.lock), then `problems`."""
+def check(repo: Path, built: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(problems, unrecorded). problems: the report's lines, one per stage that was never run (no entry in its
+    dvc.lock), then `problems` of the others. unrecorded: the stages of ./dvc.yaml that were neither rebuilt nor ever
+    run; they are no problem: their outputs are not in git and their lock makes no claim (the models, until
+    `make repro` records them on the final code). A release stage never run is a problem: its version is listed in
+    params.yaml (release.versions lists the releases that are made) and its output is a folder in git."""
     status = dvc_status(repo)
+    unbuilt = unbuilt_stages(repo, built)
     never_run = sorted(stage for stage in status if lineage.lock_entry(repo, stage) is None)
-    return ([f"{stage}: never run (no entry in its dvc.lock)" for stage in never_run]
+    unrecorded = [stage for stage in never_run if stage in unbuilt]
+    return ([f"{stage}: never run (no entry in its dvc.lock)" for stage in never_run if stage not in unbuilt]
             + problems({stage: entries for stage, entries in status.items() if stage not in never_run},
-                       unbuilt_outputs(repo, built)))
+                       set().union(*unbuilt.values()))), unrecorded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the targets that were reproduced (default: build, what `make data` runs)")
     parser.add_argument("--repo", type=Path, default=Path("."))
     args = parser.parse_args(argv)
-    found = check(args.repo, args.built)
+    found, unrecorded = check(args.repo, args.built)
+    if unrecorded:
+        print(f"not recorded in dvc.lock (never run on this tree, not rebuilt here; `make repro` records them): "
+              f"{', '.join(unrecorded)}")
     if found:
         print(f"dvc status: {len(found)} difference(s) between the workspace and the committed locks "
               f"({', '.join(PIPELINES)}):")

@@ -26,6 +26,7 @@ output folder, the old one staying in git as it is.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ STAGE_ERRORS = publishing.PUBLISH_ERRORS
 def stage_address(property_name: str) -> str:
     """DVC's address of a property's release stage."""
     return f"{RELEASE_PIPELINE}:release@{property_name}"
+
+
+def release_targets(params: config.Params) -> list[str]:
+    """The DVC addresses of the release stages params.yaml lists (release.versions: the releases that are made)."""
+    return [stage_address(name) for name in params.release.versions]
 
 
 def release_settings(params: config.Params, property_name: str) -> tuple[str, str]:
@@ -83,3 +89,22 @@ def release_stage(property_name: str, params_path: Path, say: Callable[[str], No
     state = "shipped" if model["published"] else "already shipped with identical weights and config: unchanged"
     say(f"release {spec.name}: {model['name']} {version} {state} -> {model['path']}")
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m zoo.release.shipping [params.yaml]` (make release): the release stages to reproduce, one a line;
+    none is an error, because `dvc repro` with a target that names no stage reproduces the whole default pipeline
+    (dvc.yaml, models included) instead of nothing (DVC 3.67)."""
+    args = sys.argv[1:] if argv is None else argv
+    params_path = Path(args[0]) if args else Path("params.yaml")
+    targets = release_targets(config.load(params_path))
+    if not targets:
+        print(f"release.versions in {params_path} lists no release: add `<property>: \"<version>\"` to make one "
+              "(README, section Releases)", file=sys.stderr)
+        return 1
+    print("\n".join(targets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
