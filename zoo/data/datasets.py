@@ -439,16 +439,8 @@ def load_folder(folder: str | os.PathLike):
     """
     import datasets
 
-    # The private cache is new on every load, so `datasets` would print its "Generating split" bars each time (on
-    # stderr, where the zoo CLI promises one line per error): off for this load, as the caller had them after.
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        with tempfile.TemporaryDirectory(prefix="zoo-dataset-") as cache:
-            return datasets.load_dataset(str(folder), cache_dir=cache, keep_in_memory=True)
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
+    with tempfile.TemporaryDirectory(prefix="zoo-dataset-") as cache:
+        return datasets.load_dataset(str(folder), cache_dir=cache, keep_in_memory=True)
 
 
 def repo_name(name: str) -> str:
