@@ -113,7 +113,7 @@ def test_the_tolerance_is_a_suite_parameter():
                                   CLEAN).rows
     frame = pd.DataFrame(rows)
     assert validation.validate(frame, "piezo", PARAMS).quarantined.empty
-    strict = dataclasses.replace(PARAMS, polarity_min_abs_c_m2=0.001)
+    strict = dataclasses.replace(PARAMS, thresholds={**PARAMS.thresholds, "polarity_min_abs_c_m2": 0.001})
     assert len(validation.validate(frame, "piezo", strict).quarantined) == 2
 
 
@@ -122,5 +122,5 @@ def test_implausible_magnitude_is_quarantined_with_its_own_code():
                                   CLEAN).rows
     result = validation.validate(pd.DataFrame(rows), "piezo", PARAMS)
     assert list(result.quarantined["primary_reason"]) == ["implausible_magnitude"]
-    lenient = dataclasses.replace(PARAMS, piezo_max_abs_c_m2=30.0)
+    lenient = dataclasses.replace(PARAMS, thresholds={**PARAMS.thresholds, "piezo_max_abs_c_m2": 30.0})
     assert validation.validate(pd.DataFrame(rows), "piezo", lenient).quarantined.empty

@@ -57,6 +57,19 @@ SNAPSHOT = SnapshotSource(
 
 MP_FIELDS = ("material_id", "formula_pretty", "symmetry", "deprecated", "total", "e_ij_max", "max_direction")
 # emmet: PiezoTensor.convert_to_ieee; its documents carry no structure.
+# validate's largest |e_ij| (C/m^2) that counts as zero (params.yaml): such a tensor obeys every point group, and a
+# centrosymmetric crystal's tensor must be one (reason code piezo_nonzero_centrosymmetric).
+ZERO_ATOL = "piezo_zero_atol_c_m2"
+# validate's largest plausible |e_ij| (C/m^2; reason code implausible_magnitude). The largest well-established bulk
+# stress constants are 10-20 C/m^2 (poled PZT and PMN-PT, e33 ~ 15-20); DFPT gives larger ones where a soft polar mode
+# or a vanishing gap makes the response diverge. In the snapshot after clean: median 0.41, 99th percentile 7.2 C/m^2;
+# above 20 only BaNiO3 (27.5, a nickelate with a PBE gap near zero) and two triclinic records (Pr3NF6 45, SiO2 41)
+# that a per-source convention settles.
+MAX_ABS = "piezo_max_abs_c_m2"
+# validate's |e_long| along a tetrahedral binary's bond (C/m^2) at most which it has no sign (the DFPT precision of
+# e_ij; reason code polarity_inconsistent, zoo.core.polarity).
+POLARITY_MIN_ABS = "polarity_min_abs_c_m2"
+
 MP_API = MPSource(
     route="materials/piezoelectric",
     fields=MP_FIELDS,
@@ -76,13 +89,16 @@ class PiezoSpec(PropertySpec):
     have a zero tensor (the suite's row condition on is_centrosymmetric); evaluate: the largest longitudinal
     coefficient."""
 
+    def suite_parameters(self, thresholds: Mapping[str, Any]) -> dict[str, float]:
+        return {key: thresholds[key] for key in (ZERO_ATOL, MAX_ABS, POLARITY_MIN_ABS)}
+
     def record_metrics(self, values, info, params) -> dict[str, Any]:
         (e,) = values
         cartesian = tensors.piezo_voigt_to_cartesian(e)
         out = {"piezo_max_abs": float(np.abs(e).max()), "neumann_residual": None}
         if info is not None:
             # A tensor within the data's precision of zero obeys every point group; its sign pattern is noise.
-            is_zero = out["piezo_max_abs"] <= params.piezo_zero_atol_c_m2
+            is_zero = out["piezo_max_abs"] <= params.thresholds[ZERO_ATOL]
             out["neumann_residual"] = 0.0 if is_zero else record_neumann_residual([cartesian], info)
         return out
 
@@ -145,6 +161,8 @@ PIEZO = PiezoSpec(
         ("bond_longitudinal_e", "float", "e_long along its cation->anion bond, C/m^2 (zoo.core.polarity)"),
     ),
     suite_columns=("is_centrosymmetric",),
+    physics_codes=("piezo_nonzero_centrosymmetric", "implausible_magnitude", "polarity_inconsistent"),
+    validate_thresholds=(ZERO_ATOL, MAX_ABS, POLARITY_MIN_ABS),
     dataset_parts=(TensorPart("piezo_voigt", "voigt", "piezo", "piezoelectric stress tensor e_ijk"),),
     derived_columns=(
         derived_column("max_longitudinal", "largest longitudinal coefficient max_n |e_ijk n_i n_j n_k|"),
