@@ -23,6 +23,8 @@ def train_stage(prop: str, params_path: Path, profile: str | None = None,
     started = time.perf_counter()
     folder, fitted = training.train_property(prop, settings, profile=profile, live_dir=LIVE_DIR / prop)
     elapsed = time.perf_counter() - started
+    if fitted.global_rank != 0:
+        return  # another process of a data-parallel run: rank 0 reports
     for result in fitted.members:
         epochs = result.epoch_seconds
         resumed = f", resumed after {result.resumed_after_epochs} epochs" \
