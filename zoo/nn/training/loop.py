@@ -180,7 +180,7 @@ def make_epoch_timer():
         def on_train_epoch_end(self, trainer, pl_module):
             if self._start is not None:
                 self.seconds.append(time.perf_counter() - self._start)
-                pl_module.log("epoch_time_s", self.seconds[-1])
+                pl_module.log("epoch_time_s", self.seconds[-1], rank_zero_only=True)  # rank 0's wall time
                 self._start = None
 
     return EpochTimer()
