@@ -262,6 +262,11 @@ class TrainSettings:
         """Training processes: devices x num_nodes."""
         return self.devices * self.num_nodes
 
+    def single_process(self) -> TrainSettings:
+        """These settings in one process: the same steps (batch_size counts the structures of all processes), so
+        the same run up to the order of float summations. For stages that write their outputs from one process."""
+        return dataclasses.replace(self, devices=1, num_nodes=1, strategy="auto")
+
     @classmethod
     def from_params(cls, section: Mapping[str, Any]) -> TrainSettings:
         """Settings from a resolved profile mapping (TrainConfig.resolve): every key required."""

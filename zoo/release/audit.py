@@ -397,7 +397,7 @@ def _cpu(settings: TrainSettings) -> TrainSettings:
     progress bar (it would fight the audit's own display; it does not touch the numbers), one process: a
     data-parallel run's steps take the same structures in one process (TrainSettings.batch_size), so its weights
     come back to float rounding (the summation order differs), not bit for bit."""
-    return dataclasses.replace(settings, progress_bar=False, devices=1, num_nodes=1, strategy="auto",
+    return dataclasses.replace(settings.single_process(), progress_bar=False,
                                accelerator="cpu" if settings.accelerator == "auto" else settings.accelerator)
 
 
