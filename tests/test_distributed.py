@@ -89,8 +89,12 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow  # about 4 runs of a tiny 2-member ensemble: 1.5 min on an idle 2-core machine
 @pytest.mark.timeout(1200)
 def test_ddp_run_killed_and_resumed_gives_the_uninterrupted_run_s_model(datasets_root, tmp_path, empty_registry):
-    status, finished, err = run_ddp(datasets_root, tmp_path / "uninterrupted")
+    live = tmp_path / "live"
+    status, finished, err = run_ddp(datasets_root, tmp_path / "uninterrupted", "--live-dir", str(live))
     assert status == 0, err[-3000:]
+    for folder in (live, live / "member-1"):  # dvclive, from rank 0: one epoch per line
+        assert json.loads((folder / "metrics.json").read_text())["epoch"] == EPOCHS - 1
+        assert len((folder / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()) == EPOCHS + 1
     assert [line["rank"] for line in finished] == [0, 1]
     assert finished[0]["members"] == finished[1]["members"]  # the same history, hence decisions, on both ranks
     assert finished[1]["folder"] is None  # rank 0 alone writes the model
