@@ -187,7 +187,7 @@ class TrainSettings:
     devices                  processes per node, one device each (GPUs, or CPU processes with accelerator 'cpu')
     num_nodes                machines; devices x num_nodes > 1 is data-parallel training and needs strategy 'ddp'
     strategy                 Lightning strategy: 'auto' (one process) or 'ddp' (one process per device, launched by
-                             Lightning, torchrun or SLURM; README, 'Training on a cluster')
+                             Lightning, torchrun or SLURM; README, 'Training on a GPU or a cluster')
     threads                  torch intra-op threads on CPU (null: leave torch's default)
     deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
                              deterministic kernel, e.g. some CUDA scatter ops)

@@ -25,7 +25,7 @@ run with the same name continues from it, loaded with ``weights_only=True`` (ten
 The folder is deleted once the final outputs are written.
 
 Data-parallel training (``TrainSettings.devices`` x ``num_nodes`` processes, strategy 'ddp'; README, 'Training on a
-cluster'). Every process runs the same stage: Lightning's launcher starts the other processes by running the same
+GPU or a cluster'). Every process runs the same stage: Lightning's launcher starts the other processes by running the same
 command again, or torchrun / SLURM start them all. Each process loads the data, builds every graph and the same
 initial network; each step's batch_size structures are shared out among the processes (``loaders``), DDP averages
 the gradients, so each step is the single-process step up to float summation order. Losses are summed per epoch
