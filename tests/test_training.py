@@ -8,6 +8,7 @@ predictions must obey it too. Models are tiny and train for a few epochs: these 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 
@@ -69,6 +70,16 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
     assert config["dataset"]["fingerprint"] == version["fingerprint"]
     assert config["irreps"] == "1x0e+1x2e" and config["target_column"] == "eps_electronic_irreps"
     assert config["training"]["max_epochs"] == 3 and config["model_config"]["hidden_irreps"] == "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e"
+    # The training split's applicability domain, for the warnings of zoo.release.applicability
+    data, _ = training.load_splits("dielectric", datasets_root)
+    domain = config["training_data"]
+    assert domain["n_structures"] == len(data["train"])
+    assert domain["element_counts"] == dict(sorted(collections.Counter(
+        symbol for structure in data["train"].structures for symbol in {s.specie.symbol for s in structure}).items()))
+    volumes = [structure.volume / len(structure) for structure in data["train"].structures]
+    densities = [float(structure.density) for structure in data["train"].structures]
+    np.testing.assert_allclose(domain["volume_per_atom_a3"], [min(volumes), max(volumes)], rtol=1e-12)
+    np.testing.assert_allclose(domain["density_g_cm3"], [min(densities), max(densities)], rtol=1e-6)
     log = json.loads((folder / "training_log.json").read_text())
     assert [entry["epoch"] for entry in log["epochs"]] == [0, 1, 2]
     assert log["best_epoch"] == int(np.argmin([entry["val_loss"] for entry in log["epochs"]]))
@@ -79,7 +90,6 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
     assert not (folder.parent / ".resume" / "matten-dielectric").exists()  # cleared once the run is complete
 
     loaded = training.load_model(folder)
-    data, _ = training.load_splits("dielectric", datasets_root)
     np.testing.assert_array_equal(evaluation.predict(loaded.net, data["test"]),
                                   evaluation.predict(result.net, data["test"]))
 

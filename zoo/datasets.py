@@ -1,5 +1,5 @@
-"""The datasets' user API: ``zoo.datasets.load(name)`` (a local build, or a Hub repository, downloaded and checked) and
-the row helpers (``zoo.data.datasets``)."""
+"""The datasets' user API: ``zoo.datasets.load(name)`` (a local build, the local store, or a Hub repository, downloaded
+and checked) and the row helpers (``zoo.data.datasets``)."""
 
 from __future__ import annotations
 
@@ -16,40 +16,62 @@ from zoo.release import hub
 __all__ = ["download", "load", "row_structure", "row_tensor"]
 
 
-def load(
-    name: str,
-    *,
-    local_root: str | os.PathLike = HUB_DATASETS_DIR,
-    version: str | None = None,
-    endpoint: str | None = None,
-    token: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-):
-    """A dataset as a ``datasets.DatasetDict`` (train, validation, test): the local build if there is one,
-    else the Hub.
+def load(name: str, *, version: str | None = None, local_root: str | os.PathLike | None = None,
+         endpoint: str | None = None, token: str | None = None, cache_dir: str | os.PathLike | None = None):
+    """A dataset as a ``datasets.DatasetDict`` (train, validation, test), from any working directory.
 
-    name: 'elastic', 'mp-elastic-irreps' or 'org/mp-elastic-irreps'. The local folder
-    ``<local_root>/mp-elastic-irreps`` is used when it holds a README.md (whatever `version`). Otherwise, for
-    'org/name', the repository is downloaded at the tag of `version` (e.g. '1.0.0' -> 'v1.0.0'; default: the
-    main branch) through ``zoo.release.hub.download_file`` into `cache_dir` (default ``$HF_HOME/mp-tensor-zoo``):
-    dataset_version.json and README.md checked against the Hub's hashes, each Parquet file against the sha256
-    that dataset_version.json records. ``zoo.release.hub`` errors (HubUnavailable, HubNotFoundError,
-    ChecksumMismatchError, ...) pass through.
+    name: 'elastic', 'mp-elastic-irreps' or 'org/mp-elastic-irreps'. The first of these that holds the dataset (of
+    `version`, when given) is used:
+        1. ``<local_root>/<repo>`` when local_root is given (then only that folder, or the Hub for 'org/name');
+        2. the local build in the working directory, ``./data/hub/datasets/<repo>``;
+        3. the local build of this checkout, ``<checkout>/data/hub/datasets/<repo>``;
+        4. the local zoo store (``ZOO_STORE``), ``<store>/datasets/<repo>/<version or newest>``;
+        5. the Hub: ``org/<repo>`` at the tag of `version` (default: main), org from the name or else
+           zoo/registry.json's hub_organisation, through `download` (endpoint, token, cache_dir; the deadlines of
+           zoo.release.hub). A Hub error says where the dataset was looked for locally.
     """
-    import datasets
+    from zoo.core import paths
+    from zoo.release import registry
 
     if not isinstance(name, str) or not name.strip("/"):
         raise ValueError(f"name must be a dataset name such as 'mp-elastic-irreps' or 'org/mp-elastic-irreps', got {name!r}")
-    local = Path(local_root) / repo_name(name)
-    if (local / "README.md").is_file():
-        return load_local(name, local_root, cache_dir)
-    if "/" not in name:
-        raise ValueError(
-            f"no local build of {name!r} in {local}: run `dvc repro build@{local.name.split('-')[1]}`, or give the "
-            f"Hub repository as 'org/{local.name}'"
-        )
-    folder = download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir)
+    repo = repo_name(name)
+    if local_root is not None:
+        if (Path(local_root) / repo / "README.md").is_file():
+            return load_local(name, local_root, cache_dir)
+        if "/" not in name:
+            raise ValueError(f"no local build of {name!r} in {Path(local_root) / repo}: run `dvc repro "
+                             f"build@{repo.split('-')[1]}`, or give the Hub repository as 'org/{repo}'")
+        return _open(download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir), cache_dir)
+    builds = [Path.cwd() / HUB_DATASETS_DIR / repo, paths.DATA_DIR / "hub" / "datasets" / repo]
+    store = registry.LocalStore()
+    stored = store.versions(repo, kind="datasets")
+    chosen = version if version is not None else (list(stored)[-1] if stored else None)
+    candidates = builds + ([store.folder(repo, chosen, kind="datasets")] if chosen in stored else [])
+    for folder in candidates:
+        if (folder / "README.md").is_file() and (version is None or _version_of(folder) == version):
+            return _open(folder, cache_dir)
+    repo_id = name if "/" in name else f"{registry.read_registry().hub_organisation}/{repo}"
+    try:
+        return _open(download(repo_id, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir),
+                     cache_dir)
+    except hub.HubError as err:
+        looked = ", ".join(str(folder) for folder in dict.fromkeys(builds)) + f", the local store {store.root}"
+        raise type(err)(f"{repo}{' ' + version if version else ''} is not built locally ({looked}) and the Hub "
+                        f"failed: {err}") from None
+
+
+def _open(folder: Path, cache_dir: str | os.PathLike | None):
+    import datasets
+
     return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
+
+
+def _version_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / VERSION_FILE).read_text(encoding="utf-8")).get("version")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def download(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,13 +161,23 @@ class ElasticSpec(PropertySpec):
             if mask.any() else None
         return out
 
-    def prediction_objects(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        from pymatgen.analysis.elasticity import ElasticTensor
+    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+        def stiffness():
+            from pymatgen.analysis.elasticity import ElasticTensor
 
-        return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {"total": ElasticTensor(value)}
+            return ElasticTensor(value)
+
+        return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {"total": stiffness}
 
     def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
         return derived.elastic_properties(raw)
+
+    def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str]) -> list[tuple[str, str]]:
+        if derived.get("born_stable") is False:
+            return [("not_born_stable", "the predicted stiffness is not positive definite (smallest eigenvalue "
+                     f"{derived['min_eigenvalue']:.3g} GPa): not mechanically (Born) stable; the derived moduli "
+                     "describe no stable crystal")]
+        return []
 
     def row_value(self, row: Mapping[str, Any], part: str | None):
         from pymatgen.analysis.elasticity import ElasticTensor
@@ -222,6 +232,7 @@ ELASTIC = ElasticSpec(
     ),
     headline="k_vrh_mae",
     parity=("k_vrh", "Hill bulk modulus K (GPa)"),
+    printed_decimals=1,  # GPa: stiffness components run to hundreds
     snapshot=SNAPSHOT,
     mp_api=MP_API,
 )

@@ -238,11 +238,14 @@ class PhononSpec(PropertySpec):
         return out
 
     # ---- predictions
-    def prediction_objects(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        from pymatgen.phonon.dos import PhononDos
+    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+        def dos():
+            from pymatgen.phonon.dos import PhononDos
 
-        dos_3n = derived.normalise_dos_to_3n(PHONON_GRID_CM, value, len(structure))
-        return value, {"dos": PhononDos(PHONON_GRID_CM / CM_PER_THZ, dos_3n * CM_PER_THZ)}
+            dos_3n = derived.normalise_dos_to_3n(PHONON_GRID_CM, value, len(structure))
+            return PhononDos(PHONON_GRID_CM / CM_PER_THZ, dos_3n * CM_PER_THZ)
+
+        return value, {"dos": dos}
 
     def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
         return derived.phonon_properties(PHONON_GRID_CM, value, len(structure), float(structure.composition.weight))

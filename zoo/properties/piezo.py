@@ -98,10 +98,13 @@ class PiezoSpec(PropertySpec):
         mae, _ = mae_where_defined(pick(pred, "max_longitudinal"), pick(true, "max_longitudinal"))
         return {"max_longitudinal_mae": mae}
 
-    def prediction_objects(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        from pymatgen.analysis.piezo import PiezoTensor
+    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+        def piezo_tensor():
+            from pymatgen.analysis.piezo import PiezoTensor
 
-        return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {"total": PiezoTensor(value)}
+            return PiezoTensor(value)
+
+        return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {"total": piezo_tensor}
 
     def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
         return derived.piezo_properties(raw)

@@ -275,6 +275,7 @@ class PropertySpec:
     validation_facts  validate metric columns copied into the dataset: (name, units, description)
     headline          the evaluation's headline metric; parity: (quantity, axis label) of its parity plot
     model_limitations lines the model card adds to its limitations
+    printed_decimals  decimals `zoo predict` prints the predicted value with, in `units`
     snapshot, mp_api  where the values come from (SnapshotSource, MPSource)
     """
 
@@ -308,6 +309,7 @@ class PropertySpec:
     headline: str = "component_mae"
     parity: tuple[str, str] = ("voigt", "components")
     model_limitations: tuple[str, ...] = ()
+    printed_decimals: int = 3
     snapshot: SnapshotSource | None = None
     mp_api: MPSource | None = None
     suite_file: Path | None = None
@@ -401,15 +403,25 @@ class PropertySpec:
         return {}
 
     # ---- predictions (zoo.load)
-    def prediction_objects(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Any]]:
-        """(raw form, {part: pymatgen object}) of one predicted Cartesian value (raw: the Voigt form)."""
-        from pymatgen.core.tensors import Tensor
+    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+        """(raw form, {part: a callable building its pymatgen object}) of one predicted Cartesian value (raw: the
+        Voigt form). Built on demand: pymatgen's tensor modules take a second to import, and most predictions are
+        read as numbers."""
+        def tensor():
+            from pymatgen.core.tensors import Tensor
 
-        return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {self.target_part: Tensor(value)}
+            return Tensor(value)
+
+        return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {self.target_part: tensor}
 
     def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
         """``zoo.core.derived`` quantities of one prediction (ValueError where they are undefined)."""
         return {}
+
+    def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str]) -> list[tuple[str, str]]:
+        """(code, message) of each reason to distrust one prediction that is the property's own (a metal for the
+        dielectric model, an unstable stiffness, ...); zoo.release.applicability adds the shared ones."""
+        return []
 
     def prediction_dict(self, raw: np.ndarray) -> dict[str, Any]:
         """The JSON form of a prediction's raw value."""

@@ -63,7 +63,7 @@ from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
 from zoo.nn import evaluation, training
-from zoo.release import loading, model_card, registry
+from zoo.release import loading, model_card, registry, resolution
 
 PASS, FAIL, NOT_CHECKED = "pass", "FAIL", "not checked"
 # Tolerance on the metrics of retrained networks. On the CPU with the recorded seed retraining is bit-identical,
@@ -163,7 +163,7 @@ def _resolve_model(name: str, version: str | None, store, registry_path, cache_d
     by zoo.load into the Hub cache."""
     local = registry.LocalStore(store)
     known = registry.read_registry(registry_path)
-    names = loading.known_models(known, local)
+    names = resolution.known_models(known, local)
     if name not in names:
         raise registry.unknown_model(name, names)
     if version is not None:

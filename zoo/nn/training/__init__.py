@@ -37,7 +37,8 @@ strategy. An ensemble trains member by member, each member data-parallel.
 Outputs (``save_model``), a folder ``data/models/matten-<property>/``:
     model.safetensors   the best weights (no pickle)
     config.json         format version, ModelConfig, property, irreps, units, target column, training settings,
-                        dataset name/version/fingerprint, sha256 of the weights
+                        dataset name/version/fingerprint, sha256 of the weights, the training split's applicability
+                        domain (schema and checks: zoo.nn.model_files)
     training_log.json   per-epoch losses and learning rates, best and last epoch: deterministic content (no times)
 """
 
@@ -65,7 +66,15 @@ from zoo.nn.training.artifacts import (
     save_model,
     training_log,
 )
-from zoo.nn.training.data import DatasetInfo, SplitData, load_splits, make_model_config, subset, target_column
+from zoo.nn.training.data import (
+    DatasetInfo,
+    SplitData,
+    load_splits,
+    make_model_config,
+    split_domain,
+    subset,
+    target_column,
+)
 from zoo.nn.training.loop import LAST_CHECKPOINT, RUN_FILE, FitResult, ModelFit, fit, fit_model
 from zoo.nn.training.loss import Loss, loss_weights
 
@@ -74,7 +83,7 @@ __all__ = [
     "CONFIG_FILE", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE", "WEIGHTS_FILE",
     "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit", "fit_model",
     "load_model", "load_splits", "loss_weights", "make_model_config", "network", "save_model", "select_profile",
-    "subset", "target_column", "train_property", "training_log",
+    "split_domain", "subset", "target_column", "train_property", "training_log",
 ]
 
 MODELS_DIR = Path("data/models")
@@ -133,5 +142,6 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}
     folder = save_model(Path(models_root) / spec.model_name, fitted.net, settings=settings, dataset=dataset,
-                        log=training_log(fitted, settings, counts), profile=profile)
+                        log=training_log(fitted, settings, counts), profile=profile,
+                        training_data=split_domain(data["train"]))
     return folder, fitted

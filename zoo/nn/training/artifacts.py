@@ -14,14 +14,11 @@ from typing import Any
 from zoo import properties
 from zoo.core.config import TrainSettings
 from zoo.core.io import atomic_write_bytes, sha256_bytes, staged_folder, write_json
-from zoo.nn import models
+from zoo.nn import model_files, models
+from zoo.nn.model_files import CONFIG_FILE, LOG_FILE, MODEL_FORMAT, WEIGHTS_FILE  # noqa: F401 (the package's names)
+from zoo.nn.models import network  # noqa: F401 (zoo.nn.training.network: the network a config.json describes)
 from zoo.nn.training.data import DatasetInfo, target_column
 from zoo.nn.training.loop import ModelFit
-
-MODEL_FORMAT = "mp-tensor-zoo/model/1"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-LOG_FILE = "training_log.json"
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -46,11 +43,13 @@ def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[s
 
 
 def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensemble, *, settings: TrainSettings,
-               dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None) -> Path:
+               dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None,
+               training_data: Mapping[str, Any] | None = None) -> Path:
     """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete.
 
-    config.json: model_config is the network's (member 0's for an Ensemble, whose members differ only in the seed:
-    ``ensemble_seeds`` lists them)."""
+    config.json (schema: zoo.nn.model_files): model_config is the network's (member 0's for an Ensemble, whose
+    members differ only in the seed: ``ensemble_seeds`` lists them); training_data, the training split's
+    applicability domain (``zoo.nn.training.data.split_domain``), when given."""
     from safetensors.torch import save
 
     spec = properties.get(net.config.property)
@@ -72,7 +71,9 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         "training": {"profile": profile, **settings.as_dict()},
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
+        **({"training_data": dict(training_data)} if training_data is not None else {}),
     }
+    model_files.check_config(config, f"the config.json written for {folder}")  # what a load will accept
     with staged_folder(folder) as staging:
         atomic_write_bytes(staging / WEIGHTS_FILE, weights)
         write_json(staging / CONFIG_FILE, config)
@@ -98,14 +99,10 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
     info = json.loads(config_path.read_text(encoding="utf-8"))
     if info.get("format_version") != MODEL_FORMAT:
         raise ValueError(f"{config_path} has format {info.get('format_version')!r}; this code reads {MODEL_FORMAT!r}")
+    model_files.check_config(info, str(config_path))
     data = weights_path.read_bytes()
     if sha256_bytes(data) != info["weights"]["sha256"]:
         raise ValueError(f"{weights_path} does not match the sha256 in {config_path}: the folder is corrupt")
     net = network(info)
     net.load_state_dict(load(data), strict=True)
     return LoadedModel(net=net.eval(), info=info)
-
-
-def network(info: Mapping[str, Any]) -> models.MattenNet | models.Ensemble:
-    """The untrained network a config.json describes (an Ensemble when it lists ensemble_seeds)."""
-    return models.build(models.ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"))

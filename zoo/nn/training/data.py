@@ -17,7 +17,7 @@ from zoo.core.config import TrainSettings
 from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
-from zoo.nn import graphs, models
+from zoo.nn import graphs, model_files, models
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -77,6 +77,13 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
             targets=np.asarray(table[column], dtype=np.float64).reshape(len(rows), -1),
         )
     return out, info
+
+
+def split_domain(data: SplitData) -> dict[str, Any]:
+    """The applicability domain of a split (zoo.nn.model_files.training_domain), for config.json's training_data:
+    predictions outside it carry warnings (zoo.release.applicability)."""
+    return model_files.training_domain((structure.lattice.matrix, [site.specie.symbol for site in structure])
+                                       for structure in data.structures)
 
 
 def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
