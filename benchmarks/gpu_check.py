@@ -1,7 +1,7 @@
 """A prepared check of training on a GPU: the `gpu` profile trained for a few epochs on every property, the trained
 model's equivariance on the device in float32 and float64, and its throughput against the CPU in the same run.
 
-    python benchmarks/gpu_check.py [--device cuda] [--profile gpu] [--epochs 3] [--max-records N]
+    python benchmarks/gpu_check.py [--device cuda] [--profile gpu] [--epochs 3] [--steps 5] [--max-records N]
                                    [--properties elastic ...] [--datasets-root data/hub/datasets] [--report FILE]
 
 Per property, in this order:
