@@ -1,5 +1,9 @@
-"""The releases shipped with the code (zoo/registry.json, zoo/releases/): each loads offline on a fresh clone, in a
-fresh process, verified against the registry's sha256s, and predicts physically sensible values for silicon."""
+"""The releases shipped with the code (zoo/registry.json, zoo/releases/): the registry describes exactly the shipped
+folders; each release loads offline on a fresh clone, in a fresh process, verified against the registry's sha256s,
+and predicts physically sensible values for silicon.
+
+The release stages (releases/dvc.yaml) write the folders and their registry entries; 1.0.0 was shipped before they
+existed and stays as it is, outside DVC (its card records no DVC stage)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from zoo import properties
-from zoo.release import registry
+from zoo.core import config
+from zoo.core.io import sha256_file
+from zoo.release import lineage, model_card, registry, shipping
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {name: model.latest() for name, model in registry.read_registry(registry.REGISTRY_PATH).models.items()}
@@ -36,10 +43,47 @@ def _offline_env(home: Path) -> dict[str, str]:
             "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def test_the_registry_describes_exactly_the_shipped_folders():
+    """Every shipped release's entry names each file of its folder with its sha256, and every folder under
+    zoo/releases/<model>/<version>/ has an entry: the four release stages share registry.json, which is no DVC
+    output, so this is what holds it to the folders DVC and git track."""
+    known = registry.read_registry(registry.REGISTRY_PATH)
+    entries = {(name, version): release for name, model in known.models.items()
+               for version, release in model.releases.items() if release.shipped is not None}
+    folders = {(path.parent.name, path.name) for path in (ROOT / "zoo" / "releases").glob("*/*") if path.is_dir()}
+    assert set(entries) == folders
+    for (name, version), release in entries.items():
+        folder = release.shipped_folder()
+        assert folder == ROOT / "zoo" / "releases" / name / version
+        assert release.files == {path.name: sha256_file(path) for path in folder.iterdir()}, (name, version)
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        assert release.dataset == config["dataset"] and config["model_name"] == name
+
+
 def test_every_model_has_a_shipped_release():
     assert set(SHIPPED) == {spec.model_name for spec in properties.PROPERTIES.values()}
     for name, release in SHIPPED.items():
         assert release is not None and release.shipped_folder().is_dir(), name
+
+
+def test_release_versions_lists_exactly_the_releases_made():
+    """params.yaml's release.versions names only releases that are made, so that the committed locks tell the truth:
+    each listed version has its releases/dvc.lock entry, which ships that version's folder, with a registry entry
+    and a card naming that stage; the lock holds no entry for a release not listed. Folders that no stage ships
+    (1.0.0, or a version a newer one replaced in release.versions) stay in git outside DVC."""
+    versions = config.load(ROOT / "params.yaml").release.versions
+    lock_path = ROOT / "releases" / "dvc.lock"
+    locked = set((yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages") or {}) \
+        if lock_path.is_file() else set()
+    assert locked == {f"release@{prop}" for prop in versions}, "run `make release` and commit releases/dvc.lock"
+    known = registry.read_registry(registry.REGISTRY_PATH)
+    for prop, version in versions.items():
+        spec, address = properties.get(prop), shipping.stage_address(prop)
+        folder = f"zoo/releases/{spec.model_name}/{version}"
+        assert set(lineage.lock_outputs(ROOT, address)) == {folder}
+        assert known.models[spec.model_name].releases[version].shipped_folder() == ROOT / folder
+        card = model_card.parse_front_matter((ROOT / folder / model_card.CARD_FILE).read_text(encoding="utf-8"))
+        assert card["provenance"]["dvc_stage"] == address
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
