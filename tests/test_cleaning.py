@@ -442,12 +442,24 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
             assert outcome["frame_ambiguous"] == 0, prop
         if prop == "elastic":
             raw_by_id = {record["record_id"]: record for record in read_raw(raw_path)}
+            rotated = [row for row in accepted if not row["frame_action"].startswith("used_original_column")]
+            original = {row["record_id"]: given_cartesian(raw_by_id[row["record_id"]], "stiffness_voigt_original",
+                                                          "stiffness") for row in rotated}
+            # As given within the Neumann tolerance: the rotation taken agrees with the column claimed in the
+            # structure frame.
             agree = [
                 np.allclose(
                     tensors.rotate(given_cartesian(raw_by_id[row["record_id"]], "stiffness_voigt", "stiffness"),
                                    np.array(row["frame_rotation"])),
-                    given_cartesian(raw_by_id[row["record_id"]], "stiffness_voigt_original", "stiffness"),
-                    rtol=0, atol=1e-3 * np.abs(row["stiffness_voigt"]).max())
-                for row in accepted if not row["frame_action"].startswith("used_original_column")
+                    original[row["record_id"]], rtol=0, atol=1e-3 * np.abs(row["stiffness_voigt"]).max())
+                for row in rotated if not row["frame_action"].endswith("+symmetrized")
             ]
-            assert np.mean(agree) >= 0.99  # the rotation taken agrees with the column claimed in the structure frame
+            assert np.mean(agree) >= 0.99
+            # Symmetrized (residual up to symmetrize_max_residual): the members of the settled class differ by that
+            # noise, which the projection removes; the stored tensor is the structure-frame column's projection.
+            for row in rotated:
+                if row["frame_action"].endswith("+symmetrized"):
+                    info = symmetry.analyze(Structure.from_dict(json.loads(row["structure_json"])))
+                    stored = tensors.voigt_to_cartesian(np.array(row["stiffness_voigt"]), "stiffness")
+                    deviation = np.linalg.norm(stored - symmetry.symmetrize(original[row["record_id"]], info))
+                    assert deviation <= CLEAN.frame_distinct_rtol * np.linalg.norm(stored), row["record_id"]
