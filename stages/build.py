@@ -10,8 +10,10 @@ params.yaml, section `build`:
     dataset_version     semantic version written into the card, e.g. "1.0.0"
     split_salt          string mixed into sha256(salt:material_id); changing it reshuffles every split
     split_fractions     {train: 0.8, validation: 0.1, test: 0.1}
-    pinned_splits_from  null, or the folder of a previous release (relative to the params file) whose split
-                        assignments are kept, so that adding records moves none (zoo.data.splits)
+    pinned_splits_from  null; or {property: path} (a property not named pins nothing): a previous release's
+                        dataset folder or pinned-splits JSON file (zoo.data.datasets.write_split_assignments),
+                        relative to the params file, whose split assignments are kept, so that adding records moves
+                        none (zoo.data.splits)
     workers             processes computing the derived quantities (1: in this process)
 """
 
@@ -34,7 +36,7 @@ console = Console(stderr=True, soft_wrap=True)
 REQUIRED_KEYS = ("dataset_version", "split_salt")
 
 
-def load_build_params(params_path: Path) -> dict[str, Any]:
+def load_build_params(params_path: Path, prop: str) -> dict[str, Any]:
     """The `build` section of the params file, checked, with defaults for the optional keys."""
     section = load_section(params_path, "build", required=True)
     missing = [key for key in REQUIRED_KEYS if key not in section]
@@ -46,7 +48,10 @@ def load_build_params(params_path: Path) -> dict[str, Any]:
     workers = section.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"build.workers in {params_path} must be a positive integer, got {workers!r}")
-    pinned = section.get("pinned_splits_from")
+    pinned = section.get("pinned_splits_from") or {}
+    if not isinstance(pinned, dict) or not set(pinned) <= set(properties.PROPERTIES):
+        raise ValueError(f"build.pinned_splits_from in {params_path} must map property names to paths, got {pinned!r}")
+    pinned = pinned.get(prop)
     return {
         "version": datasets.check_version(section["dataset_version"]),
         "salt": section["split_salt"],
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     accepted = Path("data/clean") / f"{args.property}.accepted.parquet"
     report = Path("data/reports") / f"{args.property}-validation.json"
     try:
-        build_params = load_build_params(args.params)
+        build_params = load_build_params(args.params, args.property)
         started = time.perf_counter()
         with console.status(f"build {args.property}: converting, deriving, writing ..."):
             result = datasets.build_dataset(
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     worst = max((abs(v) for row in deviations.values() for v in row.values()), default=0.0)
     print(
         f"build {args.property}: {sum(result.counts.values())} rows "
-        f"(train {result.counts['train']}, validation {result.counts['validation']}, test {result.counts['test']}; "
+        f"({', '.join(f'{name} {count}' for name, count in result.counts.items())}; "
         f"largest crystal-system share deviation {worst:.2f} pp) -> {result.path} "
         f"version {result.version} fingerprint {result.fingerprint} in {elapsed:.2f} s"
     )

@@ -94,6 +94,22 @@ BIBTEX: dict[str, str] = {
   year    = {2013},
   doi     = {10.1063/1.4812323}
 }""",
+    "pakornchote2023straintensornet": """@article{pakornchote2023straintensornet,
+  author  = {Pakornchote, Teerachote and Ektarawong, Annop and Chotibut, Thiparat},
+  title   = {StrainTensorNet: Predicting crystal structure elastic properties using SE(3)-equivariant graph neural
+             networks},
+  journal = {Physical Review Research},
+  volume  = {5},
+  pages   = {043198},
+  year    = {2023},
+  doi     = {10.1103/PhysRevResearch.5.043198}
+}""",
+    "elatbot": """@misc{elatbot,
+  title        = {ElaTBot},
+  howpublished = {\\url{https://github.com/Grenzlinie/ElaTBot}, commit 7d72cd7,
+                  reproduce/data/prompt_type_1/real_val_dataset_with_mpid.json},
+  note         = {Materials Project elastic tensors (CC BY 4.0); code Apache-2.0}
+}""",
 }
 SOURCE_NOTES: dict[str, str] = {
     "dejong2015elastic": "de Jong et al., Sci. Data 2, 150009 (2015): the DFT-PBE elastic tensors",
@@ -102,6 +118,11 @@ SOURCE_NOTES: dict[str, str] = {
     "petretto2018phonon": "Petretto et al., Sci. Data 5, 180065 (2018): the DFPT phonon densities of states",
     "chen2021phonon": "Chen et al., Adv. Sci. 8, 2004214 (2021): the 51-point, max-normalised DOS representation",
     "materialsproject2013": "Jain et al., APL Mater. 1, 011002 (2013): the Materials Project",
+    "pakornchote2023straintensornet": "Pakornchote et al., Phys. Rev. Research 5, 043198 (2023), repository "
+                                      "trachote/predict_elastic_tensor: newer Materials Project elastic tensors "
+                                      "(`mp-elastic-extra/straintensornet_val.jsonl`)",
+    "elatbot": "the ElaTBot repository (Grenzlinie/ElaTBot): newer Materials Project elastic tensors, the external "
+               "split (`mp-elastic-extra/elatbot_val.jsonl`)",
 }
 
 # How a Voigt form indexes its Cartesian tensor, per zoo.core.tensors Voigt kind (m, n run over VOIGT_PAIRS).
@@ -131,6 +152,8 @@ def _feature_type(feature: Any) -> str:
     """Short text of a datasets feature, e.g. 'float64[3][3]', 'list[string]'."""
     if hasattr(feature, "dtype") and not hasattr(feature, "feature"):
         return feature.dtype
+    if isinstance(feature, Mapping):  # a struct
+        return "{" + ", ".join(f"{name}: {_feature_type(value)}" for name, value in feature.items()) + "}"
     inner = _feature_type(feature.feature)
     length = getattr(feature, "length", -1)
     if length is None or length < 0:
@@ -147,8 +170,9 @@ def card_metadata(
     counts: Mapping[str, int],
 ) -> dict[str, Any]:
     """The YAML header as a plain dict (also what tests compare against)."""
+    present = [name for name in splits.ALL_SPLITS if name in counts]
     split_dict = SplitDict()
-    for name in splits.SPLITS:
+    for name in present:
         split_dict.add(SplitInfo(name=name, num_examples=int(counts[name])))
     info = DatasetInfo(features=features, splits=split_dict)._to_yaml_dict()
     return {
@@ -161,7 +185,7 @@ def card_metadata(
         "configs": [{
             "config_name": "default",
             "data_files": [{"split": name, "path": f"{zoo_datasets.DATA_DIR}/{name}-*.parquet"}
-                           for name in splits.SPLITS],
+                           for name in present],
         }],
         "dataset_info": info,
         "dataset_version": version,
@@ -206,7 +230,7 @@ def render_dataset_card(
 
     metadata = card_metadata(spec, features, version, fingerprint, counts)
     header = DatasetCardData(**metadata).to_yaml()
-    total = sum(counts.values())
+    total = sum(int(counts[name]) for name in splits.SPLITS)  # the composition table's rows: assigned splits
     split_sizes = {name: int(counts[name]) for name in splits.SPLITS}
     deviations = splits.share_deviations(composition)
     systems = [
@@ -233,6 +257,9 @@ def render_dataset_card(
         version_file=zoo_datasets.VERSION_FILE,
         total=total,
         counts=split_sizes,
+        n_external=int(counts.get(splits.EXTERNAL, 0)),
+        by_source=report.get("by_source") or {},
+        merge=report.get("merge") or {},
         split_names=splits.SPLITS,
         systems=systems,
         max_deviation=max((abs(v) for row in deviations.values() for v in row.values()), default=0.0),

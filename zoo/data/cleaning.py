@@ -27,7 +27,8 @@ Frames: measured, not assumed
     Ties are common and real: a rotation that maps the crystal's point group onto itself without belonging to it
     (relabelling the axes of an orthorhombic crystal, turning a monoclinic one about its unique axis, a half turn
     about the three-fold axis of a trigonal one) leaves every residual unchanged but changes the tensor (c11 <-> c33,
-    the sign of c14). Ties are broken by one preference order per file: candidate a precedes b when a has the
+    the sign of c14). Ties are broken by one preference order per source file (``provenance.file``; the report
+    lists each file's under frames when there are several): candidate a precedes b when a has the
     smaller residual in more records than b (head to head, ties excluded); candidates that beat equally many others
     keep the sources' order: a column claimed in the structure frame first, then, for a primary column claimed
     'ieee', ieee, standard, none (otherwise none, ieee, standard). A record takes the first tied candidate in that
@@ -69,9 +70,11 @@ Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the
     converted (x properties.CM_PER_THZ = 33.35641); any other grid is ``wrong_shape``. The dielectric ionic part
     is total - electronic, taken after both are in the chosen frame.
 
-Duplicates (same material_id): the first record in record_id order whose structure and values parsed is kept; a
-    later one gets ``duplicate_identical`` if all its values equal the kept one's within ``duplicate_rtol`` (relative
-    to the larger Frobenius norm, source values as given), else ``duplicate_conflict``. Records with no material_id
+Duplicates (same material_id in one source file): the first record in record_id order whose structure and values
+    parsed is kept; a later one gets ``duplicate_identical`` if all its values equal the kept one's within
+    ``duplicate_rtol`` (relative to the larger Frobenius norm, source values as given), else ``duplicate_conflict``.
+    Records of one material from different source files are all kept here: validate merges them once it knows which
+    are physically valid (``zoo.data.merging``). Records with no material_id
     (the phonon snapshot's row 1521, Mg3Bi2) are keyed by record_id and kept: their data are complete.
 
 Issue codes, first found wins, structure before values: ``missing_field`` (a structure or value field absent or
@@ -604,6 +607,12 @@ def choose_frame(item: _Measured, order: Sequence[str], params: CleanParams) -> 
 
 
 # ------------------------------------------------------------------------------------------- duplicates
+def source_file(record: Mapping[str, Any]) -> str | None:
+    """The file (or API route) a raw record was read from."""
+    provenance = record.get("provenance")
+    return provenance.get("file") if isinstance(provenance, Mapping) else None
+
+
 def _values_norm(parts: Mapping[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(np.sum(part**2) for part in parts.values())))
 
@@ -698,30 +707,42 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
         raise ValueError(f"records: expected only property {spec.name!r}, found {wrong}")
 
     measured = _measure_all(ordered, spec.name, params, progress)
-    claims = {"primary": _main_claim(ordered, _SOURCE_KEYS[spec.name]),
-              "original": _main_claim(ordered, (_ALTERNATIVE_KEYS[spec.name],)) if spec.name in _ALTERNATIVE_KEYS
-              else None}
-    tensor_items = [item for item in measured if item.issue is None and item.residuals]
-    order, wins = [], {}
-    if spec.is_tensor:
-        order, wins = frame_preference(tensor_items, claim_order(claims["primary"], claims["original"]),
-                                       params.frame_tie_tol)
+    # One preference order per source file: files of one property (elastic has three) follow their own conventions.
+    files = sorted({str(source_file(record)) for record in ordered})
+    frames = {file: _file_frames(spec, [(record, item) for record, item in zip(ordered, measured)
+                                        if str(source_file(record)) == file], params) for file in files}
 
-    kept_values: dict[str, dict[str, np.ndarray]] = {}
+    kept_values: dict[tuple[str | None, str], dict[str, np.ndarray]] = {}
     rows, stats = [], _ReportStats(params.neumann_rtol)
     for record, item in zip(ordered, measured):
         issue = item.issue
         material_id = record.get("material_id")
         if issue is None and material_id is not None:
-            if material_id in kept_values:
-                code = duplicate_issue(kept_values[material_id], item.parts, params.duplicate_rtol)
-                issue = CleanIssue(code, f"material {material_id} already kept from an earlier record")
+            key = (source_file(record), material_id)
+            if key in kept_values:
+                code = duplicate_issue(kept_values[key], item.parts, params.duplicate_rtol)
+                issue = CleanIssue(code, f"material {material_id} already kept from an earlier record of {key[0]}")
             else:
-                kept_values[material_id] = item.parts
-        row = _row(record, item, spec, order, params, issue, stats)
+                kept_values[key] = item.parts
+        row = _row(record, item, spec, frames[str(source_file(record))]["preference"], params, issue, stats)
         rows.append(row)
-    report = stats.report(spec, params, rows, order, wins, claims)
+    report = stats.report(spec, params, rows, frames if len(files) > 1 else frames[files[0]] if files else {})
     return CleanResult(rows, report)
+
+
+def _file_frames(spec: properties.PropertySpec, pairs: Sequence[tuple[Mapping[str, Any], _Measured]],
+                 params: CleanParams) -> dict[str, Any]:
+    """One source file's claims and the frame preference measured on its records (module docstring)."""
+    records = [record for record, _ in pairs]
+    claims = {"primary": _main_claim(records, _SOURCE_KEYS[spec.name]),
+              "original": _main_claim(records, (_ALTERNATIVE_KEYS[spec.name],)) if spec.name in _ALTERNATIVE_KEYS
+              else None}
+    tensor_items = [item for _, item in pairs if item.issue is None and item.residuals]
+    order, wins = [], {}
+    if spec.is_tensor:
+        order, wins = frame_preference(tensor_items, claim_order(claims["primary"], claims["original"]),
+                                       params.frame_tie_tol)
+    return {"claimed": claims, "preference": list(order), "head_to_head_wins": dict(wins)}
 
 
 def _row(record: Mapping[str, Any], item: _Measured, spec: properties.PropertySpec, order: Sequence[str],
@@ -814,7 +835,8 @@ class _ReportStats:
             self.candidate_consistent[name] += residual <= self.neumann_rtol
 
     def report(self, spec: properties.PropertySpec, params: CleanParams, rows: Sequence[Mapping[str, Any]],
-               order: Sequence[str], wins: Mapping[str, int], claims: Mapping[str, str | None]) -> dict[str, Any]:
+               frames: Mapping[str, Any]) -> dict[str, Any]:
+        """frames: the claims and preference of the one source file, or of each file (file -> them)."""
         def fraction_within(values: Sequence[float]) -> float | None:
             return float(np.mean(np.asarray(values) <= params.neumann_rtol)) if values else None
 
@@ -831,9 +853,7 @@ class _ReportStats:
         }
         if spec.is_tensor:
             report["frames"] = {
-                "claimed": dict(claims),
-                "preference": list(order),
-                "head_to_head_wins": dict(wins),
+                **frames,
                 "consistent_by_candidate": {
                     name: {"consistent": int(self.candidate_consistent[name]),
                            "measured": int(self.candidate_measured[name])}

@@ -5,6 +5,7 @@ A repository folder (``data/hub/datasets/mp-<property>-irreps/``) holds
     README.md                                  the dataset card (``zoo.data.cards``), YAML header for the Hub
     dataset_version.json                       version, content fingerprint, file hashes, counts
     data/{train,validation,test}-00000-of-00001.parquet
+    data/external-00000-of-00001.parquet       only where a holdout source gave records (``zoo.data.splits``)
 
 One row per accepted record (``data/clean/<property>.accepted.parquet``, the validate stage's output). The
 columns and their ``datasets.Features`` are declared here (``dataset_columns``); tensor conventions (frame, Voigt
@@ -19,7 +20,7 @@ irreps vector, which keeps only the symmetric part, would not give back the stor
 Content fingerprint
     ``sha256`` of UTF-8 text: the canonical JSON (``zoo.core.io.canonical_json``) of
     ``{"dataset": <name>, "features": <Features.to_dict()>}``, a newline, then for each split in the order
-    train, validation, test, each row in file order as canonical JSON followed by a newline. Floats are written
+    train, validation, test (then external, where there is one), each row in file order as canonical JSON followed by a newline. Floats are written
     as Python's shortest round-trip repr, so the text (and the fingerprint) is a function of the exact float64
     values, independent of the Parquet writer. The dataset version is a label and is not part of it.
 """
@@ -58,7 +59,7 @@ DATA_DIR = "data"
 FINGERPRINT_DEFINITION = (
     "sha256 over UTF-8 text: canonical JSON (sorted keys, compact, floats as shortest round-trip repr) of "
     '{"dataset": name, "features": Features.to_dict()}, a newline, then every row as canonical JSON plus a '
-    "newline, splits in the order train, validation, test, rows in file order (sorted by record_id). The "
+    "newline, splits in the order train, validation, test, external (where present), rows in file order (sorted by record_id). The "
     "version is not part of it."
 )
 # Fixed writer settings, so that the same rows give the same bytes (pyarrow writes no timestamps).
@@ -78,6 +79,9 @@ ARROW_METADATA_KEY = b"mp_tensor_zoo"
 _F64 = Value("float64")
 _VECTOR3 = List(_F64, length=3)
 _MATRIX3 = List(List(_F64, length=3), length=3)
+_MERGED_SOURCE = {"record_id": Value("string"), "source_file": Value("string"), "source_row": Value("int64"),
+                  "source_sha256": Value("string"), "relation": Value("string"),
+                  "largest_invariant_difference": _F64}
 
 
 def _fixed(shape: Sequence[int]) -> List:
@@ -273,12 +277,16 @@ def _validation_columns(spec: PropertySpec) -> list[Column]:
 
 def _provenance_columns() -> list[Column]:
     return [
-        Column("split", Value("string"), "", "train, validation or test (rule in the card)"),
+        Column("split", Value("string"), "", "train, validation, test, or external: the holdout (rules in the card)"),
         Column("source", Value("string"), "", "'snapshot' (pinned offline files) or 'mp-api'"),
         Column("source_file", Value("string"), "", "source file or API route"),
         Column("source_row", Value("int64"), "", "row in the source file (null for the API)"),
         Column("source_sha256", Value("string"), "", "sha256 of the source file (or served document)"),
         Column("retrieved_with", Value("string"), "", "software that fetched the record"),
+        Column("merged_sources", List(_MERGED_SOURCE), "",
+               "the other source records of this material merged into this row (zoo.data.merging): relation "
+               "'agrees' (within the merge tolerance) or 'superseded' (an older MP release; this row's value is "
+               "newer), with the largest difference of their rotation invariants; empty when one source holds it"),
         Column("original_frame", Value("string"), "", "frame the source claims for its tensor (null: invariant)"),
         Column("frame_action", Value("string"), "", "what clean did to bring the tensor into the structure's frame"),
         Column("frame_rotation", _MATRIX3, "1",
@@ -334,7 +342,7 @@ def tensor_column_map(prop: str | PropertySpec) -> dict[str, dict[str, Any]]:
 REQUIRED_INPUT_COLUMNS = (
     "record_id", "material_id", "formula", "structure_json", "crystal_system", "space_group_number",
     "space_group_symbol", "point_group", "laue_class", "is_centrosymmetric", "original_frame", "frame_action",
-    "frame_rotation", "provenance_json",
+    "frame_rotation", "provenance_json", "holdout",
 )
 
 
@@ -522,6 +530,11 @@ def _provenance_fields(provenance_json: str, record_id: str) -> dict[str, Any]:
             "source_row": provenance.get("row"),
             "source_sha256": provenance["sha256"],
             "retrieved_with": provenance.get("retrieved_with"),
+            "merged_sources": [
+                {"record_id": merged["record_id"], "source_file": merged["file"], "source_row": merged.get("row"),
+                 "source_sha256": merged["sha256"], "relation": merged["relation"],
+                 "largest_invariant_difference": merged["largest_invariant_difference"]}
+                for merged in provenance.get("merged", [])],
         }
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"record {record_id}: provenance_json lacks {err} or is not JSON") from None
@@ -589,10 +602,9 @@ def build_rows(
     for name, _, _ in VALIDATION_FACTS[spec.name]:
         out[name] = [float(value) for value in accepted[name]]
 
-    keys = [split_key(m, r) for m, r in zip(accepted["material_id"], record_ids)]
-    out["split"] = splits.assign_splits(keys, accepted["crystal_system"], salt, fractions, pinned)
+    out["split"] = _splits(accepted, salt, fractions, pinned)
     provenance = [_provenance_fields(p, rid) for p, rid in zip(accepted["provenance_json"], record_ids)]
-    for name in ("source", "source_file", "source_row", "source_sha256", "retrieved_with"):
+    for name in ("source", "source_file", "source_row", "source_sha256", "retrieved_with", "merged_sources"):
         out[name] = [p[name] for p in provenance]
     out["original_frame"] = list(accepted["original_frame"])
     out["frame_action"] = list(accepted["frame_action"])
@@ -603,6 +615,25 @@ def build_rows(
 
     order = [column.name for column in dataset_columns(spec)]
     return {name: out[name] for name in order}
+
+
+def _splits(accepted: Mapping[str, list], salt: str, fractions: Mapping[str, float],
+            pinned: Mapping[str, str] | None) -> list[str]:
+    """Each record's split: 'external' for a holdout record, else by the rule of ``zoo.data.splits``."""
+    keys = [split_key(m, r) for m, r in zip(accepted["material_id"], accepted["record_id"])]
+    repeated = sorted(key for key, count in collections.Counter(keys).items() if count > 1)
+    if repeated:
+        raise ValueError(f"materials with more than one accepted record (a material would be in two splits): "
+                         f"{repeated[:5]}; validate merges them (zoo.data.merging)")
+    holdout = [bool(flag) for flag in accepted["holdout"]]
+    pinned_external = sorted(key for key, flag in zip(keys, holdout) if flag and pinned and key in pinned)
+    if pinned_external:
+        raise ValueError(f"holdout materials {pinned_external[:5]} have a pinned split of a previous release: "
+                         "the external split must hold only materials no training source has")
+    assigned = iter(splits.assign_splits([k for k, flag in zip(keys, holdout) if not flag],
+                                         [s for s, flag in zip(accepted["crystal_system"], holdout) if not flag],
+                                         salt, fractions, pinned))
+    return [splits.EXTERNAL if flag else next(assigned) for flag in holdout]
 
 
 def _checked_grid(values: Sequence, record_ids: Sequence[str]) -> np.ndarray:
@@ -649,7 +680,8 @@ def split_tables(spec: PropertySpec, rows: Mapping[str, list]) -> dict[str, pa.T
     schema = arrow_schema(spec)
     full = pa.Table.from_pydict(dict(rows), schema=schema)
     labels = np.asarray(rows["split"])
-    return {name: full.take(np.flatnonzero(labels == name)) for name in splits.SPLITS}
+    present = [name for name in splits.ALL_SPLITS if name in splits.SPLITS or (labels == name).any()]
+    return {name: full.take(np.flatnonzero(labels == name)) for name in present}
 
 
 def parquet_path(split: str) -> str:
@@ -665,7 +697,7 @@ def content_fingerprint(name: str, features: Features, tables: Mapping[str, pa.T
     digest = hashlib.sha256()
     digest.update(canonical_json({"dataset": name, "features": features.to_dict()}).encode("utf-8"))
     digest.update(b"\n")
-    for split in splits.SPLITS:
+    for split in (name for name in splits.ALL_SPLITS if name in tables):
         for row in tables[split].to_pylist():
             digest.update(canonical_json(row).encode("utf-8"))
             digest.update(b"\n")
@@ -737,7 +769,7 @@ def build_dataset(
                              f"null) in accepted records {above[:5]}; validate should have quarantined them")
     rows = build_rows(spec, accepted, salt=salt, fractions=fractions, pinned=pinned, workers=workers)
     tables = split_tables(spec, rows)
-    empty = [name for name, table in tables.items() if table.num_rows == 0]
+    empty = [name for name in splits.SPLITS if tables[name].num_rows == 0]
     if empty:
         raise ValueError(
             f"split(s) {empty} of {spec.dataset_name} would be empty ({len(rows['record_id'])} records): a crystal "
@@ -746,7 +778,7 @@ def build_dataset(
     features = dataset_features(spec)
     fingerprint = content_fingerprint(spec.dataset_name, features, tables)
     composition = splits.composition(rows["crystal_system"], rows["split"])
-    counts = {name: tables[name].num_rows for name in splits.SPLITS}
+    counts = {name: table.num_rows for name, table in tables.items()}
 
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -756,7 +788,7 @@ def build_dataset(
         (staging / DATA_DIR).mkdir()
         for name, table in tables.items():
             write_parquet(table, staging / parquet_path(name))
-        files = {parquet_path(name): sha256_file(staging / parquet_path(name)) for name in splits.SPLITS}
+        files = {parquet_path(name): sha256_file(staging / parquet_path(name)) for name in tables}
         info = {
             "dataset": spec.dataset_name,
             "version": version,
@@ -791,9 +823,22 @@ def check_version(version: Any) -> str:
     return version
 
 
+PINNED_SPLITS_FORMAT = "mp-tensor-zoo/pinned-splits/1"
+
+
 def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
-    """key -> split of a built or downloaded dataset repository folder (to pin a new build's splits to it)."""
+    """key -> split (train, validation or test) of a previous release, to pin a new build's splits to it: a built or
+    downloaded dataset repository folder, or a pinned-splits JSON file (``write_split_assignments``)."""
     repo_dir = Path(repo_dir)
+    if repo_dir.is_file():
+        document = json.loads(repo_dir.read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or document.get("format") != PINNED_SPLITS_FORMAT:
+            raise ValueError(f"{repo_dir} is not a pinned-splits file ({PINNED_SPLITS_FORMAT})")
+        assignments = dict(document["assignments"])
+        unknown = sorted(set(assignments.values()) - set(splits.SPLITS))
+        if unknown:
+            raise ValueError(f"{repo_dir}: splits {unknown} cannot be pinned; only {list(splits.SPLITS)}")
+        return assignments
     assignments: dict[str, str] = {}
     for split in splits.SPLITS:
         path = repo_dir / parquet_path(split)
@@ -803,6 +848,17 @@ def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
         for material_id, record_id, label in zip(*(table.column(c).to_pylist() for c in table.column_names)):
             assignments[split_key(material_id, record_id)] = label
     return assignments
+
+
+def write_split_assignments(repo_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
+    """Keep a release's split assignments as a small JSON file (what ``build.pinned_splits_from`` can name)."""
+    repo_dir = Path(repo_dir)
+    info = json.loads((repo_dir / VERSION_FILE).read_text(encoding="utf-8"))
+    document = {"format": PINNED_SPLITS_FORMAT, "dataset": info["dataset"], "version": info["version"],
+                "fingerprint": info["fingerprint"], "key": "material_id (record_id where the material is unknown)",
+                "assignments": dict(sorted(read_split_assignments(repo_dir).items()))}
+    write_json(path, document)
+    return document
 
 
 # -------------------------------------------------------------------------------------------------- loading
@@ -873,8 +929,9 @@ def download(
     if missing:
         raise ValueError(f"{repo_id}@{commit}: {VERSION_FILE} gives no sha256 for {missing}: not a dataset built by zoo")
     fetch("README.md", commit)
-    for split in splits.SPLITS:
-        fetch(parquet_path(split), commit, expected_sha256=hashes[parquet_path(split)])
+    for split in splits.ALL_SPLITS:
+        if parquet_path(split) in hashes:
+            fetch(parquet_path(split), commit, expected_sha256=hashes[parquet_path(split)])
     return info_path.parent
 
 

@@ -90,6 +90,7 @@ from pymatgen.core import Element, Structure  # noqa: E402
 from zoo import properties  # noqa: E402
 from zoo.core import paths, symmetry, tensors
 from zoo.core.io import atomic_write_bytes, sha256_bytes, write_json  # noqa: E402
+from zoo.data import merging  # noqa: E402
 from zoo.data.cleaning import ISSUE_CODES, parquet_bytes  # noqa: E402
 from zoo.properties import PHONON_GRID_CM, PropertySpec  # noqa: E402
 
@@ -117,6 +118,7 @@ VALIDATE_CODES: tuple[str, ...] = (
     "elastic_asymmetric", "elastic_not_positive_definite", "modulus_out_of_range",
     "dielectric_asymmetric", "dielectric_eigenvalue_below_one", "dielectric_ionic_not_psd",
     "piezo_nonzero_centrosymmetric", "neumann_violation", "dos_negative",
+    *merging.MERGE_CODES,  # after every check: only a record that passed them takes part in the merge
 )
 REASON_PRIORITY: tuple[str, ...] = CLEAN_ISSUE_CODES + VALIDATE_CODES
 
@@ -161,6 +163,10 @@ class ValidationParams:
                                 prints 8 decimals and ionic = total - electronic carries both roundings (after
                                 clean, the snapshot's smallest ionic eigenvalue is 0.0, electronic 1.63)
     piezo_zero_atol_c_m2        a piezo tensor with every component at most this in absolute value is zero (C/m^2)
+    holdout_sources             source files kept out of training: their materials that no other file holds form
+                                the dataset's external split (zoo.data.merging)
+    merge_atol, merge_rtol      when two records of one material agree (zoo.data.merging; atol in the property's
+                                units)
     workers                     processes computing the metrics (1: in this process); does not change results
     """
 
@@ -170,13 +176,20 @@ class ValidationParams:
     g_vrh_range_gpa: tuple[float, float] = (0.0, 1000.0)
     dielectric_eigenvalue_atol: float = 1e-4
     piezo_zero_atol_c_m2: float = 1e-4
+    holdout_sources: tuple[str, ...] = ()
+    merge_atol: float = merging.MergeParams.merge_atol
+    merge_rtol: float = merging.MergeParams.merge_rtol
     workers: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"validate.workers must be a positive integer, got {self.workers!r}")
+        sources = self.holdout_sources
+        if isinstance(sources, str) or not all(isinstance(item, str) and item for item in sources):
+            raise ValueError(f"validate.holdout_sources must be a list of source file paths, got {sources!r}")
+        object.__setattr__(self, "holdout_sources", tuple(sources))
         for name in ("neumann_tolerance", "min_interatomic_distance_a", "dielectric_eigenvalue_atol",
-                     "piezo_zero_atol_c_m2"):
+                     "piezo_zero_atol_c_m2", "merge_atol", "merge_rtol"):
             _check_non_negative(getattr(self, name), f"validate.{name}")
         for name in ("k_vrh_range_gpa", "g_vrh_range_gpa"):
             value = getattr(self, name)
@@ -852,8 +865,11 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams | None = N
             for i in outcome.unexpected_index:
                 reasons[i].add(outcome.reason_code)
 
+    merged = merging.merge(clean, reasons, spec, [column.name for column in value_columns(spec)],
+                           merging.MergeParams(params.holdout_sources, params.merge_atol, params.merge_rtol))
+    clean = clean.assign(provenance_json=merged.provenance_json, **{merging.HOLDOUT_COLUMN: merged.holdout})
     rank = {code: position for position, code in enumerate(REASON_PRIORITY)}
-    ordered = [sorted(codes, key=rank.__getitem__) for codes in reasons]
+    ordered = [sorted(codes, key=rank.__getitem__) for codes in merged.reasons]
     full = pd.concat([clean, _output_types(metrics, spec)], axis=1)
     is_bad = np.array([bool(codes) for codes in ordered], dtype=bool)
     accepted = full.loc[~is_bad].reset_index(drop=True)
@@ -864,6 +880,8 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams | None = N
         raise ValueError(f"validate {spec.name}: n_raw={n_raw} but {len(accepted)} accepted + {len(quarantined)} "
                          f"quarantined = {len(accepted) + len(quarantined)}: records were lost or invented upstream")
     report = _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes)
+    report["merge"] = merged.report
+    report["by_source"] = _by_source(accepted, quarantined)
     return ValidationResult(accepted=accepted, quarantined=quarantined, report=report)
 
 
@@ -873,6 +891,21 @@ def _output_types(metrics: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
     for name, kind, _ in METRIC_COLUMNS[spec.name]:
         if kind == "flag":
             out[name] = out[name].astype("boolean")
+    return out
+
+
+def _by_source(accepted: pd.DataFrame, quarantined: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per source file: raw records, accepted, quarantined, and the quarantined by primary reason (they add up)."""
+    def file_of(frame: pd.DataFrame) -> list[str]:
+        return [str(json.loads(text).get("file")) for text in frame["provenance_json"]]
+
+    accepted_files, quarantined_files = file_of(accepted), file_of(quarantined)
+    out = {}
+    for file in sorted(set(accepted_files) | set(quarantined_files)):
+        codes = [code for code, where in zip(quarantined["primary_reason"], quarantined_files) if where == file]
+        n_accepted = accepted_files.count(file)
+        out[file] = {"n_raw": n_accepted + len(codes), "n_accepted": n_accepted, "n_quarantined": len(codes),
+                     "reasons": _count(codes)}
     return out
 
 

@@ -94,7 +94,7 @@ ELASTIC = PropertySpec(
         "k_voigt", "k_reuss", "k_vrh", "g_voigt", "g_reuss", "g_vrh", "y_mod", "homogeneous_poisson",
         "universal_anisotropy", "youngs_modulus_min", "youngs_modulus_max", "born_stable", "min_eigenvalue",
     ),
-    sources=("dejong2015elastic", "materialsproject2013"),
+    sources=("dejong2015elastic", "pakornchote2023straintensornet", "elatbot", "materialsproject2013"),
 )
 
 DIELECTRIC = PropertySpec(

@@ -8,22 +8,25 @@ One adapter per property turns a legacy row into a raw record. Adapters never cr
 they keep what they can read and put the unreadable-value marker (``zoo.data.records.unreadable``) where a value
 could not be read, so that clean can quarantine the record with a reason.
 
+Elastic has three source files (SOURCES.md, ``mp-elastic-extra/README.md``): the matminer CSV of 2015 and two newer
+sets in JSON lines, one adapter per format, each emitting the same canonical raw record. Several records of one
+material are merged later (``zoo.data.merging``), so every record carries the Materials Project release its source
+file comes from (``provenance.mp_release``, the years the manifest states) for the merge rule to compare.
+
 Structures: the matminer CSVs carry the same cell twice, as a CIF and as a POSCAR. Records keep the POSCAR,
 because it stores the lattice matrix itself and so fixes the Cartesian frame the tensors are compared in; a
 CIF keeps only cell lengths and angles, and a parser re-orients the cell. (Measured on a sample of 1 in 12
 rows with pymatgen: the POSCAR frame satisfies Neumann's principle at least as often as the CIF-parsed
-frame for every tensor, e.g. e_electronic 87/88 vs 82/88, piezo 34/79 vs 26/79.)
+frame for every tensor, e.g. e_electronic 87/88 vs 82/88, piezo 34/79 vs 26/79.) The StrainTensorNet file
+gives only a CIF: its records keep it, and the parsed orientation is the parser's (the tensor is claimed in the IEEE
+frame, which clean finds from the structure whatever its orientation). The ElaTBot file gives MP's conventional
+standard cell as a lattice matrix with Cartesian sites: kept as an ASE-style dict, which fixes the frame.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
-import io
 import json
-import math
 import os
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,25 @@ from typing import Any
 from zoo import properties
 from zoo.core import paths
 from zoo.core.io import sha256_bytes, sha256_file
-from zoo.data.records import RawRecordError, retrieved_with, unreadable, write_raw
-from zoo.data.sources import Exclusion, FetchReport, count_unreadable_fields
+from zoo.data.records import RawRecordError, retrieved_with, write_raw
+from zoo.data.sources import Exclusion, FetchReport, SourceCount, count_unreadable_fields
+from zoo.data.sources.snapshot_rows import (
+    Row,
+    ase_dict_structure,
+    boolean_field,
+    cif_structure,
+    csv_rows,
+    json_lines,
+    json_tensor,
+    json_text,
+    meta_point_group,
+    number_field,
+    poscar_structure,
+    reported_text_field,
+    sites_structure,
+    tensor_field,
+    text_field,
+)
 
 SOURCE = "snapshot"
 MANIFEST_PATH = paths.SNAPSHOT_MANIFEST
@@ -44,6 +64,10 @@ DIELECTRIC_FILE = "matminer-0.4.1/dielectric_constant.csv"
 PIEZO_FILE = "matminer-0.4.1/piezoelectric_tensor.csv"
 PHONON_FILE = "phonon-petretto/data_union.csv"
 PHONON_IDS_FILE = "phonon-petretto/mp_ids.csv"
+STRAINTENSORNET_FILE = "mp-elastic-extra/straintensornet_val.jsonl"
+ELATBOT_FILE = "mp-elastic-extra/elatbot_val.jsonl"
+# record_id keys: the matminer files keep the bare 'row-NNNNN' of release 1.0.0; other files prefix a tag.
+_RECORD_TAGS = {STRAINTENSORNET_FILE: "straintensornet-", ELATBOT_FILE: "elatbot-"}
 
 # The frames the sources claim (matminer's column descriptions), checked later by validate, not trusted:
 # elastic_tensor "corresponding to IEEE orientation, symmetrized"; elastic_tensor_original "unsymmetrized,
@@ -52,6 +76,9 @@ PHONON_IDS_FILE = "phonon-petretto/mp_ids.csv"
 ELASTIC_FRAMES = {"stiffness_voigt": "ieee", "stiffness_voigt_original": "structure", "compliance_voigt": "ieee"}
 DIELECTRIC_FRAMES = {"electronic": "unknown", "total": "unknown"}
 PIEZO_FRAMES = {"piezo_voigt": "ieee"}
+# Both newer elastic files: "6x6 Voigt stiffness in GPa, in the IEEE-standard frame of the structure as MP defines it"
+# (mp-elastic-extra/README.md); they have no unsymmetrised or compliance column.
+EXTRA_ELASTIC_FRAMES = {"stiffness_voigt": "ieee"}
 
 
 class SnapshotIntegrityError(ValueError):
@@ -121,173 +148,15 @@ def _read_verified(root: Path, manifest: Mapping[str, Any], relpath: str) -> tup
     return data.decode("utf-8"), actual
 
 
-# ----------------------------------------------------------------------------------------- reading rows
-@dataclass(frozen=True)
-class _Row:
-    """One data row: zero-based number and column -> text. A row that cannot be aligned with the header has
-    no fields, and `problem` says why; every field read from it becomes an unreadable marker."""
-
-    number: int
-    fields: Mapping[str, str]
-    problem: str | None = None
-
-    def missing(self, column: str) -> str:
-        return self.problem or f"column {column!r} missing"
-
-
-def _table(text: str, relpath: str) -> list[_Row]:
-    """Parse a CSV whose first line may be a '# ref:' comment (only that line: CIF strings contain '#')."""
-    if text.startswith("#"):
-        text = text.partition("\n")[2]
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader)
-    raw_rows = list(reader)
-    # pandas wrote some files with an unnamed index column that the header does not name.
-    width = Counter(len(fields) for fields in raw_rows).most_common(1)[0][0] if raw_rows else len(header)
-    if width == len(header) + 1:
-        header = ["", *header]
-    elif width != len(header):
-        raise ValueError(f"{relpath}: rows have {width} fields but the header names {len(header)} columns")
-    rows = []
-    for number, fields in enumerate(raw_rows):
-        if len(fields) == width:
-            rows.append(_Row(number, dict(zip(header, fields))))
-        else:
-            rows.append(_Row(number, {}, f"row has {len(fields)} fields where the header implies {width}"))
-    return rows
-
-
-# ------------------------------------------------------------------------------------------- field readers
-def _float_tree(value: Any, shape: tuple[int, ...], name: str) -> list[Any]:
-    """`value` as nested lists of finite floats of exactly `shape`; ValueError saying where it is not."""
-    def walk(item: Any, depth: int, where: str) -> Any:
-        if depth == len(shape):
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                raise ValueError(f"{where} is {item!r}, not a number")
-            if not math.isfinite(item):
-                raise ValueError(f"{where} is {item!r}, not finite")
-            return float(item)
-        if not isinstance(item, list) or len(item) != shape[depth]:
-            got = f"has {len(item)} items" if isinstance(item, list) else f"is a {type(item).__name__}"
-            raise ValueError(f"expected a {'x'.join(map(str, shape))} array: {where} {got}, not {shape[depth]}")
-        return [walk(element, depth + 1, f"{where}[{i}]") for i, element in enumerate(item)]
-
-    return walk(value, 0, name)
-
-
-def _tensor(row: _Row, column: str, shape: tuple[int, ...], *, optional: bool = False) -> Any:
-    """A JSON nested-list field of `shape`; None for an empty optional field; else the unreadable marker."""
-    text = row.fields.get(column)
-    if text is None:
-        return unreadable("", row.missing(column))
-    if optional and not text.strip():
-        return None
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError
-        return unreadable(text, f"{column}: not JSON ({err})")
-    try:
-        return _float_tree(parsed, shape, column)
-    except ValueError as err:
-        return unreadable(text, str(err))
-
-
-def _number(row: _Row, column: str, *, integer: bool = False) -> Any:
-    text = row.fields.get(column)
-    if text is None:
-        return unreadable("", row.missing(column))
-    if not text.strip():
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return unreadable(text, f"{column}: not a number")
-    if not math.isfinite(value):
-        return unreadable(text, f"{column}: non-finite number")
-    if integer:
-        # Some files print integers as floats ('216.0').
-        return int(value) if value.is_integer() else unreadable(text, f"{column}: not an integer")
-    return value
-
-
-def _boolean(row: _Row, column: str) -> Any:
-    text = row.fields.get(column)
-    if text is None:
-        return unreadable("", row.missing(column))
-    if not text.strip():
-        return None
-    value = {"true": True, "false": False}.get(text.strip().lower())
-    return value if value is not None else unreadable(text, f"{column}: not True/False")
-
-
-def _text(row: _Row, column: str) -> str | None:
-    """A plain text field (id, formula): stripped, None when empty or absent."""
-    return (row.fields.get(column) or "").strip() or None
-
-
-def _reported_text(row: _Row, column: str) -> Any:
-    text = row.fields.get(column)
-    return unreadable("", row.missing(column)) if text is None else (text.strip() or None)
-
-
-def _poscar(row: _Row) -> dict[str, Any]:
-    text = row.fields.get("poscar")
-    if text is None:
-        return {"format": "poscar", "data": unreadable("", row.missing("poscar"))}
-    return {"format": "poscar", "data": text if text.strip() else unreadable(text, "poscar: empty")}
-
-
-def _meta_point_group(row: _Row) -> Any:
-    """The point group the dielectric CSV keeps inside its 'meta' column (a Python-2 dict repr)."""
-    text = row.fields.get("meta")
-    if text is None:
-        return unreadable("", row.missing("meta"))
-    try:
-        meta = ast.literal_eval(text)  # a literal, never eval: the text is data
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return unreadable(text, "meta: not a Python literal")
-    point_group = meta.get("point_group") if isinstance(meta, dict) else None
-    if not isinstance(point_group, str) or not point_group.strip():
-        return unreadable(text, "meta: no point_group")
-    return point_group.strip()
-
-
-def _ase_dict(row: _Row) -> dict[str, Any]:
-    """The phonon CSV's structure: a Python dict repr of ASE atoms (numbers, positions, cell, pbc)."""
-    text = row.fields.get("structure")
-    if text is None:
-        return {"format": "ase-dict", "data": unreadable("", row.missing("structure"))}
-    try:
-        atoms = ast.literal_eval(text)  # a literal, never eval: the text is data
-        if not isinstance(atoms, dict) or set(atoms) != {"numbers", "positions", "cell", "pbc"}:
-            raise ValueError("expected a dict with exactly numbers, positions, cell, pbc")
-        numbers = atoms["numbers"]
-        if not (isinstance(numbers, list) and numbers
-                and all(isinstance(z, int) and not isinstance(z, bool) and z >= 1 for z in numbers)):
-            raise ValueError("numbers must be a non-empty list of atomic numbers")
-        pbc = atoms["pbc"]
-        if not (isinstance(pbc, list) and len(pbc) == 3 and all(isinstance(flag, bool) for flag in pbc)):
-            raise ValueError("pbc must be three booleans")
-        data = {
-            "numbers": numbers,
-            "positions": _float_tree(atoms["positions"], (len(numbers), 3), "positions"),
-            "cell": _float_tree(atoms["cell"], (3, 3), "cell"),
-            "pbc": pbc,
-        }
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
-        return {"format": "ase-dict", "data": unreadable(text, f"structure: {err}")}
-    return {"format": "ase-dict", "data": data}
-
-
 # ------------------------------------------------------------------------------------------------ adapters
 def _record(
-    prop: str, relpath: str, sha: str, row: _Row, *, material_id: str | None, formula: str | None,
+    prop: str, relpath: str, sha: str, row: Row, *, material_id: str | None, formula: str | None,
     structure: dict[str, Any], values: dict[str, Any], frames: Mapping[str, str], reported: dict[str, Any],
     **provenance: Any,
 ) -> dict[str, Any]:
     return {
         # Zero-padded so that string order (the file's sort order) is row order.
-        "record_id": f"{SOURCE}:{prop}:row-{row.number:05d}",
+        "record_id": f"{SOURCE}:{prop}:{_RECORD_TAGS.get(relpath, '')}row-{row.number:05d}",
         "property": prop,
         "material_id": material_id,
         "formula": formula,
@@ -300,48 +169,65 @@ def _record(
     }
 
 
-def _elastic_record(row: _Row, sha: str) -> dict[str, Any]:
+def _elastic_record(row: Row, sha: str) -> dict[str, Any]:
     values = {
-        "stiffness_voigt": _tensor(row, "elastic_tensor", (6, 6)),
-        "stiffness_voigt_original": _tensor(row, "elastic_tensor_original", (6, 6), optional=True),
-        "compliance_voigt": _tensor(row, "compliance_tensor", (6, 6), optional=True),
+        "stiffness_voigt": tensor_field(row, "elastic_tensor", (6, 6)),
+        "stiffness_voigt_original": tensor_field(row, "elastic_tensor_original", (6, 6), optional=True),
+        "compliance_voigt": tensor_field(row, "compliance_tensor", (6, 6), optional=True),
     }
     reported = {
-        **{name: _number(row, name) for name in (
+        **{name: number_field(row, name) for name in (
             "K_Voigt", "K_Reuss", "K_VRH", "G_Voigt", "G_Reuss", "G_VRH", "elastic_anisotropy", "poisson_ratio",
             "volume")},
-        **{name: _number(row, name, integer=True) for name in ("space_group", "nsites", "kpoint_density")},
+        **{name: number_field(row, name, integer=True) for name in ("space_group", "nsites", "kpoint_density")},
     }
-    return _record("elastic", ELASTIC_FILE, sha, row, material_id=_text(row, "material_id"),
-                   formula=_text(row, "formula"), structure=_poscar(row), values=values, frames=ELASTIC_FRAMES,
+    return _record("elastic", ELASTIC_FILE, sha, row, material_id=text_field(row, "material_id"),
+                   formula=text_field(row, "formula"), structure=poscar_structure(row), values=values, frames=ELASTIC_FRAMES,
                    reported=reported)
 
 
-def _dielectric_record(row: _Row, sha: str) -> dict[str, Any]:
-    values = {"electronic": _tensor(row, "e_electronic", (3, 3)), "total": _tensor(row, "e_total", (3, 3))}
+def _dielectric_record(row: Row, sha: str) -> dict[str, Any]:
+    values = {"electronic": tensor_field(row, "e_electronic", (3, 3)), "total": tensor_field(row, "e_total", (3, 3))}
     reported = {
-        **{name: _number(row, name) for name in ("poly_electronic", "poly_total", "n", "band_gap", "volume")},
-        **{name: _number(row, name, integer=True) for name in ("space_group", "nsites")},
-        "pot_ferroelectric": _boolean(row, "pot_ferroelectric"),
-        "point_group": _meta_point_group(row),
+        **{name: number_field(row, name) for name in ("poly_electronic", "poly_total", "n", "band_gap", "volume")},
+        **{name: number_field(row, name, integer=True) for name in ("space_group", "nsites")},
+        "pot_ferroelectric": boolean_field(row, "pot_ferroelectric"),
+        "point_group": meta_point_group(row),
     }
-    return _record("dielectric", DIELECTRIC_FILE, sha, row, material_id=_text(row, "material_id"),
-                   formula=_text(row, "formula"), structure=_poscar(row), values=values,
+    return _record("dielectric", DIELECTRIC_FILE, sha, row, material_id=text_field(row, "material_id"),
+                   formula=text_field(row, "formula"), structure=poscar_structure(row), values=values,
                    frames=DIELECTRIC_FRAMES, reported=reported)
 
 
-def _piezo_record(row: _Row, sha: str) -> dict[str, Any]:
-    values = {"piezo_voigt": _tensor(row, "piezoelectric_tensor", (3, 6))}
+def _piezo_record(row: Row, sha: str) -> dict[str, Any]:
+    values = {"piezo_voigt": tensor_field(row, "piezoelectric_tensor", (3, 6))}
     reported = {
-        "eij_max": _number(row, "eij_max"),
-        "v_max": _tensor(row, "v_max", (3,), optional=True),
-        "point_group": _reported_text(row, "point_group"),
-        "volume": _number(row, "volume"),
-        **{name: _number(row, name, integer=True) for name in ("space_group", "nsites")},
+        "eij_max": number_field(row, "eij_max"),
+        "v_max": tensor_field(row, "v_max", (3,), optional=True),
+        "point_group": reported_text_field(row, "point_group"),
+        "volume": number_field(row, "volume"),
+        **{name: number_field(row, name, integer=True) for name in ("space_group", "nsites")},
     }
-    return _record("piezo", PIEZO_FILE, sha, row, material_id=_text(row, "material_id"),
-                   formula=_text(row, "formula"), structure=_poscar(row), values=values, frames=PIEZO_FRAMES,
+    return _record("piezo", PIEZO_FILE, sha, row, material_id=text_field(row, "material_id"),
+                   formula=text_field(row, "formula"), structure=poscar_structure(row), values=values, frames=PIEZO_FRAMES,
                    reported=reported)
+
+
+def _straintensornet_record(row: Row, sha: str) -> dict[str, Any]:
+    return _record("elastic", STRAINTENSORNET_FILE, sha, row, material_id=json_text(row, "material_id"),
+                   formula=None, structure=cif_structure(row, "cif"),
+                   values={"stiffness_voigt": json_tensor(row, "elastic_tensor_voigt_ieee_gpa", (6, 6)),
+                           "stiffness_voigt_original": None, "compliance_voigt": None},
+                   frames=EXTRA_ELASTIC_FRAMES, reported={"crystal_system": json_text(row, "crystal_system")})
+
+
+def _elatbot_record(row: Row, sha: str) -> dict[str, Any]:
+    return _record("elastic", ELATBOT_FILE, sha, row, material_id=json_text(row, "material_id"),
+                   formula=json_text(row, "formula"),
+                   structure=sites_structure(row, "lattice_angstrom", "species", "cart_coords_angstrom"),
+                   values={"stiffness_voigt": json_tensor(row, "elastic_tensor_voigt_ieee_gpa", (6, 6)),
+                           "stiffness_voigt_original": None, "compliance_voigt": None},
+                   frames=EXTRA_ELASTIC_FRAMES, reported={})
 
 
 @dataclass(frozen=True)
@@ -353,24 +239,34 @@ class _Batch:
     excluded: tuple[Exclusion, ...] = ()
 
 
-def _matminer(relpath: str, build: Callable[[_Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
+def _one_file(relpath: str, read_rows: Callable[[str, str], list[Row]],
+              build: Callable[[Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
+    """An adapter for a file whose every row is one record."""
     def read(root: Path, manifest: Mapping[str, Any]) -> _Batch:
         text, sha = _read_verified(root, manifest, relpath)
-        rows = _table(text, relpath)
+        rows = read_rows(text, relpath)
         return _Batch([build(row, sha) for row in rows], relpath, len(rows), {relpath: sha})
 
     return read
 
 
+def _matminer(relpath: str, build: Callable[[Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
+    return _one_file(relpath, csv_rows, build)
+
+
+def _jsonl(relpath: str, build: Callable[[Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
+    return _one_file(relpath, lambda text, _: json_lines(text), build)
+
+
 def _phonon(root: Path, manifest: Mapping[str, Any]) -> _Batch:
     text, sha = _read_verified(root, manifest, PHONON_FILE)
     ids_text, ids_sha = _read_verified(root, manifest, PHONON_IDS_FILE)
-    rows = _table(text, PHONON_FILE)
+    rows = csv_rows(text, PHONON_FILE)
     exclusion = manifest["files"][PHONON_FILE].get("excluded_rows")
     start, stop = (exclusion["start"], exclusion["stop"]) if exclusion else (len(rows), len(rows))
     if stop != len(rows):
         raise ValueError(f"manifest excludes {PHONON_FILE} rows [{start}, {stop}) but the file has {len(rows)} rows")
-    recovered = {int(row.fields["row"]): row for row in _table(ids_text, PHONON_IDS_FILE)}
+    recovered = {int(row.fields["row"]): row for row in csv_rows(ids_text, PHONON_IDS_FILE)}
     grid_points = len(properties.PHONON_GRID_CM)
     records = []
     for row in rows[:start]:
@@ -379,10 +275,10 @@ def _phonon(root: Path, manifest: Mapping[str, Any]) -> _Batch:
         recovery = ({"material_id_recovery": {"file": PHONON_IDS_FILE, "sha256": ids_sha,
                                               "match": ids.fields["match"]}} if ids else {})
         records.append(_record(
-            "phonon", PHONON_FILE, sha, row, material_id=_text(ids, "material_id") if ids else None, formula=None,
-            structure=_ase_dict(row),
-            values={"frequencies_cm": _tensor(row, "phfreq", (grid_points,)),
-                    "dos": _tensor(row, "phdos", (grid_points,))},
+            "phonon", PHONON_FILE, sha, row, material_id=text_field(ids, "material_id") if ids else None, formula=None,
+            structure=ase_dict_structure(row),
+            values={"frequencies_cm": tensor_field(row, "phfreq", (grid_points,)),
+                    "dos": tensor_field(row, "phdos", (grid_points,))},
             frames={}, reported={}, **recovery,
         ))
     excluded = ()
@@ -391,12 +287,24 @@ def _phonon(root: Path, manifest: Mapping[str, Any]) -> _Batch:
     return _Batch(records, PHONON_FILE, len(rows), {PHONON_FILE: sha, PHONON_IDS_FILE: ids_sha}, excluded)
 
 
-_ADAPTERS: dict[str, Callable[[Path, Mapping[str, Any]], _Batch]] = {
-    "elastic": _matminer(ELASTIC_FILE, _elastic_record),
-    "dielectric": _matminer(DIELECTRIC_FILE, _dielectric_record),
-    "piezo": _matminer(PIEZO_FILE, _piezo_record),
-    "phonon": _phonon,
+# One adapter per source file (format) of a property; their records go into one raw file.
+_ADAPTERS: dict[str, tuple[Callable[[Path, Mapping[str, Any]], _Batch], ...]] = {
+    "elastic": (_matminer(ELASTIC_FILE, _elastic_record), _jsonl(STRAINTENSORNET_FILE, _straintensornet_record),
+                _jsonl(ELATBOT_FILE, _elatbot_record)),
+    "dielectric": (_matminer(DIELECTRIC_FILE, _dielectric_record),),
+    "piezo": (_matminer(PIEZO_FILE, _piezo_record),),
+    "phonon": (_phonon,),
 }
+
+
+def _with_release(records: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each record's provenance gets the years of the MP release its file comes from, where the manifest states
+    them (the merge rule, ``zoo.data.merging``, compares them)."""
+    years = entry.get("mp_release_years")
+    if years is not None:
+        for record in records:
+            record["provenance"]["mp_release_years"] = list(years)
+    return records
 
 
 def fetch_property(
@@ -413,18 +321,26 @@ def fetch_property(
     if spec.name not in _ADAPTERS:
         raise ValueError(f"spec_name: no snapshot adapter for {spec.name!r}; adapters: {', '.join(_ADAPTERS)}")
     manifest = load_manifest() if manifest is None else manifest
-    batch = _ADAPTERS[spec.name](Path(root), manifest)
-    expected = manifest["files"][batch.values_file]["rows"]
-    if len(batch.records) != expected:
-        raise RuntimeError(f"snapshot adapter for {spec.name!r} made {len(batch.records)} records from "
-                           f"{batch.values_file}, but the manifest pins {expected} rows")
+    batches = [adapter(Path(root), manifest) for adapter in _ADAPTERS[spec.name]]
+    for batch in batches:
+        expected = manifest["files"][batch.values_file]["rows"]
+        if len(batch.records) != expected:
+            raise RuntimeError(f"snapshot adapter for {spec.name!r} made {len(batch.records)} records from "
+                               f"{batch.values_file}, but the manifest pins {expected} rows")
+    records = [record for batch in batches
+               for record in _with_release(batch.records, manifest["files"][batch.values_file])]
     try:
-        written = write_raw(out_path, batch.records)
+        written = write_raw(out_path, records)
     except RawRecordError as err:
         raise RuntimeError(f"snapshot adapter for {spec.name!r} made a record that breaks the raw-record schema "
                            f"(a bug in zoo/data/sources/snapshot.py, not in the data): {err}") from err
     return FetchReport(
         property=spec.name, source=SOURCE, output=os.fspath(out_path), output_sha256=sha256_file(out_path),
-        rows_read=batch.rows_read, records_written=written, inputs=batch.inputs, excluded=batch.excluded,
-        unreadable_fields=count_unreadable_fields(batch.records),
+        rows_read=sum(batch.rows_read for batch in batches), records_written=written,
+        inputs={name: sha for batch in batches for name, sha in batch.inputs.items()},
+        excluded=tuple(exclusion for batch in batches for exclusion in batch.excluded),
+        unreadable_fields=count_unreadable_fields(records),
+        by_source={batch.values_file: SourceCount(batch.rows_read, len(batch.records),
+                                                  sum(exclusion.count for exclusion in batch.excluded))
+                   for batch in batches},
     )
