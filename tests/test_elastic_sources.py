@@ -24,6 +24,7 @@ from zoo.data.sources.snapshot import (
     fetch_property,
     load_manifest,
 )
+from zoo.nn import training
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ELASTIC = properties.get("elastic")
@@ -251,6 +252,14 @@ def test_holdout_records_form_the_external_split_and_move_no_pinned_record():
     with pytest.raises(ValueError, match="pinned split"):
         datasets._splits(accepted_rows(ids[:40], systems[:40], [True] + [False] * 39), "salt",
                          splits.DEFAULT_FRACTIONS, pinned)
+
+
+def test_a_fit_never_sees_the_test_or_external_split():
+    dummy = training.SplitData("elastic", ("a",), ("cubic",), (None,), np.zeros((1, 21)))
+    data = {"train": dummy, "validation": dummy, "test": dummy, "external": dummy}
+    assert set(training.fitting_splits(data)) == {"train", "validation"}
+    with pytest.raises(ValueError, match="only"):
+        training.fit(data, training.TrainSettings(max_epochs=1))
 
 
 def test_pinned_splits_file_round_trips(tmp_path):

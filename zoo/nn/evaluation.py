@@ -1,11 +1,19 @@
-"""Test-split metrics of a trained model and of its baselines (zoo.nn.baselines), overall and per crystal system.
+"""Metrics of a trained model and of its baselines (zoo.nn.baselines) on the test split and, where the dataset has
+one, on the external split (materials no training source holds: how the model generalises), overall, per crystal
+system (test), and split by whether a record holds an element rare in training; plus a learning curve
+(zoo.nn.learning_curve).
 
 Metrics (every predictor, every group; quantities from zoo.core.derived, conventions from zoo.core.tensors):
     all tensors  component_mae: mean |pred - true| over the Voigt components (6x6 stiffness, 6 dielectric,
                  3x6 piezo), in the property's units; relative_frobenius_error: mean over records of
                  ||pred - true||_F / ||true||_F of the Cartesian tensors (records with a zero true tensor skipped)
-    elastic      Hill K, G, E: MAE (GPa) and MAE/MAD, MAD being the mean absolute deviation of the true values
-                 from their mean (MatTen's scaled error); fraction_not_positive_definite of the predicted 6x6
+    elastic      Voigt K_V, G_V (linear in the tensor, defined for every prediction) and Hill K, G, E: MAE (GPa)
+                 and MAE/MAD, MAD being the mean absolute deviation of the true values from their mean (MatTen's
+                 scaled error); fraction_not_positive_definite of the predicted 6x6. Reuss (hence Hill) bounds
+                 need the compliance: a predicted tensor whose smallest eigenvalue is not above
+                 HILL_EIGENVALUE_FLOOR x its largest (not positive definite, or nearly singular) has none, is
+                 counted in n_moduli_undefined and not scored, since one such tensor would dominate a Hill MAE
+                 (REFERENCE.md: MatTen's G_VRH MAE 22.5 there, from a few of them)
     dielectric   eps_poly_mae and anisotropy_ratio_mae (a_r = lambda_max/lambda_min) of the target part
                  (electronic); a predicted tensor with lambda_min <= 0 has no a_r and is counted, not scored
     piezo        max_longitudinal_mae: the largest longitudinal coefficient max_n |e_ijk n_i n_j n_k| (C/m^2)
@@ -25,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +44,18 @@ import torch
 from zoo import properties
 from zoo.core import derived, symmetry, tensors
 from zoo.core.io import write_json
-from zoo.nn import baselines, graphs, models, training
+from zoo.data import splits
+from zoo.nn import baselines, graphs, learning_curve, models, training
+from zoo.nn.learning_curve import LearningCurveSettings
 from zoo.properties import PHONON_GRID_CM
 
 REPORTS_DIR = Path("data/reports")
+SCORED_SPLITS = ("test", splits.EXTERNAL)
+HILL_EIGENVALUE_FLOOR = 1e-6
+# Kept per learning-curve point besides the headline (elastic: the moduli a user reads off the tensor).
+LEARNING_CURVE_METRICS = {"elastic": ("k_voigt_mae", "g_voigt_mae", "component_mae")}
+# An element is rare when fewer training records than this hold it (issue 11's definition).
+RARE_ELEMENT_RECORDS = 5
 HEADLINES = {"elastic": "k_vrh_mae", "dielectric": "eps_poly_mae", "piezo": "component_mae", "phonon": "dos_mse"}
 MODEL_KEY = "model"
 PREDICT_BATCH = 64
@@ -81,11 +98,12 @@ def record_quantities(property_name: str, values: np.ndarray, structures: Sequen
         moduli = {key: np.full(n, np.nan) for key in ("k_vrh", "g_vrh", "y_mod")}
         eigenvalues = np.linalg.eigvalsh(out["voigt"])
         for i, c in enumerate(out["voigt"]):
-            if np.abs(eigenvalues[i]).min() <= 1e-12 * np.abs(eigenvalues[i]).max():
-                continue  # singular: no compliance, no Reuss bounds
+            if not eigenvalues[i, 0] > HILL_EIGENVALUE_FLOOR * np.abs(eigenvalues[i]).max():
+                continue  # not positive definite, or nearly singular: no meaningful Reuss bound (module docstring)
             hill = derived.hill_moduli(c, np.linalg.inv(c))
             for key in moduli:
                 moduli[key][i] = hill[key]
+        out["k_voigt"], out["g_voigt"] = derived.voigt_moduli(out["voigt"])
         out.update(moduli, min_eigenvalue=eigenvalues[:, 0])
     elif spec.name == "dielectric":
         eigenvalues = np.linalg.eigvalsh(cartesian)
@@ -118,6 +136,8 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
     spec = properties.get(property_name)
     pick = lambda q, key: np.asarray(q[key])[mask]  # noqa: E731
     out: dict[str, Any] = {"n": int(mask.sum())}
+    if not mask.any():
+        return out  # an empty group (e.g. no record with a rare element) has no metrics
     if not spec.is_tensor:
         out["dos_mse"] = _mean(((pick(pred, "dos") - pick(true, "dos")) ** 2).mean(axis=1))
         mean_true, mean_pred = pick(true, "mean_frequency_cm"), pick(pred, "mean_frequency_cm")
@@ -137,13 +157,13 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
     out["relative_frobenius_error"] = _mean(np.sqrt(((pred_cart - true_cart) ** 2).sum(axis=axes))[nonzero]
                                             / norms[nonzero])
     if spec.name == "elastic":
-        for key in ("k_vrh", "g_vrh", "y_mod"):
+        for key in ("k_voigt", "g_voigt", "k_vrh", "g_vrh", "y_mod"):
             truth = pick(true, key)
             mae, undefined = _mae_pair(pick(pred, key), truth)
             mad = float(np.abs(truth - truth.mean()).mean()) if truth.size else 0.0
             out[f"{key}_mae"] = mae
             out[f"{key}_mae_over_mad"] = mae / mad if mae is not None and mad > 0 else None
-        out["n_moduli_undefined"] = undefined
+        out["n_moduli_undefined"] = undefined  # of the Hill moduli (y_mod, the last: undefined where K or G is)
         out["fraction_not_positive_definite"] = float(np.mean(pick(pred, "min_eigenvalue") <= 0)) \
             if mask.any() else None
     elif spec.name == "dielectric":
@@ -164,24 +184,31 @@ def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
 
 
 # ---------------------------------------------------------------------------------------- predictors, scores
+Predictor = Callable[[training.SplitData], np.ndarray]
+
+
 def baseline_predictors(data: Mapping[str, training.SplitData], model_config: models.ModelConfig,
                         settings: training.TrainSettings | None,
-                        gbm: baselines.GBMSettings | None) -> dict[str, Callable[[], np.ndarray]]:
-    """name -> a function fitting that baseline on data['train'] and returning its test-split predictions.
+                        gbm: baselines.GBMSettings | None) -> dict[str, Callable[[], Predictor]]:
+    """name -> a function fitting that baseline on data['train'] (and, for the network, selecting on
+    data['validation']) and returning its predictor: a split -> its predictions.
 
     One definition for the evaluate stage and for `zoo audit`, which re-derives a card's baseline metrics: the
     non-equivariant network (tensors only) is the model's trunk (`model_config`) trained with `settings`. A
     baseline whose settings are None is left out (an audit of a card that does not record them).
     """
-    train, test = data["train"], data["test"]
-    out: dict[str, Callable[[], np.ndarray]] = {
-        "crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict(test)}
+    train = data["train"]
+    out: dict[str, Callable[[], Predictor]] = {"crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict}
     if gbm is not None:
-        out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict(test)
+        out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict
     if settings is not None and properties.get(model_config.property).is_tensor:
         overrides = baselines.non_equivariant_overrides(model_config)
-        out["non_equivariant"] = lambda: predict(training.fit_model(data, settings, config_overrides=overrides).net,
-                                                 test)
+
+        def fit_network() -> Predictor:
+            net = training.fit_model(training.fitting_splits(data), settings, config_overrides=overrides).net
+            return lambda split: predict(net, split)
+
+        out["non_equivariant"] = fit_network
     return out
 
 
@@ -219,16 +246,38 @@ def score(property_name: str, predictions: Mapping[str, np.ndarray], test: train
 
 
 # ----------------------------------------------------------------------------------------------- the stage
+def has_rare_element(split: training.SplitData, train_counts: Mapping[str, int],
+                     threshold: int = RARE_ELEMENT_RECORDS) -> np.ndarray:
+    """Per record of `split`: whether it holds an element that fewer than `threshold` training records hold."""
+    return np.array([any(train_counts.get(str(element), 0) < threshold for element in structure.composition.elements)
+                     for structure in split.structures], dtype=bool)
+
+
+def rare_element_breakdown(property_name: str, train: training.SplitData, split: training.SplitData,
+                           quantities: Mapping[str, Mapping[str, np.ndarray]],
+                           true: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Each predictor's metrics on the records with an element rare in training and on the others."""
+    counts = Counter(str(element) for structure in train.structures for element in structure.composition.elements)
+    rare = has_rare_element(split, counts)
+    held = sorted({str(e) for structure, flag in zip(split.structures, rare) if flag
+                   for e in structure.composition.elements if counts.get(str(e), 0) < RARE_ELEMENT_RECORDS})
+    return {"rare_elements_present": held,
+            **{name: {"rare": group_metrics(property_name, q, true, rare),
+                      "common": group_metrics(property_name, q, true, ~rare)} for name, q in quantities.items()}}
+
+
 def evaluate_property(property_name: str, settings: training.TrainSettings, *,
                       gbm: baselines.GBMSettings = baselines.GBMSettings(),
+                      curve: LearningCurveSettings | None = None,
                       model_dir: str | os.PathLike | None = None,
                       datasets_root: str | os.PathLike = training.zoo_datasets.HUB_DATASETS_DIR,
                       reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True,
                       log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
-    non-equivariant one with `settings`) on the test split; write ``<reports_dir>/<property>-metrics.json`` and
-    ``<property>-metrics-per-crystal-system.json`` and the parity and per-crystal-system plots. Returns the metrics
-    document, per_crystal_system included."""
+    non-equivariant one with `settings`) on the test split and, where the dataset has one, the external split;
+    with `curve`, the learning curve (zoo.nn.learning_curve). Writes ``<reports_dir>/<property>-metrics.json`` and
+    ``<property>-metrics-per-crystal-system.json`` and the plots. Returns the metrics document, per_crystal_system
+    included."""
     spec = properties.get(property_name)
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)
@@ -236,7 +285,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
     if loaded.info["dataset"]["fingerprint"] != dataset.fingerprint:
         raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {loaded.info['dataset']['fingerprint']}, "
                          f"but the dataset now is {dataset.fingerprint}: retrain it (dvc repro train@{spec.name})")
-    test = data["test"]
+    scored = [name for name in SCORED_SPLITS if name in data]
     timings: dict[str, float] = {}
 
     def timed(name: str, compute: Callable[[], Any]) -> Any:
@@ -246,23 +295,63 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
         log(f"{name}: {timings[name]:.1f} s")
         return result
 
-    predictions = {MODEL_KEY: timed("model", lambda: predict(loaded.net, test))}
-    for name, compute in baseline_predictors(data, loaded.net.config, settings, gbm).items():
-        predictions[name] = timed(name, compute)
-    infos = timed("symmetry analysis", lambda: [symmetry.analyze(s) for s in test.structures]) \
-        if spec.is_tensor else None
-    scored, per_system, quantities, true = score(spec.name, predictions, test, infos)
+    predictors: dict[str, Predictor] = {MODEL_KEY: lambda split: predict(loaded.net, split)}
+    for name, fit_baseline in baseline_predictors(data, loaded.net.config, settings, gbm).items():
+        predictors[name] = timed(f"fitting {name}", fit_baseline)
+    predictions = {split: {name: timed(f"{name} on {split}", lambda: predictor(data[split]))
+                           for name, predictor in predictors.items()} for split in scored}
+    results = {}
+    for split in scored:
+        infos = timed(f"symmetry analysis ({split})", lambda: [symmetry.analyze(s) for s in data[split].structures]) \
+            if spec.is_tensor else None
+        results[split] = score(spec.name, predictions[split], data[split], infos)
+    document = _document(spec, dataset, loaded, settings, gbm, data, results)
+    if curve is not None and spec.name in curve.properties:
+        def scores(net, split: training.SplitData) -> dict[str, Any]:
+            true = record_quantities(spec.name, split.targets, split.structures)
+            found = record_quantities(spec.name, predict(net, split), split.structures)
+            return group_metrics(spec.name, found, true, np.ones(len(split), dtype=bool))
+
+        document["learning_curve"] = timed("learning curve", lambda: learning_curve.measure(
+            data, settings, loaded.net, curve.fractions, scored[-1], scores,
+            (HEADLINES[spec.name], *LEARNING_CURVE_METRICS.get(spec.name, ())), log))
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
+    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
+    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
+    write_json(per_system_json_path(reports_dir, spec.name), document["per_crystal_system"])
+    if plots:
+        timed("plots", lambda: write_plots(spec.name, results, document, reports_dir))
+    return document
+
+
+def _document(spec, dataset, loaded, settings, gbm, data, results) -> dict[str, Any]:
+    """The metrics document: the test split's metrics at the top (what model cards read), the other scored
+    splits under their names, the rare-element breakdown of each."""
+    test_scores, per_system, _, _ = results["test"]
     headline = HEADLINES[spec.name]
     document = {
         "property": spec.name,
         "model_name": spec.model_name,
         "units": spec.units,
         "split": "test",
-        "n_test": len(test),
+        "n_test": len(data["test"]),
         "headline": headline,
-        MODEL_KEY: scored.pop(MODEL_KEY),
-        "baselines": scored,
+        MODEL_KEY: test_scores[MODEL_KEY],
+        "baselines": {name: value for name, value in test_scores.items() if name != MODEL_KEY},
         "per_crystal_system": per_system,
+    }
+    for split, (scores, _, _, _) in results.items():
+        if split != "test":
+            document[split] = {"n": len(data[split]), MODEL_KEY: scores[MODEL_KEY],
+                               "baselines": {name: value for name, value in scores.items() if name != MODEL_KEY}}
+    document["rare_element_breakdown"] = {
+        "definition": f"records holding an element that fewer than {RARE_ELEMENT_RECORDS} training records hold "
+                      "('rare') vs the others ('common')",
+        **{split: rare_element_breakdown(spec.name, data["train"], data[split], quantities, true)
+           for split, (_, _, quantities, true) in results.items()}}
+    document.update({
         "baseline_settings": baseline_settings(spec.name, settings, gbm),
         "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
         "model_weights_sha256": loaded.info["weights"]["sha256"],
@@ -271,19 +360,13 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
                                   "tensor, point group of the record's structure)",
             "baselines": "zoo.nn.baselines (module docstring); trained on the same train split in this run, with "
                          "baseline_settings (non_equivariant: zoo.nn.training.TrainSettings)",
+            "external": "materials no training source holds (the dataset card's external split); never used for "
+                        "training, model selection or early stopping",
         },
-    }
+    })
     if not spec.is_tensor:
         document["definitions"]["non_equivariant"] = ("not applicable: the DOS is invariant, so the model's own head "
                                                       "is already invariant")
-    reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
-    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
-    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
-    write_json(per_system_json_path(reports_dir, spec.name), per_system)
-    if plots:
-        timed("plots", lambda: write_plots(spec.name, quantities, true, document, reports_dir))
     return document
 
 
@@ -310,26 +393,33 @@ def per_system_path(reports_dir: Path, property_name: str) -> Path:
     return Path(reports_dir) / f"{property_name}-per-crystal-system.png"
 
 
-def write_plots(property_name: str, quantities: Mapping[str, Mapping[str, np.ndarray]],
-                true: Mapping[str, np.ndarray], document: Mapping[str, Any], reports_dir: Path) -> None:
-    """Parity plot of PARITY_QUANTITY for every predictor; bars of the headline metric per crystal system."""
+def learning_curve_path(reports_dir: Path, property_name: str) -> Path:
+    return Path(reports_dir) / f"{property_name}-learning-curve.png"
+
+
+def write_plots(property_name: str, results: Mapping[str, tuple], document: Mapping[str, Any],
+                reports_dir: Path) -> None:
+    """Parity plots of PARITY_QUANTITY for every predictor (one row per scored split); bars of the headline metric
+    per crystal system (test); the learning curve where the document has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     key, label = PARITY_QUANTITY[property_name]
-    names = list(quantities)
-    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        x, y = np.ravel(true[key]), np.ravel(quantities[name][key])
-        finite = np.isfinite(x) & np.isfinite(y)
-        axis.scatter(x[finite], y[finite], s=6, alpha=0.6)
-        low, high = float(np.min(x[finite], initial=0)), float(np.max(x[finite], initial=1))
-        axis.plot([low, high], [low, high], color="black", linewidth=0.8)
-        axis.set_title(name, fontsize=9)
-        axis.set_xlabel(f"true {label}", fontsize=8)
-        axis.set_ylabel("predicted", fontsize=8)
+    names = list(results["test"][2])
+    figure, axes = plt.subplots(len(results), len(names), figsize=(3.2 * len(names), 3.4 * len(results)),
+                                squeeze=False)
+    for row, (split, (_, _, quantities, true)) in zip(axes, results.items()):
+        for axis, name in zip(row, names):
+            x, y = np.ravel(true[key]), np.ravel(quantities[name][key])
+            finite = np.isfinite(x) & np.isfinite(y)
+            axis.scatter(x[finite], y[finite], s=6, alpha=0.6)
+            low, high = float(np.min(x[finite], initial=0)), float(np.max(x[finite], initial=1))
+            axis.plot([low, high], [low, high], color="black", linewidth=0.8)
+            axis.set_title(f"{name} ({split})", fontsize=9)
+            axis.set_xlabel(f"true {label}", fontsize=8)
+            axis.set_ylabel("predicted", fontsize=8)
     figure.tight_layout()
     figure.savefig(parity_path(reports_dir, property_name), dpi=110, metadata={"Software": None})
     plt.close(figure)
@@ -348,3 +438,6 @@ def write_plots(property_name: str, quantities: Mapping[str, Mapping[str, np.nda
     figure.tight_layout()
     figure.savefig(per_system_path(reports_dir, property_name), dpi=110, metadata={"Software": None})
     plt.close(figure)
+    # Always written (a DVC plot of every property); without a curve it says so.
+    learning_curve.plot(document.get("learning_curve"), learning_curve_path(reports_dir, property_name),
+                        property_name)

@@ -245,7 +245,7 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
     dataset = zoo_datasets.load(spec.name, local_root=datasets_root)
     column = target_column(spec.name)
     out = {}
-    for split in splits.SPLITS:
+    for split in (name for name in splits.ALL_SPLITS if name in dataset):
         table = dataset[split].select_columns(["record_id", "crystal_system", "lattice", "species", "frac_coords",
                                                column]).to_dict()
         rows = [dict(zip(table, values)) for values in zip(*table.values())]
@@ -257,6 +257,15 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
             targets=np.asarray(table[column], dtype=np.float64).reshape(len(rows), -1),
         )
     return out, info
+
+
+FITTING_SPLITS = ("train", "validation")
+
+
+def fitting_splits(data: Mapping[str, SplitData]) -> dict[str, SplitData]:
+    """The splits a fit may see: train (fitting) and validation (early stopping, model selection). The test and
+    external splits are never handed to a fit."""
+    return {name: data[name] for name in FITTING_SPLITS}
 
 
 def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
@@ -562,9 +571,11 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     started = time.perf_counter()
-    for split in ("train", "validation"):
+    for split in FITTING_SPLITS:
         if split not in data or len(data[split]) == 0:
             raise ValueError(f"data must hold a non-empty {split!r} split")
+    if set(data) - set(FITTING_SPLITS):  # the held-out splits must not even reach a fit (fitting_splits)
+        raise ValueError(f"data for a fit must hold only {FITTING_SPLITS}, got {sorted(data)}")
     prop = data["train"].property
     with _torch_threads(settings.threads):
         lightning.seed_everything(settings.seed, workers=True, verbose=False)
@@ -832,8 +843,8 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
     spec = properties.get(property_name)
     data, dataset = load_splits(spec.name, datasets_root)
     resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
-    fitted = fit_model(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
-                       stop_after_epochs=stop_after_epochs)
+    fitted = fit_model(fitting_splits(data), settings, resume_dir=resume_root / spec.model_name, dataset=dataset,
+                       live_dir=live_dir, stop_after_epochs=stop_after_epochs)
     if not fitted.complete:
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}

@@ -82,6 +82,10 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
     if "baseline_settings" in metrics:
         test_metrics["baseline_settings"] = metrics["baseline_settings"]
     dataset_path = (HUB_DATASETS_DIR / spec.dataset_name).as_posix()
+    # The external split (materials no training source holds) and the learning curve, where evaluate measured them.
+    beyond = {key: metrics[key] for key in ("external", "learning_curve") if key in metrics}
+    if "external" in beyond:
+        beyond["external"] = {"split": "external", **beyond["external"]}
     return {
         "license": LICENSE,
         "library_name": LIBRARY_NAME,
@@ -99,6 +103,7 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
         "dataset_fingerprint": info["dataset"]["fingerprint"],
         "weights_sha256": info["weights"]["sha256"],
         "test_metrics": test_metrics,
+        **{f"{key}_metrics" if key == "external" else key: value for key, value in beyond.items()},
         "provenance": {"git_commit": git_commit, "dataset_path": dataset_path,
                        "dataset_dvc_md5": _dependency_md5(dvc_lock_entry, dataset_path)},
     }
@@ -155,7 +160,21 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     metric_names = sorted({key for scores in predictors.values() for key in scores if key != "n"})
     headline = metrics["headline"]
     systems = sorted(per_system.get("model", {}))
+    external = metrics.get("external")
+    external_predictors = {MODEL_LABEL: external["model"], **external["baselines"]} if external else {}
+    breakdown = metrics.get("rare_element_breakdown", {})
+    rare_keys = [key for key in (headline, "k_voigt_mae", "g_voigt_mae") if key in metrics["model"]]
+    rare_rows = [(split, name if name != "model" else MODEL_LABEL, groups["rare"]["n"],
+                  [format_metric(groups["rare"].get(key)) for key in rare_keys], groups["common"]["n"],
+                  [format_metric(groups["common"].get(key)) for key in rare_keys])
+                 for split, table in breakdown.items() if isinstance(table, dict)
+                 for name, groups in table.items() if isinstance(groups, dict) and "rare" in groups]
     body = _environment().get_template(TEMPLATE).render(
+        external=external,
+        external_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
+                       for name, scores in external_predictors.items()],
+        rare_keys=rare_keys, rare_rows=rare_rows, rare_definition=breakdown.get("definition"),
+        learning_curve=metrics.get("learning_curve"), format_metric=format_metric,
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         metric_names=metric_names,
         metric_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
