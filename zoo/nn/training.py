@@ -291,7 +291,7 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     fields = {**settings.model, **overrides}
     normalisation = {}
     if spec.is_tensor:
-        scale, shift = models.fit_output_normalisation(spec.name, train.targets)
+        scale, shift = models.fit_output_normalisation(spec.name, train.targets, fields.get("head", "equivariant"))
         normalisation = {"output_scale": scale, "output_shift": shift}
     return models.ModelConfig(
         spec.name, **fields, seed=settings.seed,
@@ -299,17 +299,23 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     )
 
 
-LOSSES = ("mse", "block_norm")
+LOSSES = ("mse", "block_norm", "mandel")
 
 
-def loss_weights(config: models.ModelConfig) -> torch.Tensor:
+def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | None = None,
+                 kind: str = "mse") -> torch.Tensor:
     """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
-    1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS."""
+    1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS; for 'mandel' one weight 1 / (sum_b dim_b s_b^2)
+    for every component. block_scales: s_b of the training targets (default: the config's output_scale, which is
+    the same for the linear heads)."""
     spec = properties.get(config.property)
     irreps = o3.Irreps(spec.irreps)
     if not spec.is_tensor:
         return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
-    scale = config.output_scale or (1.0,) * irreps.num_irreps
+    scale = block_scales or config.output_scale or (1.0,) * irreps.num_irreps
+    if kind == "mandel":
+        total = sum(ir.dim * s * s for (mul, ir), block in zip(irreps, _instances(irreps, scale)) for s in block)
+        return torch.full((irreps.dim,), 1.0 / total, dtype=torch.float64)
     weights = []
     for (mul, ir), block_scales in zip(irreps, _instances(irreps, scale)):
         for s in block_scales:
@@ -331,15 +337,18 @@ class Loss(torch.nn.Module):
     block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
                 its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
                 a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
+    mandel      |e|^2 / sum_b dim_b s_b^2: the squared Frobenius norm of the Cartesian error, which for a stiffness
+                is the squared Mandel (Kelvin) norm, over one data-set constant. Every block weighs as in the
+                tensor itself, so the isotropic (0e) part, which carries the bulk and shear moduli, counts most
     """
 
-    def __init__(self, config: models.ModelConfig, kind: str = "mse"):
+    def __init__(self, config: models.ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
         self.kind = kind
         dtype = models.DTYPES[config.dtype]
-        weights = loss_weights(config)
+        weights = loss_weights(config, block_scales, kind)
         self.register_buffer("weights", weights.to(dtype), persistent=False)
         blocks = block_index(config) if properties.get(config.property).is_tensor else \
             torch.arange(weights.numel())
@@ -350,7 +359,7 @@ class Loss(torch.nn.Module):
         self.register_buffer("inverse_square_scale", (weights * self.n_blocks * dims).to(dtype), persistent=False)
 
     def forward(self, errors: torch.Tensor) -> torch.Tensor:
-        if self.kind == "mse":
+        if self.kind in ("mse", "mandel"):
             return (errors.square() * self.weights).sum(dim=1)
         scaled = errors.square() * self.inverse_square_scale
         per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)
@@ -419,15 +428,16 @@ def make_datamodule(data: Mapping[str, SplitData], batch_size: int, seed: int, r
     return GraphDataModule()
 
 
-def make_module(net: models.MattenNet, settings: TrainSettings):
-    """The LightningModule: the network, the per-block loss, Adam + plateau schedule, best-weight tracking."""
+def make_module(net: models.MattenNet, settings: TrainSettings, block_scales: Sequence[float] | None = None):
+    """The LightningModule: the network, the per-block loss (block_scales: of the training targets; default the
+    config's output scale), Adam + plateau schedule, best-weight tracking."""
     lightning = _lightning()
 
     class MattenModule(lightning.LightningModule):
         def __init__(self):
             super().__init__()
             self.net = net
-            self.loss = Loss(net.config, settings.loss)
+            self.loss = Loss(net.config, settings.loss, block_scales)
             self.history: list[dict[str, float]] = []
             self.best: dict[str, Any] = {"epoch": None, "val_loss": math.inf, "state": None}
             self._sums = {"train": [0.0, 0], "validation": [0.0, 0], "validation_mae": [0.0, 0]}
@@ -585,7 +595,10 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
         config = make_model_config(prop, settings, data["train"], datamodule.graphs["train"],
                                    **(config_overrides or {}))
         net = models.MattenNet(config)
-        module = make_module(net, settings)
+        # The loss is normalised by the blocks of the targets themselves, also where the head works on their logarithm.
+        block_scales = models.fit_output_normalisation(prop, data["train"].targets)[0] \
+            if properties.get(prop).is_tensor else None
+        module = make_module(net, settings, block_scales)
 
         with contextlib.ExitStack() as stack:
             if resume_dir is None:
