@@ -20,13 +20,14 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 import zoo
+from zoo import properties
 from zoo.data import datasets
 
-SNAPSHOT_2015 = "matminer-0.4.1/elastic_tensor.csv"
+SNAPSHOT_2015 = properties.get("elastic").snapshot.file  # the 2015 snapshot's cells
 
 
 def strained_snapshot_cells(n: int, max_strain: float, seed: int) -> list[Structure]:
-    dataset = datasets.load("elastic")
+    dataset = datasets.load_local("elastic")
     rows = []
     for split in dataset:
         table = dataset[split].select_columns(["lattice", "species", "frac_coords", "source_file"]).to_dict()
@@ -64,7 +65,7 @@ def main() -> None:
     print(f"{model.name} {model.version} ({model.source})")
     report(f"2015 snapshot cells strained by up to {args.max_strain:.0%}",
            model.predict(strained_snapshot_cells(args.n, args.max_strain, args.seed)))
-    external = datasets.load("elastic").get("external")
+    external = datasets.load_local("elastic").get("external")
     if external is not None:
         table = external.select_columns(["lattice", "species", "frac_coords"]).to_dict()
         structures = [datasets.row_structure(dict(zip(table, values))) for values in zip(*table.values())]

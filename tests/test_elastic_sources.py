@@ -4,6 +4,7 @@ one material (zoo.data.merging), and the external split's isolation (zoo.data.da
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,22 +13,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.params_file import PARAMS, train_settings
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.core.io import canonical_json, sha256_file
 from zoo.data import cleaning, datasets, merging, splits, validation
 from zoo.data.records import read_raw
-from zoo.data.sources.snapshot import (
-    ELASTIC_FILE,
-    ELATBOT_FILE,
-    STRAINTENSORNET_FILE,
-    fetch_property,
-    load_manifest,
-)
+from zoo.data.sources.snapshot import fetch_property, load_manifest
 from zoo.nn import training
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 ELASTIC = properties.get("elastic")
+ELASTIC_FILE = ELASTIC.snapshot.file
+STRAINTENSORNET_FILE, ELATBOT_FILE = (source.file for source in ELASTIC.more_snapshots)
+CLEAN = dataclasses.replace(cleaning.CleanParams.from_params(), workers=1)
+VALIDATE = dataclasses.replace(validation.ValidationParams.from_params(), workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
 
 def run_merge(rows, reasons=None, holdout=()):
     clean = frame(rows).reset_index(drop=True)
-    params = merging.MergeParams(holdout_sources=tuple(holdout))
+    params = merging.MergeParams(tuple(holdout), PARAMS.validate.merge_atol, PARAMS.validate.merge_rtol)
     return clean, merging.merge(clean, reasons or [set() for _ in rows], ELASTIC, ["stiffness_voigt"], params)
 
 
@@ -215,9 +215,9 @@ def test_validate_counts_every_source_and_merge_code(raw):
     shared = {r["material_id"] for r in by_file(raw, ELATBOT_FILE)} | {r["material_id"] for r in by_file(
         raw, STRAINTENSORNET_FILE)}
     sample = [r for r in raw if r["material_id"] in shared and int(r["material_id"].split("-")[1]) % 7 == 0]
-    clean = pd.DataFrame(cleaning.clean_records(sample, ELASTIC, cleaning.CleanParams()).rows)
-    params = validation.ValidationParams(holdout_sources=(ELATBOT_FILE,))
-    result = validation.validate(clean, "elastic", params)
+    clean = pd.DataFrame(cleaning.clean_records(sample, ELASTIC, CLEAN).rows)
+    assert VALIDATE.holdout_sources == (ELATBOT_FILE,)  # params.yaml's
+    result = validation.validate(clean, "elastic", VALIDATE)
     by_source = result.report["by_source"]
     assert sum(counts["n_raw"] for counts in by_source.values()) == len(sample)
     for counts in by_source.values():
@@ -259,7 +259,7 @@ def test_a_fit_never_sees_the_test_or_external_split():
     data = {"train": dummy, "validation": dummy, "test": dummy, "external": dummy}
     assert set(training.fitting_splits(data)) == {"train", "validation"}
     with pytest.raises(ValueError, match="only"):
-        training.fit(data, training.TrainSettings(max_epochs=1))
+        training.fit(data, train_settings(max_epochs=1))
 
 
 def test_pinned_splits_file_round_trips(tmp_path):

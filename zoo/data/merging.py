@@ -20,7 +20,7 @@ The rule, in order (each record that is not kept gets one reason code, so every 
 Agreement. Sources give the same material in different Cartesian frames (a CIF's orientation is the parser's), so
 records are compared by rotation invariants: for each irrep instance of the value in the e3nn basis, its value for a
 scalar (0e) and its norm otherwise (elastic: 2 scalars, the norms of two 2e and one 4e). Two records agree when no
-invariant differs by more than ``merge_atol + merge_rtol * max(|invariants|)``; the defaults (1 GPa, 1%) cover the
+invariant differs by more than ``merge_atol + merge_rtol * max(|invariants|)``; params.yaml's (1 GPa, 1%) cover the
 rounding to whole GPa of the newer elastic files (the matminer and StrainTensorNet records of 102 of their 109 shared
 materials agree; the 7 others differ by 3 to 52 GPa: recomputed).
 
@@ -55,9 +55,9 @@ class MergeParams:
     """holdout_sources: source files kept out of training (their unshared materials form the external split);
     merge_atol (property units) and merge_rtol: agreement tolerance (module docstring)."""
 
-    holdout_sources: tuple[str, ...] = ()
-    merge_atol: float = 1.0
-    merge_rtol: float = 0.01
+    holdout_sources: tuple[str, ...]
+    merge_atol: float
+    merge_rtol: float
 
 
 @dataclass

@@ -9,11 +9,9 @@ Metrics (every predictor, every group; quantities from zoo.core.derived, convent
                  ||pred - true||_F / ||true||_F of the Cartesian tensors (records with a zero true tensor skipped)
     elastic      Voigt K_V, G_V (linear in the tensor, defined for every prediction) and Hill K, G, E: MAE (GPa)
                  and MAE/MAD, MAD being the mean absolute deviation of the true values from their mean (MatTen's
-                 scaled error); fraction_not_positive_definite of the predicted 6x6. Reuss (hence Hill) bounds
-                 need the compliance: a predicted tensor whose smallest eigenvalue is not above
-                 HILL_EIGENVALUE_FLOOR x its largest (not positive definite, or nearly singular) has none, is
-                 counted in n_moduli_undefined and not scored, since one such tensor would dominate a Hill MAE
-                 (REFERENCE.md: MatTen's G_VRH MAE 22.5 there, from a few of them)
+                 scaled error); fraction_not_positive_definite of the predicted 6x6. A prediction that is not
+                 positive definite, or nearly singular, has no Hill moduli: counted in n_moduli_undefined, not
+                 scored (zoo.properties.elastic.HILL_EIGENVALUE_FLOOR)
     dielectric   eps_poly_mae and anisotropy_ratio_mae (a_r = lambda_max/lambda_min) of the target part
                  (electronic); a predicted tensor with lambda_min <= 0 has no a_r and is counted, not scored
     piezo        max_longitudinal_mae: the largest longitudinal coefficient max_n |e_ijk n_i n_j n_k| (C/m^2)
@@ -25,7 +23,8 @@ Metrics (every predictor, every group; quantities from zoo.core.derived, convent
                  under the record's point group (spglib analysis done once per structure and shared by all
                  predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
                  only within the symmetry tolerance (0.1 A), and float32 rounding adds ~1e-6.
-Headline metric per property: HEADLINES.
+Headline metric and parity quantity per property: the spec's ``headline`` and ``parity``; each property's own
+metrics are its spec's ``prediction_quantities`` and ``group_metrics`` (zoo/properties/<property>.py).
 """
 
 from __future__ import annotations
@@ -42,24 +41,20 @@ import numpy as np
 import torch
 
 from zoo import properties
-from zoo.core import derived, symmetry, tensors
+from zoo.core import symmetry, tensors
+from zoo.core.config import GBMSettings, LearningCurveSettings, SymmetryConfig, TrainSettings
 from zoo.core.io import write_json
 from zoo.data import splits
+from zoo.data.datasets import HUB_DATASETS_DIR
 from zoo.nn import baselines, graphs, learning_curve, models, training
-from zoo.nn.learning_curve import LearningCurveSettings
-from zoo.properties import PHONON_GRID_CM
+from zoo.properties.spec import finite_mean
 
 REPORTS_DIR = Path("data/reports")
 SCORED_SPLITS = ("test", splits.EXTERNAL)
-HILL_EIGENVALUE_FLOOR = 1e-6
-# Kept per learning-curve point besides the headline (elastic: the moduli a user reads off the tensor).
-LEARNING_CURVE_METRICS = {"elastic": ("k_voigt_mae", "g_voigt_mae", "component_mae")}
 # An element is rare when fewer training records than this hold it (issue 11's definition).
 RARE_ELEMENT_RECORDS = 5
-HEADLINES = {"elastic": "k_vrh_mae", "dielectric": "eps_poly_mae", "piezo": "component_mae", "phonon": "dos_mse"}
 MODEL_KEY = "model"
 PREDICT_BATCH = 64
-MEAN_FREQUENCY_TOLERANCE = 0.10
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -78,100 +73,38 @@ def predict(net, split: training.SplitData, batch_size: int = PREDICT_BATCH) -> 
 
 # ------------------------------------------------------------------------------------- per-record values
 def record_quantities(property_name: str, values: np.ndarray, structures: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Per-record derived quantities of predicted or true values (irreps vectors, or DOS), NaN where undefined."""
+    """Per-record quantities of predicted or true values (irreps vectors, or DOS), NaN where undefined: a tensor's
+    Cartesian and Voigt forms, and the spec's ``prediction_quantities``."""
     spec = properties.get(property_name)
     values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    if not spec.is_tensor:
-        dos = np.clip(values, 0.0, None)
-        mean_frequency, cv = np.full(n, np.nan), np.full(n, np.nan)
-        for i, (g, structure) in enumerate(zip(dos, structures)):
-            if np.trapezoid(g, PHONON_GRID_CM) <= 0.0:
-                continue  # an all-zero DOS has no mean frequency
-            mean_frequency[i] = derived.mean_frequency(PHONON_GRID_CM, g)
-            cv[i] = derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure), derived.CV_REFERENCE_TEMPERATURE_K,
-                                             float(structure.composition.weight))["cv_per_atom_kb"]
-        return {"dos": dos, "mean_frequency_cm": mean_frequency, "cv_300k_per_atom_kb": cv}
-    cartesian = tensors.irreps_to_cartesian(values, spec.formula)
-    out = {"cartesian": cartesian, "voigt": tensors.cartesian_to_voigt(cartesian, spec.voigt_kind)}
-    if spec.name == "elastic":
-        moduli = {key: np.full(n, np.nan) for key in ("k_vrh", "g_vrh", "y_mod")}
-        eigenvalues = np.linalg.eigvalsh(out["voigt"])
-        for i, c in enumerate(out["voigt"]):
-            if not eigenvalues[i, 0] > HILL_EIGENVALUE_FLOOR * np.abs(eigenvalues[i]).max():
-                continue  # not positive definite, or nearly singular: no meaningful Reuss bound (module docstring)
-            hill = derived.hill_moduli(c, np.linalg.inv(c))
-            for key in moduli:
-                moduli[key][i] = hill[key]
-        out["k_voigt"], out["g_voigt"] = derived.voigt_moduli(out["voigt"])
-        out.update(moduli, min_eigenvalue=eigenvalues[:, 0])
-    elif spec.name == "dielectric":
-        eigenvalues = np.linalg.eigvalsh(cartesian)
-        out["eps_poly"] = eigenvalues.mean(axis=1)
-        positive = eigenvalues[:, 0] > 0
-        out["anisotropy_ratio"] = np.where(positive, eigenvalues[:, -1] / np.where(positive, eigenvalues[:, 0], 1.0),
-                                           np.nan)
-    elif spec.name == "piezo":
-        out["max_longitudinal"] = np.array([derived.piezo_properties(e)["max_longitudinal"] for e in out["voigt"]])
+    out: dict[str, np.ndarray] = {}
+    if spec.is_tensor:
+        cartesian = tensors.irreps_to_cartesian(values, spec.formula)
+        out = {"cartesian": cartesian, "voigt": tensors.cartesian_to_voigt(cartesian, spec.voigt_kind)}
+    out.update(spec.prediction_quantities(values, structures, out))
     return out
 
 
 # -------------------------------------------------------------------------------------------- aggregation
-def _mean(values) -> float | None:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else None
-
-
-def _mae_pair(pred: np.ndarray, true: np.ndarray) -> tuple[float | None, int]:
-    """MAE over records where both are defined, and the number of records where the prediction is not."""
-    defined = np.isfinite(pred) & np.isfinite(true)
-    undefined = int((~np.isfinite(pred) & np.isfinite(true)).sum())
-    return (_mean(np.abs(pred[defined] - true[defined])) if defined.any() else None), undefined
-
-
 def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
                   mask: np.ndarray) -> dict[str, Any]:
-    """The metrics of the records selected by `mask` (module docstring)."""
+    """The metrics of the records selected by `mask` (module docstring): a tensor's component and Frobenius
+    errors, and the spec's ``group_metrics``."""
     spec = properties.get(property_name)
     pick = lambda q, key: np.asarray(q[key])[mask]  # noqa: E731
     out: dict[str, Any] = {"n": int(mask.sum())}
     if not mask.any():
         return out  # an empty group (e.g. no record with a rare element) has no metrics
-    if not spec.is_tensor:
-        out["dos_mse"] = _mean(((pick(pred, "dos") - pick(true, "dos")) ** 2).mean(axis=1))
-        mean_true, mean_pred = pick(true, "mean_frequency_cm"), pick(pred, "mean_frequency_cm")
-        relative = np.abs(mean_pred - mean_true) / mean_true
-        out["mean_frequency_relative_error"] = _mean(relative)
-        out["fraction_mean_frequency_error_below_10pct"] = float(np.mean(np.nan_to_num(relative, nan=np.inf)
-                                                                         < MEAN_FREQUENCY_TOLERANCE))
-        out["cv_300k_mae_kb_per_atom"], _ = _mae_pair(pick(pred, "cv_300k_per_atom_kb"),
-                                                      pick(true, "cv_300k_per_atom_kb"))
-        return out
-    true_cart, pred_cart = pick(true, "cartesian"), pick(pred, "cartesian")
-    out["component_mae"] = _mean(np.abs(pick(pred, "voigt") - pick(true, "voigt")).reshape(len(true_cart), -1)
-                                 .mean(axis=1))
-    axes = tuple(range(1, true_cart.ndim))
-    norms = np.sqrt((true_cart ** 2).sum(axis=axes))
-    nonzero = norms > 0
-    out["relative_frobenius_error"] = _mean(np.sqrt(((pred_cart - true_cart) ** 2).sum(axis=axes))[nonzero]
-                                            / norms[nonzero])
-    if spec.name == "elastic":
-        for key in ("k_voigt", "g_voigt", "k_vrh", "g_vrh", "y_mod"):
-            truth = pick(true, key)
-            mae, undefined = _mae_pair(pick(pred, key), truth)
-            mad = float(np.abs(truth - truth.mean()).mean()) if truth.size else 0.0
-            out[f"{key}_mae"] = mae
-            out[f"{key}_mae_over_mad"] = mae / mad if mae is not None and mad > 0 else None
-        out["n_moduli_undefined"] = undefined  # of the Hill moduli (y_mod, the last: undefined where K or G is)
-        out["fraction_not_positive_definite"] = float(np.mean(pick(pred, "min_eigenvalue") <= 0)) \
-            if mask.any() else None
-    elif spec.name == "dielectric":
-        out["eps_poly_mae"], _ = _mae_pair(pick(pred, "eps_poly"), pick(true, "eps_poly"))
-        out["anisotropy_ratio_mae"], out["n_anisotropy_ratio_undefined"] = _mae_pair(
-            pick(pred, "anisotropy_ratio"), pick(true, "anisotropy_ratio"))
-    elif spec.name == "piezo":
-        out["max_longitudinal_mae"], _ = _mae_pair(pick(pred, "max_longitudinal"), pick(true, "max_longitudinal"))
+    if spec.is_tensor:
+        true_cart, pred_cart = pick(true, "cartesian"), pick(pred, "cartesian")
+        out["component_mae"] = finite_mean(np.abs(pick(pred, "voigt") - pick(true, "voigt"))
+                                           .reshape(len(true_cart), -1).mean(axis=1))
+        axes = tuple(range(1, true_cart.ndim))
+        norms = np.sqrt((true_cart ** 2).sum(axis=axes))
+        nonzero = norms > 0
+        out["relative_frobenius_error"] = finite_mean(np.sqrt(((pred_cart - true_cart) ** 2).sum(axis=axes))[nonzero]
+                                                      / norms[nonzero])
+    out.update(spec.group_metrics(pred, true, pick, mask))
     return out
 
 
@@ -180,7 +113,7 @@ def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
     """Mean Neumann residual of the predicted tensors under each record's point group; None for the DOS."""
     if not properties.get(property_name).is_tensor:
         return None
-    return _mean([symmetry.neumann_residual(t, info) for t, info in zip(pred["cartesian"], infos)])
+    return finite_mean([symmetry.neumann_residual(t, info) for t, info in zip(pred["cartesian"], infos)])
 
 
 # ---------------------------------------------------------------------------------------- predictors, scores
@@ -188,8 +121,8 @@ Predictor = Callable[[training.SplitData], np.ndarray]
 
 
 def baseline_predictors(data: Mapping[str, training.SplitData], model_config: models.ModelConfig,
-                        settings: training.TrainSettings | None,
-                        gbm: baselines.GBMSettings | None) -> dict[str, Callable[[], Predictor]]:
+                        settings: TrainSettings | None,
+                        gbm: GBMSettings | None) -> dict[str, Callable[[], Predictor]]:
     """name -> a function fitting that baseline on data['train'] (and, for the network, selecting on
     data['validation']) and returning its predictor: a split -> its predictions.
 
@@ -212,8 +145,8 @@ def baseline_predictors(data: Mapping[str, training.SplitData], model_config: mo
     return out
 
 
-def baseline_settings(property_name: str, settings: training.TrainSettings,
-                      gbm: baselines.GBMSettings) -> dict[str, Any]:
+def baseline_settings(property_name: str, settings: TrainSettings,
+                      gbm: GBMSettings) -> dict[str, Any]:
     """The settings the baselines were fitted with, as the metrics document records them (so that a model card
     carries them and `zoo audit` can fit the same baselines again)."""
     out: dict[str, Any] = {"composition_gbm": dataclasses.asdict(gbm)}
@@ -266,11 +199,11 @@ def rare_element_breakdown(property_name: str, train: training.SplitData, split:
                       "common": group_metrics(property_name, q, true, ~rare)} for name, q in quantities.items()}}
 
 
-def evaluate_property(property_name: str, settings: training.TrainSettings, *,
-                      gbm: baselines.GBMSettings = baselines.GBMSettings(),
+def evaluate_property(property_name: str, settings: TrainSettings, *,
+                      gbm: GBMSettings, symmetry_settings: SymmetryConfig,
                       curve: LearningCurveSettings | None = None,
                       model_dir: str | os.PathLike | None = None,
-                      datasets_root: str | os.PathLike = training.zoo_datasets.HUB_DATASETS_DIR,
+                      datasets_root: str | os.PathLike = HUB_DATASETS_DIR,
                       reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True,
                       log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
@@ -278,6 +211,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
     with `curve`, the learning curve (zoo.nn.learning_curve). Writes ``<reports_dir>/<property>-metrics.json`` and
     ``<property>-metrics-per-crystal-system.json`` and the plots. Returns the metrics document, per_crystal_system
     included."""
+    # Longer than ~60 lines: one sequential flow building the metrics document (its parts are functions already).
     spec = properties.get(property_name)
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)
@@ -302,7 +236,8 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
                            for name, predictor in predictors.items()} for split in scored}
     results = {}
     for split in scored:
-        infos = timed(f"symmetry analysis ({split})", lambda: [symmetry.analyze(s) for s in data[split].structures]) \
+        structures = data[split].structures
+        infos = timed(f"symmetry analysis ({split})", lambda: [symmetry_settings.analyze(s) for s in structures]) \
             if spec.is_tensor else None
         results[split] = score(spec.name, predictions[split], data[split], infos)
     document = _document(spec, dataset, loaded, settings, gbm, data, results)
@@ -314,7 +249,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
 
         document["learning_curve"] = timed("learning curve", lambda: learning_curve.measure(
             data, settings, loaded.net, curve.fractions, scored[-1], scores,
-            (HEADLINES[spec.name], *LEARNING_CURVE_METRICS.get(spec.name, ())), log))
+            (spec.headline, *spec.learning_curve_metrics), log))
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
@@ -330,7 +265,7 @@ def _document(spec, dataset, loaded, settings, gbm, data, results) -> dict[str, 
     """The metrics document: the test split's metrics at the top (what model cards read), the other scored
     splits under their names, the rare-element breakdown of each."""
     test_scores, per_system, _, _ = results["test"]
-    headline = HEADLINES[spec.name]
+    headline = spec.headline
     document = {
         "property": spec.name,
         "model_name": spec.model_name,
@@ -359,7 +294,7 @@ def _document(spec, dataset, loaded, settings, gbm, data, results) -> dict[str, 
             "symmetry_violation": "mean over test records of zoo.core.symmetry.neumann_residual(predicted Cartesian "
                                   "tensor, point group of the record's structure)",
             "baselines": "zoo.nn.baselines (module docstring); trained on the same train split in this run, with "
-                         "baseline_settings (non_equivariant: zoo.nn.training.TrainSettings)",
+                         "baseline_settings (non_equivariant: zoo.core.config.TrainSettings)",
             "external": "materials no training source holds (the dataset card's external split); never used for "
                         "training, model selection or early stopping",
         },
@@ -371,12 +306,6 @@ def _document(spec, dataset, loaded, settings, gbm, data, results) -> dict[str, 
 
 
 # -------------------------------------------------------------------------------------------------- plots
-PARITY_QUANTITY = {"elastic": ("k_vrh", "Hill bulk modulus K (GPa)"),
-                   "dielectric": ("eps_poly", "eps_poly (electronic)"),
-                   "piezo": ("voigt", "piezo components e_ij (C/m^2)"),
-                   "phonon": ("mean_frequency_cm", "mean phonon frequency (cm^-1)")}
-
-
 def metrics_path(reports_dir: Path, property_name: str) -> Path:
     return Path(reports_dir) / f"{property_name}-metrics.json"
 
@@ -399,14 +328,14 @@ def learning_curve_path(reports_dir: Path, property_name: str) -> Path:
 
 def write_plots(property_name: str, results: Mapping[str, tuple], document: Mapping[str, Any],
                 reports_dir: Path) -> None:
-    """Parity plots of PARITY_QUANTITY for every predictor (one row per scored split); bars of the headline metric
-    per crystal system (test); the learning curve where the document has one."""
+    """Parity plots of the spec's parity quantity for every predictor (one row per scored split); bars of the headline
+    metric per crystal system (test); the learning curve where the document has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    key, label = PARITY_QUANTITY[property_name]
+    key, label = properties.get(property_name).parity
     names = list(results["test"][2])
     figure, axes = plt.subplots(len(results), len(names), figsize=(3.2 * len(names), 3.4 * len(results)),
                                 squeeze=False)

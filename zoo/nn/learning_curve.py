@@ -20,39 +20,18 @@ from typing import Any
 import numpy as np
 
 from zoo import properties
+from zoo.core.config import LearningCurveSettings
 from zoo.nn import models, training
 
-DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
+__all__ = ["LearningCurveSettings", "check_properties", "measure", "plot", "training_subset"]
 
 
-@dataclasses.dataclass(frozen=True)
-class LearningCurveSettings:
-    """params.yaml evaluate.learning_curve: the training fractions (each in (0, 1], the last 1.0) and the
-    properties that get a curve (it costs about sum(fractions) - 1 trainings of one network)."""
-
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    properties: tuple[str, ...] = ("elastic",)
-
-    def __post_init__(self):
-        fractions = tuple(self.fractions)
-        if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
-                                for f in fractions) or list(fractions) != sorted(set(fractions)) \
-                or not math.isclose(fractions[-1], 1.0):
-            raise ValueError(f"learning_curve.fractions must rise strictly within (0, 1] and end at 1.0, "
-                             f"got {self.fractions!r}")
-        unknown = sorted(set(self.properties) - set(properties.PROPERTIES))
-        if unknown:
-            raise ValueError(f"learning_curve.properties names unknown properties {unknown}")
-        object.__setattr__(self, "fractions", tuple(float(f) for f in fractions))
-        object.__setattr__(self, "properties", tuple(self.properties))
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any] | None) -> LearningCurveSettings:
-        section = dict(section or {})
-        unknown = sorted(set(section) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"learning_curve has unknown keys {unknown}")
-        return cls(**section)
+def check_properties(settings: LearningCurveSettings) -> LearningCurveSettings:
+    """The settings, once every property they name is one of the project's."""
+    unknown = sorted(set(settings.properties) - set(properties.PROPERTIES))
+    if unknown:
+        raise ValueError(f"evaluate.learning_curve.properties names unknown properties {unknown}")
+    return settings
 
 
 def training_subset(train: training.SplitData, fraction: float, seed: int) -> training.SplitData:

@@ -28,24 +28,42 @@ fixed structure can be computed once (``attach_geometry``) and reused every epoc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from e3nn import nn as e3nn_nn
-from e3nn import o3
+
+
+@contextlib.contextmanager
+def _compiler_disable_as_identity():
+    """e3nn.o3 decorates one function with ``torch.compiler.disable`` when imported, and that call imports
+    torch._dynamo: 1.5-2.5 s of a cold ``zoo.load`` on the 2-core machine (1.9 s of 6.4 measured with -X importtime),
+    for nothing here, since no network is ever torch.compile'd. While e3nn is imported the decorator is the identity
+    (what torch._dynamo.disable amounts to outside compiled code); torch's own is restored right after."""
+    original = torch.compiler.disable
+    torch.compiler.disable = lambda fn=None, recursive=True, **_: fn if fn is not None else (lambda f: f)
+    try:
+        yield
+    finally:
+        torch.compiler.disable = original
+
+
+with _compiler_disable_as_identity():
+    from e3nn import nn as e3nn_nn
+    from e3nn import o3
 
 from zoo import properties
 from zoo.core import tensors
 from zoo.nn import species
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
-
-CONFIG_FORMAT = "zoo.models.ModelConfig/1"
-HEADS = ("equivariant", "invariant_voigt", "equivariant_spd")
+from zoo.nn.model_files import CONFIG_FORMAT, HEADS
 # Fields added to ModelConfig after CONFIG_FORMAT 1 was first written, with the value that reproduces older models.
 _ADDED_FIELDS = {"species_embedding": "learned"}
 MATTEN_HIDDEN_IRREPS = "32x0o+32x0e+16x1o+16x1e+4x2o+4x2e+2x3o+2x3e+2x4e"  # REFERENCE.md
@@ -73,6 +91,14 @@ def head_irreps(property_name: str, head: str = "equivariant") -> o3.Irreps:
         return o3.Irreps("0e")
     # equivariant_spd reads the same irreps: the logarithm has the stiffness's symmetry
     return o3.Irreps([(1, ir) for ir in sorted({ir for _, ir in o3.Irreps(spec.irreps)})])
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's output holds NaN or infinity for the graphs at `graphs` (indices in the batch)."""
+
+    def __init__(self, graphs: list[int]):
+        super().__init__(f"the network produced non-finite values for graph(s) {graphs} of the batch")
+        self.graphs = graphs
 
 
 # -------------------------------------------------------------------------------------------------- config
@@ -125,6 +151,7 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self):
+        # Longer than ~60 lines: one check per ModelConfig field, each with its own message.
         spec = properties.get(self.property)  # ValueError naming the known properties
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if self.head not in HEADS:
@@ -567,9 +594,13 @@ class MattenNet(torch.nn.Module):
         return tensors.voigt_to_irreps(voigt, self.spec.voigt_kind, self.spec.formula).to(self.dtype)
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
-        """Inference: float64 Cartesian tensors (n_graphs, *cartesian_shape), or the DOS (n_graphs, 51)."""
+        """Inference: float64 Cartesian tensors (n_graphs, *cartesian_shape), or the DOS (n_graphs, 51).
+        NonFiniteOutputError names the graphs whose output holds NaN or infinity."""
         with torch.no_grad():
             output = self(batch)
+        finite = torch.isfinite(output).all(dim=1)
+        if not bool(finite.all()):
+            raise NonFiniteOutputError(torch.nonzero(~finite).flatten().tolist())
         if not self.spec.is_tensor:
             return output.to(torch.float64)
         return tensors.irreps_to_cartesian(output, self.spec.formula)
@@ -622,6 +653,33 @@ class Ensemble(torch.nn.Module):
     def _member_predictions(self, batch: GraphBatch) -> torch.Tensor:
         batch = self.attach_geometry(batch) if batch.geometry is None else batch
         return torch.stack([member.predict_cartesian(batch) for member in self.members])
+
+
+@contextlib.contextmanager
+def serving(threads: int = 1):
+    """Settings for building and running networks to serve predictions, restored afterwards:
+
+    - `threads` torch intra-op threads. Measured on the shared 2-core machine (elastic model, OMP_WAIT_POLICY=PASSIVE):
+      one NaCl cell 0.01 s with 1 thread, 0.08-0.36 s with 2; 64 cells of 8 atoms 0.22-0.39 s with 1, 1.6-2.0 s with
+      2; building the network 0.8 s with 1, 1.4 s with 2.
+    - e3nn's einsum-order optimisation (opt_einsum_fx) off: it costs 0.5-0.7 s of a 1.4 s build and did not make
+      those predictions faster. The contraction order changes float32 rounding only (relative 1e-7).
+    """
+    import e3nn
+
+    saved_threads, saved_e3nn = torch.get_num_threads(), dict(e3nn.get_optimization_defaults())
+    torch.set_num_threads(threads)
+    e3nn.set_optimization_defaults(optimize_einsums=False)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        e3nn.set_optimization_defaults(optimize_einsums=saved_e3nn["optimize_einsums"])
+
+
+def network(info: Mapping[str, Any]) -> MattenNet | Ensemble:
+    """The untrained network a config.json (zoo.nn.model_files) describes (an Ensemble when it lists ensemble_seeds)."""
+    return build(ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"))
 
 
 def build(config: ModelConfig, seeds=None) -> MattenNet | Ensemble:

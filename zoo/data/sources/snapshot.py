@@ -1,17 +1,19 @@
-"""The offline snapshot source: the pinned legacy CSVs of ``../shared/datasets`` -> canonical raw records.
+"""The offline snapshot source: the pinned files of ``../shared/datasets`` -> canonical raw records.
 
 Every file is pinned by sha256 in ``schemas/snapshot-manifest.json``; a file whose bytes differ is refused
 (`SnapshotIntegrityError`), which is how a reproducibility audit knows the snapshot did not change. The bytes
 are hashed and parsed from the same read, so nothing can change between the check and the parse.
 
-One adapter per property turns a legacy row into a raw record. Adapters never crash on a malformed field:
-they keep what they can read and put the unreadable-value marker (``zoo.data.records.unreadable``) where a value
-could not be read, so that clean can quarantine the record with a reason.
+Each property's spec says where its rows are (``PropertySpec.snapshots``: file, layout, which column holds which
+value, the frames the source claims); one reader per file layout turns a row into a raw record
+(``zoo.data.sources.snapshot_rows`` reads the fields). Readers never crash on a malformed field: they keep what
+they can read and put the unreadable-value marker (``zoo.data.records.unreadable``) where a value could not be
+read, so that clean can quarantine the record with a reason.
 
 Elastic has three source files (SOURCES.md, ``mp-elastic-extra/README.md``): the matminer CSV of 2015 and two newer
-sets in JSON lines, one adapter per format, each emitting the same canonical raw record. Several records of one
+sets in JSON lines, one layout per format, each emitting the same canonical raw record. Several records of one
 material are merged later (``zoo.data.merging``), so every record carries the Materials Project release its source
-file comes from (``provenance.mp_release``, the years the manifest states) for the merge rule to compare.
+file comes from (``provenance.mp_release_years``, the years the manifest states) for the merge rule to compare.
 
 Structures: the matminer CSVs carry the same cell twice, as a CIF and as a POSCAR. Records keep the POSCAR,
 because it stores the lattice matrix itself and so fixes the Cartesian frame the tensors are compared in; a
@@ -54,31 +56,11 @@ from zoo.data.sources.snapshot_rows import (
     tensor_field,
     text_field,
 )
+from zoo.properties.spec import SnapshotField, SnapshotSource
 
 SOURCE = "snapshot"
 MANIFEST_PATH = paths.SNAPSHOT_MANIFEST
 _ROOT_HINT = "put ../shared/datasets beside the repository, or set fetch.snapshot_root in params.yaml"
-
-ELASTIC_FILE = "matminer-0.4.1/elastic_tensor.csv"
-DIELECTRIC_FILE = "matminer-0.4.1/dielectric_constant.csv"
-PIEZO_FILE = "matminer-0.4.1/piezoelectric_tensor.csv"
-PHONON_FILE = "phonon-petretto/data_union.csv"
-PHONON_IDS_FILE = "phonon-petretto/mp_ids.csv"
-STRAINTENSORNET_FILE = "mp-elastic-extra/straintensornet_val.jsonl"
-ELATBOT_FILE = "mp-elastic-extra/elatbot_val.jsonl"
-# record_id keys: the matminer files keep the bare 'row-NNNNN' of release 1.0.0; other files prefix a tag.
-_RECORD_TAGS = {STRAINTENSORNET_FILE: "straintensornet-", ELATBOT_FILE: "elatbot-"}
-
-# The frames the sources claim (matminer's column descriptions), checked later by validate, not trusted:
-# elastic_tensor "corresponding to IEEE orientation, symmetrized"; elastic_tensor_original "unsymmetrized,
-# corresponding to POSCAR conventional standard cell orientation"; compliance_tensor is the inverse of
-# elastic_tensor (S.C = 1 in every row), so IEEE too; the dielectric CSV states no frame; piezo is IEEE.
-ELASTIC_FRAMES = {"stiffness_voigt": "ieee", "stiffness_voigt_original": "structure", "compliance_voigt": "ieee"}
-DIELECTRIC_FRAMES = {"electronic": "unknown", "total": "unknown"}
-PIEZO_FRAMES = {"piezo_voigt": "ieee"}
-# Both newer elastic files: "6x6 Voigt stiffness in GPa, in the IEEE-standard frame of the structure as MP defines it"
-# (mp-elastic-extra/README.md); they have no unsymmetrised or compliance column.
-EXTRA_ELASTIC_FRAMES = {"stiffness_voigt": "ieee"}
 
 
 class SnapshotIntegrityError(ValueError):
@@ -152,11 +134,11 @@ def _read_verified(root: Path, manifest: Mapping[str, Any], relpath: str) -> tup
 def _record(
     prop: str, relpath: str, sha: str, row: Row, *, material_id: str | None, formula: str | None,
     structure: dict[str, Any], values: dict[str, Any], frames: Mapping[str, str], reported: dict[str, Any],
-    **provenance: Any,
+    record_tag: str = "", **provenance: Any,
 ) -> dict[str, Any]:
     return {
-        # Zero-padded so that string order (the file's sort order) is row order.
-        "record_id": f"{SOURCE}:{prop}:{_RECORD_TAGS.get(relpath, '')}row-{row.number:05d}",
+        # Zero-padded so that string order (the file's sort order) is row order; the newer files' rows are tagged.
+        "record_id": f"{SOURCE}:{prop}:{record_tag}row-{row.number:05d}",
         "property": prop,
         "material_id": material_id,
         "formula": formula,
@@ -169,65 +151,27 @@ def _record(
     }
 
 
-def _elastic_record(row: Row, sha: str) -> dict[str, Any]:
-    values = {
-        "stiffness_voigt": tensor_field(row, "elastic_tensor", (6, 6)),
-        "stiffness_voigt_original": tensor_field(row, "elastic_tensor_original", (6, 6), optional=True),
-        "compliance_voigt": tensor_field(row, "compliance_tensor", (6, 6), optional=True),
-    }
-    reported = {
-        **{name: number_field(row, name) for name in (
-            "K_Voigt", "K_Reuss", "K_VRH", "G_Voigt", "G_Reuss", "G_VRH", "elastic_anisotropy", "poisson_ratio",
-            "volume")},
-        **{name: number_field(row, name, integer=True) for name in ("space_group", "nsites", "kpoint_density")},
-    }
-    return _record("elastic", ELASTIC_FILE, sha, row, material_id=text_field(row, "material_id"),
-                   formula=text_field(row, "formula"), structure=poscar_structure(row), values=values, frames=ELASTIC_FRAMES,
-                   reported=reported)
+def _field(row: Row, item: SnapshotField) -> Any:
+    """One field of a record read as its kind says (SnapshotField)."""
+    if item.kind == "tensor":
+        return tensor_field(row, item.column, item.shape, optional=item.optional)
+    if item.kind in ("number", "integer"):
+        return number_field(row, item.column, integer=item.kind == "integer")
+    if item.kind == "boolean":
+        return boolean_field(row, item.column)
+    if item.kind == "text":
+        return reported_text_field(row, item.column)
+    if item.kind == "meta_point_group":
+        return meta_point_group(row)
+    if item.kind == "json_tensor":
+        return json_tensor(row, item.column, item.shape)
+    if item.kind == "json_text":
+        return json_text(row, item.column)
+    raise ValueError(f"snapshot field {item.key!r}: unknown kind {item.kind!r}")
 
 
-def _dielectric_record(row: Row, sha: str) -> dict[str, Any]:
-    values = {"electronic": tensor_field(row, "e_electronic", (3, 3)), "total": tensor_field(row, "e_total", (3, 3))}
-    reported = {
-        **{name: number_field(row, name) for name in ("poly_electronic", "poly_total", "n", "band_gap", "volume")},
-        **{name: number_field(row, name, integer=True) for name in ("space_group", "nsites")},
-        "pot_ferroelectric": boolean_field(row, "pot_ferroelectric"),
-        "point_group": meta_point_group(row),
-    }
-    return _record("dielectric", DIELECTRIC_FILE, sha, row, material_id=text_field(row, "material_id"),
-                   formula=text_field(row, "formula"), structure=poscar_structure(row), values=values,
-                   frames=DIELECTRIC_FRAMES, reported=reported)
-
-
-def _piezo_record(row: Row, sha: str) -> dict[str, Any]:
-    values = {"piezo_voigt": tensor_field(row, "piezoelectric_tensor", (3, 6))}
-    reported = {
-        "eij_max": number_field(row, "eij_max"),
-        "v_max": tensor_field(row, "v_max", (3,), optional=True),
-        "point_group": reported_text_field(row, "point_group"),
-        "volume": number_field(row, "volume"),
-        **{name: number_field(row, name, integer=True) for name in ("space_group", "nsites")},
-    }
-    return _record("piezo", PIEZO_FILE, sha, row, material_id=text_field(row, "material_id"),
-                   formula=text_field(row, "formula"), structure=poscar_structure(row), values=values, frames=PIEZO_FRAMES,
-                   reported=reported)
-
-
-def _straintensornet_record(row: Row, sha: str) -> dict[str, Any]:
-    return _record("elastic", STRAINTENSORNET_FILE, sha, row, material_id=json_text(row, "material_id"),
-                   formula=None, structure=cif_structure(row, "cif"),
-                   values={"stiffness_voigt": json_tensor(row, "elastic_tensor_voigt_ieee_gpa", (6, 6)),
-                           "stiffness_voigt_original": None, "compliance_voigt": None},
-                   frames=EXTRA_ELASTIC_FRAMES, reported={"crystal_system": json_text(row, "crystal_system")})
-
-
-def _elatbot_record(row: Row, sha: str) -> dict[str, Any]:
-    return _record("elastic", ELATBOT_FILE, sha, row, material_id=json_text(row, "material_id"),
-                   formula=json_text(row, "formula"),
-                   structure=sites_structure(row, "lattice_angstrom", "species", "cart_coords_angstrom"),
-                   values={"stiffness_voigt": json_tensor(row, "elastic_tensor_voigt_ieee_gpa", (6, 6)),
-                           "stiffness_voigt_original": None, "compliance_voigt": None},
-                   frames=EXTRA_ELASTIC_FRAMES, reported={})
+def _fields(row: Row, items: tuple[SnapshotField, ...]) -> dict[str, Any]:
+    return {item.key: _field(row, item) for item in items}
 
 
 @dataclass(frozen=True)
@@ -239,61 +183,69 @@ class _Batch:
     excluded: tuple[Exclusion, ...] = ()
 
 
-def _one_file(relpath: str, read_rows: Callable[[str, str], list[Row]],
-              build: Callable[[Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
-    """An adapter for a file whose every row is one record."""
-    def read(root: Path, manifest: Mapping[str, Any]) -> _Batch:
-        text, sha = _read_verified(root, manifest, relpath)
-        rows = read_rows(text, relpath)
-        return _Batch([build(row, sha) for row in rows], relpath, len(rows), {relpath: sha})
-
-    return read
-
-
-def _matminer(relpath: str, build: Callable[[Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
-    return _one_file(relpath, csv_rows, build)
+def _matminer(prop: str, source: SnapshotSource, root: Path, manifest: Mapping[str, Any]) -> _Batch:
+    """One record per row; material_id and formula columns; the structure as a POSCAR."""
+    text, sha = _read_verified(root, manifest, source.file)
+    rows = csv_rows(text, source.file)
+    records = [_record(prop, source.file, sha, row, material_id=text_field(row, "material_id"),
+                       formula=text_field(row, "formula"), structure=poscar_structure(row),
+                       values=_fields(row, source.values), frames=source.frames,
+                       reported=_fields(row, source.reported))
+               for row in rows]
+    return _Batch(records, source.file, len(rows), {source.file: sha})
 
 
-def _jsonl(relpath: str, build: Callable[[Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
-    return _one_file(relpath, lambda text, _: json_lines(text), build)
-
-
-def _phonon(root: Path, manifest: Mapping[str, Any]) -> _Batch:
-    text, sha = _read_verified(root, manifest, PHONON_FILE)
-    ids_text, ids_sha = _read_verified(root, manifest, PHONON_IDS_FILE)
-    rows = csv_rows(text, PHONON_FILE)
-    exclusion = manifest["files"][PHONON_FILE].get("excluded_rows")
+def _ase_table(prop: str, source: SnapshotSource, root: Path, manifest: Mapping[str, Any]) -> _Batch:
+    """Structures as ASE dicts; material ids recovered by row in `source.ids_file`; the trailing rows the manifest
+    excludes are counted, not read."""
+    text, sha = _read_verified(root, manifest, source.file)
+    ids_text, ids_sha = _read_verified(root, manifest, source.ids_file)
+    rows = csv_rows(text, source.file)
+    exclusion = manifest["files"][source.file].get("excluded_rows")
     start, stop = (exclusion["start"], exclusion["stop"]) if exclusion else (len(rows), len(rows))
     if stop != len(rows):
-        raise ValueError(f"manifest excludes {PHONON_FILE} rows [{start}, {stop}) but the file has {len(rows)} rows")
-    recovered = {int(row.fields["row"]): row for row in csv_rows(ids_text, PHONON_IDS_FILE)}
-    grid_points = len(properties.PHONON_GRID_CM)
+        raise ValueError(f"manifest excludes {source.file} rows [{start}, {stop}) but the file has {len(rows)} rows")
+    recovered = {int(row.fields["row"]): row for row in csv_rows(ids_text, source.ids_file)}
     records = []
     for row in rows[:start]:
         ids = recovered.get(row.number)
         # mp_ids.csv row 1521 (Mg3Bi2) recovered no id: material_id null, match 'none'; record_id is by row.
-        recovery = ({"material_id_recovery": {"file": PHONON_IDS_FILE, "sha256": ids_sha,
+        recovery = ({"material_id_recovery": {"file": source.ids_file, "sha256": ids_sha,
                                               "match": ids.fields["match"]}} if ids else {})
         records.append(_record(
-            "phonon", PHONON_FILE, sha, row, material_id=text_field(ids, "material_id") if ids else None, formula=None,
-            structure=ase_dict_structure(row),
-            values={"frequencies_cm": tensor_field(row, "phfreq", (grid_points,)),
-                    "dos": tensor_field(row, "phdos", (grid_points,))},
-            frames={}, reported={}, **recovery,
+            prop, source.file, sha, row, material_id=text_field(ids, "material_id") if ids else None, formula=None,
+            structure=ase_dict_structure(row), values=_fields(row, source.values), frames=source.frames,
+            reported=_fields(row, source.reported), **recovery,
         ))
     excluded = ()
     if exclusion:
         excluded = (Exclusion(exclusion["reason"], stop - start, exclusion["description"], (start, stop)),)
-    return _Batch(records, PHONON_FILE, len(rows), {PHONON_FILE: sha, PHONON_IDS_FILE: ids_sha}, excluded)
+    return _Batch(records, source.file, len(rows), {source.file: sha, source.ids_file: ids_sha}, excluded)
 
 
-# One adapter per source file (format) of a property; their records go into one raw file.
-_ADAPTERS: dict[str, tuple[Callable[[Path, Mapping[str, Any]], _Batch], ...]] = {
-    "elastic": (_matminer(ELASTIC_FILE, _elastic_record), _jsonl(STRAINTENSORNET_FILE, _straintensornet_record),
-                _jsonl(ELATBOT_FILE, _elatbot_record)),
-    "dielectric": (_matminer(DIELECTRIC_FILE, _dielectric_record),),
-    "piezo": (_matminer(PIEZO_FILE, _piezo_record),),
-    "phonon": (_phonon,),
+def _json_lines(prop: str, source: SnapshotSource, root: Path, manifest: Mapping[str, Any]) -> _Batch:
+    """One JSON object per line: 'material_id' and (where given) 'formula' keys, the structure as a CIF
+    ('cif-jsonl') or as lattice rows with Cartesian sites ('sites-jsonl'). Raw values the file does not give
+    (elastic: the unsymmetrised and compliance tensors) are null."""
+    text, sha = _read_verified(root, manifest, source.file)
+    rows = json_lines(text)
+    absent = {value.key: None for value in properties.get(prop).raw_values}
+    records = [_record(prop, source.file, sha, row, material_id=json_text(row, "material_id"),
+                       formula=json_text(row, "formula"), structure=_JSON_STRUCTURES[source.layout](row),
+                       values={**absent, **_fields(row, source.values)}, frames=source.frames,
+                       reported=_fields(row, source.reported), record_tag=source.record_tag)
+               for row in rows]
+    return _Batch(records, source.file, len(rows), {source.file: sha})
+
+
+_JSON_STRUCTURES: dict[str, Callable[[Row], dict[str, Any]]] = {
+    "cif-jsonl": lambda row: cif_structure(row, "cif"),
+    "sites-jsonl": lambda row: sites_structure(row, "lattice_angstrom", "species", "cart_coords_angstrom"),
+}
+_LAYOUTS: dict[str, Callable[[str, SnapshotSource, Path, Mapping[str, Any]], _Batch]] = {
+    "matminer": _matminer,
+    "ase-table": _ase_table,
+    **dict.fromkeys(_JSON_STRUCTURES, _json_lines),
 }
 
 
@@ -318,10 +270,11 @@ def fetch_property(
     the adapter produces a record that breaks the raw-record schema (a bug here, not in the data).
     """
     spec = properties.get(spec_name)
-    if spec.name not in _ADAPTERS:
-        raise ValueError(f"spec_name: no snapshot adapter for {spec.name!r}; adapters: {', '.join(_ADAPTERS)}")
+    sources = spec.snapshots
+    if not sources or any(source.layout not in _LAYOUTS for source in sources):
+        raise ValueError(f"spec_name: {spec.name!r} has no snapshot source of a known layout ({', '.join(_LAYOUTS)})")
     manifest = load_manifest() if manifest is None else manifest
-    batches = [adapter(Path(root), manifest) for adapter in _ADAPTERS[spec.name]]
+    batches = [_LAYOUTS[source.layout](spec.name, source, Path(root), manifest) for source in sources]
     for batch in batches:
         expected = manifest["files"][batch.values_file]["rows"]
         if len(batch.records) != expected:
@@ -333,7 +286,8 @@ def fetch_property(
         written = write_raw(out_path, records)
     except RawRecordError as err:
         raise RuntimeError(f"snapshot adapter for {spec.name!r} made a record that breaks the raw-record schema "
-                           f"(a bug in zoo/data/sources/snapshot.py, not in the data): {err}") from err
+                           f"(a bug in zoo/data/sources/snapshot.py or the spec's snapshot fields, not in the data): "
+                           f"{err}") from err
     return FetchReport(
         property=spec.name, source=SOURCE, output=os.fspath(out_path), output_sha256=sha256_file(out_path),
         rows_read=sum(batch.rows_read for batch in batches), records_written=written,
