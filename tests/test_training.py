@@ -361,7 +361,7 @@ def test_hill_moduli_of_a_nearly_singular_prediction_are_not_scored():
     pred = evaluation.record_quantities("elastic", elastic_irreps(nearly_singular)[None], [None])
     metrics = evaluation.group_metrics("elastic", pred, true, np.array([True]))
     assert metrics["fraction_not_positive_definite"] == 0.0 and metrics["n_moduli_undefined"] == 1
-    k_voigt = evaluation.derived.voigt_moduli(nearly_singular)[0]
+    k_voigt = derived.voigt_moduli(nearly_singular)[0]
     assert metrics["k_vrh_mae"] is None and metrics["k_voigt_mae"] == pytest.approx(abs(k_voigt - 100.0))
 
 
