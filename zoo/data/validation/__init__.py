@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +68,19 @@ from zoo.data.validation.metrics import (
 from zoo.data.validation.params import (
     CLEAN_ISSUE_CODES,
     REASON_PRIORITY,
-    VALIDATE_CODES,
     ValidationParams,
     ValueColumn,
+    reason_priority,
     value_columns,
 )
 from zoo.data.validation.suites import ExpectationOutcome, frame_parquet_bytes, load_suite, run_suite, suite_path
 
 # The package's API: the flow below, and the parts its modules hold.
 __all__ = [
-    "CLEAN_ISSUE_CODES", "REASON_PRIORITY", "VALIDATE_CODES", "ExpectationOutcome", "ValidationParams",
-    "ValidationResult", "ValueColumn", "compute_metrics", "is_symmetric_positive_definite", "is_zero_tensor",
-    "load_suite", "metric_columns", "metric_names", "min_interatomic_distance", "run_suite", "suite_path", "validate",
-    "value_columns", "write_outputs",
+    "CLEAN_ISSUE_CODES", "REASON_PRIORITY", "ExpectationOutcome", "ValidationParams", "ValidationResult",
+    "ValueColumn", "compute_metrics", "is_symmetric_positive_definite", "is_zero_tensor", "load_suite",
+    "metric_columns", "metric_names", "min_interatomic_distance", "reason_priority", "run_suite", "suite_path",
+    "validate", "value_columns", "write_outputs",
 ]
 
 
@@ -139,7 +139,7 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams, n_raw: in
     merged = merging.merge(clean, reasons, spec, [column.name for column in value_columns(spec)],
                            params.merge_params())
     clean = clean.assign(provenance_json=merged.provenance_json, **{merging.HOLDOUT_COLUMN: merged.holdout})
-    rank = {code: position for position, code in enumerate(REASON_PRIORITY)}
+    rank = {code: position for position, code in enumerate(reason_priority(spec))}
     ordered = [sorted(codes, key=rank.__getitem__) for codes in merged.reasons]
     full = pd.concat([clean, _output_types(metrics, spec)], axis=1)
     is_bad = np.array([bool(codes) for codes in ordered], dtype=bool)
@@ -152,7 +152,7 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams, n_raw: in
                          f"quarantined = {len(accepted) + len(quarantined)}: records were lost or invented upstream")
     report = _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes)
     report["merge"] = merged.report
-    report["by_source"] = _by_source(accepted, quarantined)
+    report["by_source"] = _by_source(accepted, quarantined, spec)
     return ValidationResult(accepted=accepted, quarantined=quarantined, report=report)
 
 
@@ -165,7 +165,7 @@ def _output_types(metrics: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
     return out
 
 
-def _by_source(accepted: pd.DataFrame, quarantined: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def _by_source(accepted: pd.DataFrame, quarantined: pd.DataFrame, spec: PropertySpec) -> dict[str, dict[str, Any]]:
     """Per source file: raw records, accepted, quarantined, and the quarantined by primary reason (they add up)."""
     def file_of(frame: pd.DataFrame) -> list[str]:
         return [str(json.loads(text).get("file")) for text in frame["provenance_json"]]
@@ -176,15 +176,15 @@ def _by_source(accepted: pd.DataFrame, quarantined: pd.DataFrame) -> dict[str, d
         codes = [code for code, where in zip(quarantined["primary_reason"], quarantined_files) if where == file]
         n_accepted = accepted_files.count(file)
         out[file] = {"n_raw": n_accepted + len(codes), "n_accepted": n_accepted, "n_quarantined": len(codes),
-                     "reasons": _count(codes)}
+                     "reasons": _count(codes, spec)}
     return out
 
 
-def _count(codes: Sequence[str]) -> dict[str, int]:
+def _count(codes: Sequence[str], spec: PropertySpec) -> dict[str, int]:
     counts: dict[str, int] = {}
     for code in codes:
         counts[code] = counts.get(code, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: REASON_PRIORITY.index(item[0])))
+    return dict(sorted(counts.items(), key=lambda item: reason_priority(spec).index(item[0])))
 
 
 def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> dict[str, Any]:
@@ -206,8 +206,8 @@ def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> di
         "n_raw": int(n_raw),
         "n_accepted": len(accepted),
         "n_quarantined": len(quarantined),
-        "reasons": _count(quarantined["primary_reason"].tolist()),
-        "reasons_all": _count([code for codes in quarantined["reasons"] for code in codes]),
+        "reasons": _count(quarantined["primary_reason"].tolist(), spec),
+        "reasons_all": _count([code for codes in quarantined["reasons"] for code in codes], spec),
         "reason_counting": "reasons counts each quarantined record once, under its primary_reason (the first of "
                            "its codes in REASON_PRIORITY); reasons_all counts every code of every record",
         **neumann,
@@ -218,7 +218,7 @@ def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> di
                                             "How many needed a frame rotation or a projection is in "
                                             "<prop>-clean.json",
         # workers does not change results, and the report must not change with it
-        "params": {**{k: v for k, v in asdict(params).items() if k != "workers"}, "symmetry_rtol": tensors.SYMMETRY_RTOL},
+        "params": {**params.reported(), "symmetry_rtol": tensors.SYMMETRY_RTOL},
         "suite": _project_relative(suite_path(spec.name)),
         "great_expectations_version": gx.__version__,
         "expectations": [outcome.stats() for outcome in outcomes],
