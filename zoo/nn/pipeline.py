@@ -55,8 +55,14 @@ def evaluate_stage(prop: str, params_path: Path, profile: str | None = None, say
                                             log=lambda line: log(f"evaluate {prop}: {line}"))
     elapsed = time.perf_counter() - started
     headline = document["headline"]
-    scores = ", ".join(f"{name} {metrics[headline]:.4g}" for name, metrics in document["baselines"].items())
+    scores = ", ".join(f"{name} {_value(metrics[headline])}" for name, metrics in document["baselines"].items())
     external = document.get("external")
-    beyond = f"; external {headline} model {external['model'][headline]:.4g}" if external else ""
-    say(f"evaluate {prop} ({profile}): {headline} model {document['model'][headline]:.4g}; baselines "
+    beyond = f"; external {headline} model {_value(external['model'][headline])}" if external else ""
+    say(f"evaluate {prop} ({profile}): {headline} model {_value(document['model'][headline])}; baselines "
         f"{scores}{beyond}; {elapsed:.1f} s -> {evaluation.metrics_path(Path(reports_dir), prop)}")
+
+
+def _value(metric: float | None) -> str:
+    """A metric for the summary line; None where no record had it defined (e.g. Hill moduli of no positive definite
+    prediction)."""
+    return "undefined" if metric is None else f"{metric:.4g}"
