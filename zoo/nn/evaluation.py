@@ -210,8 +210,10 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     non-equivariant one with `settings`) on the test split and, where the dataset has one, the external split;
     with `curve`, the learning curve (zoo.nn.learning_curve). Writes ``<reports_dir>/<property>-metrics.json`` and
     ``<property>-metrics-per-crystal-system.json`` and the plots. Returns the metrics document, per_crystal_system
-    included."""
+    included. The stage is one process (it writes the reports): a data-parallel profile's baseline is trained in one
+    process, which takes the same steps (TrainSettings.single_process)."""
     # Longer than ~60 lines: one sequential flow building the metrics document (its parts are functions already).
+    settings = settings.single_process()
     spec = properties.get(property_name)
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)
