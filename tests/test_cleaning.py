@@ -408,5 +408,7 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
                     given_cartesian(raw_by_id[row["record_id"]], "stiffness_voigt_original", "stiffness"),
                     rtol=0, atol=1e-3 * np.abs(row["stiffness_voigt"]).max())
                 for row in accepted if not row["frame_action"].startswith("used_original_column")
+                # only the 2015 file has a column claimed in the structure frame (the newer files give none)
+                and raw_by_id[row["record_id"]]["values"]["stiffness_voigt_original"] is not None
             ]
             assert np.mean(agree) >= 0.99  # the rotation taken agrees with the column claimed in the structure frame
