@@ -44,6 +44,11 @@ OPTIONAL_KEYS = ("ensemble_seeds", "training_data")
 MODEL_CONFIG_KEYS = ("format", "property", "head", "r_cut", "n_radial", "cutoff_power", "hidden_irreps",
                      "readout_irreps", "l_max", "n_layers", "species_dim", "radial_hidden", "avg_num_neighbors",
                      "invariant_hidden", "output_scale", "output_shift", "dtype", "seed")
+# Added after the first configs were written (zoo.nn.models reads an older config without them as 'learned').
+MODEL_CONFIG_OPTIONAL_KEYS = ("species_embedding",)
+# The heads and species embeddings zoo.nn.models builds (here, without torch, so that the CLI can check a config).
+HEADS = ("equivariant", "invariant_voigt", "equivariant_spd")
+SPECIES_EMBEDDINGS = ("learned", "descriptors", "descriptors+learned")
 
 # Ranges of the ModelConfig fields a served model may have. MatTen (REFERENCE.md) uses r_cut 5 A, l_max 4,
 # 3 layers, 8 radial functions, multiplicities up to 32; the bounds leave room above that while keeping one
@@ -128,14 +133,17 @@ def _check_numbers(value, where: str, field: str, length: int | None, positive: 
 def check_model_config(config: Any, where: str, prop: str) -> None:
     """Types and ranges of the model_config object (ModelConfig then checks how the fields fit together)."""
     field = "model_config"
-    _check_mapping(config, where, field, MODEL_CONFIG_KEYS)
+    _check_mapping(config, where, field, MODEL_CONFIG_KEYS, MODEL_CONFIG_OPTIONAL_KEYS)
     spec = properties.get(prop)
     if config["format"] != CONFIG_FORMAT:
         raise _fail(where, f"{field}.format", f"must be {CONFIG_FORMAT!r}, got {config['format']!r}")
     if config["property"] != prop:
         raise _fail(where, f"{field}.property", f"is {config['property']!r} but the model's property is {prop!r}")
-    if config["head"] not in ("equivariant", "invariant_voigt"):
-        raise _fail(where, f"{field}.head", f"must be 'equivariant' or 'invariant_voigt', got {config['head']!r}")
+    if config["head"] not in HEADS:
+        raise _fail(where, f"{field}.head", f"must be one of {', '.join(HEADS)}, got {config['head']!r}")
+    if config.get("species_embedding", SPECIES_EMBEDDINGS[0]) not in SPECIES_EMBEDDINGS:
+        raise _fail(where, f"{field}.species_embedding", f"must be one of {', '.join(SPECIES_EMBEDDINGS)}, got "
+                    f"{config['species_embedding']!r}")
     if config["dtype"] not in ("float32", "float64"):
         raise _fail(where, f"{field}.dtype", f"must be 'float32' or 'float64', got {config['dtype']!r}")
     for name, (low, high) in INT_RANGES.items():

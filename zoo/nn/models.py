@@ -2,7 +2,7 @@
 
 Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps declared at each module's edges:
 
-    species embedding (Z -> species_dim x 0e)
+    species embedding (Z -> species_dim x 0e; learned per element, or from physical descriptors: zoo.nn.species)
     edge geometry: Bessel radial basis x smooth polynomial cutoff, spherical harmonics Y_0..Y_l_max of the edge
                    direction ("component" normalisation, unit vectors)
     n_layers x Interaction:
@@ -13,6 +13,10 @@ Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps dec
         "equivariant":     o3.Linear onto the property's irreps (PropertySpec.irreps) -> x scale + shift
         "invariant_voigt": the pooled 0e scalars -> MLP -> independent Voigt components (a non-equivariant
                            baseline: it cannot rotate with the input) -> irreps -> x scale + shift
+        "equivariant_spd": (elastic) as "equivariant", read as the matrix logarithm S of the stiffness in Mandel
+                           form (GPa units inside the log); the output is C = expm(S), positive definite for any
+                           input. A rotation acts on Mandel matrices as S -> Q S Q^T with Q orthogonal, and
+                           expm(Q S Q^T) = Q expm(S) Q^T, so the output stays equivariant
         phonon:            o3.Linear onto 51x0e -> softplus (non-negative DOS; why not ReLU: see ``forward``)
 
 Outputs are irreps vectors in the e3nn CartesianTensor basis of ``zoo.core.tensors``; ``predict_cartesian`` maps them to
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -39,20 +44,22 @@ from zoo import properties
 from zoo.core import tensors
 from zoo.nn import e3nn_import
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
-from zoo.nn.model_files import CONFIG_FORMAT
+from zoo.nn.model_files import CONFIG_FORMAT, HEADS
 
 with e3nn_import.lean():  # without torch._dynamo and sympy, which no network here needs (see there)
     from e3nn import nn as e3nn_nn
     from e3nn import o3
 
-HEADS = ("equivariant", "invariant_voigt")
+from zoo.nn import species  # noqa: E402  (after e3nn's lean import: species uses o3)
+
+# Fields added to ModelConfig after CONFIG_FORMAT 1 was first written, with the value that reproduces older models.
+_ADDED_FIELDS = {"species_embedding": "learned"}
 MATTEN_HIDDEN_IRREPS = "32x0o+32x0e+16x1o+16x1e+4x2o+4x2e+2x3o+2x3e+2x4e"  # REFERENCE.md
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Edges per chunk in inference (no gradients): bounds memory at ~chunk x irreps_mid floats per temporary, a few
 # hundred MB for MatTen's size, with no loss of speed (CPU throughput per edge does not grow with batch size).
 INFERENCE_EDGE_CHUNK = 8192
-# Largest atomic number the species embedding has a row for (oganesson).
-MAX_ATOMIC_NUMBER = 118
+MAX_ATOMIC_NUMBER = species.MAX_ATOMIC_NUMBER
 
 # The small CPU model. Hidden atom features carry l <= 2 in both parities (odd-parity features are what let piezo's
 # 2o and pseudo-scalar paths appear); higher degrees are produced only by the last layer, for the head (elastic's
@@ -70,6 +77,7 @@ def head_irreps(property_name: str, head: str = "equivariant") -> o3.Irreps:
     spec = properties.get(property_name)
     if head == "invariant_voigt":
         return o3.Irreps("0e")
+    # equivariant_spd reads the same irreps: the logarithm has the stiffness's symmetry
     return o3.Irreps([(1, ir) for ir in sorted({ir for _, ir in o3.Irreps(spec.irreps)})])
 
 
@@ -87,7 +95,8 @@ class ModelConfig:
     """Everything that defines a model; saved as JSON beside its weights.
 
     property            'elastic' | 'dielectric' | 'piezo' | 'phonon' (zoo.properties)
-    head                'equivariant' (default) or 'invariant_voigt' (non-equivariant baseline, tensors only)
+    head                'equivariant' (default), 'invariant_voigt' (non-equivariant baseline, tensors only) or
+                        'equivariant_spd' (elastic: positive definite output, expm of an equivariant logarithm)
     r_cut               neighbour cutoff, A (the graphs must be built with the same value)
     n_radial            number of Bessel radial basis functions
     cutoff_power        p of the polynomial cutoff envelope (NequIP's p = 6: smooth to second derivative)
@@ -98,12 +107,13 @@ class ModelConfig:
                         output's highest degree (elastic 4, piezo 3)
     n_layers            number of interaction layers
     species_dim         width of the species embedding (scalars)
+    species_embedding   'learned', 'descriptors' or 'descriptors+learned' (zoo.nn.species)
     radial_hidden       hidden layer widths of the radial MLP that gives each edge its tensor-product weights
     avg_num_neighbors   divides the summed messages; set it from the training graphs (zoo.nn.graphs.average_neighbors)
     invariant_hidden    hidden width of the invariant_voigt head's MLP
     output_scale        one factor per irrep instance of the property's irreps (5 for elastic 2x0e+2x2e+1x4e) that
                         multiplies the head's output, so the network itself works with unit-size numbers;
-                        None -> all 1. See ``fit_output_normalisation``
+                        None -> all 1. See ``fit_output_normalisation`` (for equivariant_spd: of the logarithm)
     output_shift        one offset per 0e instance, added after the scale; None -> all 0
     dtype               'float32' (default, fast) or 'float64'
     seed                seeds the weight initialisation (the global RNG is left untouched)
@@ -119,6 +129,7 @@ class ModelConfig:
     l_max: int | None = None
     n_layers: int = 2
     species_dim: int = 16
+    species_embedding: str = "learned"
     radial_hidden: tuple[int, ...] = (32,)
     avg_num_neighbors: float = 34.0  # elastic snapshot at r_cut 5 A: 33.6
     invariant_hidden: int = 32
@@ -135,6 +146,11 @@ class ModelConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.head == "invariant_voigt" and not spec.is_tensor:
             raise ValueError(f"head 'invariant_voigt' needs a tensor property; {self.property!r} is invariant")
+        if self.head == "equivariant_spd" and spec.voigt_kind != "stiffness":
+            raise ValueError(f"head 'equivariant_spd' needs a stiffness (elastic); {self.property!r} is not")
+        if self.species_embedding not in species.SPECIES_EMBEDDINGS:
+            raise ValueError(f"species_embedding must be one of {species.SPECIES_EMBEDDINGS}, "
+                             f"got {self.species_embedding!r}")
         set_field("r_cut", _positive_float(self.r_cut, "r_cut"))
         set_field("avg_num_neighbors", _positive_float(self.avg_num_neighbors, "avg_num_neighbors"))
         for name in ("n_radial", "cutoff_power", "n_layers", "species_dim", "invariant_hidden"):
@@ -212,6 +228,7 @@ class ModelConfig:
         if found != CONFIG_FORMAT:
             raise ValueError(f"text has config format {found!r}; this code reads {CONFIG_FORMAT!r}")
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {**{name: value for name, value in _ADDED_FIELDS.items() if name not in data}, **data}
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ValueError(f"text does not match ModelConfig: unknown fields {unknown}, missing fields {missing}")
@@ -268,14 +285,43 @@ def _positive_float(value, name: str) -> float:
     return number
 
 
-def fit_output_normalisation(property_name: str, targets) -> tuple[tuple[float, ...], tuple[float, ...]]:
+@functools.cache
+def mandel_maps(formula: str) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) with mandel.flatten() = irreps @ A and irreps = mandel.flatten() @ B for symmetric Mandel matrices of a
+    stiffness (zoo.core.tensors conventions): the linear maps the equivariant_spd head applies around expm."""
+    dim = tensors.change_of_basis(formula).shape[0]
+    to_mandel = lambda x: tensors.stiffness_voigt_to_mandel(  # noqa: E731
+        tensors.cartesian_to_voigt(tensors.irreps_to_cartesian(x, formula), "stiffness"))
+    forward = to_mandel(np.eye(dim)).reshape(dim, 36)
+    flat = np.eye(36).reshape(36, 6, 6)
+    backward = tensors.voigt_to_irreps(tensors.mandel_to_stiffness_voigt((flat + np.swapaxes(flat, 1, 2)) / 2),
+                                       "stiffness", formula)
+    return forward, backward
+
+
+def log_stiffness_irreps(targets, formula: str) -> np.ndarray:
+    """Irreps of logm of each (positive definite) stiffness's Mandel matrix: what an equivariant_spd head predicts."""
+    forward, backward = mandel_maps(formula)
+    mandel = (np.asarray(targets, dtype=np.float64) @ forward).reshape(-1, 6, 6)
+    eigenvalues, vectors = np.linalg.eigh(mandel)
+    if (eigenvalues <= 0).any():
+        raise ValueError("targets must be positive definite stiffness tensors to take their logarithm")
+    logarithm = np.einsum("nij,nj,nkj->nik", vectors, np.log(eigenvalues), vectors)
+    return logarithm.reshape(-1, 36) @ backward
+
+
+def fit_output_normalisation(property_name: str, targets, head: str = "equivariant",
+                             ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(output_scale, output_shift) for ModelConfig from training targets in irreps form, shape (n, dim).
 
     shift: the mean of each 0e component (a rotation-invariant offset). scale: per irrep instance, the RMS of
     its components after the shift, so each block reaches the network with unit size. Both are invariants of
-    the data set, so the normalised model stays equivariant.
+    the data set, so the normalised model stays equivariant. For the equivariant_spd head they are those of the
+    targets' logarithms (``log_stiffness_irreps``), what that head's linear layer produces.
     """
     spec = properties.get(property_name)
+    if head == "equivariant_spd":
+        targets = log_stiffness_irreps(targets, spec.formula)
     if not spec.is_tensor:
         raise ValueError(f"property_name {property_name!r}: output normalisation applies to tensor properties only")
     irreps = o3.Irreps(spec.irreps)
@@ -296,18 +342,6 @@ def fit_output_normalisation(property_name: str, targets) -> tuple[tuple[float, 
 
 
 # ------------------------------------------------------------------------------------------------- modules
-class SpeciesEmbedding(torch.nn.Module):
-    """Atomic number -> learned vector of `dim` scalars (irreps_out = dim x 0e); equal to one-hot + Linear."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.irreps_out = o3.Irreps(f"{dim}x0e")
-        self.table = torch.nn.Embedding(MAX_ATOMIC_NUMBER + 1, dim)
-
-    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        return self.table(atomic_numbers)
-
-
 class RadialBasis(torch.nn.Module):
     """Bessel functions sqrt(2/r_cut) sin(n pi d / r_cut) / d, n = 1..n_radial (MatTen eq. 6), times NequIP's
     polynomial envelope u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2), x = d / r_cut, so
@@ -440,7 +474,7 @@ class MattenNet(torch.nn.Module):
         self.irreps_out = o3.Irreps(self.spec.irreps)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
             torch.manual_seed(config.seed)
-            self.embedding = SpeciesEmbedding(config.species_dim)
+            self.embedding = species.SpeciesEmbedding(config.species_dim, config.species_embedding)
             self.edge_embedding = EdgeEmbedding(config.r_cut, config.n_radial, config.cutoff_power, config.l_max)
             # The last layer only produces what the head reads (MatTen's head, too, reads only the output's
             # irreps from the pooled features): a much smaller tensor product than a full hidden layer.
@@ -452,12 +486,16 @@ class MattenNet(torch.nn.Module):
                                           config.radial_hidden, config.avg_num_neighbors))
                 irreps = irreps_out
             self.layers = torch.nn.ModuleList(layers)
-            if config.head == "equivariant":
-                self.head = o3.Linear(last, self.irreps_out, biases=True)
-            else:
+            if config.head == "invariant_voigt":
                 self._init_invariant_voigt_head(last)
+            else:
+                self.head = o3.Linear(last, self.irreps_out, biases=True)
         self._init_output_normalisation()
         self.to(self.dtype)
+        if config.head == "equivariant_spd":  # after .to(dtype): the maps around expm stay float64
+            forward, backward = mandel_maps(self.spec.formula)
+            self.register_buffer("to_mandel", torch.from_numpy(forward.copy()), persistent=False)
+            self.register_buffer("from_mandel", torch.from_numpy(backward.copy()), persistent=False)
 
     def _init_invariant_voigt_head(self, hidden: o3.Irreps) -> None:
         scalar_columns = [index for (mul, ir), part in zip(hidden, hidden.slices()) if ir == o3.Irrep("0e")
@@ -521,11 +559,18 @@ class MattenNet(torch.nn.Module):
             # Softplus, not ReLU (Chen et al.'s choice): many DOS bins are exactly zero, and a ReLU output pushed
             # below zero has zero gradient and stops learning for good; softplus keeps a gradient everywhere.
             return torch.nn.functional.softplus(self.head(pooled))
-        if self.config.head == "equivariant":
-            normalised = self.head(pooled)
-        else:
+        if self.config.head == "invariant_voigt":
             normalised = self._invariant_voigt(pooled)
-        return normalised * self.output_scale + self.output_shift
+        else:
+            normalised = self.head(pooled)
+        output = normalised * self.output_scale + self.output_shift
+        return self._exponential(output) if self.config.head == "equivariant_spd" else output
+
+    def _exponential(self, logarithm: torch.Tensor) -> torch.Tensor:
+        """Irreps of expm(S) for irreps of S (Mandel form), in float64 (expm amplifies float32 rounding)."""
+        mandel = (logarithm.to(torch.float64) @ self.to_mandel).reshape(-1, 6, 6)
+        stiffness = torch.linalg.matrix_exp((mandel + mandel.transpose(1, 2)) / 2)
+        return (stiffness.reshape(-1, 36) @ self.from_mandel).to(logarithm.dtype)
 
     def _invariant_voigt(self, pooled: torch.Tensor) -> torch.Tensor:
         components = self.head(pooled[:, self.scalar_columns])

@@ -67,8 +67,10 @@ from zoo.nn.training.artifacts import (
     training_log,
 )
 from zoo.nn.training.data import (
+    FITTING_SPLITS,
     DatasetInfo,
     SplitData,
+    fitting_splits,
     load_splits,
     make_model_config,
     split_domain,
@@ -80,9 +82,10 @@ from zoo.nn.training.loss import Loss, loss_weights
 
 # The package's API: the stage below, and the parts its modules hold.
 __all__ = [
-    "CONFIG_FILE", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE", "WEIGHTS_FILE",
-    "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit", "fit_model",
-    "load_model", "load_splits", "loss_weights", "make_model_config", "network", "save_model", "select_profile",
+    "CONFIG_FILE", "FITTING_SPLITS", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE",
+    "WEIGHTS_FILE", "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit",
+    "fit_model", "fitting_splits", "load_model", "load_splits", "loss_weights", "make_model_config", "network",
+    "save_model", "select_profile",
     "split_domain", "subset", "target_column", "train_property", "training_log",
 ]
 
@@ -136,8 +139,8 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
     spec = properties.get(property_name)
     data, dataset = load_splits(spec.name, datasets_root)
     resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
-    fitted = fit_model(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
-                       stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+    fitted = fit_model(fitting_splits(data), settings, resume_dir=resume_root / spec.model_name, dataset=dataset,
+                       live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
     if not fitted.complete or fitted.global_rank != 0:
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}

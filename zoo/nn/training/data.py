@@ -65,7 +65,7 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
     dataset = zoo_datasets.load_local(spec.name, datasets_root)
     column = target_column(spec.name)
     out = {}
-    for split in splits.SPLITS:
+    for split in (name for name in splits.ALL_SPLITS if name in dataset):
         table = dataset[split].select_columns(["record_id", "crystal_system", "lattice", "species", "frac_coords",
                                                column]).to_dict()
         rows = [dict(zip(table, values)) for values in zip(*table.values())]
@@ -84,6 +84,15 @@ def split_domain(data: SplitData) -> dict[str, Any]:
     predictions outside it carry warnings (zoo.release.applicability)."""
     return model_files.training_domain((structure.lattice.matrix, [site.specie.symbol for site in structure])
                                        for structure in data.structures)
+
+
+FITTING_SPLITS = ("train", "validation")
+
+
+def fitting_splits(data: Mapping[str, SplitData]) -> dict[str, SplitData]:
+    """The splits a fit may see: train (fitting) and validation (early stopping, model selection). The test and
+    external splits are never handed to a fit."""
+    return {name: data[name] for name in FITTING_SPLITS}
 
 
 def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
@@ -109,7 +118,7 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     fields = {**settings.model, **overrides}
     normalisation = {}
     if spec.is_tensor:
-        scale, shift = models.fit_output_normalisation(spec.name, train.targets)
+        scale, shift = models.fit_output_normalisation(spec.name, train.targets, fields.get("head", "equivariant"))
         normalisation = {"output_scale": scale, "output_shift": shift}
     return models.ModelConfig(
         spec.name, **fields, seed=settings.seed,
