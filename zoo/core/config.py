@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,9 @@ class FetchConfig:
 class CleanConfig:
     """symmetrize_max_residual: largest residual treated as noise (projected), above it 'unresolved'; the frame
     decision's thresholds (frame_distinct_rtol, frame_margin_factor, convention_min_agreement,
-    convention_min_records, frame_stability_strain: zoo.data.cleaning.evidence); duplicate_rtol: relative difference
-    below which a duplicate is identical; workers: processes measuring records."""
+    convention_min_records, frame_stability_strain, claimed_frame_settles, convention_pools:
+    zoo.data.cleaning.evidence); duplicate_rtol: relative difference below which a duplicate is identical; workers:
+    processes measuring records."""
 
     symmetrize_max_residual: float
     frame_distinct_rtol: float
@@ -143,6 +144,8 @@ class CleanConfig:
     frame_stability_strain: float
     duplicate_rtol: float
     workers: int
+    claimed_frame_settles: bool = False
+    convention_pools: Mapping[str, Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ Frames: measured, not assumed
     that changes the tensor. One group: settled ('unique'). Several: settled only by evidence, in this order: the
     source's structure-frame column ('source_field'), a far better fit ('margin'), the tensor as given where the
     point group constrains it and the source does not contradict the rule ('as_given'), a per-source convention
-    measured on the records other evidence settled ('source_convention'). Otherwise the record gets
+    measured on the records other evidence settled ('source_convention'; where two holding conventions disagree, the
+    one the source claims settles, and a small file of a documented pool uses the pool's measurement of a derived
+    frame: params ``claimed_frame_settles``, ``convention_pools``). Otherwise the record gets
     ``frame_ambiguous`` (stored as given; its candidates, residuals and groups in ``frame_candidates_json``). No
     order among candidates ever breaks a tie. If no candidate is consistent, the tensor is stored as given, action
     'unresolved', and validate's Neumann check quarantines it.

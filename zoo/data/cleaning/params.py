@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -36,6 +37,10 @@ class CleanParams:
     frame_stability_strain     relative strain under which the spglib-built frames must not change (0: no check)
     duplicate_rtol             relative difference below which a duplicate is identical
     workers                    processes measuring records (1: in this process)
+    claimed_frame_settles      the frame a source claims settles a record where holding conventions disagree, if it
+                               is one of them
+    convention_pools           pool name -> source files (provenance 'file') that share their derived-frame
+                               convention; a member too small to measure one uses the pool's measurement
     """
 
     symprec: float
@@ -49,10 +54,15 @@ class CleanParams:
     frame_stability_strain: float
     duplicate_rtol: float
     workers: int
+    claimed_frame_settles: bool = False
+    convention_pools: Mapping[str, Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
+        self._check_frame_options()
         for item in fields(self):
             value = getattr(self, item.name)
+            if item.name in ("claimed_frame_settles", "convention_pools"):
+                continue
             if item.name in ("workers", "convention_min_records"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise ValueError(f"clean.{item.name} must be a positive integer, got {value!r}")
@@ -69,12 +79,31 @@ class CleanParams:
                 f"clean.neumann_rtol ({self.neumann_rtol})"
             )
 
+    def _check_frame_options(self) -> None:
+        if not isinstance(self.claimed_frame_settles, bool):
+            raise ValueError(f"clean.claimed_frame_settles must be true or false, got {self.claimed_frame_settles!r}")
+        pools = self.convention_pools or {}
+        if not isinstance(pools, Mapping):
+            raise ValueError(f"clean.convention_pools must map pool names to lists of source files, got {pools!r}")
+        seen: dict[str, str] = {}
+        for pool, members in pools.items():
+            if (not isinstance(pool, str) or isinstance(members, str) or not isinstance(members, Sequence)
+                    or len(members) < 2 or not all(isinstance(m, str) and m for m in members)):
+                raise ValueError(f"clean.convention_pools.{pool}: a pool is a list of at least two source files "
+                                 f"(their provenance 'file'), got {members!r}")
+            for member in members:
+                if member in seen:
+                    raise ValueError(f"clean.convention_pools: {member} is in two pools ({seen[member]}, {pool})")
+                seen[member] = pool
+        object.__setattr__(self, "convention_pools", {pool: tuple(members) for pool, members in pools.items()})
+
     def frame_rules(self) -> FrameRules:
         return FrameRules(
             neumann_rtol=self.neumann_rtol, symmetrize_max_residual=self.symmetrize_max_residual,
             distinct_rtol=self.frame_distinct_rtol, margin_factor=self.frame_margin_factor,
             convention_min_agreement=self.convention_min_agreement,
-            convention_min_records=self.convention_min_records, stability_strain=self.frame_stability_strain)
+            convention_min_records=self.convention_min_records, stability_strain=self.frame_stability_strain,
+            claimed_frame_settles=self.claimed_frame_settles, convention_pools=dict(self.convention_pools))
 
     @classmethod
     def from_config(cls, symmetry_settings: SymmetryConfig, clean: CleanConfig) -> CleanParams:
