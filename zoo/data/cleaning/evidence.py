@@ -59,9 +59,13 @@ Evidence, in this order; the first that applies settles the record ('frame_evide
                       another tensor contradicts it only where it, too, is a measured habit, so it is the
                       unconfirmed side of the disagreement. Measured on the StrainTensorNet file (claims 'ieee'):
                       'ieee' 499 confirmed / 3 refuted and 'standard' 501 / 1 both hold, and 215 records where they
-                      give different tensors stayed frame_ambiguous without the rule. The polarity exception above
-                      cannot arise here (the claimed frame is the settling one); a source whose claim does not hold
-                      (matminer piezo: 'ieee' 50 / 90) gains nothing from the rule.
+                      give different tensors stayed frame_ambiguous without the rule. No record of those files
+                      that its own measurements settle tests 'ieee' against 'standard' where both fit, but the 2015
+                      matminer file is an independent witness (benchmarks/claimed_frame_check.py): of the 26 records
+                      the rule settles whose material it holds, settled there by its structure-frame column, 25
+                      match it under 'ieee' (relative difference <= 0.08), none under 'standard', 1 is unclear.
+                      The polarity exception above cannot arise here (the claimed frame is the settling one); a
+                      source whose claim does not hold (matminer piezo: 'ieee' 50 / 90) gains nothing from the rule.
                       Pooled measurement (``convention_pools``: pool name -> source files): a source file of a
                       documented pool whose own records test a derived frame ('ieee', 'standard') fewer than
                       ``convention_min_records`` times takes that frame's measurement from the pool (the
