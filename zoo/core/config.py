@@ -142,10 +142,10 @@ class CleanConfig:
     convention_min_agreement: float
     convention_min_records: int
     frame_stability_strain: float
+    claimed_frame_settles: bool
+    convention_pools: Mapping[str, Sequence[str]] | None
     duplicate_rtol: float
     workers: int
-    claimed_frame_settles: bool = False
-    convention_pools: Mapping[str, Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)

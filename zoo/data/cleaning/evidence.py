@@ -103,7 +103,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -138,8 +138,8 @@ class FrameRules:
     convention_min_agreement: float
     convention_min_records: int
     stability_strain: float
-    claimed_frame_settles: bool = False  # the claimed frame breaks a disagreement of holding conventions
-    convention_pools: Mapping[str, Sequence[str]] = field(default_factory=dict)  # pool -> source files
+    claimed_frame_settles: bool  # the claimed frame breaks a disagreement of holding conventions
+    convention_pools: Mapping[str, Sequence[str]]  # pool name -> source files
 
 
 def base_name(candidate: str) -> str:

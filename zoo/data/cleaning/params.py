@@ -52,10 +52,10 @@ class CleanParams:
     convention_min_agreement: float
     convention_min_records: int
     frame_stability_strain: float
+    claimed_frame_settles: bool
+    convention_pools: Mapping[str, Sequence[str]] | None
     duplicate_rtol: float
     workers: int
-    claimed_frame_settles: bool = False
-    convention_pools: Mapping[str, Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         self._check_frame_options()
