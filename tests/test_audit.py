@@ -203,10 +203,10 @@ def tampered_card(text: str, header_value: float | None = None, printed: str | N
     if printed is not None:
         lines = body.splitlines()
         start = lines.index(model_card.METRICS_HEADING)
-        columns = next(line for line in lines[start:] if line.startswith("| predictor")).split("|")
-        row = next(i for i, line in enumerate(lines) if line.startswith(f"| {model_card.MODEL_LABEL} |"))
+        columns = next(line for line in lines[start:] if line.startswith(f"| {model_card.METRIC_COLUMN} |")).split("|")
+        row = next(i for i, line in enumerate(lines) if i > start and line.startswith("| k_vrh_mae |"))
         cells = lines[row].split("|")
-        cells[columns.index(" k_vrh_mae ")] = f" {printed} "
+        cells[columns.index(f" {model_card.MODEL_LABEL} ")] = f" {printed} "
         lines[row] = "|".join(cells)
         body = "\n".join(lines) + "\n"
     return f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n{body}"

@@ -76,6 +76,19 @@ def tiny_model(property_name: str, head: str = "equivariant", dtype: str = "floa
     return models.MattenNet(tiny_config(property_name, head=head, dtype=dtype))
 
 
+def rotated_output(property_name: str, output: torch.Tensor, rotation: np.ndarray) -> torch.Tensor:
+    """The output of one structure rotated as the property's tensors rotate (each part of a dielectric output)."""
+    spec = properties.get(property_name)
+    if not spec.is_tensor:
+        return output
+    return tensors.rotate(output, torch.from_numpy(rotation), rank=spec.rank)
+
+
+def part_tensors(property_name: str, output) -> list:
+    """The Cartesian tensors of one structure's output: each part of a dielectric output, else the one tensor."""
+    return list(output) if properties.get(property_name).has_parts else [output]
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     actual, expected = actual.detach(), expected.detach()
     return float((actual - expected).norm() / expected.norm())
@@ -188,10 +201,8 @@ def test_rotating_the_structure_rotates_the_output(property_name):
     structure = generic_structure()
     output = model.predict_cartesian(batch_of(structure))[0]
     rotated = model.predict_cartesian(batch_of(transformed(structure, rotation)))[0]
-    spec = properties.get(property_name)
-    expected = tensors.rotate(output, torch.from_numpy(rotation)) if spec.is_tensor else output
     assert float(output.norm()) > 1e-3  # a generic structure gives a generic, non-zero output
-    assert relative_error(rotated, expected) < EQUIVARIANCE_RTOL
+    assert relative_error(rotated, rotated_output(property_name, output, rotation)) < EQUIVARIANCE_RTOL
 
 
 def test_inversion_flips_piezo_only():
@@ -253,8 +264,9 @@ def test_cubic_structure_gives_cubic_tensors(name):
             # 432 and m-3m allow no piezoelectric tensor: the model must give zero, to rounding.
             assert np.abs(output).max() < 1e-12
             continue
-        assert np.linalg.norm(output) > 1e-4
-        assert symmetry.neumann_residual(output, info) < 1e-5, property_name
+        for part in part_tensors(property_name, output):
+            assert np.linalg.norm(part) > 1e-4
+            assert symmetry.neumann_residual(part, info) < 1e-5, property_name
     if info.point_group != "-43m":
         return
     # -43m piezo: one independent constant, e_14 = e_25 = e_36 in the cubic axes (the cell's own here).
@@ -274,7 +286,7 @@ def test_invariant_voigt_baseline_is_not_equivariant():
         output = model.predict_cartesian(batch_of(structure))[0]
         rotated = model.predict_cartesian(batch_of(transformed(structure, rotation)))[0]
         assert relative_error(rotated, output) < 1e-10  # invariant outputs...
-        assert relative_error(rotated, tensors.rotate(output, torch.from_numpy(rotation))) > 0.1  # ...not rotated
+        assert relative_error(rotated, rotated_output(property_name, output, rotation)) > 0.1  # ...not rotated
 
 
 # ------------------------------------------------------------------------------------------ heads and dtype
@@ -433,3 +445,90 @@ def test_config_json_errors(text, message):
 def test_config_errors(property_name, overrides, message):
     with pytest.raises(ValueError, match=message):
         models.ModelConfig(property_name, **overrides)
+
+
+# ------------------------------------------------------------------------------------------ dielectric parts
+def spd_model(seed: int = 0, **overrides) -> models.MattenNet:
+    return models.MattenNet(tiny_config("dielectric", output_map="spd_log", seed=seed, **overrides))
+
+
+def test_dielectric_total_is_electronic_plus_ionic_exactly():
+    for model in (tiny_model("dielectric"), spd_model()):
+        assert model.parts == ("electronic", "ionic")
+        output = model.predict_cartesian(batch_of(*all_structures()))
+        assert output.shape == (len(all_structures()), 3, 3, 3)  # electronic, ionic, total
+        assert torch.equal(output[:, 2], output[:, 0] + output[:, 1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spd_log_outputs_obey_the_eigenvalue_floors_for_any_weights(seed):
+    """eps >= 1 (electronic, total) and ionic >= 0 by construction, for random weights (scaled up to widen the
+    outputs) on random (also strained) structures: float64 eigenvalues of every prediction, to rounding relative to
+    the largest one."""
+    model = spd_model(seed=seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    rng = np.random.default_rng(seed)
+    structures = [Structure(s.lattice.matrix @ (np.eye(3) + rng.normal(scale=0.1, size=(3, 3))), s.species,
+                            s.frac_coords) for s in all_structures()]
+    output = model.predict_cartesian(batch_of(*structures, generic_structure()))
+    eigenvalues = torch.linalg.eigvalsh(output).numpy()
+    assert np.isfinite(eigenvalues).all() and eigenvalues.max() > 2.0
+    rounding = 1e-12 * np.abs(eigenvalues).max(axis=2)
+    assert (eigenvalues[:, 0, 0] >= 1.0 - rounding[:, 0]).all() and (eigenvalues[:, 2, 0] >= 1.0 - rounding[:, 2]).all()
+    assert (eigenvalues[:, 1, 0] >= -rounding[:, 1]).all()
+
+
+def test_spd_log_is_equivariant_and_keeps_crystal_symmetry():
+    model = spd_model()
+    rotation = Rotation.random(random_state=11).as_matrix()
+    structure = generic_structure()
+    output = model.predict_cartesian(batch_of(structure))[0]
+    rotated = model.predict_cartesian(batch_of(transformed(structure, rotation)))[0]
+    assert relative_error(rotated, rotated_output("dielectric", output, rotation)) < EQUIVARIANCE_RTOL
+    inverted = model.predict_cartesian(batch_of(transformed(structure, -np.eye(3))))[0]
+    assert relative_error(inverted, output) < EQUIVARIANCE_RTOL
+    for name in ("hexagonal-mp-103", "cubic-mp-1156"):
+        info = symmetry.analyze(load(name))
+        for part in model.predict_cartesian(batch_of(load(name)))[0].numpy():
+            assert symmetry.neumann_residual(part, info) < 1e-5, name
+
+
+def test_spd_log_targets_round_trip_through_the_network_output_space():
+    """encode_targets (log of the excess over the floor) and decode_outputs (floor + exp) are inverse on tensors
+    above their floors; eigenvalues below floor + SPD_LOG_MINIMUM come back raised to it."""
+    config = tiny_config("dielectric", output_map="spd_log")
+    rng = np.random.default_rng(2)
+    a = rng.normal(scale=0.3, size=(6, 2, 3, 3))
+    a = a + np.swapaxes(a, -1, -2)  # eigenvalues of exp(a) well above SPD_LOG_MINIMUM
+    cartesian = tensors.symmetric_exp(a) + np.array([1.0, 0.0])[None, :, None, None] * np.eye(3)
+    irreps = tensors.cartesian_to_irreps(cartesian, "ij=ji").reshape(6, 12)
+    encoded = models.encode_targets(config, irreps)
+    np.testing.assert_allclose(models.decode_outputs(config, encoded), irreps, atol=1e-10)
+    ionic_zero = irreps.copy()
+    ionic_zero[:, 6:] = 0.0  # an ionic part of exactly 0 (Si): log clipped at SPD_LOG_MINIMUM
+    decoded = models.decode_outputs(config, models.encode_targets(config, ionic_zero))
+    np.testing.assert_allclose(tensors.irreps_to_cartesian(decoded[:, 6:], "ij=ji"),
+                               np.broadcast_to(models.SPD_LOG_MINIMUM * np.eye(3), (6, 3, 3)), atol=1e-12)
+
+
+def test_a_release_1_0_config_loads_as_the_electronic_part_alone():
+    text = (Path(__file__).parents[1] / "zoo/releases/matten-dielectric/1.0.0/config.json").read_text()
+    saved = json.loads(text)["model_config"]
+    config = models.ModelConfig.from_json(json.dumps(saved))
+    assert config.parts == ("electronic",) and config.output_map == "linear"
+    assert models.MattenNet(config).predict_cartesian(batch_of(load("cubic-mp-101"))).shape == (1, 1, 3, 3)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"parts": ("total",)}, "sum of"),
+    ({"parts": ("electronic", "electronic")}, "distinct"),
+    ({"parts": ("static",)}, "distinct parts"),
+    ({"output_map": "exp"}, "output_map"),
+])
+def test_dielectric_parts_config_errors(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        models.ModelConfig("dielectric", **overrides)
+    with pytest.raises(ValueError, match="symmetric rank-2"):
+        models.ModelConfig("elastic", output_map="spd_log")

@@ -61,7 +61,9 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
     version = json.loads((datasets_root / "mp-dielectric-irreps" / "dataset_version.json").read_text())
     assert config["format_version"] == training.MODEL_FORMAT
     assert config["dataset"]["fingerprint"] == version["fingerprint"]
-    assert config["irreps"] == "1x0e+1x2e" and config["target_column"] == "eps_electronic_irreps"
+    assert config["irreps"] == "1x0e+1x2e"
+    assert config["target_columns"] == ["eps_electronic_irreps", "eps_ionic_irreps"]
+    assert config["parts"] == ["electronic", "ionic", "total"]
     assert config["training"]["max_epochs"] == 3 and config["model_config"]["hidden_irreps"] == "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e"
     log = json.loads((folder / "training_log.json").read_text())
     assert [entry["epoch"] for entry in log["epochs"]] == [0, 1, 2]

@@ -42,9 +42,9 @@ def silicon() -> Structure:
                      [[0, 0, 0], [0.25, 0.25, 0.25]])
 
 
-def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0) -> Path:
+def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0, **config) -> Path:
     overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
-    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, seed=seed))
+    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, **config, seed=seed))
     settings = training.TrainSettings(max_epochs=1, progress_bar=False)
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
@@ -276,15 +276,46 @@ def test_predict_reads_files_and_lists_and_names_bad_input(local, tmp_path):
         model.predict(tmp_path / "missing.cif")
 
 
-@pytest.mark.parametrize("prop, part, kind", [("dielectric", "electronic", "Tensor"), ("piezo", "total", "PiezoTensor"),
-                                              ("phonon", "dos", "PhononDos")])
-def test_each_property_returns_its_pymatgen_object(prop, part, kind, tmp_path):
+@pytest.mark.parametrize("prop, parts, kind", [("dielectric", ["electronic", "ionic", "total"], "Tensor"),
+                                               ("piezo", ["total"], "PiezoTensor"), ("phonon", ["dos"], "PhononDos")])
+def test_each_property_returns_its_pymatgen_object(prop, parts, kind, tmp_path):
     folder = save_tiny_model(tmp_path / "models", prop)
     store = registry.LocalStore(tmp_path / "store")
     store.publish(folder, f"matten-{prop}", "0.1.0")
     prediction = zoo.load(f"matten-{prop}", store=store.root).predict(silicon())
-    assert list(prediction.tensors) == [part] and type(prediction.value).__name__ == kind
+    assert list(prediction.tensors) == parts and type(prediction.value).__name__ == kind
     assert json.loads(json.dumps(prediction.as_dict()))["property"] == prop
+
+
+def test_a_dielectric_prediction_holds_three_parts_that_add_up(tmp_path):
+    folder = save_tiny_model(tmp_path / "models", "dielectric", output_map="spd_log")
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, "matten-dielectric", "0.1.0")
+    prediction = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT).predict(silicon())
+    electronic, ionic, total = (np.asarray(prediction.tensors[part]) for part in ("electronic", "ionic", "total"))
+    np.testing.assert_array_equal(total, electronic + ionic)
+    assert prediction.raw.shape == (3, 6) and prediction.warnings == []
+    assert prediction.derived["eps_poly_total"] == pytest.approx(prediction.derived["eps_poly_electronic"]
+                                                                 + prediction.derived["eps_poly_ionic"])
+    described = json.loads(json.dumps(prediction.as_dict()))
+    assert described["parts"] == ["electronic", "ionic", "total"] and described["warnings"] == []
+    assert described["derived_units"]["eps_poly_total"] == "1"
+
+
+def test_a_metal_through_the_dielectric_model_and_diamond_through_the_phonon_model_carry_warnings(tmp_path):
+    store = registry.LocalStore(tmp_path / "store")
+    for prop in ("dielectric", "phonon"):
+        store.publish(save_tiny_model(tmp_path / "models", prop), f"matten-{prop}", "0.1.0")
+    copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.615), ["Cu"], [[0, 0, 0]])
+    dielectric = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT)
+    (warning,) = dielectric.predict(copper).warnings
+    assert "Cu may be a metal" in warning
+    assert dielectric.predict(silicon()).warnings == []  # Si is a metalloid: no warning
+    phonon = zoo.load("matten-phonon", store=store.root, endpoint=DEAD_ENDPOINT)
+    water_ice_like = Structure(Lattice.cubic(4.0), ["O", "H", "H"], [[0, 0, 0], [0.24, 0, 0], [0, 0.24, 0]])
+    (warning,) = phonon.predict(water_ice_like).warnings
+    assert "beyond the model's grid" in warning and "hydrogen" in warning
+    assert json.loads(json.dumps(phonon.predict(water_ice_like).as_dict()))["warnings"] == [warning]
 
 
 @pytest.mark.parametrize("prop", ["piezo", "phonon"])

@@ -103,7 +103,7 @@ def _info(name: str, version: str | None, out: Console) -> None:
     info, header = model.info, model_card.parse_front_matter(model.card or "")
     out.print(f"[bold]{model.name}[/] {model.version or ''}  (from the {model.source}: {model.path})")
     out.print(f"property  {info['property']} ({info['units']}), irreps {info['irreps']}, "
-              f"target {info['target_column']}")
+              f"target {', '.join(info.get('target_columns') or [info['target_column']])}")
     out.print(f"dataset   {info['dataset']['name']} {info['dataset']['version']} ({info['dataset']['fingerprint']})")
     out.print(f"training  profile {info['training'].get('profile')}, {info['model_config']['n_layers']} layers, "
               f"hidden {info['model_config']['hidden_irreps']}, r_cut {info['model_config']['r_cut']} A, "

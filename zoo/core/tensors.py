@@ -474,3 +474,38 @@ def rotate(t: Array, R: Array, rank: int | None = None) -> Array:
     for axis in range(rank):
         t = einsum(_axis_rotation_subscripts(rank, axis), R, t)
     return t
+
+
+# ------------------------------------------------------------------------ functions of symmetric matrices
+def symmetric_log(t: Array, floor: float = 0.0, minimum: float = 1e-6) -> Array:
+    """log(T - floor I) of symmetric (..., 3, 3) matrices, eigenvalues of T - floor I clipped below at `minimum`
+    (> 0) first: the inverse of ``symmetric_exp`` for matrices whose eigenvalues exceed floor + minimum.
+
+    Functional calculus through the eigendecomposition, Q diag(log max(lambda, minimum)) Q^T: well defined for
+    repeated eigenvalues and rotation-equivariant, log(R T R^T) = R log(T) R^T.
+    """
+    if not minimum > 0:
+        raise ValueError(f"minimum must be positive, got {minimum!r}")
+    t = as_float64(t, "t", (3, 3))
+    _require_symmetric(t, (1, 0), "t", "a symmetric 3x3 matrix")
+    module = torch if _is_torch(t) else np
+    eye = module.eye(3, dtype=t.dtype, **({"device": t.device} if _is_torch(t) else {}))
+    eigenvalues, vectors = module.linalg.eigh(t - floor * eye)
+    logs = module.log(module.clip(eigenvalues, minimum, None))
+    return (vectors * logs[..., None, :]) @ module.swapaxes(vectors, -1, -2)
+
+
+def symmetric_exp(a: Array, floor: float = 0.0) -> Array:
+    """floor I + exp(A) of symmetric (..., 3, 3) matrices: every eigenvalue exceeds `floor`, whatever A is.
+
+    The matrix exponential maps the symmetric matrices one to one onto the positive definite ones and commutes
+    with rotations, exp(R A R^T) = R exp(A) R^T, so a network predicting A equivariantly predicts a positive
+    definite tensor equivariantly. torch: torch.linalg.matrix_exp (differentiable, no eigenvector derivative).
+    """
+    a = as_float64(a, "a", (3, 3))
+    _require_symmetric(a, (1, 0), "a", "a symmetric 3x3 matrix")
+    if _is_torch(a):
+        exp = torch.linalg.matrix_exp(0.5 * (a + a.transpose(-1, -2)))
+        return exp + floor * torch.eye(3, dtype=a.dtype, device=a.device)
+    eigenvalues, vectors = np.linalg.eigh(a)
+    return (vectors * np.exp(eigenvalues)[..., None, :]) @ np.swapaxes(vectors, -1, -2) + floor * np.eye(3)

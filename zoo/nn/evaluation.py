@@ -6,13 +6,24 @@ Metrics (every predictor, every group; quantities from zoo.core.derived, convent
                  ||pred - true||_F / ||true||_F of the Cartesian tensors (records with a zero true tensor skipped)
     elastic      Hill K, G, E: MAE (GPa) and MAE/MAD, MAD being the mean absolute deviation of the true values
                  from their mean (MatTen's scaled error); fraction_not_positive_definite of the predicted 6x6
-    dielectric   eps_poly_mae and anisotropy_ratio_mae (a_r = lambda_max/lambda_min) of the target part
-                 (electronic); a predicted tensor with lambda_min <= 0 has no a_r and is counted, not scored
+    dielectric   per part (electronic, then ionic and total when the model predicts them; metric names without a
+                 part suffix are the electronic part's, the headline part, as in release 1.0.0 and AnisoNet):
+                 eps_poly_mae, anisotropy_ratio_mae (a_r = lambda_max/lambda_min; a predicted tensor with
+                 lambda_min <= 0 has no a_r and is counted, not scored), component_mae, relative_frobenius_error,
+                 eigenvalue_violation_rate (the fraction of predictions with an eigenvalue below the part's floor:
+                 1 for electronic and total, 0 for ionic; 1e-6 slack). The same eps_poly and a_r MAEs again with the
+                 suffix _eps15 on the records whose true electronic eps_poly <= 15 (n_eps15 of them): AnisoNet's
+                 data set filter, for comparability with its published figures (PropertySpec.published)
     piezo        max_longitudinal_mae: the largest longitudinal coefficient max_n |e_ijk n_i n_j n_k| (C/m^2)
-    phonon       dos_mse (max-normalised DOS, mean over bins and records); mean-frequency relative error and
-                 the fraction of records below 10% (Chen et al.'s figure); C_V(300 K) MAE in k_B per atom.
-                 A baseline's DOS is clipped at 0 before scoring (a DOS cannot be negative; the model's softplus
-                 output already is)
+    phonon       dos_mse (max-normalised DOS, mean over bins and records); r2_max_normalised (sklearn r2_score
+                 over records x bins, variance_weighted: 1 - SSE / the true DOS's per-bin variance, Mat2Spec and
+                 Chen et al.'s setting); mean frequency (zoo.core.derived.mean_frequency): MAE in cm^-1, mean
+                 relative error and the fraction of records below 10% (Chen et al.'s figure);
+                 wasserstein_cm: the mean over records of the 1-D Wasserstein distance (scipy) between the true and
+                 predicted DOS as distributions over the grid (each normalised to sum 1, Mat2Spec's setting), cm^-1;
+                 C_V at 300 K (zoo.core.derived.heat_capacity_cv, DOS normalised to 3N states): MAE in J/(K mol of
+                 atoms) and in k_B per atom. A baseline's DOS is clipped at 0 before scoring (a DOS cannot be
+                 negative; the model's softplus output already is)
     symmetry_violation (tensors)  mean over test records of zoo.core.symmetry.neumann_residual of the predicted tensor
                  under the record's point group (spglib analysis done once per structure and shared by all
                  predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
@@ -43,39 +54,80 @@ HEADLINES = {"elastic": "k_vrh_mae", "dielectric": "eps_poly_mae", "piezo": "com
 MODEL_KEY = "model"
 PREDICT_BATCH = 64
 MEAN_FREQUENCY_TOLERANCE = 0.10
+# AnisoNet's data set keeps eps_poly (electronic) <= 15 (Lou & Ganose 2024): metrics on that subset carry this suffix.
+ANISONET_MAX_EPS_POLY = 15.0
+COMPARABLE_SUFFIX = "_eps15"
+# An eigenvalue more than this below its floor (eps >= 1, ionic >= 0) counts as a violation (float32 rounding).
+FLOOR_SLACK = 1e-6
+
+
+# What the metrics of a property mean, written into its metrics document (the module docstring says it at length).
+METRIC_DEFINITIONS = {
+    "dielectric": {
+        "parts": "metric names without a part suffix are of the electronic part (the headline part); _ionic and "
+                 "_total of the ionic part and of total = electronic + ionic",
+        "_eps15": f"on the test records whose true electronic eps_poly <= {ANISONET_MAX_EPS_POLY:g} (n_eps15), "
+                  "AnisoNet's data filter",
+        "eigenvalue_violation_rate": f"fraction of predictions with an eigenvalue below the part's floor (1 for "
+                                     f"electronic and total, 0 for ionic) by more than {FLOOR_SLACK:g}",
+    },
+    "phonon": {
+        "r2_max_normalised": "sklearn r2_score(true, predicted max-normalised DOS, multioutput='variance_weighted')",
+        "wasserstein_cm": "mean over records of scipy.stats.wasserstein_distance on the grid, DOS as weights "
+                          "(sum-normalised), cm^-1",
+        "cv_300k_mae_j_per_mol_k": "MAE of C_V(300 K) in J/(K mol of atoms), DOS normalised to 3N states "
+                                   "(zoo.core.derived.heat_capacity_cv)",
+        "mean_frequency_mae_cm": "MAE of the mean frequency int g w / int g (zoo.core.derived.mean_frequency), cm^-1",
+    },
+}
+
+
+def published_comparison(spec: properties.PropertySpec, model: Mapping[str, Any],
+                         baselines_scores: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per published result of the property (PropertySpec.published): the paper's value beside ours and
+    the best baseline's (lowest error, or highest R^2 and fraction below 10%)."""
+    higher_is_better = {"r2_max_normalised", "fraction_mean_frequency_error_below_10pct"}
+    rows = []
+    for result in spec.published:
+        scores = {name: values.get(result.metric) for name, values in baselines_scores.items()
+                  if values.get(result.metric) is not None}
+        pick = max if result.metric in higher_is_better else min
+        best = pick(scores, key=scores.get) if scores else None
+        rows.append({"metric": result.metric, "published": result.value, "source": result.source,
+                     "setting": result.setting, "model": model.get(result.metric),
+                     "best_baseline": best, "best_baseline_value": scores.get(best)})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ predict
 def predict(net, split: training.SplitData, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """(n, dim) float64 predictions of `net` (irreps vector, or the DOS) for every record of `split`."""
+    """(n, n_parts * dim) float64 predictions of `net` (the tensors' irreps, per predicted part, or the DOS) for
+    every record of `split`."""
     net.eval()
     full = graphs.GraphBatch.collate(graphs.GraphCache(net.config.r_cut).graphs(split.structures))
     full = net.attach_geometry(full)
     out = []
-    with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(split)))
-            out.append(net(full.select(index)).to(torch.float64).numpy())
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)))
+        out.append(net.predict_irreps(full.select(index)).numpy())
     return np.concatenate(out) if out else np.zeros((0, net.irreps_out.dim))
 
 
 # ------------------------------------------------------------------------------------- per-record values
-def record_quantities(property_name: str, values: np.ndarray, structures: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Per-record derived quantities of predicted or true values (irreps vectors, or DOS), NaN where undefined."""
+def record_quantities(property_name: str, values: np.ndarray, structures: Sequence[Any],
+                      parts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per-record derived quantities of predicted or true values (irreps vectors of `parts`, concatenated, default
+    the property's predicted_parts; or the DOS), NaN where undefined."""
     spec = properties.get(property_name)
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
     if not spec.is_tensor:
-        dos = np.clip(values, 0.0, None)
-        mean_frequency, cv = np.full(n, np.nan), np.full(n, np.nan)
-        for i, (g, structure) in enumerate(zip(dos, structures)):
-            if np.trapezoid(g, PHONON_GRID_CM) <= 0.0:
-                continue  # an all-zero DOS has no mean frequency
-            mean_frequency[i] = derived.mean_frequency(PHONON_GRID_CM, g)
-            cv[i] = derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure), derived.CV_REFERENCE_TEMPERATURE_K,
-                                             float(structure.composition.weight))["cv_per_atom_kb"]
-        return {"dos": dos, "mean_frequency_cm": mean_frequency, "cv_300k_per_atom_kb": cv}
-    cartesian = tensors.irreps_to_cartesian(values, spec.formula)
+        return phonon_quantities(values, structures)
+    parts = tuple(spec.predicted_parts if parts is None else parts)
+    cartesian = tensors.irreps_to_cartesian(values.reshape(n, len(parts), -1), spec.formula)
+    if spec.has_parts:
+        return dielectric_quantities(spec, parts, cartesian)
+    cartesian = cartesian[:, 0]
     out = {"cartesian": cartesian, "voigt": tensors.cartesian_to_voigt(cartesian, spec.voigt_kind)}
     if spec.name == "elastic":
         moduli = {key: np.full(n, np.nan) for key in ("k_vrh", "g_vrh", "y_mod")}
@@ -87,15 +139,54 @@ def record_quantities(property_name: str, values: np.ndarray, structures: Sequen
             for key in moduli:
                 moduli[key][i] = hill[key]
         out.update(moduli, min_eigenvalue=eigenvalues[:, 0])
-    elif spec.name == "dielectric":
-        eigenvalues = np.linalg.eigvalsh(cartesian)
-        out["eps_poly"] = eigenvalues.mean(axis=1)
-        positive = eigenvalues[:, 0] > 0
-        out["anisotropy_ratio"] = np.where(positive, eigenvalues[:, -1] / np.where(positive, eigenvalues[:, 0], 1.0),
-                                           np.nan)
     elif spec.name == "piezo":
         out["max_longitudinal"] = np.array([derived.piezo_properties(e)["max_longitudinal"] for e in out["voigt"]])
     return out
+
+
+def part_suffix(spec: properties.PropertySpec, part: str) -> str:
+    """'' for the target (headline) part, '_<part>' for the others: the names of per-part quantities and metrics."""
+    return "" if part == spec.target_part else f"_{part}"
+
+
+def dielectric_quantities(spec: properties.PropertySpec, parts: tuple[str, ...],
+                          cartesian: np.ndarray) -> dict[str, np.ndarray]:
+    """Per part (and the summed total when both summands are there; names: ``part_suffix``): the Cartesian tensor,
+    its Voigt form, eps_poly, a_r (NaN where lambda_min <= 0) and the smallest eigenvalue's margin over the floor.
+    "cartesian_parts" stacks every part's tensor (n, n_parts, 3, 3) for the symmetry check."""
+    tensors_by_part = {part: cartesian[:, k] for k, part in enumerate(parts)}
+    if spec.summed_part is not None and set(spec.summed_part[1]) <= set(parts):
+        total, summands = spec.summed_part
+        tensors_by_part[total] = sum(tensors_by_part[part] for part in summands)
+    out: dict[str, np.ndarray] = {"cartesian_parts": np.stack(list(tensors_by_part.values()), axis=1)}
+    for part, tensor in tensors_by_part.items():
+        suffix = part_suffix(spec, part)
+        eigenvalues = np.linalg.eigvalsh(tensor)
+        positive = eigenvalues[:, 0] > 0
+        out[f"cartesian{suffix}"] = tensor
+        out[f"voigt{suffix}"] = tensors.cartesian_to_voigt(tensor, spec.voigt_kind)
+        out[f"eps_poly{suffix}"] = eigenvalues.mean(axis=1)
+        out[f"anisotropy_ratio{suffix}"] = np.where(
+            positive, eigenvalues[:, -1] / np.where(positive, eigenvalues[:, 0], 1.0), np.nan)
+        out[f"floor_margin{suffix}"] = eigenvalues[:, 0] - spec.eigenvalue_floor(part)
+    return out
+
+
+def phonon_quantities(values: np.ndarray, structures: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Per record: the DOS (clipped at 0), mean frequency (cm^-1) and C_V at 300 K (k_B per atom and J/(K mol of
+    atoms)), NaN for an all-zero DOS (no spectrum to average)."""
+    dos = np.clip(values, 0.0, None)
+    n = len(dos)
+    mean_frequency, cv_kb, cv_molar = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    for i, (g, structure) in enumerate(zip(dos, structures)):
+        if np.trapezoid(g, PHONON_GRID_CM) <= 0.0:
+            continue
+        mean_frequency[i] = derived.mean_frequency(PHONON_GRID_CM, g)
+        cv = derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure), derived.CV_REFERENCE_TEMPERATURE_K,
+                                      float(structure.composition.weight))
+        cv_kb[i], cv_molar[i] = cv["cv_per_atom_kb"], cv["cv_j_per_mol_atoms_k"]
+    return {"dos": dos, "mean_frequency_cm": mean_frequency, "cv_300k_per_atom_kb": cv_kb,
+            "cv_300k_j_per_mol_atoms_k": cv_molar}
 
 
 # -------------------------------------------------------------------------------------------- aggregation
@@ -119,15 +210,7 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
     pick = lambda q, key: np.asarray(q[key])[mask]  # noqa: E731
     out: dict[str, Any] = {"n": int(mask.sum())}
     if not spec.is_tensor:
-        out["dos_mse"] = _mean(((pick(pred, "dos") - pick(true, "dos")) ** 2).mean(axis=1))
-        mean_true, mean_pred = pick(true, "mean_frequency_cm"), pick(pred, "mean_frequency_cm")
-        relative = np.abs(mean_pred - mean_true) / mean_true
-        out["mean_frequency_relative_error"] = _mean(relative)
-        out["fraction_mean_frequency_error_below_10pct"] = float(np.mean(np.nan_to_num(relative, nan=np.inf)
-                                                                         < MEAN_FREQUENCY_TOLERANCE))
-        out["cv_300k_mae_kb_per_atom"], _ = _mae_pair(pick(pred, "cv_300k_per_atom_kb"),
-                                                      pick(true, "cv_300k_per_atom_kb"))
-        return out
+        return {**out, **phonon_metrics(lambda q, key: pick(q, key), pred, true)}
     true_cart, pred_cart = pick(true, "cartesian"), pick(pred, "cartesian")
     out["component_mae"] = _mean(np.abs(pick(pred, "voigt") - pick(true, "voigt")).reshape(len(true_cart), -1)
                                  .mean(axis=1))
@@ -146,20 +229,88 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
         out["n_moduli_undefined"] = undefined
         out["fraction_not_positive_definite"] = float(np.mean(pick(pred, "min_eigenvalue") <= 0)) \
             if mask.any() else None
-    elif spec.name == "dielectric":
-        out["eps_poly_mae"], _ = _mae_pair(pick(pred, "eps_poly"), pick(true, "eps_poly"))
-        out["anisotropy_ratio_mae"], out["n_anisotropy_ratio_undefined"] = _mae_pair(
-            pick(pred, "anisotropy_ratio"), pick(true, "anisotropy_ratio"))
+    elif spec.has_parts:
+        out.update(dielectric_metrics(spec, pred, true, mask))
     elif spec.name == "piezo":
         out["max_longitudinal_mae"], _ = _mae_pair(pick(pred, "max_longitudinal"), pick(true, "max_longitudinal"))
     return out
 
 
+def dielectric_metrics(spec: properties.PropertySpec, pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
+                       mask: np.ndarray) -> dict[str, Any]:
+    """The per-part metrics (module docstring) of the records selected by `mask`, and on its eps15 subset."""
+    out: dict[str, Any] = {}
+    # (a model of the ionic part alone has no electronic truth to select by: no subset)
+    comparable = mask & (np.asarray(true["eps_poly"]) <= ANISONET_MAX_EPS_POLY) if "eps_poly" in true else None
+    for part in spec.tensor_parts:
+        suffix = part_suffix(spec, part)
+        if f"eps_poly{suffix}" not in pred:
+            continue
+        # a_r (and the relative error) of a part whose eigenvalues may be 0 (ionic) divide by near-zeros: not reported
+        with_ratio = spec.eigenvalue_floor(part) > 0
+        for name, selected in (("", mask), (COMPARABLE_SUFFIX, comparable)):
+            if selected is None:
+                continue
+            eps_true, eps_pred = np.asarray(true[f"eps_poly{suffix}"])[selected], \
+                np.asarray(pred[f"eps_poly{suffix}"])[selected]
+            out[f"eps_poly_mae{suffix}{name}"], _ = _mae_pair(eps_pred, eps_true)
+            if with_ratio:
+                out[f"anisotropy_ratio_mae{suffix}{name}"], undefined = _mae_pair(
+                    np.asarray(pred[f"anisotropy_ratio{suffix}"])[selected],
+                    np.asarray(true[f"anisotropy_ratio{suffix}"])[selected])
+                if not name:
+                    out[f"n_anisotropy_ratio_undefined{suffix}"] = undefined
+        if suffix:  # the electronic part's are the generic component_mae / relative_frobenius_error
+            voigt_true, voigt_pred = np.asarray(true[f"voigt{suffix}"])[mask], np.asarray(pred[f"voigt{suffix}"])[mask]
+            out[f"component_mae{suffix}"] = _mean(np.abs(voigt_pred - voigt_true).mean(axis=1))
+            cart_true, cart_pred = np.asarray(true[f"cartesian{suffix}"])[mask], \
+                np.asarray(pred[f"cartesian{suffix}"])[mask]
+            norms = np.sqrt((cart_true ** 2).sum(axis=(1, 2)))
+            if with_ratio:  # relative to a near-zero ionic tensor: not reported either
+                out[f"relative_frobenius_error{suffix}"] = _mean(
+                    np.sqrt(((cart_pred - cart_true) ** 2).sum(axis=(1, 2)))[norms > 0] / norms[norms > 0])
+        margins = np.asarray(pred[f"floor_margin{suffix}"])[mask]
+        out[f"eigenvalue_violation_rate{suffix}"] = float(np.mean(margins < -FLOOR_SLACK)) if margins.size else None
+    if comparable is not None:
+        out[f"n{COMPARABLE_SUFFIX}"] = int(comparable.sum())
+    return out
+
+
+def phonon_metrics(pick: Callable[[Mapping[str, np.ndarray], str], np.ndarray], pred: Mapping[str, np.ndarray],
+                   true: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The DOS metrics (module docstring) of the records `pick` selects."""
+    from scipy.stats import wasserstein_distance
+    from sklearn.metrics import r2_score
+
+    dos_true, dos_pred = pick(true, "dos"), pick(pred, "dos")
+    out: dict[str, Any] = {"dos_mse": _mean(((dos_pred - dos_true) ** 2).mean(axis=1))}
+    out["r2_max_normalised"] = float(r2_score(dos_true, dos_pred, multioutput="variance_weighted")) \
+        if len(dos_true) >= 2 else None
+    distances = [wasserstein_distance(PHONON_GRID_CM, PHONON_GRID_CM, g, h) if g.sum() > 0 and h.sum() > 0
+                 else np.nan for g, h in zip(dos_true, dos_pred)]
+    out["wasserstein_cm"] = _mean(distances)
+    mean_true, mean_pred = pick(true, "mean_frequency_cm"), pick(pred, "mean_frequency_cm")
+    out["mean_frequency_mae_cm"], _ = _mae_pair(mean_pred, mean_true)
+    relative = np.abs(mean_pred - mean_true) / mean_true
+    out["mean_frequency_relative_error"] = _mean(relative)
+    out["fraction_mean_frequency_error_below_10pct"] = float(np.mean(np.nan_to_num(relative, nan=np.inf)
+                                                                     < MEAN_FREQUENCY_TOLERANCE)) \
+        if relative.size else None
+    for key, unit in (("cv_300k_per_atom_kb", "kb_per_atom"), ("cv_300k_j_per_mol_atoms_k", "j_per_mol_k")):
+        out[f"cv_300k_mae_{unit}"], _ = _mae_pair(pick(pred, key), pick(true, key))
+    return out
+
+
 def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
                        infos: Sequence[symmetry.SymmetryInfo]) -> float | None:
-    """Mean Neumann residual of the predicted tensors under each record's point group; None for the DOS."""
-    if not properties.get(property_name).is_tensor:
+    """Mean Neumann residual of the predicted tensors under each record's point group (the largest over the parts
+    of a property with several); None for the DOS and without `infos`."""
+    spec = properties.get(property_name)
+    if not spec.is_tensor or infos is None:
         return None
+    if spec.has_parts:
+        return _mean([max(symmetry.neumann_residual(t, info) for t in parts)
+                      for parts, info in zip(pred["cartesian_parts"], infos)])
     return _mean([symmetry.neumann_residual(t, info) for t, info in zip(pred["cartesian"], infos)])
 
 
@@ -204,8 +355,9 @@ def score(property_name: str, predictions: Mapping[str, np.ndarray], test: train
     quantities / true: record_quantities of the predictions / of the targets (for the plots).
     """
     spec = properties.get(property_name)
-    true = record_quantities(spec.name, test.targets, test.structures)
-    quantities = {name: record_quantities(spec.name, values, test.structures) for name, values in predictions.items()}
+    true = record_quantities(spec.name, test.targets, test.structures, test.parts)
+    quantities = {name: record_quantities(spec.name, values, test.structures, test.parts)
+                  for name, values in predictions.items()}
     systems = np.asarray(test.crystal_systems)
     everything = np.ones(len(test), dtype=bool)
     overall, per_system = {}, {}
@@ -233,6 +385,7 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)
     data, dataset = training.load_splits(spec.name, datasets_root)
+    data = {name: training.for_parts(split, loaded.net.parts) for name, split in data.items()}
     if loaded.info["dataset"]["fingerprint"] != dataset.fingerprint:
         raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {loaded.info['dataset']['fingerprint']}, "
                          f"but the dataset now is {dataset.fingerprint}: retrain it (dvc repro train@{spec.name})")
@@ -276,6 +429,8 @@ def evaluate_property(property_name: str, settings: training.TrainSettings, *,
     if not spec.is_tensor:
         document["definitions"]["non_equivariant"] = ("not applicable: the DOS is invariant, so the model's own head "
                                                       "is already invariant")
+    document["definitions"].update(METRIC_DEFINITIONS.get(spec.name, {}))
+    document["published"] = published_comparison(spec, document[MODEL_KEY], document["baselines"])
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.

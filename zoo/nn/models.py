@@ -14,6 +14,16 @@ Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps dec
         "invariant_voigt": the pooled 0e scalars -> MLP -> independent Voigt components (a non-equivariant
                            baseline: it cannot rotate with the input) -> irreps -> x scale + shift
         phonon:            o3.Linear onto 51x0e -> softplus (non-negative DOS; why not ReLU: see ``forward``)
+    A property with several parts (dielectric) gets one block of its irreps per predicted part (ModelConfig.parts).
+
+Output maps (ModelConfig.output_map, tensors):
+    "linear"   the head's irreps are the tensor's (the default).
+    "spd_log"  the head's irreps, per part, are those of A = log(T - floor I), the matrix logarithm of the part's
+               excess over its eigenvalue floor (PropertySpec.eigenvalue_floors: eps >= 1 electronic, ionic >= 0);
+               the tensor is T = floor I + exp(A) (zoo.core.tensors.symmetric_exp), so every prediction satisfies
+               the bound by construction, equivariantly (exp(R A R^T) = R exp(A) R^T). Training compares A with
+               the log of the targets (``encode_targets``): a squared error in log-eigenvalue space, in which the
+               heavy tail (eps up to 257) weighs like relative errors instead of dominating.
 
 Outputs are irreps vectors in the e3nn CartesianTensor basis of ``zoo.core.tensors``; ``predict_cartesian`` maps them to
 Cartesian tensors with its cached change of basis. Differences from MatTen: no equivariant batch norm (outputs
@@ -40,6 +50,11 @@ from zoo.nn.graphs import EdgeGeometry, GraphBatch
 
 CONFIG_FORMAT = "zoo.models.ModelConfig/1"
 HEADS = ("equivariant", "invariant_voigt")
+OUTPUT_MAPS = ("linear", "spd_log")
+# spd_log targets: eigenvalues of T - floor I below this are raised to it before the logarithm (1.4% of the ionic
+# eigenvalues of the dielectric training split are below it, 0.4% exactly 0; log 0.1 = -2.3 against a bulk of
+# log eps_ionic in 0..4.3). The prediction's error from the clip is at most 0.1 per eigenvalue.
+SPD_LOG_MINIMUM = 0.1
 MATTEN_HIDDEN_IRREPS = "32x0o+32x0e+16x1o+16x1e+4x2o+4x2e+2x3o+2x3e+2x4e"  # REFERENCE.md
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Edges per chunk in inference (no gradients): bounds memory at ~chunk x irreps_mid floats per temporary, a few
@@ -93,6 +108,9 @@ class ModelConfig:
     output_shift        one offset per 0e instance, added after the scale; None -> all 0
     dtype               'float32' (default, fast) or 'float64'
     seed                seeds the weight initialisation (the global RNG is left untouched)
+    parts               the tensor parts predicted, in this order (PropertySpec.tensor_parts); None -> the property's
+                        predicted_parts (dielectric: electronic and ionic; total is their sum)
+    output_map          'linear' or 'spd_log' (module docstring; spd_log needs the parts' eigenvalue floors)
     """
 
     property: str
@@ -112,6 +130,8 @@ class ModelConfig:
     output_shift: tuple[float, ...] | None = None
     dtype: str = "float32"
     seed: int = 0
+    parts: tuple[str, ...] | None = None
+    output_map: str = "linear"
 
     def __post_init__(self):
         spec = properties.get(self.property)  # ValueError naming the known properties
@@ -133,6 +153,7 @@ class ModelConfig:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
 
+        self._check_parts(spec, set_field)
         hidden = _irreps_field(self.hidden_irreps, "hidden_irreps")
         if "0e" not in hidden:
             raise ValueError(f"hidden_irreps must contain scalars (0e) to gate the other features, got {hidden}")
@@ -160,6 +181,7 @@ class ModelConfig:
             raise ValueError(f"readout irreps {unreachable} cannot come out of a layer whose input is {last_input} "
                              f"with l_max {l_max}: raise l_max, add odd-parity hidden_irreps or use n_layers >= 2")
 
+        output = output_irreps(self)
         n_instances = output.num_irreps
         n_scalars = sum(mul for mul, ir in output if ir == o3.Irrep("0e"))
         for name, length in (("output_scale", n_instances), ("output_shift", n_scalars)):
@@ -172,12 +194,32 @@ class ModelConfig:
             try:
                 value = tuple(float(v) for v in value)
             except (TypeError, ValueError):
-                raise ValueError(f"{name} must be {length} numbers for {spec.irreps}, got {value!r}") from None
+                raise ValueError(f"{name} must be {length} numbers for {output}, got {value!r}") from None
             if len(value) != length or not all(math.isfinite(v) for v in value):
-                raise ValueError(f"{name} must be {length} finite numbers for {spec.irreps}, got {value!r}")
+                raise ValueError(f"{name} must be {length} finite numbers for {output}, got {value!r}")
             if name == "output_scale" and min(value) <= 0:
                 raise ValueError(f"output_scale must be positive, got {value!r}")
             set_field(name, value)
+
+    def _check_parts(self, spec, set_field) -> None:
+        parts = spec.predicted_parts if self.parts is None else self.parts
+        if isinstance(parts, str) or not all(isinstance(part, str) for part in parts):
+            raise ValueError(f"parts must be a list of part names, got {self.parts!r}")
+        parts = tuple(parts)
+        unknown = [part for part in parts if part not in spec.tensor_parts]
+        if not parts or unknown or len(set(parts)) != len(parts):
+            raise ValueError(f"parts must be distinct parts of {spec.name} {spec.tensor_parts}, got {self.parts!r}")
+        if spec.summed_part is not None and spec.summed_part[0] in parts:
+            raise ValueError(f"parts must not include {spec.summed_part[0]!r}: it is the sum of "
+                             f"{' + '.join(spec.summed_part[1])}, derived from them")
+        set_field("parts", parts)
+        if self.output_map not in OUTPUT_MAPS:
+            raise ValueError(f"output_map must be one of {OUTPUT_MAPS}, got {self.output_map!r}")
+        if self.output_map == "spd_log":
+            if spec.formula != "ij=ji":
+                raise ValueError(f"output_map 'spd_log' needs a symmetric rank-2 tensor; {spec.name} is not one")
+            for part in parts:
+                spec.eigenvalue_floor(part)  # ValueError when the property states none
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_json(self) -> str:
@@ -197,10 +239,13 @@ class ModelConfig:
         if found != CONFIG_FORMAT:
             raise ValueError(f"text has config format {found!r}; this code reads {CONFIG_FORMAT!r}")
         names = {f.name for f in dataclasses.fields(cls)}
+        # Configs written before parts and output_map existed (releases 1.0.0) predicted the target part, linearly.
+        if "property" in data and "parts" not in data and "output_map" not in data:
+            data.update(parts=[properties.get(data["property"]).target_part], output_map="linear")
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ValueError(f"text does not match ModelConfig: unknown fields {unknown}, missing fields {missing}")
-        for name in ("radial_hidden", "output_scale", "output_shift"):
+        for name in ("radial_hidden", "output_scale", "output_shift", "parts"):
             if isinstance(data[name], list):
                 data[name] = tuple(data[name])
         return cls(**data)
@@ -253,8 +298,16 @@ def _positive_float(value, name: str) -> float:
     return number
 
 
-def fit_output_normalisation(property_name: str, targets) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(output_scale, output_shift) for ModelConfig from training targets in irreps form, shape (n, dim).
+def output_irreps(config: ModelConfig) -> o3.Irreps:
+    """The irreps the network outputs: the property's irreps once per predicted part (the DOS: 51x0e)."""
+    irreps = properties.get(config.property).irreps
+    return o3.Irreps("+".join([irreps] * len(config.parts)))
+
+
+def fit_output_normalisation(property_name: str, targets, n_parts: int = 1,
+                             ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(output_scale, output_shift) for ModelConfig from training targets in the network's output form (irreps of
+    each of `n_parts` parts, concatenated; log-space for output_map spd_log), shape (n, n_parts * dim).
 
     shift: the mean of each 0e component (a rotation-invariant offset). scale: per irrep instance, the RMS of
     its components after the shift, so each block reaches the network with unit size. Both are invariants of
@@ -263,10 +316,10 @@ def fit_output_normalisation(property_name: str, targets) -> tuple[tuple[float, 
     spec = properties.get(property_name)
     if not spec.is_tensor:
         raise ValueError(f"property_name {property_name!r}: output normalisation applies to tensor properties only")
-    irreps = o3.Irreps(spec.irreps)
+    irreps = o3.Irreps("+".join([spec.irreps] * n_parts))
     values = np.asarray(targets, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != irreps.dim or len(values) == 0:
-        raise ValueError(f"targets must have shape (n >= 1, {irreps.dim}) for {spec.irreps}, got {values.shape}")
+        raise ValueError(f"targets must have shape (n >= 1, {irreps.dim}) for {irreps}, got {values.shape}")
     scale, shift, start = [], [], 0
     for mul, ir in irreps:
         for _ in range(mul):
@@ -410,8 +463,12 @@ class Interaction(torch.nn.Module):
 class MattenNet(torch.nn.Module):
     """One network for any property in zoo.properties, shaped by a ModelConfig (module docstring).
 
-    ``forward(batch)`` -> (n_graphs, dim) irreps in the property's e3nn basis (the DOS for phonon), in the model
-    dtype; ``predict_cartesian(batch)`` -> float64 Cartesian tensors (the DOS for phonon), without gradients.
+    ``forward(batch)`` -> (n_graphs, n_parts * dim) irreps in the property's e3nn basis, per part (log-space ones
+    for output_map spd_log; the DOS for phonon), in the model dtype. Without gradients, float64:
+    ``predict_irreps(batch)`` -> the tensors' irreps (n_graphs, n_parts * dim), whatever the output map;
+    ``predict_cartesian(batch)`` -> Cartesian tensors (n_graphs, *cartesian_shape), with a parts axis
+    (n_graphs, n_output_parts, *cartesian_shape) for a property with several parts (the predicted parts and their
+    sum, PropertySpec.output_parts); the DOS (n_graphs, 51) for phonon.
     """
 
     def __init__(self, config: ModelConfig):
@@ -422,7 +479,8 @@ class MattenNet(torch.nn.Module):
         self.spec = properties.get(config.property)
         self.dtype = DTYPES[config.dtype]
         hidden = o3.Irreps(config.hidden_irreps)
-        self.irreps_out = o3.Irreps(self.spec.irreps)
+        self.irreps_out = output_irreps(config)
+        self.parts = config.parts
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
             torch.manual_seed(config.seed)
             self.embedding = SpeciesEmbedding(config.species_dim)
@@ -455,8 +513,9 @@ class MattenNet(torch.nn.Module):
         else:
             positions = np.arange(int(np.prod(voigt_shape)))
         self.register_buffer("voigt_positions", torch.as_tensor(positions, dtype=torch.int64))
-        self.head = e3nn_nn.FullyConnectedNet([len(scalar_columns), self.config.invariant_hidden, len(positions)],
-                                              torch.nn.functional.silu)
+        self.head = e3nn_nn.FullyConnectedNet(
+            [len(scalar_columns), self.config.invariant_hidden, len(positions) * len(self.parts)],
+            torch.nn.functional.silu)
 
     def _init_output_normalisation(self) -> None:
         config = self.config
@@ -513,21 +572,69 @@ class MattenNet(torch.nn.Module):
         return normalised * self.output_scale + self.output_shift
 
     def _invariant_voigt(self, pooled: torch.Tensor) -> torch.Tensor:
-        components = self.head(pooled[:, self.scalar_columns])
-        size = int(np.prod(self.spec.voigt_shape))
-        voigt = components.new_zeros(len(pooled), size).index_copy(1, self.voigt_positions, components)
-        voigt = voigt.reshape(len(pooled), *self.spec.voigt_shape)
-        if self.voigt_symmetric:
-            voigt = voigt + voigt.transpose(1, 2) - torch.diag_embed(torch.diagonal(voigt, dim1=1, dim2=2))
-        return tensors.voigt_to_irreps(voigt, self.spec.voigt_kind, self.spec.formula).to(self.dtype)
+        all_components = self.head(pooled[:, self.scalar_columns])
+        size, n = int(np.prod(self.spec.voigt_shape)), len(self.voigt_positions)
+        out = []
+        for k in range(len(self.parts)):
+            components = all_components[:, k * n:(k + 1) * n]
+            voigt = components.new_zeros(len(pooled), size).index_copy(1, self.voigt_positions, components)
+            voigt = voigt.reshape(len(pooled), *self.spec.voigt_shape)
+            if self.voigt_symmetric:
+                voigt = voigt + voigt.transpose(1, 2) - torch.diag_embed(torch.diagonal(voigt, dim1=1, dim2=2))
+            out.append(tensors.voigt_to_irreps(voigt, self.spec.voigt_kind, self.spec.formula).to(self.dtype))
+        return torch.cat(out, dim=1)
+
+    def predict_irreps(self, batch: GraphBatch) -> torch.Tensor:
+        """Inference: float64 irreps of the predicted tensors, (n_graphs, n_parts * dim); the DOS for phonon."""
+        with torch.no_grad():
+            return decode_outputs(self.config, self(batch).to(torch.float64))
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
-        """Inference: float64 Cartesian tensors (n_graphs, *cartesian_shape), or the DOS (n_graphs, 51)."""
-        with torch.no_grad():
-            output = self(batch)
-        if not self.spec.is_tensor:
-            return output.to(torch.float64)
-        return tensors.irreps_to_cartesian(output, self.spec.formula)
+        """Inference: float64 Cartesian tensors (class docstring), or the DOS (n_graphs, 51). The parts axis holds
+        ``spec.output_parts(parts)``: the predicted parts, then their sum (dielectric total = electronic + ionic)."""
+        cartesian = irreps_to_cartesian_parts(self.config, self.predict_irreps(batch))
+        if len(self.spec.output_parts(self.parts)) > len(self.parts):
+            summands = [self.parts.index(part) for part in self.spec.summed_part[1]]
+            cartesian = torch.cat([cartesian, cartesian[:, summands].sum(dim=1, keepdim=True)], dim=1)
+        return cartesian
+
+
+def encode_targets(config: ModelConfig, targets):
+    """Targets as the network outputs them: tensor irreps (n, n_parts * dim) -> per part the irreps of
+    log(T - floor I) for output_map spd_log (eigenvalues clipped at SPD_LOG_MINIMUM); unchanged otherwise.
+    numpy or torch, float64 out."""
+    if config.output_map == "linear":
+        return targets
+    spec = properties.get(config.property)
+    cartesian = irreps_to_cartesian_parts(config, targets, parts_axis=True)
+    logs = [tensors.symmetric_log(cartesian[:, k], spec.eigenvalue_floor(part), SPD_LOG_MINIMUM)
+            for k, part in enumerate(config.parts)]
+    return _concatenate([tensors.cartesian_to_irreps(log, spec.formula) for log in logs])
+
+
+def decode_outputs(config: ModelConfig, outputs):
+    """Network outputs -> the tensors' irreps, the inverse of ``encode_targets`` (float64)."""
+    if config.output_map == "linear":
+        return outputs
+    spec = properties.get(config.property)
+    logs = irreps_to_cartesian_parts(config, outputs, parts_axis=True)
+    values = [tensors.symmetric_exp(logs[:, k], spec.eigenvalue_floor(part)) for k, part in enumerate(config.parts)]
+    return _concatenate([tensors.cartesian_to_irreps(value, spec.formula) for value in values])
+
+
+def irreps_to_cartesian_parts(config: ModelConfig, values, parts_axis: bool | None = None):
+    """Irreps (n, n_parts * dim) -> Cartesian (n, n_parts, *shape), or (n, *shape) for a property with a single
+    part (parts_axis None: as ``MattenNet.predict_cartesian`` returns them); the DOS is returned as it is."""
+    spec = properties.get(config.property)
+    if not spec.is_tensor:
+        return values
+    cartesian = tensors.irreps_to_cartesian(values.reshape(len(values), len(config.parts), -1), spec.formula)
+    keep = spec.has_parts if parts_axis is None else parts_axis
+    return cartesian if keep else cartesian[:, 0]
+
+
+def _concatenate(arrays):
+    return torch.cat(arrays, dim=1) if isinstance(arrays[0], torch.Tensor) else np.concatenate(arrays, axis=1)
 
 
 class Ensemble(torch.nn.Module):
@@ -538,7 +645,8 @@ class Ensemble(torch.nn.Module):
     The mean of equivariant members is equivariant, and the mean of non-negative DOS non-negative.
 
     Same interface as MattenNet for inference and evaluation: ``config`` (member 0's), ``spec``, ``dtype``,
-    ``irreps_out``, ``attach_geometry``, ``forward``, ``predict_cartesian``.
+    ``irreps_out``, ``parts``, ``attach_geometry``, ``forward``, ``predict_irreps``, ``predict_cartesian``. The
+    mean is taken of the members' tensors (not of their log-space outputs), as is the spread.
     """
 
     def __init__(self, members):
@@ -554,7 +662,7 @@ class Ensemble(torch.nn.Module):
             raise ValueError(f"ensemble members need distinct seeds, got {seeds}")
         self.members = torch.nn.ModuleList(members)
         self.config, self.spec = members[0].config, members[0].spec
-        self.dtype, self.irreps_out = members[0].dtype, members[0].irreps_out
+        self.dtype, self.irreps_out, self.parts = members[0].dtype, members[0].irreps_out, members[0].parts
 
     @property
     def seeds(self) -> list[int]:
@@ -565,6 +673,10 @@ class Ensemble(torch.nn.Module):
 
     def forward(self, batch: GraphBatch) -> torch.Tensor:
         return torch.stack([member(batch) for member in self.members]).mean(dim=0)
+
+    def predict_irreps(self, batch: GraphBatch) -> torch.Tensor:
+        batch = self.attach_geometry(batch) if batch.geometry is None else batch
+        return torch.stack([member.predict_irreps(batch) for member in self.members]).mean(dim=0)
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
         return self._member_predictions(batch).mean(dim=0)

@@ -85,8 +85,8 @@ class TrainSettings:
     deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
                              deterministic kernel, e.g. some CUDA scatter ops)
     progress_bar             Lightning's progress bar
-    loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
-                             norms, robust to heavy-tailed targets); see ``Loss``
+    loss                     'mse' (per-block normalised squared error), 'block_norm' (mean of per-block error
+                             norms, robust to heavy-tailed targets) or, for the DOS, 'mse_cdf'; see ``Loss``
     ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
                              zoo.nn.models.Ensemble predicting their mean (and spread)
     model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
@@ -194,16 +194,16 @@ def _check_int(value, name: str, minimum: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def target_column(property_name: str) -> str:
-    """The dataset column a model of the property predicts: its target_part in irreps form, or the DOS."""
+def target_columns(property_name: str) -> tuple[str, ...]:
+    """The dataset columns a model of the property learns from: each predicted part (PropertySpec.predicted_parts)
+    in irreps form, or the DOS."""
     spec = properties.get(property_name)
     if not spec.is_tensor:
-        return "dos"
-    parts = zoo_datasets.TENSOR_PARTS[spec.name]
-    if len(parts) == 1:
-        return f"{parts[0].prefix}_irreps"
-    (part,) = [p for p in parts if p.source_column == spec.target_part]
-    return f"{part.prefix}_irreps"
+        return ("dos",)
+    by_source = {part.source_column: part for part in zoo_datasets.TENSOR_PARTS[spec.name]}
+    if len(by_source) == 1:
+        return (f"{next(iter(by_source.values())).prefix}_irreps",)
+    return tuple(f"{by_source[part].prefix}_irreps" for part in spec.predicted_parts)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: array fields make a generated __eq__ ambiguous
@@ -212,7 +212,9 @@ class SplitData:
 
     record_ids, crystal_systems  one per record, in file order (sorted by record_id)
     structures                   pymatgen Structures (the frame of the tensors)
-    targets                      (n, dim) float64: target_column in irreps form (the DOS for phonon)
+    targets                      (n, n_parts * dim) float64: target_columns in irreps form, one block per part of
+                                 `parts` (the DOS for phonon)
+    parts                        the parts of `targets`, in order (PropertySpec.predicted_parts; ``for_parts``)
     """
 
     property: str
@@ -220,9 +222,23 @@ class SplitData:
     crystal_systems: tuple[str, ...]
     structures: tuple[Any, ...]
     targets: np.ndarray
+    parts: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.record_ids)
+
+
+def for_parts(data: SplitData, parts: Sequence[str]) -> SplitData:
+    """`data` with the targets of `parts` only (a model predicting fewer parts than the data hold), in that order."""
+    parts = tuple(parts)
+    if parts == data.parts:
+        return data
+    missing = [part for part in parts if part not in data.parts]
+    if missing:
+        raise ValueError(f"the data hold parts {data.parts}, not {missing}")
+    blocks = np.split(data.targets, len(data.parts), axis=1)
+    targets = np.concatenate([blocks[data.parts.index(part)] for part in parts], axis=1)
+    return dataclasses.replace(data, targets=targets, parts=parts)
 
 
 @dataclass(frozen=True)
@@ -243,18 +259,20 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
     version = json.loads(version_path.read_text(encoding="utf-8"))
     info = DatasetInfo(name=spec.dataset_name, version=version["version"], fingerprint=version["fingerprint"])
     dataset = zoo_datasets.load(spec.name, local_root=datasets_root)
-    column = target_column(spec.name)
+    columns = target_columns(spec.name)
     out = {}
     for split in splits.SPLITS:
         table = dataset[split].select_columns(["record_id", "crystal_system", "lattice", "species", "frac_coords",
-                                               column]).to_dict()
+                                               *columns]).to_dict()
         rows = [dict(zip(table, values)) for values in zip(*table.values())]
         out[split] = SplitData(
             property=spec.name,
             record_ids=tuple(table["record_id"]),
             crystal_systems=tuple(table["crystal_system"]),
             structures=tuple(zoo_datasets.row_structure(row) for row in rows),
-            targets=np.asarray(table[column], dtype=np.float64).reshape(len(rows), -1),
+            targets=np.concatenate([np.asarray(table[column], dtype=np.float64).reshape(len(rows), -1)
+                                    for column in columns], axis=1),
+            parts=spec.predicted_parts,
         )
     return out, info
 
@@ -264,7 +282,7 @@ def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
     indices = list(indices)
     return SplitData(data.property, tuple(data.record_ids[i] for i in indices),
                      tuple(data.crystal_systems[i] for i in indices), tuple(data.structures[i] for i in indices),
-                     data.targets[indices])
+                     data.targets[indices], data.parts)
 
 
 def split_graphs(data: Mapping[str, SplitData], r_cut: float) -> dict[str, graphs.GraphBatch]:
@@ -277,27 +295,27 @@ def split_graphs(data: Mapping[str, SplitData], r_cut: float) -> dict[str, graph
 def make_model_config(property_name: str, settings: TrainSettings, train: SplitData,
                       train_graphs: graphs.GraphBatch, **overrides) -> models.ModelConfig:
     """The ModelConfig for `settings.model` with what training derives from the training split: the message
-    normalisation (mean neighbours per atom) and, for tensors, the output scale and shift."""
+    normalisation (mean neighbours per atom) and, for tensors, the output scale and shift (of the targets as the
+    network outputs them: ``zoo.nn.models.encode_targets``)."""
     spec = properties.get(property_name)
     fields = {**settings.model, **overrides}
-    normalisation = {}
-    if spec.is_tensor:
-        scale, shift = models.fit_output_normalisation(spec.name, train.targets)
-        normalisation = {"output_scale": scale, "output_shift": shift}
-    return models.ModelConfig(
-        spec.name, **fields, seed=settings.seed,
-        avg_num_neighbors=train_graphs.n_edges / max(train_graphs.n_atoms, 1), **normalisation,
-    )
+    config = models.ModelConfig(spec.name, **fields, seed=settings.seed,
+                                avg_num_neighbors=train_graphs.n_edges / max(train_graphs.n_atoms, 1))
+    if not spec.is_tensor:
+        return config
+    encoded = models.encode_targets(config, for_parts(train, config.parts).targets)
+    scale, shift = models.fit_output_normalisation(spec.name, encoded, n_parts=len(config.parts))
+    return dataclasses.replace(config, output_scale=scale, output_shift=shift)
 
 
-LOSSES = ("mse", "block_norm")
+LOSSES = ("mse", "block_norm", "mse_cdf")
 
 
 def loss_weights(config: models.ModelConfig) -> torch.Tensor:
     """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
     1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS."""
     spec = properties.get(config.property)
-    irreps = o3.Irreps(spec.irreps)
+    irreps = models.output_irreps(config)
     if not spec.is_tensor:
         return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
     scale = config.output_scale or (1.0,) * irreps.num_irreps
@@ -310,7 +328,7 @@ def loss_weights(config: models.ModelConfig) -> torch.Tensor:
 
 def block_index(config: models.ModelConfig) -> torch.Tensor:
     """For each output component, the irrep instance (block) it belongs to: 0..n_blocks-1."""
-    irreps = o3.Irreps(properties.get(config.property).irreps)
+    irreps = models.output_irreps(config)
     return torch.tensor([block for block, ir in enumerate(ir for mul, ir in irreps for _ in range(mul))
                          for _ in range(ir.dim)], dtype=torch.long)
 
@@ -322,12 +340,18 @@ class Loss(torch.nn.Module):
     block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
                 its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
                 a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
+    mse_cdf     (DOS) the MSE plus the mean square of the cumulative error c_i = sum_{k <= i} e_k / sqrt(n_bins),
+                the error of the running integral of the DOS: uncorrelated bin errors weigh in it as in the MSE,
+                while spectral weight put at the wrong frequency (what the mean frequency and C_V feel) weighs up to
+                sqrt(51) ~ 7 times more. A Cramer-type distance between spectra, linear in the errors
     """
 
     def __init__(self, config: models.ModelConfig, kind: str = "mse"):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+        if kind == "mse_cdf" and properties.get(config.property).is_tensor:
+            raise ValueError(f"loss 'mse_cdf' is for the DOS, not for the tensor property {config.property!r}")
         self.kind = kind
         dtype = models.DTYPES[config.dtype]
         weights = loss_weights(config)
@@ -343,6 +367,9 @@ class Loss(torch.nn.Module):
     def forward(self, errors: torch.Tensor) -> torch.Tensor:
         if self.kind == "mse":
             return (errors.square() * self.weights).sum(dim=1)
+        if self.kind == "mse_cdf":
+            cumulative = torch.cumsum(errors, dim=1) / math.sqrt(errors.shape[1])
+            return (errors.square() * self.weights).sum(dim=1) + (cumulative.square() * self.weights).sum(dim=1)
         scaled = errors.square() * self.inverse_square_scale
         per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)
         # sqrt(x + eps^2) - eps: the norm with a finite gradient at zero error
@@ -430,8 +457,9 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
             for split in ("train", "validation"):
                 # Fixed per-edge features computed once per run, on the training device.
                 self._graphs[split] = self.net.attach_geometry(datamodule.graphs[split].to(self.device))
-                self._targets[split] = torch.as_tensor(datamodule.data[split].targets, dtype=self.net.dtype,
-                                                       device=self.device)
+                targets = models.encode_targets(self.net.config,
+                                                for_parts(datamodule.data[split], self.net.config.parts).targets)
+                self._targets[split] = torch.as_tensor(targets, dtype=self.net.dtype, device=self.device)
 
         def _errors(self, split: str, index: torch.Tensor) -> torch.Tensor:
             prediction = self.net(self._graphs[split].select(index))
@@ -727,7 +755,9 @@ def _completed_member(folder: Path, settings: TrainSettings, dataset: DatasetInf
 
 # --------------------------------------------------------------------------------------------- checkpoints
 LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.nn.training.Loss); phonon: MSE over the 51 DOS bins",
-                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)"}
+                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)",
+                     "mse_cdf": "MSE over the 51 DOS bins plus the MSE of the cumulative error / sqrt(51) "
+                                "(zoo.nn.training.Loss)"}
 
 
 def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
@@ -766,8 +796,10 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         "irreps": spec.irreps,
         "formula": spec.formula,
         "units": spec.units,
-        "target_column": target_column(spec.name),
+        "target_columns": [column for column, part in zip(target_columns(spec.name), spec.predicted_parts)
+                           if part in net.config.parts] if spec.has_parts else list(target_columns(spec.name)),
         "target_part": spec.target_part,
+        "parts": list(spec.output_parts(net.config.parts)) if spec.is_tensor else None,
         "model_config": json.loads(net.config.to_json()),
         **({"ensemble_seeds": net.seeds} if isinstance(net, models.Ensemble) else {}),
         "training": {"profile": profile, **settings.as_dict()},

@@ -34,7 +34,7 @@ from zoo import properties
 from zoo.core import derived, tensors
 from zoo.core.io import sha256_bytes, write_json
 from zoo.nn import graphs, models, training
-from zoo.release import hub, model_card, registry
+from zoo.release import hub, limits, model_card, registry
 
 CACHE_ENV = "ZOO_CACHE"
 ORGANISATION_ENV = "ZOO_HUB_ORG"
@@ -71,13 +71,18 @@ def default_cache() -> Path:
 class Prediction:
     """One structure's prediction.
 
-    tensors  pymatgen objects per part: elastic {'total': ElasticTensor} (GPa); dielectric {'electronic': Tensor}
-             (the part the model predicts; ionic and total are not predicted); piezo {'total': PiezoTensor}
-             (C/m^2); phonon {'dos': PhononDos} (THz, 3N-normalised states/THz per cell, pymatgen's units)
+    tensors  pymatgen objects per part: elastic {'total': ElasticTensor} (GPa); dielectric {'electronic', 'ionic',
+             'total': Tensor} (total = electronic + ionic exactly; a 1.0.0 model gives {'electronic'} only);
+             piezo {'total': PiezoTensor} (C/m^2); phonon {'dos': PhononDos} (THz, 3N-normalised states/THz per
+             cell, pymatgen's units)
     derived  zoo.core.derived quantities (units in zoo.core.derived.UNITS); {} with `derived_error` set where undefined
              (e.g. a singular predicted stiffness)
+    raw      the Voigt form (dielectric: one row per part, in the order of `tensors`), or the max-normalised DOS on
+             PHONON_GRID_CM
     spread   for an ensemble model (config.json lists ensemble_seeds): the standard deviation of the members'
              predictions, in the form of `raw` (Voigt, or the DOS); None for a single network
+    warnings where the prediction leaves the model's domain (zoo.release.limits), e.g. a possibly metallic crystal
+             for the dielectric model, a phonon spectrum past the grid; [] when none applies
     """
 
     source: str
@@ -89,6 +94,7 @@ class Prediction:
     derived_error: str | None = None
     raw: np.ndarray = field(repr=False, default=None)  # Voigt form, or the max-normalised DOS on PHONON_GRID_CM
     spread: np.ndarray | None = field(repr=False, default=None)  # ensembles: std across members, same form as raw
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def value(self):
@@ -99,8 +105,9 @@ class Prediction:
         """JSON-serialisable: the Voigt form (or DOS) and the derived quantities."""
         spec = properties.get(self.property)
         out = {"source": self.source, "formula": self.structure.composition.reduced_formula,
-               "property": self.property, "units": self.units, "part": next(iter(self.tensors)),
-               "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived}}
+               "property": self.property, "units": self.units, "parts": list(self.tensors),
+               "derived": self.derived, "derived_units": {k: _units(k) for k in self.derived},
+               "warnings": list(self.warnings)}
         if spec.is_tensor:
             out["voigt"] = self.raw.tolist()
             out["frame"] = "Cartesian frame of the input structure; Voigt order 11,22,33,23,13,12"
@@ -112,6 +119,12 @@ class Prediction:
         if self.derived_error:
             out["derived_error"] = self.derived_error
         return out
+
+
+def _units(key: str) -> str:
+    """Units of a derived key; per-part dielectric keys (eps_poly_total) take their base quantity's."""
+    base, _, part = key.rpartition("_")
+    return derived.UNITS.get(key) or (derived.UNITS.get(base, "") if part in properties.DIELECTRIC.tensor_parts else "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,18 +165,22 @@ class ZooModel:
                 progress(min(start + batch_size, len(labelled)), len(labelled))
         values = np.concatenate(outputs) if outputs else np.zeros((0,))
         spread = np.concatenate(spreads) if spreads else [None] * len(values)
-        out = [_prediction(self.net.spec, label, structure, value, member_spread)
+        parts = self.net.spec.output_parts(self.net.parts)
+        out = [_prediction(self.net.spec, label, structure, value, member_spread, parts)
                for (label, structure), value, member_spread in zip(labelled, values, spread)]
         return out[0] if single else out
 
 
 def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray,
-                spread: np.ndarray | None = None) -> Prediction:
+                spread: np.ndarray | None = None, parts: tuple[str, ...] | None = None) -> Prediction:
+    """The Prediction of one structure from the network's float64 output (``MattenNet.predict_cartesian``: Cartesian,
+    with a parts axis holding `parts` for a property with several, or the DOS)."""
     from pymatgen.analysis.elasticity import ElasticTensor
     from pymatgen.analysis.piezo import PiezoTensor
     from pymatgen.core.tensors import Tensor
     from pymatgen.phonon.dos import PhononDos
 
+    parts = spec.output_parts(spec.predicted_parts) if parts is None else parts
     error = None
     try:
         if spec.name == "elastic":
@@ -172,8 +189,9 @@ def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.
             quantities = derived.elastic_properties(raw)
         elif spec.name == "dielectric":
             raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
-            objects = {spec.target_part: Tensor(value)}
-            quantities = derived.dielectric_tensor_properties(value)
+            objects = {part: Tensor(tensor) for part, tensor in zip(parts, value)}
+            quantities = derived.dielectric_properties(*(value[parts.index(part)] for part in spec.tensor_parts)) \
+                if set(spec.tensor_parts) <= set(parts) else derived.dielectric_tensor_properties(value[0])
         elif spec.name == "piezo":
             raw = tensors.cartesian_to_voigt(value, spec.voigt_kind)
             objects = {"total": PiezoTensor(value)}
@@ -189,7 +207,9 @@ def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.
     if spread is not None and spec.is_tensor:
         # Voigt form of the members' Cartesian standard deviation (the Voigt map only selects components)
         spread = tensors.cartesian_to_voigt(spread, spec.voigt_kind)
-    return Prediction(label, structure, spec.name, spec.units, objects, quantities, error, np.asarray(raw), spread)
+    raw = np.asarray(raw)
+    return Prediction(label, structure, spec.name, spec.units, objects, quantities, error, raw, spread,
+                      limits.prediction_warnings(spec.name, structure, raw))
 
 
 # ------------------------------------------------------------------------------------------------- inputs
