@@ -47,7 +47,7 @@ from zoo import properties
 from zoo.core import derived, symmetry, tensors
 from zoo.core.io import write_json
 from zoo.nn import baselines, graphs, models, training
-from zoo.properties import PHONON_GRID_CM
+from zoo.properties import PHONON_GRID_CM, limits
 
 REPORTS_DIR = Path("data/reports")
 HEADLINES = {"elastic": "k_vrh_mae", "dielectric": "eps_poly_mae", "piezo": "component_mae", "phonon": "dos_mse"}
@@ -78,6 +78,9 @@ METRIC_DEFINITIONS = {
         "cv_300k_mae_j_per_mol_k": "MAE of C_V(300 K) in J/(K mol of atoms), DOS normalised to 3N states "
                                    "(zoo.core.derived.heat_capacity_cv)",
         "mean_frequency_mae_cm": "MAE of the mean frequency int g w / int g (zoo.core.derived.mean_frequency), cm^-1",
+        "grid_warning_recall": "share of the records whose true DOS is non-zero at 1000 cm^-1 that get the grid "
+                               "warning (zoo.properties.limits.beyond_phonon_grid) from the predicted DOS",
+        "grid_warning_precision": "share of the warned records whose true DOS is non-zero at 1000 cm^-1",
     },
 }
 
@@ -185,8 +188,10 @@ def phonon_quantities(values: np.ndarray, structures: Sequence[Any]) -> dict[str
         cv = derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure), derived.CV_REFERENCE_TEMPERATURE_K,
                                       float(structure.composition.weight))
         cv_kb[i], cv_molar[i] = cv["cv_per_atom_kb"], cv["cv_j_per_mol_atoms_k"]
+    warned = np.array([limits.beyond_phonon_grid(structure, g) is not None for structure, g in zip(structures, dos)],
+                      dtype=bool)
     return {"dos": dos, "mean_frequency_cm": mean_frequency, "cv_300k_per_atom_kb": cv_kb,
-            "cv_300k_j_per_mol_atoms_k": cv_molar}
+            "cv_300k_j_per_mol_atoms_k": cv_molar, "grid_warning": warned}
 
 
 # -------------------------------------------------------------------------------------------- aggregation
@@ -211,14 +216,10 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
     out: dict[str, Any] = {"n": int(mask.sum())}
     if not spec.is_tensor:
         return {**out, **phonon_metrics(lambda q, key: pick(q, key), pred, true)}
-    true_cart, pred_cart = pick(true, "cartesian"), pick(pred, "cartesian")
-    out["component_mae"] = _mean(np.abs(pick(pred, "voigt") - pick(true, "voigt")).reshape(len(true_cart), -1)
-                                 .mean(axis=1))
-    axes = tuple(range(1, true_cart.ndim))
-    norms = np.sqrt((true_cart ** 2).sum(axis=axes))
-    nonzero = norms > 0
-    out["relative_frobenius_error"] = _mean(np.sqrt(((pred_cart - true_cart) ** 2).sum(axis=axes))[nonzero]
-                                            / norms[nonzero])
+    if spec.has_parts:
+        return {**out, **dielectric_metrics(spec, pred, true, mask)}
+    out.update(tensor_errors(pick(pred, "voigt"), pick(true, "voigt"), pick(pred, "cartesian"),
+                             pick(true, "cartesian")))
     if spec.name == "elastic":
         for key in ("k_vrh", "g_vrh", "y_mod"):
             truth = pick(true, key)
@@ -229,11 +230,21 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
         out["n_moduli_undefined"] = undefined
         out["fraction_not_positive_definite"] = float(np.mean(pick(pred, "min_eigenvalue") <= 0)) \
             if mask.any() else None
-    elif spec.has_parts:
-        out.update(dielectric_metrics(spec, pred, true, mask))
     elif spec.name == "piezo":
         out["max_longitudinal_mae"], _ = _mae_pair(pick(pred, "max_longitudinal"), pick(true, "max_longitudinal"))
     return out
+
+
+def tensor_errors(voigt_pred: np.ndarray, voigt_true: np.ndarray, cart_pred: np.ndarray,
+                  cart_true: np.ndarray) -> dict[str, float | None]:
+    """component_mae (over the Voigt components) and relative_frobenius_error (records with a non-zero true tensor)."""
+    n = len(cart_true)
+    axes = tuple(range(1, cart_true.ndim))
+    norms = np.sqrt((cart_true ** 2).sum(axis=axes))
+    nonzero = norms > 0
+    return {"component_mae": _mean(np.abs(voigt_pred - voigt_true).reshape(n, -1).mean(axis=1)),
+            "relative_frobenius_error": _mean(np.sqrt(((cart_pred - cart_true) ** 2).sum(axis=axes))[nonzero]
+                                              / norms[nonzero])}
 
 
 def dielectric_metrics(spec: properties.PropertySpec, pred: Mapping[str, np.ndarray], true: Mapping[str, np.ndarray],
@@ -260,15 +271,11 @@ def dielectric_metrics(spec: properties.PropertySpec, pred: Mapping[str, np.ndar
                     np.asarray(true[f"anisotropy_ratio{suffix}"])[selected])
                 if not name:
                     out[f"n_anisotropy_ratio_undefined{suffix}"] = undefined
-        if suffix:  # the electronic part's are the generic component_mae / relative_frobenius_error
-            voigt_true, voigt_pred = np.asarray(true[f"voigt{suffix}"])[mask], np.asarray(pred[f"voigt{suffix}"])[mask]
-            out[f"component_mae{suffix}"] = _mean(np.abs(voigt_pred - voigt_true).mean(axis=1))
-            cart_true, cart_pred = np.asarray(true[f"cartesian{suffix}"])[mask], \
-                np.asarray(pred[f"cartesian{suffix}"])[mask]
-            norms = np.sqrt((cart_true ** 2).sum(axis=(1, 2)))
-            if with_ratio:  # relative to a near-zero ionic tensor: not reported either
-                out[f"relative_frobenius_error{suffix}"] = _mean(
-                    np.sqrt(((cart_pred - cart_true) ** 2).sum(axis=(1, 2)))[norms > 0] / norms[norms > 0])
+        errors = tensor_errors(*(np.asarray(q[f"{key}{suffix}"])[mask] for key in ("voigt", "cartesian")
+                                 for q in (pred, true)))
+        out[f"component_mae{suffix}"] = errors["component_mae"]
+        if with_ratio:
+            out[f"relative_frobenius_error{suffix}"] = errors["relative_frobenius_error"]
         margins = np.asarray(pred[f"floor_margin{suffix}"])[mask]
         out[f"eigenvalue_violation_rate{suffix}"] = float(np.mean(margins < -FLOOR_SLACK)) if margins.size else None
     if comparable is not None:
@@ -298,6 +305,11 @@ def phonon_metrics(pick: Callable[[Mapping[str, np.ndarray], str], np.ndarray], 
         if relative.size else None
     for key, unit in (("cv_300k_per_atom_kb", "kb_per_atom"), ("cv_300k_j_per_mol_atoms_k", "j_per_mol_k")):
         out[f"cv_300k_mae_{unit}"], _ = _mae_pair(pick(pred, key), pick(true, key))
+    # The grid warning (zoo.properties.limits.beyond_phonon_grid) against the truth: a true DOS non-zero at the edge
+    reaches = dos_true[:, -1] > 0
+    warned = pick(pred, "grid_warning")
+    out["grid_warning_recall"] = float((warned & reaches).sum() / reaches.sum()) if reaches.any() else None
+    out["grid_warning_precision"] = float((warned & reaches).sum() / warned.sum()) if warned.any() else None
     return out
 
 

@@ -34,7 +34,8 @@ from zoo import properties
 from zoo.core import derived, tensors
 from zoo.core.io import sha256_bytes, write_json
 from zoo.nn import graphs, models, training
-from zoo.release import hub, limits, model_card, registry
+from zoo.properties import limits
+from zoo.release import hub, model_card, registry
 
 CACHE_ENV = "ZOO_CACHE"
 ORGANISATION_ENV = "ZOO_HUB_ORG"

@@ -1,5 +1,6 @@
 """Where a model's prediction leaves what it was trained to do: small functions that return a warning string for a
-structure (and its prediction), or None. ``zoo.release.loading`` puts every warning on ``Prediction.warnings``.
+structure (and its prediction), or None. ``zoo.release.loading`` puts every warning on ``Prediction.warnings``; the
+evaluate stage measures on the test split how often the phonon grid warning is right (zoo.nn.evaluation).
 
 possibly_metallic   dielectric: the training data are DFPT dielectric tensors of insulators and semiconductors (a
                     gap is needed for a finite dielectric constant); a metal's static permittivity is not defined,
@@ -23,9 +24,9 @@ import numpy as np
 
 from zoo.properties import PHONON_GRID_CM
 
-# Predicted max-normalised DOS at 1000 cm^-1 from which a spectrum is taken to continue past the grid. On the
-# phonon test split (151 records, release 1.1.0) this flags the records whose true DOS at 1000 cm^-1 is non-zero
-# with the recall and precision stated in the model card.
+# Predicted max-normalised DOS at 1000 cm^-1 from which a spectrum is taken to continue past the grid. How well the
+# warning finds the test records whose true DOS is non-zero at 1000 cm^-1 is in the phonon metrics
+# (grid_warning_recall, grid_warning_precision).
 GRID_EDGE_THRESHOLD = 0.05
 
 
@@ -40,11 +41,15 @@ def possibly_metallic(structure: Any) -> str | None:
             "are meaningless for it (Zintl phases and half-Heusler semiconductors also trigger this warning)")
 
 
+def has_hydrogen(structure: Any) -> bool:
+    return any(element.symbol == "H" for element in structure.composition.elements)
+
+
 def beyond_phonon_grid(structure: Any, dos: np.ndarray) -> str | None:
     """A warning when the phonon DOS of `structure` (predicted, max-normalised on PHONON_GRID_CM) likely extends
     past the grid's end (module docstring), else None."""
     top = f"{PHONON_GRID_CM[-1]:g} cm^-1"
-    if any(element.symbol == "H" for element in structure.composition.elements):
+    if has_hydrogen(structure):
         reason = "it contains hydrogen (X-H stretching modes lie far above)"
     elif float(np.asarray(dos)[-1]) >= GRID_EDGE_THRESHOLD:
         reason = f"the predicted DOS is still {float(np.asarray(dos)[-1]):.2f} of its maximum at {top}"
