@@ -2,7 +2,7 @@
 
 Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps declared at each module's edges:
 
-    species embedding (Z -> species_dim x 0e)
+    species embedding (Z -> species_dim x 0e; learned per element, or from physical descriptors: zoo.nn.species)
     edge geometry: Bessel radial basis x smooth polynomial cutoff, spherical harmonics Y_0..Y_l_max of the edge
                    direction ("component" normalisation, unit vectors)
     n_layers x Interaction:
@@ -46,6 +46,7 @@ from e3nn import o3
 
 from zoo import properties
 from zoo.core import tensors
+from zoo.nn import species
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
 
 CONFIG_FORMAT = "zoo.models.ModelConfig/1"
@@ -55,13 +56,15 @@ OUTPUT_MAPS = ("linear", "spd_log")
 # eigenvalues of the dielectric training split are below it, 0.4% exactly 0; log 0.1 = -2.3 against a bulk of
 # log eps_ionic in 0..4.3). The prediction's error from the clip is at most 0.1 per eigenvalue.
 SPD_LOG_MINIMUM = 0.1
+# Fields added to ModelConfig after CONFIG_FORMAT 1 was first written, with the value that reproduces older models
+# (parts: the property's target part alone, see ``from_json``).
+_ADDED_FIELDS = {"species_embedding": "learned", "output_map": "linear"}
 MATTEN_HIDDEN_IRREPS = "32x0o+32x0e+16x1o+16x1e+4x2o+4x2e+2x3o+2x3e+2x4e"  # REFERENCE.md
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Edges per chunk in inference (no gradients): bounds memory at ~chunk x irreps_mid floats per temporary, a few
 # hundred MB for MatTen's size, with no loss of speed (CPU throughput per edge does not grow with batch size).
 INFERENCE_EDGE_CHUNK = 8192
-# Largest atomic number the species embedding has a row for (oganesson).
-MAX_ATOMIC_NUMBER = 118
+MAX_ATOMIC_NUMBER = species.MAX_ATOMIC_NUMBER
 
 # The small CPU model. Hidden atom features carry l <= 2 in both parities (odd-parity features are what let piezo's
 # 2o and pseudo-scalar paths appear); higher degrees are produced only by the last layer, for the head (elastic's
@@ -99,6 +102,7 @@ class ModelConfig:
                         output's highest degree (elastic 4, piezo 3)
     n_layers            number of interaction layers
     species_dim         width of the species embedding (scalars)
+    species_embedding   'learned', 'descriptors' or 'descriptors+learned' (zoo.nn.species)
     radial_hidden       hidden layer widths of the radial MLP that gives each edge its tensor-product weights
     avg_num_neighbors   divides the summed messages; set it from the training graphs (zoo.nn.graphs.average_neighbors)
     invariant_hidden    hidden width of the invariant_voigt head's MLP
@@ -123,6 +127,7 @@ class ModelConfig:
     l_max: int | None = None
     n_layers: int = 2
     species_dim: int = 16
+    species_embedding: str = "learned"
     radial_hidden: tuple[int, ...] = (32,)
     avg_num_neighbors: float = 34.0  # elastic snapshot at r_cut 5 A: 33.6
     invariant_hidden: int = 32
@@ -140,6 +145,9 @@ class ModelConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.head == "invariant_voigt" and not spec.is_tensor:
             raise ValueError(f"head 'invariant_voigt' needs a tensor property; {self.property!r} is invariant")
+        if self.species_embedding not in species.SPECIES_EMBEDDINGS:
+            raise ValueError(f"species_embedding must be one of {species.SPECIES_EMBEDDINGS}, "
+                             f"got {self.species_embedding!r}")
         set_field("r_cut", _positive_float(self.r_cut, "r_cut"))
         set_field("avg_num_neighbors", _positive_float(self.avg_num_neighbors, "avg_num_neighbors"))
         for name in ("n_radial", "cutoff_power", "n_layers", "species_dim", "invariant_hidden"):
@@ -239,9 +247,10 @@ class ModelConfig:
         if found != CONFIG_FORMAT:
             raise ValueError(f"text has config format {found!r}; this code reads {CONFIG_FORMAT!r}")
         names = {f.name for f in dataclasses.fields(cls)}
-        # Configs written before parts and output_map existed (releases 1.0.0) predicted the target part, linearly.
-        if "property" in data and "parts" not in data and "output_map" not in data:
-            data.update(parts=[properties.get(data["property"]).target_part], output_map="linear")
+        # Configs written before parts existed (releases 1.0.0) predicted the property's target part alone.
+        if "property" in data and "parts" not in data:
+            data["parts"] = [properties.get(data["property"]).target_part]
+        data = {**{name: value for name, value in _ADDED_FIELDS.items() if name not in data}, **data}
         unknown, missing = sorted(set(data) - names), sorted(names - set(data))
         if unknown or missing:
             raise ValueError(f"text does not match ModelConfig: unknown fields {unknown}, missing fields {missing}")
@@ -334,18 +343,6 @@ def fit_output_normalisation(property_name: str, targets, n_parts: int = 1,
 
 
 # ------------------------------------------------------------------------------------------------- modules
-class SpeciesEmbedding(torch.nn.Module):
-    """Atomic number -> learned vector of `dim` scalars (irreps_out = dim x 0e); equal to one-hot + Linear."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.irreps_out = o3.Irreps(f"{dim}x0e")
-        self.table = torch.nn.Embedding(MAX_ATOMIC_NUMBER + 1, dim)
-
-    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        return self.table(atomic_numbers)
-
-
 class RadialBasis(torch.nn.Module):
     """Bessel functions sqrt(2/r_cut) sin(n pi d / r_cut) / d, n = 1..n_radial (MatTen eq. 6), times NequIP's
     polynomial envelope u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2), x = d / r_cut, so
@@ -483,7 +480,7 @@ class MattenNet(torch.nn.Module):
         self.parts = config.parts
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
             torch.manual_seed(config.seed)
-            self.embedding = SpeciesEmbedding(config.species_dim)
+            self.embedding = species.SpeciesEmbedding(config.species_dim, config.species_embedding)
             self.edge_embedding = EdgeEmbedding(config.r_cut, config.n_radial, config.cutoff_power, config.l_max)
             # The last layer only produces what the head reads (MatTen's head, too, reads only the output's
             # irreps from the pooled features): a much smaller tensor product than a full hidden layer.
