@@ -85,8 +85,8 @@ class TrainSettings:
     deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
                              deterministic kernel, e.g. some CUDA scatter ops)
     progress_bar             Lightning's progress bar
-    loss                     'mse' (per-block normalised squared error), 'block_norm' (mean of per-block error
-                             norms, robust to heavy-tailed targets) or, for the DOS, 'mse_cdf'; see ``Loss``
+    loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
+                             norms, robust to heavy-tailed targets); see ``Loss``
     ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
                              zoo.nn.models.Ensemble predicting their mean (and spread)
     model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
@@ -308,7 +308,7 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     return dataclasses.replace(config, output_scale=scale, output_shift=shift)
 
 
-LOSSES = ("mse", "block_norm", "mse_cdf")
+LOSSES = ("mse", "block_norm")
 
 
 def loss_weights(config: models.ModelConfig) -> torch.Tensor:
@@ -340,18 +340,12 @@ class Loss(torch.nn.Module):
     block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
                 its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
                 a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
-    mse_cdf     (DOS) the MSE plus the mean square of the cumulative error c_i = sum_{k <= i} e_k / sqrt(n_bins),
-                the error of the running integral of the DOS: uncorrelated bin errors weigh in it as in the MSE,
-                while spectral weight put at the wrong frequency (what the mean frequency and C_V feel) weighs up to
-                sqrt(51) ~ 7 times more. A Cramer-type distance between spectra, linear in the errors
     """
 
     def __init__(self, config: models.ModelConfig, kind: str = "mse"):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
-        if kind == "mse_cdf" and properties.get(config.property).is_tensor:
-            raise ValueError(f"loss 'mse_cdf' is for the DOS, not for the tensor property {config.property!r}")
         self.kind = kind
         dtype = models.DTYPES[config.dtype]
         weights = loss_weights(config)
@@ -367,9 +361,6 @@ class Loss(torch.nn.Module):
     def forward(self, errors: torch.Tensor) -> torch.Tensor:
         if self.kind == "mse":
             return (errors.square() * self.weights).sum(dim=1)
-        if self.kind == "mse_cdf":
-            cumulative = torch.cumsum(errors, dim=1) / math.sqrt(errors.shape[1])
-            return (errors.square() * self.weights).sum(dim=1) + (cumulative.square() * self.weights).sum(dim=1)
         scaled = errors.square() * self.inverse_square_scale
         per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)
         # sqrt(x + eps^2) - eps: the norm with a finite gradient at zero error
@@ -755,9 +746,7 @@ def _completed_member(folder: Path, settings: TrainSettings, dataset: DatasetInf
 
 # --------------------------------------------------------------------------------------------- checkpoints
 LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.nn.training.Loss); phonon: MSE over the 51 DOS bins",
-                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)",
-                     "mse_cdf": "MSE over the 51 DOS bins plus the MSE of the cumulative error / sqrt(51) "
-                                "(zoo.nn.training.Loss)"}
+                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)"}
 
 
 def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
