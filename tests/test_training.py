@@ -226,7 +226,11 @@ def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root
     assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm", "non_equivariant"}
     for metrics in [document["model"], *document["baselines"].values()]:
         assert metrics["eps_poly_mae"] >= 0 and metrics["n"] == document["n_test"]
-        assert {"component_mae", "relative_frobenius_error", "anisotropy_ratio_mae"} <= set(metrics)
+        assert {"component_mae", "relative_frobenius_error", "anisotropy_ratio_mae", "eps_poly_mae_eps15",
+                "eps_poly_mae_ionic", "eps_poly_mae_total", "component_mae_total", "eigenvalue_violation_rate_ionic",
+                "n_eps15"} <= set(metrics)
+        assert "anisotropy_ratio_mae_ionic" not in metrics  # a ratio of near-zero eigenvalues: not reported
+    assert {row["metric"] for row in document["published"]} == {"eps_poly_mae_eps15", "anisotropy_ratio_mae_eps15"}
     # Equivariance: the model obeys each test crystal's point group (to float32 rounding); the invariant-head
     # baseline does not.
     assert document["model"]["symmetry_violation"] < 1e-4
@@ -246,8 +250,53 @@ def test_evaluate_phonon_model(datasets_root, tmp_path):
     assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm"}
     assert "symmetry_violation" not in document["model"]
     for key in ("dos_mse", "mean_frequency_relative_error", "fraction_mean_frequency_error_below_10pct",
-                "cv_300k_mae_kb_per_atom"):
+                "cv_300k_mae_kb_per_atom", "r2_max_normalised", "wasserstein_cm", "mean_frequency_mae_cm",
+                "cv_300k_mae_j_per_mol_k"):
         assert document["model"][key] is not None
+    assert [row["published"] for row in document["published"]] == [0.70, 0.56, 0.63, 21.0, 1.32, 10.6]
+
+
+def test_dielectric_metrics_per_part_on_known_values():
+    """Electronic 2 I and ionic 3 I for every record, predicted as 2.5 I and 3 I: eps_poly errors 0.5 / 0 / 0.5;
+    the one record with true electronic eps 20 is left out of the _eps15 subset; the linear baseline's ionic
+    eigenvalue below 0 counts as a violation."""
+    spec = properties.get("dielectric")
+    eye = tensors.cartesian_to_irreps(np.eye(3), spec.formula)
+    true = np.concatenate([np.stack([2 * eye] * 3 + [20 * eye]), np.stack([3 * eye] * 4)], axis=1)
+    pred = true.copy()
+    pred[:, :6] += 0.5 * eye
+    pred[3, 6:] = -0.1 * eye  # an ionic tensor below 0
+    structures = [None] * 4
+    quantities = evaluation.record_quantities("dielectric", pred, structures)
+    truth = evaluation.record_quantities("dielectric", true, structures)
+    metrics = evaluation.group_metrics("dielectric", quantities, truth, np.ones(4, dtype=bool))
+    assert metrics["eps_poly_mae"] == pytest.approx(0.5) and metrics["eps_poly_mae_eps15"] == pytest.approx(0.5)
+    assert metrics["n_eps15"] == 3 and metrics["eps_poly_mae_ionic_eps15"] == pytest.approx(0.0)
+    assert metrics["eps_poly_mae_ionic"] == pytest.approx(3.1 / 4)
+    assert metrics["eps_poly_mae_total"] == pytest.approx((0.5 * 3 + abs(20.4 - 23)) / 4)
+    assert metrics["eigenvalue_violation_rate_ionic"] == 0.25 and metrics["eigenvalue_violation_rate"] == 0.0
+    assert metrics["anisotropy_ratio_mae"] == pytest.approx(0.0)
+
+
+def test_phonon_metrics_on_known_spectra():
+    """A spectrum shifted by one 20 cm^-1 bin: Wasserstein distance 20 cm^-1 and mean frequency 20 cm^-1 off;
+    the same spectrum predicted exactly: zero; R^2 against sklearn's variance-weighted definition."""
+    from pymatgen.core import Lattice, Structure
+    from sklearn.metrics import r2_score
+
+    grid = properties.PHONON_GRID_CM
+    true = np.stack([np.exp(-((grid - centre) / 60.0) ** 2) for centre in (200.0, 400.0, 600.0)])
+    true[:, -5:] = 0.0  # nothing reaches the grid's end: no grid warning to score
+    pred = true.copy()
+    pred[0] = np.roll(true[0], 1)
+    structure = Structure(Lattice.cubic(3.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    quantities, truth = (evaluation.record_quantities("phonon", values, [structure] * 3) for values in (pred, true))
+    metrics = evaluation.group_metrics("phonon", quantities, truth, np.ones(3, dtype=bool))
+    assert metrics["wasserstein_cm"] == pytest.approx(20.0 / 3, rel=1e-6)
+    assert metrics["mean_frequency_mae_cm"] == pytest.approx(20.0 / 3, rel=1e-3)
+    assert metrics["r2_max_normalised"] == pytest.approx(r2_score(true, pred, multioutput="variance_weighted"))
+    assert metrics["fraction_mean_frequency_error_below_10pct"] == 1.0
+    assert metrics["cv_300k_mae_j_per_mol_k"] > 0 and metrics["grid_warning_recall"] is None
 
 
 def test_evaluate_refuses_a_model_of_another_dataset_version(trained, datasets_root, tmp_path):
