@@ -2,7 +2,7 @@
 structure (and its prediction), or None. ``zoo.release.loading`` puts every warning on ``Prediction.warnings``; the
 evaluate stage measures on the test split how often the phonon grid warning is right (zoo.nn.evaluation).
 
-possibly_metallic   dielectric: the training data are DFPT dielectric tensors of insulators and semiconductors (a
+likely_metal        dielectric: the training data are DFPT dielectric tensors of insulators and semiconductors (a
                     gap is needed for a finite dielectric constant); a metal's static permittivity is not defined,
                     and the model, which sees only the structure, has no notion of a band gap. Heuristic, documented:
                     every element of the composition is a metal (pymatgen ``Element.is_metal``). On the dielectric
@@ -30,7 +30,7 @@ from zoo.properties import PHONON_GRID_CM
 GRID_EDGE_THRESHOLD = 0.05
 
 
-def possibly_metallic(structure: Any) -> str | None:
+def likely_metal(structure: Any) -> str | None:
     """A warning when every element of `structure` is a metal (module docstring), else None."""
     elements = structure.composition.elements
     if not all(element.is_metal for element in elements):
@@ -60,13 +60,16 @@ def beyond_phonon_grid(structure: Any, dos: np.ndarray) -> str | None:
             "and heat capacity")
 
 
-# The checks each property's predictions get: property name -> functions (structure, raw prediction) -> str | None.
+# The checks each property's predictions get: property name -> (code, function (structure, raw prediction) ->
+# message or None). The code is the module docstring's name of the check.
 CHECKS = {
-    "dielectric": (lambda structure, raw: possibly_metallic(structure),),
-    "phonon": (beyond_phonon_grid,),
+    "dielectric": (("likely_metal", lambda structure, raw: likely_metal(structure)),),
+    "phonon": (("beyond_phonon_grid", beyond_phonon_grid),),
 }
 
 
 def prediction_warnings(property_name: str, structure: Any, raw: np.ndarray) -> list[str]:
-    """The warnings of one prediction (`raw`: the Voigt form, or the max-normalised DOS), in a fixed order."""
-    return [text for check in CHECKS.get(property_name, ()) if (text := check(structure, raw)) is not None]
+    """The warnings of one prediction (`raw`: the Voigt form, or the max-normalised DOS) as 'code: message', in a
+    fixed order."""
+    return [f"{code}: {message}" for code, check in CHECKS.get(property_name, ())
+            if (message := check(structure, raw)) is not None]
