@@ -136,6 +136,37 @@ def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(train
     assert not np.allclose(members[0], members[1])
 
 
+def test_separate_parts_train_one_network_per_part_and_predict_their_sum(trained, datasets_root, tmp_path):
+    """separate_parts: an electronic and an ionic network (two seeds each), each selected on its own validation
+    loss; saved and loaded as one model whose parts are the groups' means and whose total is their sum."""
+    settings, _, _, _ = trained
+    separate = training.TrainSettings(**{**settings.as_dict(), "ensemble_size": 2, "separate_parts": True,
+                                         "model": {**settings.model, "output_map": "spd_log"}})
+    folder, fitted = training.train_property("dielectric", separate, datasets_root=datasets_root,
+                                             models_root=tmp_path / "models")
+    assert [member.config.parts for member in fitted.members] == [("electronic",)] * 2 + [("ionic",)] * 2
+    config = json.loads((folder / "config.json").read_text())
+    assert config["ensemble_parts"] == [["electronic"], ["electronic"], ["ionic"], ["ionic"]]
+    assert config["parts"] == ["electronic", "ionic", "total"] and config["model_config"]["output_scale"] is None
+    log = json.loads((folder / "training_log.json").read_text())
+    assert [member["parts"] for member in log["members"]] == [["electronic"], ["electronic"], ["ionic"], ["ionic"]]
+    loaded = training.load_model(folder).net
+    assert loaded.parts == ("electronic", "ionic") and loaded.has_spread
+    data, _ = training.load_splits("dielectric", datasets_root)
+    electronic = np.mean([evaluation.predict(m, data["test"]) for m in loaded.members[:2]], axis=0)
+    ionic = np.mean([evaluation.predict(m, data["test"]) for m in loaded.members[2:]], axis=0)
+    np.testing.assert_allclose(evaluation.predict(loaded, data["test"]), np.concatenate([electronic, ionic], axis=1),
+                               atol=1e-9)
+    from zoo.nn import graphs
+
+    batch = graphs.GraphBatch.collate(graphs.GraphCache(loaded.config.r_cut).graphs(data["test"].structures[:3]))
+    mean, spread = loaded.predict_with_spread(batch)
+    assert torch.equal(mean[:, 2], mean[:, 0] + mean[:, 1])
+    torch.testing.assert_close(spread[:, 2], (spread[:, 0] ** 2 + spread[:, 1] ** 2).sqrt())
+    with pytest.raises(ValueError, match="separate_parts needs"):
+        training.fit_model(data, training.TrainSettings(**{**separate.as_dict(), "model": {"parts": ["ionic"]}}))
+
+
 def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
     folder = tmp_path / "resume"
     folder.mkdir()

@@ -641,9 +641,15 @@ class Ensemble(torch.nn.Module):
     order, which on our small training sets is a large part (phonon DOS test MSE: one network 0.0261, two 0.0239).
     The mean of equivariant members is equivariant, and the mean of non-negative DOS non-negative.
 
-    Same interface as MattenNet for inference and evaluation: ``config`` (member 0's), ``spec``, ``dtype``,
-    ``irreps_out``, ``parts``, ``attach_geometry``, ``forward``, ``predict_irreps``, ``predict_cartesian``. The
-    mean is taken of the members' tensors (not of their log-space outputs), as is the spread.
+    Members may predict different parts of a property (ModelConfig.parts; TrainSettings.separate_parts): each part
+    is then the mean of the members that predict it (a group), and the parts of the groups are concatenated in
+    order. A summed part (dielectric total) is the sum of its summands' means; its spread across groups, whose
+    networks are trained independently, is the root sum of the summands' variances.
+
+    Same interface as MattenNet for inference and evaluation: ``config`` (member 0's; for groups of parts, with the
+    parts of all groups and no output normalisation, which each member keeps in its weights), ``spec``, ``dtype``,
+    ``parts``, ``irreps_out``, ``attach_geometry``, ``predict_irreps``, ``predict_cartesian``. The mean is taken of
+    the members' tensors (not of their log-space outputs), as is the spread.
     """
 
     def __init__(self, members):
@@ -651,48 +657,80 @@ class Ensemble(torch.nn.Module):
         members = list(members)
         if len(members) < 2 or not all(isinstance(m, MattenNet) for m in members):
             raise ValueError("an Ensemble needs at least two MattenNet members")
-        shared = {dataclasses.replace(m.config, seed=0) for m in members}
+        shared = {dataclasses.replace(m.config, seed=0, parts=None, output_scale=None, output_shift=None)
+                  for m in members}
         if len(shared) != 1:
-            raise ValueError("ensemble members must share one ModelConfig apart from the seed")
-        seeds = [m.config.seed for m in members]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"ensemble members need distinct seeds, got {seeds}")
+            raise ValueError("ensemble members must share one ModelConfig apart from the seed and the parts")
+        keys = [(m.config.parts, m.config.seed) for m in members]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"ensemble members need distinct seeds (per parts), got {keys}")
         self.members = torch.nn.ModuleList(members)
-        self.config, self.spec = members[0].config, members[0].spec
-        self.dtype, self.irreps_out, self.parts = members[0].dtype, members[0].irreps_out, members[0].parts
+        self.groups = {}  # parts -> indices of the members that predict them
+        for index, member in enumerate(members):
+            self.groups.setdefault(member.parts, []).append(index)
+        self.parts = tuple(part for parts in self.groups for part in parts)
+        if len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"ensemble member groups must predict disjoint parts, got {list(self.groups)}")
+        first = members[0].config
+        self.config = first if len(self.groups) == 1 else dataclasses.replace(
+            first, parts=self.parts, output_scale=None, output_shift=None)
+        self.spec, self.dtype = members[0].spec, members[0].dtype
+        self.irreps_out = output_irreps(self.config)
 
     @property
     def seeds(self) -> list[int]:
         return [member.config.seed for member in self.members]
 
+    @property
+    def member_parts(self) -> list[tuple[str, ...]]:
+        return [member.config.parts for member in self.members]
+
+    @property
+    def has_spread(self) -> bool:
+        """Every part is predicted by two or more members (a standard deviation needs two)."""
+        return all(len(indices) > 1 for indices in self.groups.values())
+
     def attach_geometry(self, batch: GraphBatch) -> GraphBatch:
         return self.members[0].attach_geometry(batch)  # one geometry serves all: it depends on the shared config
 
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        return torch.stack([member(batch) for member in self.members]).mean(dim=0)
-
     def predict_irreps(self, batch: GraphBatch) -> torch.Tensor:
         batch = self.attach_geometry(batch) if batch.geometry is None else batch
-        return torch.stack([member.predict_irreps(batch) for member in self.members]).mean(dim=0)
+        return torch.cat([torch.stack([self.members[i].predict_irreps(batch) for i in indices]).mean(dim=0)
+                          for indices in self.groups.values()], dim=1)
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
-        return self._member_predictions(batch).mean(dim=0)
+        return self.predict_with_spread(batch)[0]
 
     def predict_with_spread(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, standard deviation) across members of the Cartesian prediction, from one pass over the members."""
-        members = self._member_predictions(batch)
-        return members.mean(dim=0), members.std(dim=0)
-
-    def _member_predictions(self, batch: GraphBatch) -> torch.Tensor:
         batch = self.attach_geometry(batch) if batch.geometry is None else batch
-        return torch.stack([member.predict_cartesian(batch) for member in self.members])
+        if len(self.groups) == 1:
+            members = torch.stack([member.predict_cartesian(batch) for member in self.members])
+            return members.mean(dim=0), members.std(dim=0)
+        means, spreads = [], []
+        for indices in self.groups.values():
+            members = torch.stack([irreps_to_cartesian_parts(self.members[i].config, self.members[i].predict_irreps(
+                batch), parts_axis=True) for i in indices])
+            means.append(members.mean(dim=0))
+            spreads.append(members.std(dim=0) if len(indices) > 1 else torch.full_like(members[0], math.nan))
+        mean, spread = torch.cat(means, dim=1), torch.cat(spreads, dim=1)
+        if len(self.spec.output_parts(self.parts)) > len(self.parts):
+            summands = [self.parts.index(part) for part in self.spec.summed_part[1]]
+            mean = torch.cat([mean, mean[:, summands].sum(dim=1, keepdim=True)], dim=1)
+            spread = torch.cat([spread, spread[:, summands].square().sum(dim=1, keepdim=True).sqrt()], dim=1)
+        return mean, spread
 
 
-def build(config: ModelConfig, seeds=None) -> MattenNet | Ensemble:
-    """The network of `config`, or with `seeds` (two or more) the Ensemble of config with each seed."""
+def build(config: ModelConfig, seeds=None, member_parts=None) -> MattenNet | Ensemble:
+    """The network of `config`, or with `seeds` (two or more) the Ensemble of config with each seed; `member_parts`
+    (one tuple of parts per seed) makes members predicting different parts, whose output normalisation comes with
+    their weights."""
     if seeds is None or len(seeds) == 1:
         return MattenNet(config if seeds is None else dataclasses.replace(config, seed=int(seeds[0])))
-    return Ensemble(MattenNet(dataclasses.replace(config, seed=int(seed))) for seed in seeds)
+    if member_parts is None:
+        return Ensemble(MattenNet(dataclasses.replace(config, seed=int(seed))) for seed in seeds)
+    return Ensemble(MattenNet(dataclasses.replace(config, seed=int(seed), parts=tuple(parts), output_scale=None,
+                                                  output_shift=None)) for seed, parts in zip(seeds, member_parts))
 
 
 def _check_batch(batch) -> None:

@@ -89,6 +89,9 @@ class TrainSettings:
                              norms, robust to heavy-tailed targets); see ``Loss``
     ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
                              zoo.nn.models.Ensemble predicting their mean (and spread)
+    separate_parts           (a property with several predicted parts, dielectric) one network per part, each part
+                             selected on its own validation loss, instead of one network with a head per part;
+                             ensemble_size networks per part
     model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
                              output normalisation, which training sets from the data
     """
@@ -107,6 +110,7 @@ class TrainSettings:
     progress_bar: bool = True
     loss: str = "mse"
     ensemble_size: int = 1
+    separate_parts: bool = False
     model: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -126,6 +130,8 @@ class TrainSettings:
             raise ValueError(f"accelerator must be one of auto, cpu, gpu, cuda, mps, got {self.accelerator!r}")
         if self.deterministic not in (True, False, "warn"):
             raise ValueError(f"deterministic must be true, false or 'warn', got {self.deterministic!r}")
+        if not isinstance(self.separate_parts, bool):
+            raise ValueError(f"separate_parts must be true or false, got {self.separate_parts!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not isinstance(self.model, Mapping):
@@ -684,34 +690,50 @@ def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
               config_overrides: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
               dataset: DatasetInfo | None = None, live_dir: str | os.PathLike | None = None,
               stop_after_epochs: int | None = None) -> ModelFit:
-    """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``).
+    """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``); with
+    settings.separate_parts, that for each predicted part in turn (model parts one by one).
 
-    With a resume_dir, member k resumes in <resume_dir>/member-<k>/ and, once complete, leaves its weights and
-    result there, so an interrupted ensemble continues with the member it was training. dvclive: member 0 logs to
-    live_dir, member k > 0 to live_dir/member-<k>.
+    With a resume_dir, each member resumes in <resume_dir>/member-<k>/ (member-<part>-<k> for separate parts) and,
+    once complete, leaves its weights and result there, so an interrupted ensemble continues with the member it was
+    training. dvclive: the first member logs to live_dir, the others to live_dir/<their folder name>.
     """
-    if settings.ensemble_size == 1:
+    groups = _part_groups(data, settings, config_overrides)
+    if settings.ensemble_size == 1 and len(groups) == 1:
         result = fit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir, dataset=dataset,
                      live_dir=live_dir, stop_after_epochs=stop_after_epochs)
         return ModelFit([result], result.net if result.complete else None)
     members = []
-    for k in range(settings.ensemble_size):
-        member_settings = dataclasses.replace(settings, seed=settings.seed + k, ensemble_size=1)
-        folder = None if resume_dir is None else Path(resume_dir) / f"member-{k}"
-        result = None if folder is None else _completed_member(folder, member_settings, dataset)
-        if result is None:
-            result = fit(data, member_settings, config_overrides=config_overrides,
-                         resume_dir=None if folder is None else folder / "run", dataset=dataset,
-                         live_dir=None if live_dir is None else Path(live_dir) / f"member-{k}" if k else live_dir,
-                         stop_after_epochs=stop_after_epochs)
-            if not result.complete:
-                return ModelFit(members + [result], None)
-            if folder is not None:
-                _save_member(folder, result, member_settings, dataset)
-        members.append(result)
+    for parts in groups:
+        overrides = {**(config_overrides or {}), **({"parts": parts} if len(groups) > 1 else {})}
+        for k in range(settings.ensemble_size):
+            name = f"member-{k}" if len(groups) == 1 else f"member-{'-'.join(parts)}-{k}"
+            member_settings = dataclasses.replace(settings, seed=settings.seed + k, ensemble_size=1,
+                                                  separate_parts=False)
+            folder = None if resume_dir is None else Path(resume_dir) / name
+            result = None if folder is None else _completed_member(folder, member_settings, dataset)
+            if result is None:
+                result = fit(data, member_settings, config_overrides=overrides,
+                             resume_dir=None if folder is None else folder / "run", dataset=dataset,
+                             live_dir=None if live_dir is None else Path(live_dir) / name if members else live_dir,
+                             stop_after_epochs=stop_after_epochs)
+                if not result.complete:
+                    return ModelFit(members + [result], None)
+                if folder is not None:
+                    _save_member(folder, result, member_settings, dataset)
+            members.append(result)
     if resume_dir is not None:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return ModelFit(members, models.Ensemble(member.net for member in members))
+
+
+def _part_groups(data: Mapping[str, SplitData], settings: TrainSettings,
+                 config_overrides: Mapping[str, Any] | None) -> list[tuple[str, ...]]:
+    """The parts each network predicts: all the model's parts in one network, or one network per part."""
+    spec = properties.get(data["train"].property)
+    parts = {**settings.model, **(config_overrides or {})}.get("parts") or spec.predicted_parts
+    if settings.separate_parts and len(parts) < 2:
+        raise ValueError(f"separate_parts needs a model of several parts; {spec.name} predicts {tuple(parts)}")
+    return [(part,) for part in parts] if settings.separate_parts else [tuple(parts)]
 
 
 def _save_member(folder: Path, result: FitResult, settings: TrainSettings, dataset: DatasetInfo | None) -> None:
@@ -753,6 +775,7 @@ def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[s
     """The deterministic training log (no wall times): per-epoch values and the selection, per ensemble member."""
     logs = [{
         "seed": result.config.seed,
+        **({"parts": list(result.config.parts)} if settings.separate_parts else {}),
         "epochs": result.history,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(entry["val_loss"] for entry in result.history),
@@ -769,8 +792,8 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
                dataset: DatasetInfo, log: Mapping[str, Any], profile: str | None = None) -> Path:
     """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete.
 
-    config.json: model_config is the network's (member 0's for an Ensemble, whose members differ only in the seed:
-    ``ensemble_seeds`` lists them)."""
+    config.json: model_config is the network's (for an Ensemble, member 0's, whose members differ only in the seed,
+    ``ensemble_seeds``; with groups of parts, Ensemble.config and ``ensemble_parts``, the parts of each member)."""
     from safetensors.torch import save
 
     spec = properties.get(net.config.property)
@@ -791,6 +814,8 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         "parts": list(spec.output_parts(net.config.parts)) if spec.is_tensor else None,
         "model_config": json.loads(net.config.to_json()),
         **({"ensemble_seeds": net.seeds} if isinstance(net, models.Ensemble) else {}),
+        **({"ensemble_parts": [list(parts) for parts in net.member_parts]}
+           if isinstance(net, models.Ensemble) and len(net.groups) > 1 else {}),
         "training": {"profile": profile, **settings.as_dict()},
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
@@ -836,7 +861,8 @@ def load_model(folder: str | os.PathLike) -> LoadedModel:
 
 def network(info: Mapping[str, Any]) -> models.MattenNet | models.Ensemble:
     """The untrained network a config.json describes (an Ensemble when it lists ensemble_seeds)."""
-    return models.build(models.ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"))
+    return models.build(models.ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"),
+                        info.get("ensemble_parts"))
 
 
 # ----------------------------------------------------------------------------------------------- the stage

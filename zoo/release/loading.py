@@ -156,7 +156,7 @@ class ZooModel:
         for start in range(0, len(labelled), batch_size):
             chunk = [structure for _, structure in labelled[start:start + batch_size]]
             batch = graphs.GraphBatch.collate(cache.graphs(chunk))
-            if isinstance(self.net, models.Ensemble):
+            if isinstance(self.net, models.Ensemble) and self.net.has_spread:
                 mean, spread = self.net.predict_with_spread(batch)
                 outputs.append(mean.numpy())
                 spreads.append(spread.numpy())
