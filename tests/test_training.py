@@ -167,17 +167,6 @@ def test_separate_parts_train_one_network_per_part_and_predict_their_sum(trained
         training.fit_model(data, training.TrainSettings(**{**separate.as_dict(), "model": {"parts": ["ionic"]}}))
 
 
-def test_cosine_schedule_anneals_the_rate_every_epoch(datasets_root):
-    settings = training.TrainSettings(**{**TINY, "max_epochs": 3, "lr_schedule": "cosine", "learning_rate": 0.01,
-                                         "min_learning_rate": 1e-4, "early_stopping_patience": 5})
-    data, _ = training.load_splits("dielectric", datasets_root)
-    rates = [entry["learning_rate"] for entry in training.fit(data, settings).history]
-    # the rate logged for epoch t is the one after it, min + (max - min) (1 + cos(pi (t + 1) / 3)) / 2
-    assert rates == pytest.approx([1e-4 + 0.0099 * (1 + np.cos(np.pi * t / 3)) / 2 for t in (1, 2, 3)])
-    with pytest.raises(ValueError, match="lr_schedule"):
-        training.TrainSettings(lr_schedule="linear")
-
-
 def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
     folder = tmp_path / "resume"
     folder.mkdir()

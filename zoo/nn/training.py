@@ -75,9 +75,6 @@ class TrainSettings:
     max_epochs               upper limit on epochs
     batch_size               structures per optimiser step
     learning_rate            Adam's initial learning rate
-    lr_schedule              'plateau' (ReduceLROnPlateau on the validation loss) or 'cosine' (cosine annealing
-                             from learning_rate to min_learning_rate over max_epochs: a short run ends at a small
-                             rate, where a plateau schedule, still improving, never lowers it)
     plateau_factor           ReduceLROnPlateau: multiply the rate by this when the validation loss stalls ...
     plateau_patience         ... for this many epochs
     min_learning_rate        the rate never goes below this
@@ -102,7 +99,6 @@ class TrainSettings:
     max_epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 0.005
-    lr_schedule: str = "plateau"
     plateau_factor: float = 0.5
     plateau_patience: int = 4
     min_learning_rate: float = 1e-5
@@ -134,8 +130,6 @@ class TrainSettings:
             raise ValueError(f"accelerator must be one of auto, cpu, gpu, cuda, mps, got {self.accelerator!r}")
         if self.deterministic not in (True, False, "warn"):
             raise ValueError(f"deterministic must be true, false or 'warn', got {self.deterministic!r}")
-        if self.lr_schedule not in ("plateau", "cosine"):
-            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if not isinstance(self.separate_parts, bool):
             raise ValueError(f"separate_parts must be true or false, got {self.separate_parts!r}")
         if self.loss not in LOSSES:
@@ -507,10 +501,6 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
 
         def configure_optimizers(self):
             optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
-            if settings.lr_schedule == "cosine":
-                scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.max_epochs,
-                                                                       eta_min=settings.min_learning_rate)
-                return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode="min", factor=settings.plateau_factor, patience=settings.plateau_patience,
                 min_lr=settings.min_learning_rate)
