@@ -6,15 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Telemetry off for every library the project drives: nothing may reach a non-loopback address.
-export DVC_NO_ANALYTICS := 1
-export GX_ANALYTICS_ENABLED := false
-export HF_HUB_DISABLE_TELEMETRY := 1
-export HF_HUB_DISABLE_XET := 1
-export DO_NOT_TRACK := 1
-export HF_UPDATE_DOWNLOAD_COUNTS := 0
-# Busy-waiting OpenMP threads slow training 5-20x when another job shares the 2 cores.
-export OMP_WAIT_POLICY := PASSIVE
+# Telemetry off, passive OpenMP waiting: the one list, shared with .ci/run, the tests and the stage scripts.
+include environment.env
+export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' environment.env)
 # dvc.yaml's stage commands say `python`: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 

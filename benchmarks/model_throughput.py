@@ -29,9 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from zoo.core import environment  # noqa: E402
+
 # torch's OpenMP workers spin while waiting by default; on a 2-core machine shared with other processes that
-# made training steps 5x slower or worse in our measurements. Passive waiting must be chosen before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# made training steps 5x slower or worse in our measurements. Passive waiting (environment.env) must be chosen
+# before torch is imported.
+environment.apply()
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT = ROOT / ".." / "shared" / "datasets" / "matminer-0.4.1" / "elastic_tensor.csv"

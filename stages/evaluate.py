@@ -2,32 +2,26 @@
 
     python stages/evaluate.py <property> [--params params.yaml] [--profile cpu|release|gpu]
 
-Reads data/models/matten-<property>/ and data/hub/datasets/mp-<property>-irreps/; trains the baselines on the
-same split (zoo.nn.baselines; the non-equivariant network with the `train` profile's settings); writes
-data/reports/<property>-metrics.json, data/reports/<property>-parity.png and
-data/reports/<property>-per-crystal-system.png (zoo.nn.evaluation).
-
-params.yaml: section `train` (profile, as for the train stage) and section `evaluate`:
-    composition_gbm   zoo.nn.baselines.GBMSettings fields (max_iter, learning_rate, max_leaf_nodes, min_samples_leaf,
-                      seed)
+Reads data/models/matten-<property>/ and data/hub/datasets/mp-<property>-irreps/; trains the baselines on the same
+split; writes data/reports/<property>-metrics.json and the parity and per-crystal-system plots
+(zoo.nn.pipeline.evaluate_stage). params.yaml: sections `train` (the profile), `evaluate` and `symmetry`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-# Passive OpenMP waiting must be chosen before torch is imported (see stages/train.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from zoo.core import environment
+
+# Passive OpenMP waiting (environment.env) must be chosen before torch is imported.
+environment.apply()
 
 from rich.console import Console  # noqa: E402
 
 from zoo import properties  # noqa: E402
-from zoo.core.params import load_section  # noqa: E402
-from zoo.nn import baselines, evaluation, training
+from zoo.nn import pipeline  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -39,24 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
     args = parser.parse_args(argv)
     try:
-        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile,
-                                                    args.property)
-        section = load_section(args.params, "evaluate") or {}
-        unknown = sorted(set(section) - {"composition_gbm"})
-        if unknown:
-            raise ValueError(f"evaluate section of {args.params} has unknown keys {unknown}")
-        gbm = baselines.GBMSettings.from_params(section.get("composition_gbm"))
-        started = time.perf_counter()
-        document = evaluation.evaluate_property(args.property, settings, gbm=gbm,
-                                                log=lambda line: console.print(f"evaluate {args.property}: {line}"))
-        elapsed = time.perf_counter() - started
-    except (ValueError, FileNotFoundError) as err:
+        pipeline.evaluate_stage(args.property, args.params, args.profile, log=console.print)
+    except pipeline.STAGE_ERRORS as err:
         console.print(f"[bold red]evaluate {args.property} failed:[/] {err}")
         return 1
-    headline = document["headline"]
-    scores = ", ".join(f"{name} {metrics[headline]:.4g}" for name, metrics in document["baselines"].items())
-    print(f"evaluate {args.property} ({profile}): {headline} model {document['model'][headline]:.4g}; baselines "
-          f"{scores}; {elapsed:.1f} s -> {evaluation.REPORTS_DIR / (args.property + '-metrics.json')}")
     return 0
 
 

@@ -1,253 +1,34 @@
-"""DVC stage `publish`: a trained, evaluated model and its dataset as versioned repositories.
+"""DVC stage `publish`: a trained, evaluated model and its dataset as versioned repositories (zoo.release.publishing).
 
-    python stages/publish.py <property> [--params params.yaml] [--target local|hub] [--version X.Y.Z]
-
-Model repository folder: model.safetensors and config.json (as the train stage wrote them: full ModelConfig,
-property, irreps, units, format version, weights sha256) and README.md, the model card (zoo.release.model_card). The
-dataset folder (data/hub/datasets/mp-<property>-irreps) is published as it is, under its own version.
-
-Targets: `local` (default): the local zoo store (zoo.release.registry.LocalStore, `publish.store`); `hub`: a Hugging Face
-Hub through zoo.release.hub (upload_folder + tag v<version>), at `publish.hub.endpoint` or HF_ENDPOINT, token HF_TOKEN,
-namespace `publish.hub.organisation` or ZOO_HUB_ORG; `shipped`: the model folder is committed with the code under
-zoo/releases/<name>/<version>/ and its release entry (every file's sha256, the dataset fingerprint) added to
-zoo/registry.json, so `zoo.load` works on a fresh clone offline (datasets are not shipped: the pipeline builds
-them). ZOO_PUBLISH_TARGET overrides the target.
-
-A published version is never overwritten. Publishing a version that already exists is refused unless it is the
-very same model (weights and config byte-identical; the card, which names the git commit, is kept as first
-published): then nothing is written and the report says "already published", so `dvc repro --force` of an
-unchanged pipeline passes while a retrained model under an old version number stops the pipeline with the
-instruction to bump `publish.model_version`. A dataset version already published with the same content
-fingerprint is left as it is (several model versions share it); with another fingerprint it is refused.
-
-Writes data/reports/publish/<property>.json: what was published where, every file's sha256, and for the Hub the
-commit sha, i.e. the release entry to add to zoo/registry.json.
-
-params.yaml, section `publish`:
-    model_version  semantic version of the models published by this run
-    target         local | hub
-    store          folder of the local store
-    hub            {organisation, endpoint (null: HF_ENDPOINT or huggingface.co), private}
+    python stages/publish.py <property> [--params params.yaml] [--target local|hub|shipped] [--version X.Y.Z]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from zoo import properties
-from zoo.core.io import copy_folder_into_place, sha256_file, write_json
-from zoo.core.params import load_section
-from zoo.data import datasets as zoo_datasets
-from zoo.nn import evaluation, training
-from zoo.release import hub, model_card, registry
+from zoo.release import publishing
 
-TARGETS = ("local", "hub", "shipped")
-# What makes a model version: its weights and its full config (which records the weights' sha256). The card also
-# names the git commit, so it changes with every commit; it is not part of a version's identity.
-IDENTITY_FILES = (training.WEIGHTS_FILE, training.CONFIG_FILE)
-PUBLISH_REPORTS = Path("data/reports/publish")
-SHIPPED_DIR = "releases"  # under zoo/, beside registry.json
 console = Console(stderr=True, soft_wrap=True)
-
-
-def git_commit(root: Path = Path(".")) -> str | None:
-    """HEAD's sha, with '-dirty' when tracked files differ from it; None outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-
-def publish_property(property_name: str, *, version: str, target: str, store: str | os.PathLike | None = None,
-                     organisation: str, endpoint: str | None = None, token: str | None = None,
-                     private: bool = False, models_root: str | os.PathLike = training.MODELS_DIR,
-                     datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
-                     reports_dir: str | os.PathLike = evaluation.REPORTS_DIR,
-                     lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None,
-                     registry_path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Publish the model of `property_name` and its dataset; returns the report (module docstring)."""
-    spec = properties.get(property_name)
-    registry.version_key(version)
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    model_dir = Path(models_root) / spec.model_name
-    dataset_dir = Path(datasets_root) / spec.dataset_name
-    info = json.loads((model_dir / training.CONFIG_FILE).read_text(encoding="utf-8"))
-    if sha256_file(model_dir / training.WEIGHTS_FILE) != info["weights"]["sha256"]:
-        raise ValueError(f"{model_dir / training.WEIGHTS_FILE} does not match the sha256 in its config.json")
-    dataset_version = json.loads((dataset_dir / zoo_datasets.VERSION_FILE).read_text(encoding="utf-8"))
-    if dataset_version["fingerprint"] != info["dataset"]["fingerprint"]:
-        raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {info['dataset']['fingerprint']}, but "
-                         f"{dataset_dir} is {dataset_version['fingerprint']}: retrain (dvc repro train@{spec.name})")
-    metrics = json.loads(evaluation.metrics_path(Path(reports_dir), spec.name).read_text(encoding="utf-8"))
-    per_system_path = evaluation.per_system_json_path(Path(reports_dir), spec.name)
-    # Reports written before the per-crystal-system tables moved to their own file hold them inline.
-    per_system = json.loads(per_system_path.read_text(encoding="utf-8")) if per_system_path.is_file() \
-        else metrics.get("per_crystal_system", {})
-    dataset_repo = f"{organisation}/{spec.dataset_name}"
-    lock_entry = model_card.dvc_lock_entry(Path(lock_path), f"train@{spec.name}")
-    card = model_card.render_model_card(info, metrics, per_system, version=version, dataset_repo=dataset_repo,
-                                        git_commit=commit, dvc_lock_entry=lock_entry)
-    report: dict[str, Any] = {"property": spec.name, "target": target}
-    with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
-        folder = Path(tmp) / spec.model_name
-        folder.mkdir()
-        for name in (training.WEIGHTS_FILE, training.CONFIG_FILE):
-            shutil.copyfile(model_dir / name, folder / name)
-        (folder / model_card.CARD_FILE).write_text(card, encoding="utf-8")
-        if target == "local":
-            local = registry.LocalStore(store)
-            report["dataset"] = _publish_dataset_locally(local, dataset_dir, spec.dataset_name, dataset_version)
-            published = local.versions(spec.model_name).get(version)
-            if published is None:
-                local.publish(folder, spec.model_name, version)
-            else:
-                _same_model(f"local store {local.root}", spec.model_name, version, published, folder)
-            report["model"] = {"name": spec.model_name, "version": version,
-                               "path": str(local.folder(spec.model_name, version)),
-                               "files": local.versions(spec.model_name)[version], "published": published is None}
-        elif target == "shipped":
-            report["model"] = _ship(folder, spec.model_name, version, info["dataset"],
-                                    Path(registry_path or registry.REGISTRY_PATH))
-        else:
-            report["dataset"] = _publish_dataset_to_hub(dataset_dir, dataset_repo, dataset_version, endpoint, token,
-                                                        private)
-            repo_id = f"{organisation}/{spec.model_name}"
-            try:
-                commit_sha = hub.publish_folder(folder, repo_id, "model", version, endpoint=endpoint, token=token,
-                                                private=private)
-                published = True
-            except hub.VersionExistsError:
-                with tempfile.TemporaryDirectory(prefix="zoo-publish-check-") as cache:
-                    config = hub.download_file(repo_id, training.CONFIG_FILE, hub.version_tag(version),
-                                               repo_type="model", cache_dir=cache, endpoint=endpoint, token=token)
-                    _same_model(f"Hub repository {repo_id}", spec.model_name, version,
-                                {training.CONFIG_FILE: sha256_file(config)}, folder)
-                    commit_sha, published = config.parent.name, False
-            report["model"] = {"name": spec.model_name, "version": version, "repo_id": repo_id, "published": published,
-                               "registry_release": registry.release_entry(folder, commit_sha, info["dataset"])}
-    return report
-
-
-def _same_model(where: str, name: str, version: str, published: dict[str, str], folder: Path) -> None:
-    """Accept a version that is already published only when it is this very model (IDENTITY_FILES that both sides
-    have are byte-identical); otherwise refuse: a published version is never overwritten."""
-    differing = [file for file in IDENTITY_FILES if file in published and published[file] != sha256_file(folder / file)]
-    if differing or not set(IDENTITY_FILES) & set(published):
-        raise hub.VersionExistsError(
-            f"model {name} version {version} is already published in the {where} with other "
-            f"{' and '.join(differing) or 'files'}; published versions are never overwritten: bump "
-            "publish.model_version (params.yaml) or pass --version")
-
-
-def _ship(folder: Path, name: str, version: str, dataset: dict[str, str], registry_path: Path) -> dict[str, Any]:
-    """Ship the model with the code: copy `folder` to zoo/releases/<name>/<version>/ and add the release to the
-    registry (revision null until it is also pushed to a Hub). An identical shipped version is left as it is."""
-    entry = json.loads(registry_path.read_text(encoding="utf-8"))
-    model = entry["models"].get(name)
-    if model is None:
-        raise ValueError(f"{registry_path} has no model {name!r}: add its entry (property, repo_id) first")
-    relative = f"{SHIPPED_DIR}/{name}/{version}"
-    target = registry_path.parent / relative
-    existing = model["releases"].get(version)
-    if existing is not None or target.exists():
-        _same_model(f"registry {registry_path}", name, version, (existing or {}).get("files", {}), folder)
-        return {"name": name, "version": version, "path": str(target), "published": False,
-                "registry_release": existing}
-    copy_folder_into_place(folder, target)
-    release = registry.release_entry(target, None, dataset, shipped=relative)
-    model["releases"][version] = release
-    registry.write_registry(entry, registry_path)
-    return {"name": name, "version": version, "path": str(target), "published": True, "registry_release": release}
-
-
-def _publish_dataset_locally(local: registry.LocalStore, folder: Path, name: str,
-                             version_info: dict[str, Any]) -> dict[str, Any]:
-    version = version_info["version"]
-    try:
-        path = local.publish(folder, name, version, kind="datasets")
-        return {"name": name, "version": version, "path": str(path), "published": True}
-    except registry.LocalVersionExistsError:
-        stored = json.loads((local.folder(name, version, "datasets") / zoo_datasets.VERSION_FILE).read_text())
-        _same_dataset(name, version, stored, version_info)
-        return {"name": name, "version": version, "path": str(local.folder(name, version, "datasets")),
-                "published": False}
-
-
-def _publish_dataset_to_hub(folder: Path, repo_id: str, version_info: dict[str, Any], endpoint, token,
-                            private: bool) -> dict[str, Any]:
-    version = version_info["version"]
-    try:
-        commit = hub.publish_folder(folder, repo_id, "dataset", version, endpoint=endpoint, token=token,
-                                    private=private)
-        return {"repo_id": repo_id, "version": version, "revision": commit, "published": True}
-    except hub.VersionExistsError:
-        with tempfile.TemporaryDirectory(prefix="zoo-publish-check-") as cache:
-            path = hub.download_file(repo_id, zoo_datasets.VERSION_FILE, hub.version_tag(version), repo_type="dataset",
-                                     cache_dir=cache, endpoint=endpoint, token=token)
-            _same_dataset(repo_id, version, json.loads(path.read_text(encoding="utf-8")), version_info)
-            commit = path.parent.name
-        return {"repo_id": repo_id, "version": version, "revision": commit, "published": False}
-
-
-def _same_dataset(name: str, version: str, published: dict[str, Any], local: dict[str, Any]) -> None:
-    if published.get("fingerprint") != local["fingerprint"]:
-        raise hub.VersionExistsError(
-            f"dataset {name} version {version} is already published with fingerprint {published.get('fingerprint')}, "
-            f"but the local build is {local['fingerprint']}: bump build.dataset_version; versions are never overwritten")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("property", choices=sorted(properties.PROPERTIES))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    parser.add_argument("--target", choices=TARGETS, default=None, help="overrides publish.target and ZOO_PUBLISH_TARGET")
+    parser.add_argument("--target", choices=publishing.TARGETS, default=None, help="overrides publish.target")
     parser.add_argument("--version", default=None, help="model version (default: publish.model_version)")
     args = parser.parse_args(argv)
     try:
-        section = load_section(args.params, "publish", required=True)
-        unknown = sorted(set(section) - {"model_version", "target", "store", "hub"})
-        hub_section = dict(section.get("hub") or {})
-        unknown += [f"hub.{key}" for key in sorted(set(hub_section) - {"organisation", "endpoint", "private"})]
-        if unknown:
-            raise ValueError(f"publish section of {args.params} has unknown keys {unknown}")
-        target = args.target or os.environ.get("ZOO_PUBLISH_TARGET") or section.get("target", "local")
-        organisation = os.environ.get("ZOO_HUB_ORG") or hub_section.get("organisation") or \
-            registry.read_registry().hub_organisation
-        report = publish_property(
-            args.property, version=args.version or str(section["model_version"]), target=target,
-            store=section.get("store"), organisation=organisation, endpoint=hub_section.get("endpoint"),
-            token=os.environ.get("HF_TOKEN"), private=bool(hub_section.get("private", False)),
-            commit=git_commit())
-    except (ValueError, KeyError, FileNotFoundError, registry.LocalVersionExistsError, hub.HubError) as err:
+        publishing.publish_stage(args.property, args.params, target=args.target, version=args.version)
+    except publishing.PUBLISH_ERRORS as err:
         console.print(f"[bold red]publish {args.property} failed:[/] {err}")
         return 1
-    # The file states what the target holds, so it is the same whether this run or an earlier one published
-    # (`dvc repro --force` gives identical bytes); whether this run wrote anything is printed below.
-    write_json(PUBLISH_REPORTS / f"{args.property}.json",
-               {part: ({k: v for k, v in entry.items() if k != "published"} if isinstance(entry, dict) else entry)
-                for part, entry in report.items()})
-    model = report["model"]
-    where = model.get("path") or model["repo_id"]
-    state = "published" if model["published"] else "already published with identical weights and config"
-    dataset = report.get("dataset")
-    dataset_state = "" if dataset is None else (f"; dataset {dataset['version']} "
-                                                f"{'published' if dataset['published'] else 'already published'}")
-    print(f"publish {args.property}: {model['name']} {model['version']} {state} -> {where}{dataset_state}")
     return 0
 
 

@@ -2,40 +2,30 @@
 
     python stages/train.py <property> [--params params.yaml] [--profile cpu|release|gpu]
 
-Reads data/hub/datasets/mp-<property>-irreps/ (the build stage's output); writes data/models/matten-<property>/
-(model.safetensors, config.json, training_log.json), replacing the folder only once it is complete, and the
-per-epoch metrics (losses, learning rate, epoch wall time) with dvclive into data/reports/train/<property>/.
-An interrupted run continues from data/models/.resume/matten-<property>/last.ckpt when settings, model config and
-dataset fingerprint are unchanged (zoo.nn.training).
-
-params.yaml, section `train`:
-    profile     the profile `dvc repro` trains with (--profile overrides it for one run)
-    profiles    name -> zoo.nn.training.TrainSettings fields (max_epochs, batch_size, learning_rate, plateau_factor,
-                plateau_patience, min_learning_rate, early_stopping_patience, seed, accelerator, threads,
-                deterministic, progress_bar, loss, model: {ModelConfig fields}), and per_property:
-                {<property>: {settings}} replacing those of the profile for one property
+Reads data/hub/datasets/mp-<property>-irreps/; writes data/models/matten-<property>/ (model.safetensors,
+config.json, training_log.json) and the per-epoch metrics with dvclive into data/reports/train/<property>/
+(zoo.nn.pipeline.train_stage). An interrupted run continues from data/models/.resume/matten-<property>/ when
+settings, model config and dataset fingerprint are unchanged (zoo.nn.training). params.yaml: section `train`
+(zoo.core.config.TrainConfig; --profile overrides train.profile for one run).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-# torch's OpenMP workers spin while they wait by default, which on a shared 2-core machine made steps several
-# times slower (benchmarks/model_throughput.py); this must be chosen before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from zoo.core import environment
+
+# Passive OpenMP waiting (environment.env) must be chosen before torch is imported.
+environment.apply()
 
 from rich.console import Console  # noqa: E402
 
 from zoo import properties  # noqa: E402
-from zoo.core.params import load_section  # noqa: E402
-from zoo.nn import training
+from zoo.nn import pipeline  # noqa: E402
 
 console = Console(stderr=True, soft_wrap=True)
-LIVE_DIR = Path("data/reports/train")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,26 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
     args = parser.parse_args(argv)
     try:
-        profile, settings = training.select_profile(load_section(args.params, "train", required=True), args.profile,
-                                                    args.property)
-        started = time.perf_counter()
-        folder, fitted = training.train_property(args.property, settings, profile=profile,
-                                                 live_dir=LIVE_DIR / args.property)
-        elapsed = time.perf_counter() - started
-    except (ValueError, FileNotFoundError) as err:
+        pipeline.train_stage(args.property, args.params, args.profile)
+    except pipeline.STAGE_ERRORS as err:
         console.print(f"[bold red]train {args.property} failed:[/] {err}")
         return 1
-    for result in fitted.members:
-        epochs = result.epoch_seconds
-        resumed = f", resumed after {result.resumed_after_epochs} epochs" \
-            if result.resumed_after_epochs is not None else ""
-        print(
-            f"train {args.property} ({profile}, seed {result.config.seed}): {result.epochs_run} epochs{resumed}, best "
-            f"{result.best_epoch} (val loss {result.history[result.best_epoch]['val_loss']:.4f}"
-            f"{', stopped early' if result.stopped_early else ''}); epoch time median "
-            f"{sorted(epochs)[len(epochs) // 2] if epochs else float('nan'):.1f} s, setup {result.setup_seconds:.1f} s"
-        )
-    print(f"train {args.property}: {len(fitted.members)} network(s), total {elapsed:.1f} s -> {folder}")
     return 0
 
 

@@ -9,6 +9,7 @@ checks that the audit passes, or fails naming what differs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,21 +20,24 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from stages import publish
 from tests import test_datasets
+from tests.params_file import PARAMS as PROJECT_PARAMS
+from tests.params_file import SYMMETRY, train_settings, write_params
 from tests.test_training import TINY_MODEL
 from tests.test_zoo_load import NAME, registry_file, rehash
 from zoo import cli, properties
-from zoo.data import datasets as zd
-from zoo.nn import baselines, evaluation, training
+from zoo.data import dataset_schema as schema
+from zoo.nn import evaluation, training
 from zoo.release import audit, model_card, registry
+from zoo.release import publishing as publish
 
 REPO = Path(__file__).resolve().parent.parent
+GBM = PROJECT_PARAMS.evaluate.composition_gbm
 VERSION = "1.0.0"
 N_RECORDS = 20
 DATASET = "mp-elastic-irreps"
-PROFILE = {"max_epochs": 1, "batch_size": 8, "learning_rate": 0.01, "seed": 0, "accelerator": "cpu", "threads": 1,
-           "deterministic": True, "progress_bar": False, "model": TINY_MODEL}
+PROFILE = train_settings(max_epochs=1, batch_size=8, learning_rate=0.01, seed=0, accelerator="cpu", threads=1,
+                         deterministic=True, progress_bar=False, loss="mse", model=TINY_MODEL).as_dict()
 PARAMS = {"build": {"dataset_version": "1.0.0", "split_salt": test_datasets.SALT, "workers": 1},
           "train": {"profile": "test", "profiles": {"test": PROFILE}}}
 # The build and train stages of the project's dvc.yaml, run by the project's own scripts.
@@ -63,13 +67,14 @@ def write_inputs(project: Path, rows: list[dict]) -> None:
 def project(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("project")
     write_inputs(project, test_datasets.clean_rows("elastic", N_RECORDS))
-    (project / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    write_params(project / "params.yaml", **PARAMS)
     (project / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     audit.run_dvc(project, "init", "--no-scm")
     audit.run_dvc(project, "repro", "train@elastic")
     settings = training.TrainSettings.from_params(PROFILE)
     data = project / "data"
-    evaluation.evaluate_property("elastic", settings, gbm=baselines.GBMSettings(max_iter=10),
+    evaluation.evaluate_property("elastic", settings, gbm=dataclasses.replace(GBM, max_iter=10),
+                                 symmetry_settings=SYMMETRY,
                                  model_dir=data / "models" / NAME, datasets_root=data / "hub" / "datasets",
                                  reports_dir=data / "reports", plots=False)
     publish.publish_property("elastic", version=VERSION, target="local", store=data / "zoo", organisation="zoo-test",
@@ -242,27 +247,27 @@ def test_a_changed_metric_in_the_card_fails_naming_the_metric(project, tmp_path,
 def test_a_changed_dataset_value_fails_naming_the_file_and_the_fingerprint(project, tmp_path, cli_on, capsys):
     copy = copy_of(project, tmp_path)
     folder = copy / "data" / "hub" / "datasets" / DATASET
-    path = folder / zd.parquet_path("test")
+    path = folder / schema.parquet_path("test")
     table = pq.read_table(path)
     column = table.column_names.index("stiffness_irreps")
     values = table.column(column).to_pylist()
     values[0][0] += 1.0  # one value of one test record
     field = table.schema.field(column)
-    zd.write_parquet(table.set_column(column, field, pa.array(values, type=field.type)), path)
+    schema.write_parquet(table.set_column(column, field, pa.array(values, type=field.type)), path)
 
     report = run_audit(copy)
-    assert failed(report) == {f"dataset file {zd.parquet_path('test')}", "dataset fingerprint",
+    assert failed(report) == {f"dataset file {schema.parquet_path('test')}", "dataset fingerprint",
                               "dataset_version.json", "dataset card", "dvc.lock", "card lineage"}
     assert statuses(report)["metrics model"] == audit.NOT_CHECKED
     fingerprint = {check.name: check for check in report.checks}["dataset fingerprint"]
-    recorded = json.loads((folder / zd.VERSION_FILE).read_text())["fingerprint"]
+    recorded = json.loads((folder / schema.VERSION_FILE).read_text())["fingerprint"]
     assert fingerprint.expected == recorded and fingerprint.found == audit.recompute_fingerprint(
         folder, properties.get("elastic")) != recorded
 
     cli_on(copy)
     assert cli.main(["audit", "--dataset", DATASET, "--project", str(copy)]) == 1
     err = capsys.readouterr().err
-    assert f"dataset file {zd.parquet_path('test')}" in err and "dvc.lock" in err and "dataset_version.json" in err
+    assert f"dataset file {schema.parquet_path('test')}" in err and "dvc.lock" in err and "dataset_version.json" in err
 
 
 def test_a_changed_raw_record_rebuilt_through_dvc_names_the_fingerprint_that_differs(project, tmp_path):
@@ -277,7 +282,7 @@ def test_a_changed_raw_record_rebuilt_through_dvc_names_the_fingerprint_that_dif
     report = run_audit(copy)
     assert report.notes == [f"data/hub/datasets/{DATASET} was absent: rebuilt with `dvc repro build@elastic`"]
     card = model_card.parse_front_matter((stored_model(copy) / model_card.CARD_FILE).read_text())
-    rebuilt = json.loads((copy / "data" / "hub" / "datasets" / DATASET / zd.VERSION_FILE).read_text())
+    rebuilt = json.loads((copy / "data" / "hub" / "datasets" / DATASET / schema.VERSION_FILE).read_text())
     assert rebuilt["fingerprint"] != card["dataset_fingerprint"]
     assert {"dataset fingerprint", "card lineage"} <= failed(report)
     checks = {check.name: check for check in report.checks}

@@ -5,6 +5,7 @@ these tests need no files outside the repository; the last test cleans the whole
 """
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,10 +19,14 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.cif import CifWriter
 from scipy.spatial.transform import Rotation
 
+from tests.params_file import write_params
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.data import cleaning
 from zoo.data.records import read_raw, write_raw
+
+# The checkout's params, measured in this process (workers 1).
+CLEAN = dataclasses.replace(cleaning.CleanParams.from_params(), workers=1)
 
 SNAPSHOT_ROWS = {
     json.loads(line)["record_id"]: json.loads(line)
@@ -54,7 +59,7 @@ def raw(snapshot_id: str, /, **changes) -> dict:
 
 def clean(records, prop: str, **params) -> dict:
     """Clean `records` and return the rows by record_id."""
-    result = cleaning.clean_records(records, properties.get(prop), cleaning.CleanParams(**params))
+    result = cleaning.clean_records(records, properties.get(prop), dataclasses.replace(CLEAN, **params))
     assert [row["record_id"] for row in result.rows] == sorted(record["record_id"] for record in records)
     return {row["record_id"]: row for row in result.rows}
 
@@ -97,7 +102,7 @@ def test_piezo_row_failing_as_given_passes_after_the_ieee_rotation():
 
 
 def test_piezo_mm2_row_is_in_the_spglib_standard_frame():
-    result = cleaning.clean_records([raw(HCL_PIEZO)], properties.get("piezo"))
+    result = cleaning.clean_records([raw(HCL_PIEZO)], properties.get("piezo"), CLEAN)
     row = result.rows[0]
     assert row["frame_residual_before"] > 1.0
     assert row["frame_action"] == "rotated_standard_to_structure"
@@ -330,7 +335,7 @@ def test_clean_property_is_deterministic_and_independent_of_workers(tmp_path):
     outputs = []
     for run, workers in enumerate((1, 1, 2)):
         out, report = tmp_path / f"clean-{run}.parquet", tmp_path / f"report-{run}.json"
-        cleaning.clean_property(spec, raw_path, out, report, cleaning.CleanParams(workers=workers))
+        cleaning.clean_property(spec, raw_path, out, report, dataclasses.replace(CLEAN, workers=workers))
         outputs.append((out.read_bytes(), report.read_bytes()))
     assert outputs[0] == outputs[1] == outputs[2]
     table = pq.read_table(tmp_path / "clean-0.parquet")
@@ -352,18 +357,20 @@ def test_schema_columns_are_fixed():
     assert [name for name in dielectric.names if name in parts] == parts
 
 
-@pytest.mark.parametrize("section", [
-    {"symprec": -0.1}, {"workers": 0}, {"unknown_key": 1}, {"neumann_rtol": 0.1, "symmetrize_max_residual": 0.01},
-    {"duplicate_rtol": "small"},
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"symmetry": {"symprec": -0.1}}, "symmetry.symprec"), ({"clean": {"workers": 0}}, "clean.workers"),
+    ({"clean": {"unknown_key": 1}}, r"clean: unknown key\(s\) \['unknown_key'\]"),
+    ({"symmetry": {"neumann_tolerance": 0.1}, "clean": {"symmetrize_max_residual": 0.01}}, "clean.neumann_rtol"),
+    ({"clean": {"duplicate_rtol": "small"}}, "clean.duplicate_rtol"),
 ])
-def test_bad_params_are_refused(section):
-    with pytest.raises(ValueError, match="clean"):
-        cleaning.CleanParams.from_mapping(section)
+def test_bad_params_are_refused(sections, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        cleaning.CleanParams.from_params(write_params(tmp_path / "params.yaml", **sections))
 
 
 def test_records_of_another_property_are_refused():
     with pytest.raises(ValueError, match="property"):
-        cleaning.clean_records([raw(AGI_PIEZO)], properties.get("elastic"))
+        cleaning.clean_records([raw(AGI_PIEZO)], properties.get("elastic"), CLEAN)
 
 
 # -------------------------------------------------------------------------------------- whole snapshot
@@ -380,7 +387,7 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
         spec = properties.get(prop)
         raw_path, out = tmp_path / f"{prop}.jsonl", tmp_path / f"{prop}.parquet"
         snapshot.fetch_property(prop, SHARED_DATASETS, raw_path)
-        params = cleaning.CleanParams(workers=2)
+        params = dataclasses.replace(CLEAN, workers=2)
         result = cleaning.clean_property(spec, raw_path, out, tmp_path / f"{prop}.json", params)
         rows = pq.read_table(out).to_pylist()
         assert len(rows) == len(read_raw(raw_path))

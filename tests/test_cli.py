@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,54 @@ def test_a_malformed_cif_is_one_line_naming_the_file(tmp_path, capsys):
 def test_an_unknown_model_suggests_the_close_name(capsys):
     assert cli.main(["info", "mattenelastic"]) == 1
     assert "Did you mean 'matten-elastic'" in capsys.readouterr().err
+
+
+def test_predict_prints_text_literally_with_units_and_matrices(tmp_path, capsys):
+    path = tmp_path / "[red]x.cif"
+    silicon().to(filename=str(path))
+    assert cli.main(["predict", NAME, str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path} (Si): Elastic stiffness tensor")  # the name as given, no markup eaten
+    assert "[GPa], rounded to 0.1" in out and "k_vrh = " in out and " GPa" in out.split("k_vrh = ")[1].splitlines()[0]
+    matrix = [line.split() for line in out.splitlines() if line.startswith("    ") and "=" not in line]
+    assert len(matrix) == 6 and all(len(row) == 6 for row in matrix)
+    assert all(len(cell.split(".")[1]) == 1 for row in matrix for cell in row)  # rounded as stated
+    assert "WARNING training_domain_unknown:" in out
+
+
+def test_predict_json_carries_the_warnings(tmp_path, capsys):
+    path = tmp_path / "Si.cif"
+    silicon().to(filename=str(path))
+    assert cli.main(["predict", NAME, str(path), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["predictions"]
+    assert entry["units"] == "GPa" and {"code": "training_domain_unknown"}.items() <= entry["warnings"][0].items()
+
+
+def test_list_json_and_version(capsys):
+    assert cli.main(["list", "--json"]) == 0
+    models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert models[NAME]["local_store"] == ["0.1.0"] and models[NAME]["property"] == "elastic"
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("zoo (mp-tensor-zoo) ")
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    missing = str(tmp_path / "missing.cif")
+    assert cli.main(["predict", NAME, missing]) == 1
+    err = capsys.readouterr().err
+    assert err == f"zoo predict: error: {missing}: no such file\n"
+    with pytest.raises(zoo.InputError):
+        cli.main(["--debug", "predict", NAME, missing])
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["info", NAME], ["info", "nosuchmodel"], ["--version"],
+                                  ["--help"]])
+def test_the_fast_commands_import_no_torch_e3nn_or_pymatgen(args, store):
+    """What keeps `zoo list`, `zoo info`, `--help`, `--version` and name errors under a second (benchmarks/cli_and_cold_load.py
+    measures them): the heavy libraries are never imported."""
+    script = (f"import sys\nfrom zoo import cli\ntry:\n    cli.main({args!r})\nexcept SystemExit:\n    pass\n"
+              "print(sorted(m for m in ('torch', 'e3nn', 'pymatgen', 'datasets', 'lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, registry.STORE_ENV: str(store)})
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr

@@ -32,16 +32,24 @@ from hypothesis import strategies as st
 from pymatgen.core import Structure
 
 from tests.fakes.hub import Fault
+from tests.params_file import SYMMETRY, params_mapping, write_params
 from zoo import properties
 from zoo.core import derived, symmetry, tensors
 from zoo.core.io import canonical_json, sha256_file
-from zoo.data import cards, splits, validation
+from zoo.data import splits, validation
 from zoo.data import datasets as zd
+from zoo.data import dataset_schema as schema
+from zoo import datasets as user_datasets
 from zoo.properties import PHONON_GRID_CM
+
+# The checkout's validate params, computed in this process (workers 1).
+VALIDATION = dataclasses.replace(validation.ValidationParams.from_params(), workers=1)
 
 REPO = Path(__file__).resolve().parent.parent
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 SALT = "test-salt"
+# The build's keyword arguments that every test shares.
+SALTED = {"salt": SALT, "symmetry_settings": SYMMETRY}
 # Records per synthetic dataset: the 14 test structures once each, then the 3 cubic ones again, so that the cubic
 # stratum fills every split. Elastic and piezo are smaller: zoo.core.derived takes ~0.2 s per elastic tensor.
 SIZES = {"elastic": 20, "dielectric": 30, "piezo": 20, "phonon": 30}
@@ -127,7 +135,7 @@ def with_bad_records(prop: str, rows: list[dict]) -> list[dict]:
 def validate_into(folder: Path, prop: str, clean: list[dict]) -> tuple[Path, Path, dict]:
     """Run the real validate stage (zoo.data.validation) on clean records; its outputs are the build's inputs."""
     folder.mkdir(parents=True, exist_ok=True)
-    result = validation.validate(pd.DataFrame(clean), prop)
+    result = validation.validate(pd.DataFrame(clean), prop, VALIDATION)
     accepted, report = folder / f"{prop}.accepted.parquet", folder / f"{prop}-validation.json"
     validation.write_outputs(result, accepted, folder / f"{prop}.quarantine.parquet", report)
     return accepted, report, result.report
@@ -135,7 +143,7 @@ def validate_into(folder: Path, prop: str, clean: list[dict]) -> tuple[Path, Pat
 
 def build(folder: Path, prop: str, clean: list[dict], **options) -> zd.BuildResult:
     accepted, report, _ = validate_into(folder / "inputs", prop, clean)
-    options = {"version": "1.2.3", "salt": SALT, **options}
+    options = {"version": "1.2.3", "salt": SALT, "symmetry_settings": SYMMETRY, **options}
     return zd.build_dataset(prop, accepted, report, folder / "hub", **options)
 
 
@@ -148,7 +156,7 @@ def built(tmp_path_factory) -> dict[str, tuple[zd.BuildResult, dict]]:
     for prop in properties.PROPERTIES:
         clean = with_bad_records(prop, clean_rows(prop, SIZES[prop]))
         accepted, report_path, report = validate_into(root / prop / "inputs", prop, clean)
-        result = zd.build_dataset(prop, accepted, report_path, root / prop / "hub", version="1.2.3", salt=SALT)
+        result = zd.build_dataset(prop, accepted, report_path, root / prop / "hub", version="1.2.3", **SALTED)
         out[prop] = (result, report)
     return out
 
@@ -182,8 +190,8 @@ def check_repository(folder: Path, prop: str, report: dict, cache_dir: str) -> N
     spec = properties.get(prop)
     loaded = datasets.load_dataset(str(folder), cache_dir=cache_dir)
     assert list(loaded) == list(splits.SPLITS)
-    features = zd.dataset_features(prop)
-    tensor_map = zd.tensor_column_map(prop)
+    features = schema.dataset_features(prop)
+    tensor_map = schema.tensor_column_map(prop)
     seen = {}
     for name, split in loaded.items():
         assert split.features == features
@@ -218,11 +226,12 @@ def revalidate(prop: str, rows: list[dict], report: dict) -> pd.DataFrame:
     """The validate stage's own metrics (zoo.data.validation.compute_metrics, with the report's params) of the
     stored values against the stored structures, rebuilt from the dataset rows."""
     known = {f.name for f in dataclasses.fields(validation.ValidationParams)}
-    params = validation.ValidationParams.from_mapping({k: v for k, v in report["params"].items() if k in known})
+    # The report leaves out workers: it changes how fast, never what.
+    params = validation.ValidationParams(**{k: v for k, v in report["params"].items() if k in known}, workers=1)
     if prop == "phonon":
         stored = {"frequencies_cm": "frequencies_cm", "dos": "dos"}
     else:
-        stored = {p.source_column: f"{p.prefix}_{p.source_form}" for p in zd.TENSOR_PARTS[prop]}
+        stored = {p.source_column: f"{p.prefix}_{p.source_form}" for p in properties.get(prop).dataset_parts}
     clean = pd.DataFrame([
         {"record_id": row["record_id"], "clean_issue": None, "is_centrosymmetric": row["is_centrosymmetric"],
          "structure_json": canonical_json(zd.row_structure(row).as_dict()),
@@ -242,7 +251,7 @@ def card_parts(folder: Path) -> tuple[dict, str]:
 
 def read_rows(folder: Path) -> list[dict]:
     """All rows of a built repository, splits in order."""
-    return pa.concat_tables(pq.read_table(folder / zd.parquet_path(name)) for name in splits.SPLITS).to_pylist()
+    return pa.concat_tables(pq.read_table(folder / schema.parquet_path(name)) for name in splits.SPLITS).to_pylist()
 
 
 # --------------------------------------------------------------------------------------------------- splits
@@ -413,10 +422,10 @@ def test_derived_and_validation_columns(built):
 
 
 def test_tensor_facts_are_in_the_parquet_metadata(built):
-    schema = pq.read_schema(built["piezo"][0].path / zd.parquet_path("test"))
-    facts = json.loads(schema.metadata[zd.ARROW_METADATA_KEY])
-    assert facts["tensor_columns"] == zd.tensor_column_map("piezo")
-    field = schema.field("piezo_irreps").metadata
+    arrow = pq.read_schema(built["piezo"][0].path / schema.parquet_path("test"))
+    facts = json.loads(arrow.metadata[schema.ARROW_METADATA_KEY])
+    assert facts["tensor_columns"] == schema.tensor_column_map("piezo")
+    field = arrow.field("piezo_irreps").metadata
     assert field[b"irreps"] == b"2x1o+1x2o+1x3o" and field[b"formula"] == b"ijk=ikj" and field[b"units"] == b"C/m^2"
 
 
@@ -426,7 +435,7 @@ def test_rebuild_is_byte_identical_and_one_changed_record_changes_the_fingerprin
     again = build(tmp_path / "b", "dielectric", clean)
     assert first.fingerprint == again.fingerprint
     for name in splits.SPLITS:
-        assert (first.path / zd.parquet_path(name)).read_bytes() == (again.path / zd.parquet_path(name)).read_bytes()
+        assert (first.path / schema.parquet_path(name)).read_bytes() == (again.path / schema.parquet_path(name)).read_bytes()
     assert (first.path / "README.md").read_text() == (again.path / "README.md").read_text()
     changed = [dict(row) for row in clean]
     changed[7]["ionic"] = (np.asarray(changed[7]["ionic"]) * 1.001).tolist()
@@ -446,11 +455,11 @@ def test_worker_processes_compute_the_same_derived_values():
 
 def test_fingerprint_is_recomputable_from_the_parquet_files(built):
     for prop, (result, _) in built.items():
-        tables = {name: pq.read_table(result.path / zd.parquet_path(name)) for name in splits.SPLITS}
-        assert zd.content_fingerprint(result.name, zd.dataset_features(prop), tables) == result.fingerprint
-        info = json.loads((result.path / zd.VERSION_FILE).read_text())
+        tables = {name: pq.read_table(result.path / schema.parquet_path(name)) for name in splits.SPLITS}
+        assert schema.content_fingerprint(result.name, schema.dataset_features(prop), tables) == result.fingerprint
+        info = json.loads((result.path / schema.VERSION_FILE).read_text())
         assert info["fingerprint"] == result.fingerprint and info["version"] == "1.2.3"
-        assert info["files_sha256"] == {zd.parquet_path(n): sha256_file(result.path / zd.parquet_path(n))
+        assert info["files_sha256"] == {schema.parquet_path(n): sha256_file(result.path / schema.parquet_path(n))
                                         for n in splits.SPLITS}
 
 
@@ -482,10 +491,10 @@ def test_card_states_counts_quarantine_conventions_version_and_citations(built, 
     assert header["license"] == "cc-by-4.0"
     assert header["configs"] == [{"config_name": "default", "data_files": [
         {"split": name, "path": f"data/{name}-*.parquet"} for name in splits.SPLITS]}]
-    assert DatasetInfo._from_yaml_dict(header["dataset_info"]).features == zd.dataset_features(prop)
+    assert DatasetInfo._from_yaml_dict(header["dataset_info"]).features == schema.dataset_features(prop)
     assert {s["name"]: s["num_examples"] for s in header["dataset_info"]["splits"]} == counts
     assert header["dataset_version"] == "1.2.3" and header["content_fingerprint"] == result.fingerprint
-    assert header["tensor_columns"] == zd.tensor_column_map(prop)
+    assert header["tensor_columns"] == schema.tensor_column_map(prop)
     assert set(header["tags"]) >= {"materials-science", "irreps", "e3nn", prop}
 
     # Markdown body: counts per split and crystal system.
@@ -518,14 +527,14 @@ def test_card_states_counts_quarantine_conventions_version_and_citations(built, 
         assert f"its own irreps vector, `{spec.irreps}`" in body
     # Version, fingerprint and citations.
     assert "Version `1.2.3`" in body and f"Content fingerprint `{result.fingerprint}`" in body
-    for key in spec.sources:
-        assert cards.BIBTEX[key] in body
+    for citation in spec.citations:
+        assert citation.bibtex in body
     assert "doi     = {10.1063/1.4812323}" in body  # the Materials Project, in every card
 
 
 def test_card_glossary_lists_every_column_with_its_type(built):
     _, body = card_parts(built["elastic"][0].path)
-    for column in zd.dataset_columns("elastic"):
+    for column in schema.dataset_columns("elastic"):
         assert f"| `{column.name}` | " in body
     assert "| `stiffness_cartesian` | float64[3][3][3][3] | GPa |" in body
     assert "| `stiffness_irreps` | float64[21] | GPa |" in body
@@ -535,7 +544,7 @@ def test_card_glossary_lists_every_column_with_its_type(built):
 def test_load_finds_the_local_build_first(built, hf_cache):
     result, _ = built["piezo"]
     for name in ("piezo", "mp-piezo-irreps", "some-org/mp-piezo-irreps"):
-        loaded = zd.load(name, local_root=result.path.parent, cache_dir=hf_cache)
+        loaded = user_datasets.load(name, local_root=result.path.parent, cache_dir=hf_cache)
         assert {k: v.num_rows for k, v in loaded.items()} == result.counts
 
 
@@ -559,25 +568,25 @@ def test_load_downloads_from_the_hub_when_there_is_no_local_build(built, loopbac
     hub.publish_folder(result.path, repo_id, "dataset", "1.2.3", endpoint=loopback_hub.endpoint,
                        token=loopback_hub.token)
     options = {"local_root": tmp_path / "no-builds", "endpoint": loopback_hub.endpoint, "cache_dir": tmp_path / "c"}
-    loaded = zd.load(repo_id, version="1.2.3", **options)
-    local = zd.load("piezo", local_root=result.path.parent, cache_dir=tmp_path / "local-cache")
+    loaded = user_datasets.load(repo_id, version="1.2.3", **options)
+    local = user_datasets.load("piezo", local_root=result.path.parent, cache_dir=tmp_path / "local-cache")
     assert {name: loaded[name].to_list() for name in loaded} == {name: local[name].to_list() for name in local}
-    assert loaded["train"].features == zd.dataset_features("piezo")
+    assert loaded["train"].features == schema.dataset_features("piezo")
 
     # A Parquet file that changed on the way is refused against dataset_version.json's sha256.
-    train = zd.parquet_path("train")
+    train = schema.parquet_path("train")
     loopback_hub.schedule_download(train, Fault.corrupt_byte())
     with pytest.raises(hub.ChecksumMismatchError, match=train):
-        zd.load(repo_id, version="1.2.3", **{**options, "cache_dir": tmp_path / "fresh"})
+        user_datasets.load(repo_id, version="1.2.3", **{**options, "cache_dir": tmp_path / "fresh"})
     with pytest.raises(hub.HubNotFoundError):
-        zd.load(repo_id, version="9.9.9", **options)
+        user_datasets.load(repo_id, version="9.9.9", **options)
 
 
 def test_load_without_a_local_build_or_hub_name_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match="org/mp-elastic-irreps"):
-        zd.load("elastic", local_root=tmp_path)
+        user_datasets.load("elastic", local_root=tmp_path)
     with pytest.raises(ValueError, match="name must be"):
-        zd.load("", local_root=tmp_path)
+        user_datasets.load("", local_root=tmp_path)
 
 
 def test_row_helpers_give_pymatgen_objects(built):
@@ -615,17 +624,17 @@ def test_build_refuses_inconsistent_inputs(tmp_path):
     accepted, report_path, report = validate_into(tmp_path / "in", "phonon", clean_rows("phonon", 12))
     out = tmp_path / "hub"
     with pytest.raises(ValueError, match="semantic version"):
-        zd.build_dataset("phonon", accepted, report_path, out, version="1.0", salt=SALT)
+        zd.build_dataset("phonon", accepted, report_path, out, version="1.0", **SALTED)
     with pytest.raises(ValueError, match="would be empty"):  # 12 records over 7 crystal systems
-        zd.build_dataset("phonon", accepted, report_path, out, version="1.0.0", salt=SALT)
+        zd.build_dataset("phonon", accepted, report_path, out, version="1.0.0", **SALTED)
     report_path.write_text(json.dumps({**report, "n_accepted": 11, "n_raw": 11}))
     with pytest.raises(ValueError, match="stale"):
-        zd.build_dataset("phonon", accepted, report_path, out, version="1.0.0", salt=SALT)
+        zd.build_dataset("phonon", accepted, report_path, out, version="1.0.0", **SALTED)
     pq.write_table(pq.read_table(accepted).drop_columns(["structure_json"]), accepted)
     with pytest.raises(ValueError, match=r"lacks the columns \['structure_json'\]"):
-        zd.build_dataset("phonon", accepted, report_path, out, version="1.0.0", salt=SALT)
+        zd.build_dataset("phonon", accepted, report_path, out, version="1.0.0", **SALTED)
     with pytest.raises(FileNotFoundError, match="run the validate stage"):
-        zd.build_dataset("phonon", tmp_path / "missing.parquet", report_path, out, version="1.0.0", salt=SALT)
+        zd.build_dataset("phonon", tmp_path / "missing.parquet", report_path, out, version="1.0.0", **SALTED)
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
 
 
@@ -637,7 +646,7 @@ def test_build_names_the_record_with_an_asymmetric_tensor(tmp_path):
     table = table.set_column(table.column_names.index("stiffness_voigt"), "stiffness_voigt", pa.array(voigt))
     pq.write_table(table, accepted)
     with pytest.raises(ValueError, match=r"stiffness_voigt.*test:elastic:row-00001.*not symmetric"):
-        zd.build_dataset("elastic", accepted, report, tmp_path / "hub", version="1.0.0", salt=SALT)
+        zd.build_dataset("elastic", accepted, report, tmp_path / "hub", version="1.0.0", **SALTED)
 
 
 def test_build_refuses_records_above_the_neumann_tolerance(tmp_path):
@@ -646,7 +655,7 @@ def test_build_refuses_records_above_the_neumann_tolerance(tmp_path):
     residuals = pq.read_table(accepted).column("neumann_residual").to_pylist()
     assert max(residuals) > 0.0  # group averages are exact only to rounding
     with pytest.raises(ValueError, match="above the validate tolerance 0.0"):
-        zd.build_dataset("piezo", accepted, report_path, tmp_path / "hub", version="1.0.0", salt=SALT)
+        zd.build_dataset("piezo", accepted, report_path, tmp_path / "hub", version="1.0.0", **SALTED)
 
 
 # ---------------------------------------------------------------------------------------------------- stage
@@ -667,7 +676,7 @@ def test_stage_builds_from_the_validate_outputs(tmp_path, monkeypatch, capsys):
     params = {"build": {"dataset_version": "1.0.0", "split_salt": SALT,
                         "split_fractions": {"train": 0.8, "validation": 0.1, "test": 0.1},
                         "pinned_splits_from": None, "workers": 1}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path / "params.yaml", **params)
     stage = _stage()
     assert stage.main(["phonon"]) == 0
     out = capsys.readouterr().out
@@ -677,13 +686,14 @@ def test_stage_builds_from_the_validate_outputs(tmp_path, monkeypatch, capsys):
 
     for bad, message in (({"workers": 0}, "build.workers"), ({"dataset_version": "v1"}, "semantic version"),
                          ({"split_salt": None, "workers": 1}, "salt must be a non-empty string"),
-                         ({"shuffle": True}, "unknown keys ['shuffle']")):
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"build": {**params["build"], **bad}}))
+                         ({"shuffle": True}, "unknown key(s) ['shuffle']")):
+        write_params(tmp_path / "params.yaml", build={**params["build"], **bad})
         assert stage.main(["phonon"]) == 1
         assert message in capsys.readouterr().err
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"build": {"dataset_version": "1.0.0"}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params_mapping(), "build": {"dataset_version": "1.0.0"}}))
     assert stage.main(["phonon"]) == 1
-    assert "lacks ['split_salt']" in capsys.readouterr().err
+    missing = "missing key(s) ['pinned_splits_from', 'split_fractions', 'split_salt', 'workers']"
+    assert missing in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------- the pipeline's outputs
@@ -699,7 +709,7 @@ def test_pipeline_builds(prop, hf_cache):
     report = json.loads(report_path.read_text())
     check_repository(folder, prop, report, hf_cache)
     header, _ = card_parts(folder)
-    tables = {name: pq.read_table(folder / zd.parquet_path(name)) for name in splits.SPLITS}
-    assert zd.content_fingerprint(folder.name, zd.dataset_features(prop), tables) == header["content_fingerprint"]
+    tables = {name: pq.read_table(folder / schema.parquet_path(name)) for name in splits.SPLITS}
+    assert schema.content_fingerprint(folder.name, schema.dataset_features(prop), tables) == header["content_fingerprint"]
     rows = read_rows(folder)
     _assert_balanced([r["crystal_system"] for r in rows], [r["split"] for r in rows])

@@ -132,7 +132,7 @@ def test_served_documents_are_emmet_documents(corpus):
 
 @pytest.mark.parametrize(("route", "fields"), [
     *((spec.mp_endpoint, spec.mp_fields) for spec in PROPERTIES.values()),
-    ("materials/summary", mp_api.PHONON_LISTING_FIELDS + mp_api.STRUCTURE_LOOKUP_FIELDS),
+    ("materials/summary", mp_api.task_listing_fields(PROPERTIES["phonon"].mp_api) + mp_api.STRUCTURE_LOOKUP_FIELDS),
 ])
 def test_requested_fields_exist_on_the_emmet_models(route, fields):
     known = EMMET_MODELS[route].model_fields
@@ -380,7 +380,7 @@ def test_bad_arguments_name_themselves(tmp_path, argument, value):
 
 def test_resample_dos_of_a_constant_is_that_constant():
     freq = np.linspace(-50.0, 1100.0, 77)
-    np.testing.assert_allclose(resample_dos(freq, np.full_like(freq, 2.5)), 2.5, rtol=1e-12)
+    np.testing.assert_allclose(resample_dos(freq, np.full_like(freq, 2.5), PHONON_GRID_CM), 2.5, rtol=1e-12)
 
 
 def test_resample_dos_matches_analytic_cell_means_of_a_gaussian():
@@ -389,20 +389,20 @@ def test_resample_dos_matches_analytic_cell_means_of_a_gaussian():
     dens = np.exp(-0.5 * ((freq - centre) / width) ** 2)
     lower, upper = PHONON_GRID_CM - 10.0, PHONON_GRID_CM + 10.0
     cdf = lambda x: width * np.sqrt(np.pi / 2) * erf((x - centre) / (np.sqrt(2) * width))  # noqa: E731
-    np.testing.assert_allclose(resample_dos(freq, dens), (cdf(upper) - cdf(lower)) / 20.0, atol=1e-6)
+    np.testing.assert_allclose(resample_dos(freq, dens, PHONON_GRID_CM), (cdf(upper) - cdf(lower)) / 20.0, atol=1e-6)
 
 
 def test_resample_dos_keeps_the_weight_on_the_grid_and_drops_the_rest():
     rng = np.random.default_rng(7)
     freq = np.sort(rng.uniform(-30.0, 1050.0, 400))
     dens = rng.uniform(0.0, 3.0, 400)
-    result = resample_dos(freq, dens)
+    result = resample_dos(freq, dens, PHONON_GRID_CM)
     inside = np.linspace(-10.0, 1010.0, 400001)
     np.testing.assert_allclose(np.sum(result) * 20.0, np.trapezoid(np.interp(inside, freq, dens), inside),
                                rtol=1e-6)
-    assert np.all(resample_dos([1020.0, 1100.0], [1.0, 1.0]) == 0.0)
+    assert np.all(resample_dos([1020.0, 1100.0], [1.0, 1.0], PHONON_GRID_CM) == 0.0)
 
 
 def test_resample_dos_refuses_unordered_frequencies():
     with pytest.raises(ValueError, match="strictly increasing"):
-        resample_dos([0.0, 2.0, 1.0], [1.0, 1.0, 1.0])
+        resample_dos([0.0, 2.0, 1.0], [1.0, 1.0, 1.0], PHONON_GRID_CM)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.params_file import write_params
 from zoo import properties
 from zoo.core.io import read_jsonl, sha256_file
 from zoo.data.records import (
@@ -25,14 +26,15 @@ from zoo.data.records import (
     validate_raw_record,
 )
 from zoo.data.sources.snapshot import (
-    ELASTIC_FILE,
-    PHONON_FILE,
-    PHONON_IDS_FILE,
     SnapshotIntegrityError,
     fetch_property,
     load_manifest,
     verify_snapshot,
 )
+
+ELASTIC_FILE = properties.get("elastic").snapshot.file
+PHONON_FILE = properties.get("phonon").snapshot.file
+PHONON_IDS_FILE = properties.get("phonon").snapshot.ids_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO.parent / "shared" / "datasets"
@@ -313,9 +315,8 @@ def _stage():
 
 
 def test_stage_writes_records_and_report(raw, snapshot_root, tmp_path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text(f"fetch:\n  source: snapshot\n  snapshot_root: {snapshot_root}\n")
+    write_params(tmp_path / "params.yaml", fetch={"source": "snapshot", "snapshot_root": str(snapshot_root)})
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MPTZ_FETCH_SOURCE", raising=False)
     assert _stage().main(["piezo"]) == 0
     report = json.loads((tmp_path / "data/reports/piezo-fetch.json").read_text())
     assert (report["records_written"], report["rows_read"], report["source"]) == (941, 941, "snapshot")
@@ -324,19 +325,18 @@ def test_stage_writes_records_and_report(raw, snapshot_root, tmp_path, monkeypat
 
 
 def test_stage_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text("fetch:\n  source: snapshot\n  mp_api:\n    endpoint: http://127.0.0.1:9/\n")
+    write_params(tmp_path / "params.yaml", fetch={"source": "snapshot", "mp_api": {"endpoint": "http://127.0.0.1:9/"}})
     monkeypatch.chdir(tmp_path)
     stage = _stage()
-    monkeypatch.delenv("MPTZ_FETCH_SOURCE", raising=False)
-    assert stage.main(["dielectric"]) == 1  # default snapshot_root ../shared/datasets is not beside tmp_path
+    assert stage.main(["dielectric"]) == 1  # the snapshot_root ../shared/datasets is not beside tmp_path
     assert "../shared/datasets" in capsys.readouterr().err
-    monkeypatch.setenv("MPTZ_FETCH_SOURCE", "mp-api")
+    write_params(tmp_path / "params.yaml", fetch={"source": "mp-api"})
     monkeypatch.delenv("MP_API_KEY", raising=False)
     assert stage.main(["dielectric"]) == 1
     assert "MP_API_KEY is not set" in capsys.readouterr().err
-    monkeypatch.setenv("MPTZ_FETCH_SOURCE", "ftp")
+    write_params(tmp_path / "params.yaml", fetch={"source": "ftp"})
     assert stage.main(["dielectric"]) == 1
-    assert "MPTZ_FETCH_SOURCE is 'ftp'" in capsys.readouterr().err
+    assert "fetch.source is 'ftp'" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
 
 
@@ -347,15 +347,13 @@ def test_stage_dispatches_to_the_mp_api_source_with_params_options(tmp_path, mon
     key = "0123456789abcdef0123456789abcdef"
     monkeypatch.setattr(socket.socket, "connect", loopback_only(socket.socket.connect))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MPTZ_FETCH_SOURCE", "mp-api")
     monkeypatch.setenv("MP_API_KEY", key)
     stage = _stage()
     with serve(key) as server:
-        (tmp_path / "params.yaml").write_text(
-            f"fetch:\n  source: snapshot\n  mp_api:\n    endpoint: {server.endpoint}\n    chunk_size: 10\n"
-            "    max_retries: 1\n    backoff_s: 0.01\n    progress: false\n")
+        write_params(tmp_path / "params.yaml", fetch={"source": "mp-api", "mp_api": {
+            "endpoint": server.endpoint, "chunk_size": 10, "max_retries": 1, "backoff_s": 0.01, "progress": False}})
         assert stage.main(["piezo"]) == 0
         report = json.loads((tmp_path / "data/reports/piezo-fetch.json").read_text())
         assert report["source"] == "mp-api" and report["records_written"] == len(read_raw("data/raw/piezo.jsonl")) > 0
-        (tmp_path / "params.yaml").write_text(f"fetch:\n  mp_api:\n    endpoint: {server.endpoint}\n    chunk: 10\n")
+        write_params(tmp_path / "params.yaml", fetch={"source": "mp-api", "mp_api": {"chunk": 10}})
         assert stage.main(["piezo"]) == 1  # an unknown option is named, not a TypeError traceback

@@ -56,3 +56,21 @@ def test_shipped_release_loads_offline_in_a_fresh_process_and_predicts_silicon(n
         assert out["type"] == "PiezoTensor" and max(abs(v) for row in out["raw"] for v in row) < 1e-6
     else:
         assert out["type"] == "PhononDos" and min(out["raw"]) >= 0 and derived["mean_frequency_cm"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_the_card_prints_a_short_summary(name):
+    from zoo.release import model_card
+
+    path = SHIPPED[name].shipped_folder() / model_card.CARD_FILE
+    card = model_card.ModelCard(path.read_text(encoding="utf-8"), path)
+    summary = str(card)
+    lines = summary.splitlines()
+    assert len(lines) <= 25 < len(card.text.splitlines())  # the full card: 485-689 lines
+    spec = properties.get(card.metadata["property"])
+    assert lines[0] == f"{name} {SHIPPED[name].version}" and spec.units in lines[1]
+    headline = card.metadata["test_metrics"]["headline"]
+    assert any(headline in line for line in lines) and "model (this)" in summary
+    assert all(baseline in summary for baseline in card.metadata["test_metrics"]["baselines"])
+    assert "limits" in summary and "Partially occupied (disordered) structures are refused" in summary
+    assert str(path) in lines[-1]

@@ -8,6 +8,8 @@ predictions must obey it too. Models are tiny and train for a few epochs: these 
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 
 import numpy as np
@@ -15,14 +17,19 @@ import pytest
 import torch
 
 from tests import test_datasets
+from tests.params_file import PARAMS, SYMMETRY, train_settings
 from zoo import properties
 from zoo.core import derived, tensors
-from zoo.nn import baselines, evaluation, training
+from zoo.nn import baselines, evaluation, models, training
+from zoo.nn.training import loop
 from zoo.properties import PHONON_GRID_CM
 
 N_RECORDS = 32
 TINY_MODEL = {"hidden_irreps": "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", "n_radial": 4, "radial_hidden": [8],
               "species_dim": 8, "invariant_hidden": 8}
+GBM = PARAMS.evaluate.composition_gbm
+# A cpu profile without its per-property changes.
+BASE = {key: value for key, value in PARAMS.train.profiles["cpu"].items() if key != "per_property"}
 TINY = dict(batch_size=8, learning_rate=0.01, progress_bar=False, threads=1, model=TINY_MODEL)
 
 
@@ -40,7 +47,7 @@ def datasets_root(tmp_path_factory):
 def trained(datasets_root, tmp_path_factory):
     """An uninterrupted 3-epoch dielectric run through the train stage's function."""
     models_root = tmp_path_factory.mktemp("models")
-    settings = training.TrainSettings(max_epochs=3, **TINY)
+    settings = train_settings(max_epochs=3, loss="mse", **TINY)
     live = models_root / "live"
     folder, result = training.train_property("dielectric", settings, datasets_root=datasets_root,
                                              models_root=models_root, live_dir=live)
@@ -65,6 +72,16 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
     assert config["target_columns"] == ["eps_electronic_irreps", "eps_ionic_irreps"]
     assert config["parts"] == ["electronic", "ionic", "total"]
     assert config["training"]["max_epochs"] == 3 and config["model_config"]["hidden_irreps"] == "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e"
+    # The training split's applicability domain, for the warnings of zoo.release.applicability
+    data, _ = training.load_splits("dielectric", datasets_root)
+    domain = config["training_data"]
+    assert domain["n_structures"] == len(data["train"])
+    assert domain["element_counts"] == dict(sorted(collections.Counter(
+        symbol for structure in data["train"].structures for symbol in {s.specie.symbol for s in structure}).items()))
+    volumes = [structure.volume / len(structure) for structure in data["train"].structures]
+    densities = [float(structure.density) for structure in data["train"].structures]
+    np.testing.assert_allclose(domain["volume_per_atom_a3"], [min(volumes), max(volumes)], rtol=1e-12)
+    np.testing.assert_allclose(domain["density_g_cm3"], [min(densities), max(densities)], rtol=1e-6)
     log = json.loads((folder / "training_log.json").read_text())
     assert [entry["epoch"] for entry in log["epochs"]] == [0, 1, 2]
     assert log["best_epoch"] == int(np.argmin([entry["val_loss"] for entry in log["epochs"]]))
@@ -75,7 +92,6 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
     assert not (folder.parent / ".resume" / "matten-dielectric").exists()  # cleared once the run is complete
 
     loaded = training.load_model(folder)
-    data, _ = training.load_splits("dielectric", datasets_root)
     np.testing.assert_array_equal(evaluation.predict(loaded.net, data["test"]),
                                   evaluation.predict(result.net, data["test"]))
 
@@ -103,20 +119,20 @@ def test_interrupted_run_resumes_to_the_same_weights(trained, datasets_root, tmp
 def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(trained, datasets_root, tmp_path,
                                                                           monkeypatch):
     settings, single_folder, _, _ = trained
-    ensemble = training.TrainSettings(**{**settings.as_dict(), "ensemble_size": 2})
+    ensemble = dataclasses.replace(settings, ensemble_size=2)
     models_root = tmp_path / "models"
     # The process dies while member 1 trains: member 0, complete, is kept and not trained again on the rerun.
-    fit = training.fit
+    fit = loop.fit
 
     def dies_in_member_1(data, member_settings, **options):
         if member_settings.seed == 1:
             raise KeyboardInterrupt
         return fit(data, member_settings, **options)
 
-    monkeypatch.setattr(training, "fit", dies_in_member_1)
+    monkeypatch.setattr(loop, "fit", dies_in_member_1)
     with pytest.raises(KeyboardInterrupt):
         training.train_property("dielectric", ensemble, datasets_root=datasets_root, models_root=models_root)
-    monkeypatch.setattr(training, "fit", fit)
+    monkeypatch.setattr(loop, "fit", fit)
     folder, fitted = training.train_property("dielectric", ensemble, datasets_root=datasets_root,
                                              models_root=models_root)
     assert fitted.members[0].resumed_after_epochs == 3 and fitted.members[0].epoch_seconds == []
@@ -126,7 +142,7 @@ def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(train
     assert config["ensemble_seeds"] == [0, 1] and config["model_config"]["seed"] == 0
     assert [member["seed"] for member in json.loads((folder / "training_log.json").read_text())["members"]] == [0, 1]
     loaded = training.load_model(folder)
-    assert isinstance(loaded.net, training.models.Ensemble) and loaded.net.seeds == [0, 1]
+    assert isinstance(loaded.net, models.Ensemble) and loaded.net.seeds == [0, 1]
     # Member 0 is the single run with seed 0, bit for bit; the ensemble predicts the members' mean.
     for name, tensor in weights_of(single_folder).items():
         assert torch.equal(loaded.net.members[0].state_dict()[name], tensor), name
@@ -172,12 +188,12 @@ def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
     folder.mkdir()
     (folder / training.LAST_CHECKPOINT).write_bytes(b"not ours")
     (folder / training.RUN_FILE).write_text(json.dumps({"run_key": "another run"}))
-    assert training._resumable_checkpoint(folder, "this run") is None
+    assert loop.resumable_checkpoint(folder, "this run") is None
     assert not folder.exists()
 
 
 def test_loss_weights_count_every_irreps_block_equally():
-    config = training.models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     weights = training.loss_weights(config).numpy()
     # 2x0e + 2x2e + 1x4e: blocks of 1, 1, 5, 5, 9 components; a unit relative error in one whole block adds 1/5.
     blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
@@ -186,7 +202,7 @@ def test_loss_weights_count_every_irreps_block_equally():
 
 
 def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_invariant():
-    config = training.models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     loss = training.Loss(config, "block_norm").double()
     errors = torch.as_tensor(np.random.default_rng(1).normal(size=(4, 21)))
     blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
@@ -216,23 +232,23 @@ def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_in
     (dict(deterministic="maybe"), "deterministic"),
     (dict(model={"seed": 3}), "seed"),
     (dict(model={"hidden": "4x0e"}), "unknown ModelConfig fields"),
-    (dict(epochs=3), "unknown keys"),
+    (dict(epochs=3), "unknown key"),
 ])
 def test_bad_settings_are_refused_by_name(settings, message):
     with pytest.raises(ValueError, match=message):
-        training.TrainSettings.from_params(settings)
+        training.select_profile({"profile": "cpu", "profiles": {"cpu": {**BASE, **settings}}})
 
 
 def test_profile_selection():
-    section = {"profile": "cpu", "profiles": {"cpu": {"max_epochs": 5}, "release": {"max_epochs": 50}}}
-    assert training.select_profile(section) == ("cpu", training.TrainSettings(max_epochs=5))
+    section = {"profile": "cpu", "profiles": {"cpu": {**BASE, "max_epochs": 5}, "release": {**BASE, "max_epochs": 50}}}
+    assert training.select_profile(section) == ("cpu", train_settings(max_epochs=5))
     assert training.select_profile(section, "release")[1].max_epochs == 50
     with pytest.raises(ValueError, match="profile must be one of"):
         training.select_profile(section, "gpu")
 
 
 def test_per_property_settings_replace_the_profile_s_for_that_property_only():
-    profile = {"max_epochs": 5, "loss": "block_norm", "model": {"n_layers": 3, "r_cut": 4.0},
+    profile = {**BASE, "max_epochs": 5, "loss": "block_norm", "model": {"n_layers": 3, "r_cut": 4.0},
                "per_property": {"phonon": {"loss": "mse", "model": {"readout_irreps": "64x0e"}}}}
     section = {"profile": "cpu", "profiles": {"cpu": profile}}
     phonon = training.select_profile(section, property_name="phonon")[1]
@@ -242,14 +258,15 @@ def test_per_property_settings_replace_the_profile_s_for_that_property_only():
     assert (elastic.loss, elastic.model) == ("block_norm", {"n_layers": 3, "r_cut": 4.0})
     assert training.select_profile(section)[1] == elastic
     with pytest.raises(ValueError, match="unknown properties \\['phonons'\\]"):
-        training.select_profile({"profile": "cpu", "profiles": {"cpu": {"per_property": {"phonons": {}}}}})
+        training.select_profile({"profile": "cpu", "profiles": {"cpu": {**BASE, "per_property": {"phonons": {}}}}})
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
 def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root, tmp_path):
     settings, folder, _, _ = trained
     document = evaluation.evaluate_property("dielectric", settings, model_dir=folder, datasets_root=datasets_root,
-                                            reports_dir=tmp_path, gbm=baselines.GBMSettings(max_iter=20))
+                                            reports_dir=tmp_path, gbm=dataclasses.replace(GBM, max_iter=20),
+                                            symmetry_settings=SYMMETRY)
     written = json.loads((tmp_path / "dielectric-metrics.json").read_text())
     assert written == {key: value for key, value in document.items() if key != "per_crystal_system"}
     assert json.loads((tmp_path / written["per_crystal_system_file"]).read_text()) == document["per_crystal_system"]
@@ -273,10 +290,11 @@ def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root
 
 
 def test_evaluate_phonon_model(datasets_root, tmp_path):
-    settings = training.TrainSettings(max_epochs=1, **TINY)
+    settings = train_settings(max_epochs=1, loss="mse", **TINY)
     folder, _ = training.train_property("phonon", settings, datasets_root=datasets_root, models_root=tmp_path)
     document = evaluation.evaluate_property("phonon", settings, model_dir=folder, datasets_root=datasets_root,
-                                            reports_dir=tmp_path, gbm=baselines.GBMSettings(max_iter=5), plots=False)
+                                            reports_dir=tmp_path, gbm=dataclasses.replace(GBM, max_iter=5), plots=False,
+                                            symmetry_settings=SYMMETRY)
     assert document["headline"] == "dos_mse"
     assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm"}
     assert "symmetry_violation" not in document["model"]
@@ -341,7 +359,7 @@ def test_evaluate_refuses_a_model_of_another_dataset_version(trained, datasets_r
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="retrain"):
         evaluation.evaluate_property("dielectric", settings, model_dir=copy, datasets_root=datasets_root,
-                                     reports_dir=tmp_path)
+                                     reports_dir=tmp_path, gbm=GBM, symmetry_settings=SYMMETRY)
 
 
 def elastic_irreps(c_voigt) -> np.ndarray:

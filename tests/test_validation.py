@@ -9,6 +9,7 @@ quarantined with. The frames are in the clean record format, built here directly
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -23,10 +24,14 @@ import pytest
 from pymatgen.core import Structure
 from scipy.spatial.transform import Rotation
 
+from tests.params_file import SYMMETRY, write_params
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.core.io import canonical_json
 from zoo.data import validation
+
+# The checkout's params, computed in this process (workers 1).
+PARAMS = dataclasses.replace(validation.ValidationParams.from_params(), workers=1)
 
 REPO = Path(__file__).resolve().parent.parent
 STRUCTURES = Path(__file__).parent / "data" / "structures"
@@ -272,7 +277,7 @@ def corpora() -> dict[str, Corpus]:
 
 @pytest.fixture(scope="module")
 def results(corpora) -> dict[str, validation.ValidationResult]:
-    return {prop: validation.validate(corpus.frame, prop) for prop, corpus in corpora.items()}
+    return {prop: validation.validate(corpus.frame, prop, PARAMS) for prop, corpus in corpora.items()}
 
 
 # ------------------------------------------------------------------------------------------------------- tests
@@ -312,7 +317,7 @@ def test_counts_add_up_and_report_has_the_required_keys(prop, corpora, results):
 def test_neumann_report_and_metrics_of_good_records(results):
     for prop in ("elastic", "dielectric", "piezo"):
         result = results[prop]
-        assert result.report["neumann_tolerance"] == validation.NEUMANN_TOLERANCE
+        assert result.report["neumann_tolerance"] == PARAMS.neumann_tolerance == SYMMETRY.neumann_tolerance
         # Symmetrised good records obey Neumann's principle to rounding; the corpus also has records that do not.
         assert (result.accepted["neumann_residual"] < 1e-10).all()
         assert result.report["neumann_pass_fraction"] == 1.0
@@ -342,7 +347,7 @@ def test_outputs_are_byte_identical_across_runs(corpora, tmp_path):
     corpus = corpora["piezo"]
     files = []
     for run in ("a", "b"):
-        result = validation.validate(corpus.frame, "piezo")
+        result = validation.validate(corpus.frame, "piezo", PARAMS)
         paths = [tmp_path / run / name for name in ("accepted.parquet", "quarantine.parquet", "report.json")]
         validation.write_outputs(result, *paths)
         files.append([path.read_bytes() for path in paths])
@@ -357,28 +362,30 @@ def test_outputs_are_byte_identical_across_runs(corpora, tmp_path):
 def test_n_raw_mismatch_raises(corpora):
     corpus = corpora["phonon"]
     with pytest.raises(ValueError, match="n_raw=.* accepted .* quarantined"):
-        validation.validate(corpus.frame, "phonon", n_raw=len(corpus.frame) + 1)
+        validation.validate(corpus.frame, "phonon", PARAMS, n_raw=len(corpus.frame) + 1)
 
 
 def test_clean_frame_problems_raise_clear_errors(corpora):
     frame = corpora["phonon"].frame
     with pytest.raises(ValueError, match=r"lacks the columns \['dos'\]"):
-        validation.validate(frame.drop(columns=["dos"]), "phonon")
+        validation.validate(frame.drop(columns=["dos"]), "phonon", PARAMS)
     with pytest.raises(ValueError, match="unknown clean_issue codes"):
-        validation.validate(frame.assign(clean_issue="gremlins"), "phonon")
+        validation.validate(frame.assign(clean_issue="gremlins"), "phonon", PARAMS)
     with pytest.raises(ValueError, match="record_id repeated"):
-        validation.validate(pd.concat([frame, frame.iloc[:1]]), "phonon")
+        validation.validate(pd.concat([frame, frame.iloc[:1]]), "phonon", PARAMS)
 
 
-def test_params_refuse_unknown_keys_and_bad_values():
-    params = validation.ValidationParams.from_mapping({"neumann_tolerance": 0.05, "k_vrh_range_gpa": [1, 500]})
+def test_params_refuse_unknown_keys_and_bad_values(tmp_path):
+    path = write_params(tmp_path / "params.yaml", symmetry={"neumann_tolerance": 0.05},
+                        validate={"k_vrh_range_gpa": [1, 500]})
+    params = validation.ValidationParams.from_params(path)
     assert params.neumann_tolerance == 0.05 and params.k_vrh_range_gpa == (1.0, 500.0)
-    with pytest.raises(ValueError, match="unknown keys \\['neuman_tolerance'\\]"):
-        validation.ValidationParams.from_mapping({"neuman_tolerance": 0.05})
+    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['neuman_tolerance'\\]"):
+        validation.ValidationParams.from_params(write_params(path, validate={"neuman_tolerance": 0.05}))
     with pytest.raises(ValueError, match="k_vrh_range_gpa"):
-        validation.ValidationParams(k_vrh_range_gpa=(500.0, 1.0))
+        dataclasses.replace(PARAMS, k_vrh_range_gpa=(500.0, 1.0))
     with pytest.raises(ValueError, match="neumann_tolerance"):
-        validation.ValidationParams(neumann_tolerance=-1.0)
+        dataclasses.replace(PARAMS, neumann_tolerance=-1.0)
 
 
 @pytest.mark.parametrize("prop", list(properties.PROPERTIES))
@@ -387,7 +394,7 @@ def test_suites_carry_reason_codes_and_only_known_parameters(prop):
     referenced = {value["$PARAMETER"]
                   for expectation in json.loads(validation.suite_path(prop).read_text())["expectations"]
                   for value in expectation["kwargs"].values() if isinstance(value, dict) and "$PARAMETER" in value}
-    assert referenced <= set(validation.ValidationParams().expectation_parameters())
+    assert referenced <= set(PARAMS.expectation_parameters())
     metric_or_value = set(validation.metric_names(prop)) | {c.name for c in validation.value_columns(properties.get(prop))}
     assert {e.column for e in suite.expectations} <= metric_or_value
 
@@ -416,7 +423,7 @@ def test_data_docs_are_built(corpora, tmp_path):
     docs = tmp_path / "data-docs" / "phonon"
     docs.mkdir(parents=True)
     (docs / "stale.html").write_text("from an earlier run")
-    validation.validate(corpora["phonon"].frame, "phonon", docs_dir=docs)
+    validation.validate(corpora["phonon"].frame, "phonon", PARAMS, docs_dir=docs)
     assert (docs / "index.html").is_file() and not (docs / "stale.html").exists()
     suite_page = (docs / "expectations" / "validate-phonon.html").read_text()
     assert "dos_min" in suite_page
@@ -428,7 +435,7 @@ def test_data_docs_are_byte_identical_when_rerun(corpora, tmp_path):
     """zoo.release.determinism compares the Data Docs byte for byte: no run time, load time, rendering time or random id."""
     def build(name: str) -> dict[str, bytes]:
         docs = tmp_path / name
-        validation.validate(corpora["piezo"].frame, "piezo", docs_dir=docs)
+        validation.validate(corpora["piezo"].frame, "piezo", PARAMS, docs_dir=docs)
         return {path.relative_to(docs).as_posix(): path.read_bytes() for path in docs.rglob("*") if path.is_file()}
 
     first, second = build("first"), build("second")
@@ -449,7 +456,7 @@ def test_stage_writes_outputs_and_refuses_lost_records(corpora, tmp_path, monkey
     validate_stage = load_stage()
     frame = corpora["phonon"].frame
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("validate:\n  min_interatomic_distance_a: 0.5\n  workers: 2\n")
+    write_params(tmp_path / "params.yaml", validate={"workers": 2})
     (tmp_path / "data" / "raw").mkdir(parents=True)
     (tmp_path / "data" / "clean").mkdir(parents=True)
     ids = sorted(frame["record_id"])
@@ -484,8 +491,8 @@ def test_value_columns_match_the_clean_schema(prop):
 
 def test_metrics_do_not_depend_on_the_number_of_workers(corpora):
     frame = corpora["elastic"].frame
-    one = validation.compute_metrics(frame, "elastic", validation.ValidationParams())
-    two = validation.compute_metrics(frame, "elastic", validation.ValidationParams(workers=2))
+    one = validation.compute_metrics(frame, "elastic", PARAMS)
+    two = validation.compute_metrics(frame, "elastic", dataclasses.replace(PARAMS, workers=2))
     pd.testing.assert_frame_equal(one, two)
 
 
@@ -493,6 +500,7 @@ def test_a_suite_expectation_without_a_known_reason_code_is_refused(tmp_path, mo
     suite = json.loads(validation.suite_path("phonon").read_text())
     suite["expectations"][0]["meta"] = {"reason_code": "looks_odd"}
     (tmp_path / "phonon.json").write_text(json.dumps(suite))
-    monkeypatch.setattr(validation, "SUITES_DIR", tmp_path)
+    spec = dataclasses.replace(properties.get("phonon"), suite_file=tmp_path / "phonon.json")
+    monkeypatch.setitem(properties.PROPERTIES, "phonon", spec)
     with pytest.raises(ValueError, match="reason_code 'looks_odd'"):
         validation.load_suite("phonon")

@@ -18,10 +18,11 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 import zoo
-from stages import publish
 from tests.fakes.hub import Fault, serve
 from tests.fakes.loopback import loopback_guard
+from tests.params_file import train_settings
 from zoo.nn import graphs, models, training
+from zoo.release import publishing as publish
 from zoo.release import hub, loading, registry
 
 # The shipped releases (zoo/registry.json) would answer zoo.load before the stores these tests build.
@@ -45,7 +46,7 @@ def silicon() -> Structure:
 def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0, **config) -> Path:
     overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
     net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, **config, seed=seed))
-    settings = training.TrainSettings(max_epochs=1, progress_bar=False)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
                                log={"epochs": []}, profile="test")
@@ -117,8 +118,8 @@ def test_publish_local_then_load_predicts_an_elastic_tensor(local):
     assert prediction.value.k_vrh == pytest.approx(prediction.derived["k_vrh"], rel=1e-9)
     assert prediction.derived["k_vrh"] > 0 and prediction.derived_error is None
     # The card: YAML header for the Hub, metrics with the baseline, provenance.
-    assert model.card.startswith("---\n") and "library_name: e3nn" in model.card
-    assert "crystal_system_mean" in model.card and "abc123" in model.card and FINGERPRINT in model.card
+    assert model.card.text.startswith("---\n") and "library_name: e3nn" in model.card.text
+    assert "crystal_system_mean" in model.card.text and "abc123" in model.card.text and FINGERPRINT in model.card.text
     # Equivariance carries through: a rotated structure gives the rotated stiffness.
     rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
     rotated = Structure(Lattice(silicon().lattice.matrix @ rotation.T), ["Si", "Si"], silicon().frac_coords)
@@ -268,11 +269,11 @@ def test_predict_reads_files_and_lists_and_names_bad_input(local, tmp_path):
     assert second.source == str(poscar)
     bad = tmp_path / "bad.cif"
     bad.write_text("data_bad\nloop_\n_atom_site_label\nxx\n")
-    with pytest.raises(loading.StructureReadError, match="bad.cif"):
+    with pytest.raises(zoo.InputError, match="bad.cif"):
         model.predict(bad)
-    with pytest.raises(loading.StructureReadError, match=r"structures\[1\].*got int"):
+    with pytest.raises(zoo.InputError, match=r"structures\[1\].*got int"):
         model.predict([silicon(), 3])
-    with pytest.raises(loading.StructureReadError, match="no such file"):
+    with pytest.raises(zoo.InputError, match="no such file"):
         model.predict(tmp_path / "missing.cif")
 
 
@@ -294,11 +295,11 @@ def test_a_dielectric_prediction_holds_three_parts_that_add_up(tmp_path):
     prediction = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT).predict(silicon())
     electronic, ionic, total = (np.asarray(prediction.tensors[part]) for part in ("electronic", "ionic", "total"))
     np.testing.assert_array_equal(total, electronic + ionic)
-    assert prediction.raw.shape == (3, 6) and prediction.warnings == []
+    assert prediction.raw.shape == (3, 6) and "likely_metal" not in [flag.code for flag in prediction.warnings]
     assert prediction.derived["eps_poly_total"] == pytest.approx(prediction.derived["eps_poly_electronic"]
                                                                  + prediction.derived["eps_poly_ionic"])
     described = json.loads(json.dumps(prediction.as_dict()))
-    assert described["parts"] == ["electronic", "ionic", "total"] and described["warnings"] == []
+    assert described["parts"] == ["electronic", "ionic", "total"]
     assert described["derived_units"]["eps_poly_total"] == "1"
 
 
@@ -308,20 +309,22 @@ def test_a_metal_through_the_dielectric_model_and_diamond_through_the_phonon_mod
         store.publish(save_tiny_model(tmp_path / "models", prop), f"matten-{prop}", "0.1.0")
     copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.615), ["Cu"], [[0, 0, 0]])
     dielectric = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT)
-    (warning,) = dielectric.predict(copper).warnings
-    assert warning.startswith("likely_metal: Cu may be a metal")
-    assert dielectric.predict(silicon()).warnings == []  # Si is a metalloid: no warning
+    flags = {flag.code: flag.message for flag in dielectric.predict(copper).warnings}
+    assert flags["likely_metal"].startswith("Cu is probably a metal")
+    # Si is a metalloid: no warning
+    assert "likely_metal" not in [flag.code for flag in dielectric.predict(silicon()).warnings]
     phonon = zoo.load("matten-phonon", store=store.root, endpoint=DEAD_ENDPOINT)
     water_ice_like = Structure(Lattice.cubic(4.0), ["O", "H", "H"], [[0, 0, 0], [0.24, 0, 0], [0, 0.24, 0]])
-    (warning,) = phonon.predict(water_ice_like).warnings
-    assert warning.startswith("beyond_phonon_grid: ") and "hydrogen" in warning
-    assert json.loads(json.dumps(phonon.predict(water_ice_like).as_dict()))["warnings"] == [warning]
+    (flag,) = [flag for flag in phonon.predict(water_ice_like).warnings if flag.code == "beyond_phonon_grid"]
+    assert "hydrogen" in flag.message
+    assert flag.as_dict() in json.loads(json.dumps(phonon.predict(water_ice_like).as_dict()))["warnings"]
+    assert "beyond_phonon_grid" not in [flag.code for flag in phonon.predict(silicon()).warnings]
 
 
 @pytest.mark.parametrize("prop", ["piezo", "phonon"])
 def test_an_ensemble_model_predicts_the_members_mean_and_their_spread(prop, tmp_path):
     config = models.ModelConfig(prop, **TINY)
-    settings = training.TrainSettings(max_epochs=1, progress_bar=False, ensemble_size=3)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse", ensemble_size=3)
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     folder = training.save_model(tmp_path / "models" / f"matten-{prop}", models.build(config, seeds=[0, 1, 2]),
                                  settings=settings, dataset=dataset, log={"members": []}, profile="test")
@@ -376,7 +379,7 @@ def test_publish_to_the_hub_then_load_downloads_verifies_and_predicts_like_local
     options = dict(store=tmp_path / "empty-store", cache_dir=tmp_path / "cache", registry_path=registry_path)
     model = zoo.load(NAME, "0.1.0", endpoint=double.endpoint, **options)
     assert model.source == "hub"
-    local = loading._load_folder(NAME, None, "test", root / "models" / NAME, None)
+    local = loading.load_resolved(loading.Resolved(NAME, None, "test", root / "models" / NAME, None))
     np.testing.assert_array_equal(model.predict(silicon()).value, local.predict(silicon()).value)
     # Later, with the Hub out of reach, the cached version loads without it.
     assert zoo.load(NAME, endpoint=DEAD_ENDPOINT, **options).source == "hub cache"
@@ -414,3 +417,39 @@ def test_a_registered_release_is_pinned_and_a_cut_download_leaves_the_cache_clea
     assert (model.version, model.path.name) == ("0.1.0", release["revision"])
     assert hashlib.sha256((model.path / "model.safetensors").read_bytes()).hexdigest() == \
         release["files"]["model.safetensors"]
+
+
+# ------------------------------------------------------------------------------------------ zoo.datasets.load
+@pytest.fixture
+def nothing_built_here(tmp_path, monkeypatch):
+    """A working directory, a checkout data folder and a local store without dataset builds."""
+    from zoo.core import paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "no-checkout-data")
+    monkeypatch.setenv(registry.STORE_ENV, str(tmp_path / "empty-store"))
+
+
+def test_datasets_load_works_from_any_directory_through_the_local_store(local, nothing_built_here, monkeypatch):
+    import zoo.datasets
+
+    monkeypatch.setenv(registry.STORE_ENV, str(local[1]))
+    dataset = zoo.datasets.load("elastic")
+    assert dataset["train"]["record_id"] == ["snapshot:elastic:row-0"]
+    with pytest.raises(hub.HubUnavailable, match="not built locally .* the local store .* Hub failed"):
+        zoo.datasets.load("elastic", version="9.9.9", endpoint=DEAD_ENDPOINT)
+
+
+def test_datasets_load_falls_back_to_the_hub(hub_published, nothing_built_here, tmp_path):
+    import zoo.datasets
+    from tests import test_datasets
+
+    double = hub_published[0]
+    built = test_datasets.build(tmp_path / "build", "dielectric", test_datasets.clean_rows("dielectric", 20))
+    hub.publish_folder(built.path, "zoo-test/mp-dielectric-irreps", "dataset", "1.2.3", endpoint=double.endpoint,
+                       token=double.token)
+    dataset = zoo.datasets.load("zoo-test/mp-dielectric-irreps", version="1.2.3", endpoint=double.endpoint,
+                                cache_dir=tmp_path / "cache")
+    assert sum(len(split) for split in dataset.values()) == 20
+    with pytest.raises(hub.HubNotFoundError, match="not built locally"):  # the registry's organisation has none
+        zoo.datasets.load("dielectric", endpoint=double.endpoint, cache_dir=tmp_path / "cache")

@@ -43,10 +43,11 @@ import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy import constants, optimize
-from scipy.spatial import cKDTree
 
 from zoo.core import tensors
+
+# scipy (constants, optimize, spatial: ~2 s to import on the shared machine) is imported where it is used, so that
+# importing the property specs, which name these functions, stays cheap (the `zoo list`/`zoo info` fast path).
 
 # Units of every key the *_properties / heat_capacity_cv functions return.
 UNITS: dict[str, str] = {
@@ -82,8 +83,12 @@ PART_SUM_RTOL = 1e-6
 # Singular stiffness: smallest |eigenvalue| below this fraction of the largest has no usable compliance.
 _SINGULAR_RTOL = 1e-12
 
-# h c / k_B in K per cm^-1 (the second radiation constant, per cm rather than per m).
-CM_TO_KELVIN = constants.h * constants.c * 100.0 / constants.k
+@functools.cache
+def cm_to_kelvin() -> float:
+    """h c / k_B in K per cm^-1 (the second radiation constant per cm), from scipy.constants (CODATA)."""
+    from scipy import constants
+
+    return constants.h * constants.c * 100.0 / constants.k
 # Below this x the Einstein kernel uses its series 1 - x^2/12 (relative error < 1e-17 there).
 _SMALL_X = 1e-4
 CV_REFERENCE_TEMPERATURE_K = 300.0
@@ -140,6 +145,8 @@ def fibonacci_sphere(n_points: int = SPHERE_GRID_POINTS) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _grid_neighbours(n_points: int) -> np.ndarray:
     """Indices (n_points, _GRID_NEIGHBOURS) of each grid point's nearest other grid points."""
+    from scipy.spatial import cKDTree
+
     _, index = cKDTree(fibonacci_sphere(n_points)).query(fibonacci_sphere(n_points), k=_GRID_NEIGHBOURS + 1)
     return index[:, 1:]
 
@@ -222,6 +229,8 @@ def _refine_on_sphere(symmetric: np.ndarray, rank: int, start: np.ndarray, sign:
         # d n / d p_k = (t_k - (t_k . n) n) / norm
         grad_p = (tangents @ grad_n - (tangents @ n) * (n @ grad_n)) / norm
         return sign * value, sign * grad_p
+
+    from scipy import optimize
 
     result = optimize.minimize(objective, np.zeros(2), jac=True, method="BFGS", options={"gtol": 1e-10})
     point = start + result.x @ tangents
@@ -344,12 +353,16 @@ def dielectric_properties(electronic: Any, ionic: Any, total: Any) -> dict[str, 
     for part, matrix in matrices.items():
         for key, value in dielectric_tensor_properties(matrix, part).items():
             out[f"{key}_{part}"] = value
-    if out["eps_poly_electronic"] <= 0.0:
-        raise ValueError(
-            f"electronic has mean eigenvalue {out['eps_poly_electronic']:.3g} <= 0: no refractive index"
-        )
-    out["refractive_index"] = math.sqrt(out["eps_poly_electronic"])
+    out["refractive_index"] = refractive_index(out["eps_poly_electronic"], "electronic")
     return out
+
+
+def refractive_index(eps_poly_electronic: float, name: str = "eps") -> float:
+    """n = sqrt(eps_poly) of the electronic (high-frequency) permittivity: the optical index, as Materials
+    Project's ``n``. ValueError when the mean eigenvalue is not positive."""
+    if not eps_poly_electronic > 0.0:
+        raise ValueError(f"{name} has mean eigenvalue {eps_poly_electronic:.3g} <= 0: no refractive index")
+    return math.sqrt(eps_poly_electronic)
 
 
 # -------------------------------------------------------------------------------------------------- piezo
@@ -467,6 +480,27 @@ def normalise_dos_to_3n(freq_cm: Any, dos: Any, n_atoms: int) -> np.ndarray:
     return g * (3.0 * n / np.trapezoid(g, w))
 
 
+def dos_wasserstein(grid: Any, true: Any, pred: Any) -> float:
+    """The 1-D Wasserstein distance (scipy.stats.wasserstein_distance, in the grid's units) between two DOS on the
+    same grid taken as distributions (each normalised to sum 1, Mat2Spec's setting); NaN when either is all zero."""
+    from scipy.stats import wasserstein_distance
+
+    true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if not (true.sum() > 0 and pred.sum() > 0):
+        return float("nan")
+    return float(wasserstein_distance(grid, grid, true, pred))
+
+
+def dos_r2(true: Any, pred: Any) -> float | None:
+    """R^2 of predicted spectra (records x bins), sklearn r2_score with multioutput='variance_weighted': 1 - SSE over
+    the true values' per-bin variance (Chen et al.'s and Mat2Spec's setting); None for fewer than two records."""
+    from sklearn.metrics import r2_score
+
+    true = np.asarray(true, dtype=np.float64)
+    return float(r2_score(true, np.asarray(pred, dtype=np.float64), multioutput="variance_weighted")) \
+        if len(true) >= 2 else None
+
+
 def mean_frequency(freq_cm: Any, dos: Any) -> float:
     """int g w dw / int g dw in cm^-1 (trapezoid rule; independent of the DOS normalisation)."""
     w, g = _dos_inputs(freq_cm, dos)
@@ -489,6 +523,8 @@ def heat_capacity_cv(freq_cm: Any, dos: Any, n_atoms: int, temperature_k: float,
     -> 3R), cv_j_per_kg_k (J/(kg K), dividing the per-cell value by `cell_mass_amu`), temperature_k.
     C_V(0) = 0; the w = 0 grid point contributes its x -> 0 limit at T > 0.
     """
+    from scipy import constants
+
     g = normalise_dos_to_3n(freq_cm, dos, n_atoms)
     w = np.asarray(freq_cm, dtype=np.float64)
     n = _positive_int(n_atoms, "n_atoms")
@@ -498,7 +534,7 @@ def heat_capacity_cv(freq_cm: Any, dos: Any, n_atoms: int, temperature_k: float,
         # Every mode with w > 0 is frozen out; the w = 0 point has zero measure.
         per_cell_kb = 0.0
     else:
-        per_cell_kb = float(np.trapezoid(einstein_cv_kernel(CM_TO_KELVIN * w / temperature) * g, w))
+        per_cell_kb = float(np.trapezoid(einstein_cv_kernel(cm_to_kelvin() * w / temperature) * g, w))
     return {
         "temperature_k": temperature,
         "cv_per_atom_kb": per_cell_kb / n,

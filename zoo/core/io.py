@@ -90,21 +90,57 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def copy_folder_into_place(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Copy folder `source` to `target` through a staging folder beside it and one rename, so `target` appears
-    complete or not at all; an existing `target` is never replaced (FileExistsError, also when another writer
-    created it meanwhile: renaming a folder onto a non-empty one fails)."""
+def make_readable(folder: str | os.PathLike) -> None:
+    """Give a staged folder ordinary permissions (mkdtemp/mkstemp create them private), minus the umask."""
+    folder = Path(folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+    """A fresh staging folder beside `target`, written by the block and renamed onto `target` only when the block
+    succeeds, so `target` appears complete or not at all (removed on failure).
+
+    replace=True: an existing `target` is renamed away first and removed after the new one is in place.
+    replace=False: an existing `target` is never replaced (FileExistsError, also when another writer created it
+    meanwhile: renaming a folder onto a non-empty one fails).
+    """
     target = Path(target)
-    if target.exists():
+    if not replace and target.exists():
         raise FileExistsError(f"{target} exists; it is never replaced")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        yield staging
+        make_readable(staging)
+        if replace:
+            _replace_folder(staging, target)
+        else:
+            try:
+                os.rename(staging, target)
+            except OSError as err:
+                if target.exists():
+                    raise FileExistsError(f"{target} appeared meanwhile; it was not replaced") from err
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def copy_folder_into_place(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy folder `source` to `target` through a staging folder (``staged_folder``, never replacing `target`)."""
+    with staged_folder(target, replace=False) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        staging.chmod(0o755)
-        os.rename(staging, target)
-    except OSError as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        if target.exists():
-            raise FileExistsError(f"{target} appeared meanwhile; it was not replaced") from err
-        raise

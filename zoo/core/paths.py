@@ -10,6 +10,10 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PROJECT_ROOT = PACKAGE_DIR.parent
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+# The environment every command of the project runs with (telemetry off, passive OpenMP waiting): read by the
+# Makefile, .ci/run, the tests and zoo.core.environment.
+ENVIRONMENT_FILE = PROJECT_ROOT / "environment.env"
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 RAW_RECORD_SCHEMA = SCHEMAS_DIR / "raw-record.schema.json"
 SNAPSHOT_MANIFEST = SCHEMAS_DIR / "snapshot-manifest.json"

@@ -4,7 +4,8 @@ Neumann's principle: a tensor property T of a crystal is invariant under every o
 point group, ``rotate(T, R) == T`` (``zoo.core.tensors.rotate``), in the Cartesian frame of the structure's lattice
 matrix (the project's frame convention, stated in ``zoo.core.tensors``).
 
-Symmetry is found by spglib through pymatgen's ``SpacegroupAnalyzer`` with the tolerances below.
+Symmetry is found by spglib through pymatgen's ``SpacegroupAnalyzer`` with the tolerances below (both imported where
+they are used: the property specs import this module, and importing them must stay cheap for the `zoo` command).
 
 Cartesian point-group operations. spglib gives integer rotations W acting on fractional coordinates
 (x' = W x). With L the lattice matrix (rows = lattice vectors), Cartesian positions are r = L^T x, so the
@@ -25,10 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import spglib
-from pymatgen.core.structure import IStructure
-from pymatgen.core.tensors import Tensor
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from zoo.core.tensors import (
     cartesian_to_irreps,
@@ -81,8 +78,10 @@ class SymmetryInfo:
 
 
 # ------------------------------------------------------------------------------------------------- analysis
-def _check_structure(structure, name: str = "structure") -> IStructure:
+def _check_structure(structure, name: str = "structure"):
     # IStructure is the base class of pymatgen's (mutable) Structure, so both pass.
+    from pymatgen.core.structure import IStructure
+
     if not isinstance(structure, IStructure):
         raise ValueError(f"{name} must be a pymatgen Structure, got {type(structure).__name__}")
     return structure
@@ -112,6 +111,9 @@ def _symmetric_lattice(lattice: np.ndarray, rotations: np.ndarray) -> np.ndarray
 
 def analyze(structure, symprec: float = SYMPREC, angle_tolerance: float = ANGLE_TOLERANCE) -> SymmetryInfo:
     """Space group, point group and Cartesian point-group operations of `structure` (see module docstring)."""
+    import spglib
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     structure = _check_structure(structure)
     symprec = _check_tolerance(symprec, "symprec")
     angle_tolerance = _check_tolerance(angle_tolerance, "angle_tolerance")
@@ -163,6 +165,8 @@ def _check_group(rotations: np.ndarray, name: str) -> None:
 
 def _rotations_of(structure_or_rotations, name: str = "structure_or_rotations") -> np.ndarray:
     """Cartesian point-group operations (n, 3, 3) from a Structure, a SymmetryInfo or an array of rotations."""
+    from pymatgen.core.structure import IStructure
+
     if isinstance(structure_or_rotations, SymmetryInfo):
         return structure_or_rotations.cartesian_rotations
     if isinstance(structure_or_rotations, IStructure):
@@ -267,6 +271,9 @@ def ieee_rotation(structure) -> np.ndarray:
     The frame is fixed only up to the choices the IEEE rules leave open, which spglib makes: for trigonal
     crystals the sense of x1 (a or -a) is such a choice and flips the sign of e.g. C14 under -3m.
     """
+    from pymatgen.core.tensors import Tensor
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     structure = _check_structure(structure)
     try:
         rotation = np.asarray(Tensor.get_ieee_rotation(structure, refine_rotation=True), dtype=np.float64)

@@ -9,7 +9,6 @@ formatted here, never restated by hand.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,91 +17,14 @@ from datasets import Features
 from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 
-from zoo.core import paths, tensors
-from zoo.data import datasets as zoo_datasets
+from zoo.core import templates, tensors
+from zoo.core.config import SymmetryConfig
+from zoo.data import dataset_schema
 from zoo.data import splits
 from zoo.properties import PropertySpec
 
-TEMPLATE_DIR = paths.TEMPLATES_DIR
 CARD_TEMPLATE = "dataset_card.md.j2"
 LICENSE = "cc-by-4.0"
-
-# BibTeX of every source a PropertySpec may name (spec.sources), and a line on what each contributes.
-BIBTEX: dict[str, str] = {
-    "dejong2015elastic": """@article{dejong2015elastic,
-  author  = {de Jong, Maarten and Chen, Wei and Angsten, Thomas and Jain, Anubhav and Notestine, Randy and
-             Gamst, Anthony and Sluiter, Marcel and Krishna Ande, Chaitanya and van der Zwaag, Sybrand and
-             Plata, Jose J. and Toher, Cormac and Curtarolo, Stefano and Ceder, Gerbrand and Persson, Kristin A.
-             and Asta, Mark},
-  title   = {Charting the complete elastic properties of inorganic crystalline compounds},
-  journal = {Scientific Data},
-  volume  = {2},
-  pages   = {150009},
-  year    = {2015},
-  doi     = {10.1038/sdata.2015.9}
-}""",
-    "petousis2017dielectric": """@article{petousis2017dielectric,
-  author  = {Petousis, Ioannis and Mrdjenovich, David and Ballouz, Eric and Liu, Miao and Winston, Donald and
-             Chen, Wei and Graf, Tanja and Schladt, Thomas D. and Persson, Kristin A. and Prinz, Fritz B.},
-  title   = {High-throughput screening of inorganic compounds for the discovery of novel dielectric and optical
-             materials},
-  journal = {Scientific Data},
-  volume  = {4},
-  pages   = {160134},
-  year    = {2017},
-  doi     = {10.1038/sdata.2016.134}
-}""",
-    "dejong2015piezo": """@article{dejong2015piezo,
-  author  = {de Jong, Maarten and Chen, Wei and Geerlings, Henry and Asta, Mark and Persson, Kristin A.},
-  title   = {A database to enable discovery and design of piezoelectric materials},
-  journal = {Scientific Data},
-  volume  = {2},
-  pages   = {150053},
-  year    = {2015},
-  doi     = {10.1038/sdata.2015.53}
-}""",
-    "petretto2018phonon": """@article{petretto2018phonon,
-  author  = {Petretto, Guido and Dwaraknath, Shyam and Miranda, Henrique P. C. and Winston, Donald and
-             Giantomassi, Matteo and van Setten, Michiel J. and Gonze, Xavier and Persson, Kristin A. and
-             Hautier, Geoffroy and Rignanese, Gian-Marco},
-  title   = {High-throughput density-functional perturbation theory phonons for inorganic materials},
-  journal = {Scientific Data},
-  volume  = {5},
-  pages   = {180065},
-  year    = {2018},
-  doi     = {10.1038/sdata.2018.65}
-}""",
-    "chen2021phonon": """@article{chen2021phonon,
-  author  = {Chen, Zhantao and Andrejevic, Nina and Smidt, Tess and Ding, Zhiwei and Xu, Qian and Chi, Yen-Ting
-             and Nguyen, Quynh T. and Alatas, Ahmet and Kong, Jing and Li, Mingda},
-  title   = {Direct Prediction of Phonon Density of States With Euclidean Neural Networks},
-  journal = {Advanced Science},
-  volume  = {8},
-  pages   = {2004214},
-  year    = {2021},
-  doi     = {10.1002/advs.202004214}
-}""",
-    "materialsproject2013": """@article{materialsproject2013,
-  author  = {Jain, Anubhav and Ong, Shyue Ping and Hautier, Geoffroy and Chen, Wei and Richards, William Davidson
-             and Dacek, Stephen and Cholia, Shreyas and Gunter, Dan and Skinner, David and Ceder, Gerbrand and
-             Persson, Kristin A.},
-  title   = {Commentary: The Materials Project: A materials genome approach to accelerating materials innovation},
-  journal = {APL Materials},
-  volume  = {1},
-  number  = {1},
-  pages   = {011002},
-  year    = {2013},
-  doi     = {10.1063/1.4812323}
-}""",
-}
-SOURCE_NOTES: dict[str, str] = {
-    "dejong2015elastic": "de Jong et al., Sci. Data 2, 150009 (2015): the DFT-PBE elastic tensors",
-    "petousis2017dielectric": "Petousis et al., Sci. Data 4, 160134 (2017): the DFPT-PBE dielectric tensors",
-    "dejong2015piezo": "de Jong et al., Sci. Data 2, 150053 (2015): the DFPT-PBE piezoelectric tensors",
-    "petretto2018phonon": "Petretto et al., Sci. Data 5, 180065 (2018): the DFPT phonon densities of states",
-    "chen2021phonon": "Chen et al., Adv. Sci. 8, 2004214 (2021): the 51-point, max-normalised DOS representation",
-    "materialsproject2013": "Jain et al., APL Mater. 1, 011002 (2013): the Materials Project",
-}
 
 # How a Voigt form indexes its Cartesian tensor, per zoo.core.tensors Voigt kind (m, n run over VOIGT_PAIRS).
 _VOIGT_INDEXING = {
@@ -160,28 +82,15 @@ def card_metadata(
                  "equivariance", spec.name],
         "configs": [{
             "config_name": "default",
-            "data_files": [{"split": name, "path": f"{zoo_datasets.DATA_DIR}/{name}-*.parquet"}
+            "data_files": [{"split": name, "path": f"{dataset_schema.DATA_DIR}/{name}-*.parquet"}
                            for name in splits.SPLITS],
         }],
         "dataset_info": info,
         "dataset_version": version,
         "content_fingerprint": fingerprint,
-        "tensor_columns": zoo_datasets.tensor_column_map(spec),
+        "tensor_columns": dataset_schema.tensor_column_map(spec),
         "source_citations": list(spec.sources),
     }
-
-
-@functools.cache
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        undefined=jinja2.StrictUndefined,  # a missing field is an error, not an empty string in the card
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
 
 
 def render_dataset_card(
@@ -197,11 +106,13 @@ def render_dataset_card(
     salt: str,
     fractions: Mapping[str, float],
     pinned: bool,
+    symmetry_settings: SymmetryConfig,
 ) -> str:
     """The complete README.md text (YAML header + markdown body).
 
     frame_actions: number of rows per (original_frame, frame_action) pair, as the clean stage recorded them.
     """
+    # Longer than ~60 lines: the template's context, one field per line; splitting it would only scatter the fields.
     from huggingface_hub import DatasetCardData
 
     metadata = card_metadata(spec, features, version, fingerprint, counts)
@@ -222,15 +133,15 @@ def render_dataset_card(
     ]
     columns = [
         {"name": c.name, "type": _feature_type(c.feature), "units": c.units or "-", "description": c.description}
-        for c in zoo_datasets.dataset_columns(spec)
+        for c in dataset_schema.dataset_columns(spec, symmetry_settings)
     ]
-    body = _environment().get_template(CARD_TEMPLATE).render(
+    body = templates.environment().get_template(CARD_TEMPLATE).render(
         spec=spec,
         name=spec.dataset_name,
         version=version,
         fingerprint=fingerprint,
-        fingerprint_definition=zoo_datasets.FINGERPRINT_DEFINITION,
-        version_file=zoo_datasets.VERSION_FILE,
+        fingerprint_definition=dataset_schema.FINGERPRINT_DEFINITION,
+        version_file=dataset_schema.VERSION_FILE,
         total=total,
         counts=split_sizes,
         split_names=splits.SPLITS,
@@ -242,16 +153,16 @@ def render_dataset_card(
         pinned=pinned,
         report=report,
         reasons=sorted(report["reasons"].items(), key=lambda item: (-item[1], item[0])),
-        tensor_columns=zoo_datasets.tensor_column_map(spec),
-        voigt_order=zoo_datasets.voigt_order_text(),
+        tensor_columns=dataset_schema.tensor_column_map(spec),
+        voigt_order=dataset_schema.voigt_order_text(),
         voigt_indexing=_VOIGT_INDEXING.get(spec.voigt_kind, ""),
         voigt_factors=voigt_factor_text(spec) if spec.is_tensor else "",
         symmetry_rtol=tensors.SYMMETRY_RTOL,
         columns=columns,
         frame_actions=[(frame or "-", action, count) for (frame, action), count in sorted(
             frame_actions.items(), key=lambda item: (-item[1], str(item[0])))],
-        source_notes=[SOURCE_NOTES[key] for key in spec.sources],
-        bibtex=[BIBTEX[key] for key in spec.sources],
-        example_irreps=next(iter(zoo_datasets.tensor_column_map(spec))),
+        source_notes=[citation.note for citation in spec.citations],
+        bibtex=[citation.bibtex for citation in spec.citations],
+        example_irreps=next(iter(dataset_schema.tensor_column_map(spec))),
     )
     return f"---\n{header}\n---\n\n{body}"

@@ -7,6 +7,7 @@ unreadable-value convention are documented in ``schemas/raw-record.schema.json``
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.metadata
 import json
@@ -17,6 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from zoo import properties
 from zoo.core import paths
 from zoo.core.io import write_jsonl
 
@@ -34,17 +36,62 @@ class RawRecordError(ValueError):
 
 
 @functools.cache
-def raw_record_schema() -> dict[str, Any]:
-    """The raw-record JSON Schema (Draft 2020-12), loaded once."""
+def _envelope() -> dict[str, Any]:
+    """The property-agnostic part of the schema: schemas/raw-record.schema.json, loaded once."""
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
-        schema = json.load(handle)
-    Draft202012Validator.check_schema(schema)
+        return json.load(handle)
+
+
+def _array_schema(shape: tuple[int, ...]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number"}
+    for size in reversed(shape):
+        schema = {"type": "array", "minItems": size, "maxItems": size, "items": schema}
     return schema
 
 
-@functools.cache
+def _property_rule(spec: properties.PropertySpec) -> dict[str, Any]:
+    """The part of the schema one property adds: its record_id prefix, its values and their claimed frames."""
+    values = {
+        "type": "object",
+        "required": [value.key for value in spec.raw_values],
+        "additionalProperties": False,
+        "properties": {value.key: {
+            "description": value.description,
+            "anyOf": [_array_schema(value.shape), {"$ref": "#/$defs/unreadable"}]
+            + ([{"type": "null"}] if value.nullable else [])} for value in spec.raw_values},
+    }
+    frames = ({"required": list(spec.source_keys), "propertyNames": {"enum": [v.key for v in spec.raw_values]}}
+              if spec.is_tensor else {"maxProperties": 0})
+    return {
+        "if": {"properties": {"property": {"const": spec.name}}},
+        "then": {"properties": {"record_id": {"pattern": f"^[^:]+:{spec.name}:"}, "values": values,
+                                "tensor_frames": frames}},
+    }
+
+
+def raw_record_schema() -> dict[str, Any]:
+    """The raw-record JSON Schema (Draft 2020-12): the file's envelope plus, for every known property, the rule
+    its spec gives."""
+    return _schema_and_validator()[0]
+
+
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(raw_record_schema())
+    return _schema_and_validator()[1]
+
+
+# Built once per set of known specs (a test may register its own).
+_BUILT: dict[tuple[tuple[str, int], ...], tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def _schema_and_validator() -> tuple[dict[str, Any], Draft202012Validator]:
+    key = tuple((name, id(spec)) for name, spec in properties.PROPERTIES.items())
+    if key not in _BUILT:
+        schema = copy.deepcopy(_envelope())
+        schema["properties"]["property"]["enum"] = list(properties.PROPERTIES)
+        schema["allOf"] = [_property_rule(spec) for spec in properties.PROPERTIES.values()] + schema["allOf"]
+        Draft202012Validator.check_schema(schema)
+        _BUILT[key] = (schema, Draft202012Validator(schema))
+    return _BUILT[key]
 
 
 @functools.cache

@@ -13,12 +13,12 @@ non_equivariant       the model's trunk with an invariant head predicting the in
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from zoo.core.config import GBMSettings
 from zoo.nn import models
 from zoo.nn.training import SplitData
 
@@ -50,40 +50,10 @@ def element_fractions(structures: Sequence[Any]) -> np.ndarray:
     return features
 
 
-@dataclasses.dataclass(frozen=True)
-class GBMSettings:
-    """HistGradientBoostingRegressor settings (params.yaml evaluate.composition_gbm)."""
-
-    max_iter: int = 200
-    learning_rate: float = 0.05
-    max_leaf_nodes: int = 15
-    min_samples_leaf: int = 5
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("max_iter", "max_leaf_nodes", "min_samples_leaf"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"composition_gbm.{name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"composition_gbm.seed must be a non-negative integer, got {self.seed!r}")
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
-            raise ValueError(f"composition_gbm.learning_rate must be a positive number, got {rate!r}")
-
-    @classmethod
-    def from_params(cls, section: Mapping[str, Any] | None) -> GBMSettings:
-        section = dict(section or {})
-        unknown = sorted(set(section) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"composition_gbm has unknown keys {unknown}")
-        return cls(**section)
-
-
 class CompositionGBM:
     """Gradient boosting on element fractions, one regressor per target component."""
 
-    def __init__(self, train: SplitData, settings: GBMSettings = GBMSettings()):
+    def __init__(self, train: SplitData, settings: GBMSettings):
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         features = element_fractions(train.structures)

@@ -34,24 +34,42 @@ fixed structure can be computed once (``attach_geometry``) and reused every epoc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from e3nn import nn as e3nn_nn
-from e3nn import o3
+
+
+@contextlib.contextmanager
+def _compiler_disable_as_identity():
+    """e3nn.o3 decorates one function with ``torch.compiler.disable`` when imported, and that call imports
+    torch._dynamo: 1.5-2.5 s of a cold ``zoo.load`` on the 2-core machine (1.9 s of 6.4 measured with -X importtime),
+    for nothing here, since no network is ever torch.compile'd. While e3nn is imported the decorator is the identity
+    (what torch._dynamo.disable amounts to outside compiled code); torch's own is restored right after."""
+    original = torch.compiler.disable
+    torch.compiler.disable = lambda fn=None, recursive=True, **_: fn if fn is not None else (lambda f: f)
+    try:
+        yield
+    finally:
+        torch.compiler.disable = original
+
+
+with _compiler_disable_as_identity():
+    from e3nn import nn as e3nn_nn
+    from e3nn import o3
 
 from zoo import properties
 from zoo.core import tensors
 from zoo.nn import species
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
-
-CONFIG_FORMAT = "zoo.models.ModelConfig/1"
+from zoo.nn.model_files import CONFIG_FORMAT, OUTPUT_MAPS
 HEADS = ("equivariant", "invariant_voigt")
-OUTPUT_MAPS = ("linear", "spd_log")
 # spd_log targets: eigenvalues of T - floor I below this are raised to it before the logarithm (1.4% of the ionic
 # eigenvalues of the dielectric training split are below it, 0.4% exactly 0; log 0.1 = -2.3 against a bulk of
 # log eps_ionic in 0..4.3). The prediction's error from the clip is at most 0.1 per eigenvalue.
@@ -83,6 +101,14 @@ def head_irreps(property_name: str, head: str = "equivariant") -> o3.Irreps:
     if head == "invariant_voigt":
         return o3.Irreps("0e")
     return o3.Irreps([(1, ir) for ir in sorted({ir for _, ir in o3.Irreps(spec.irreps)})])
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's output holds NaN or infinity for the graphs at `graphs` (indices in the batch)."""
+
+    def __init__(self, graphs: list[int]):
+        super().__init__(f"the network produced non-finite values for graph(s) {graphs} of the batch")
+        self.graphs = graphs
 
 
 # -------------------------------------------------------------------------------------------------- config
@@ -139,6 +165,7 @@ class ModelConfig:
     output_map: str = "linear"
 
     def __post_init__(self):
+        # Longer than ~60 lines: one check per ModelConfig field, each with its own message.
         spec = properties.get(self.property)  # ValueError naming the known properties
         set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         if self.head not in HEADS:
@@ -582,9 +609,14 @@ class MattenNet(torch.nn.Module):
         return torch.cat(out, dim=1)
 
     def predict_irreps(self, batch: GraphBatch) -> torch.Tensor:
-        """Inference: float64 irreps of the predicted tensors, (n_graphs, n_parts * dim); the DOS for phonon."""
+        """Inference: float64 irreps of the predicted tensors, (n_graphs, n_parts * dim); the DOS for phonon.
+        NonFiniteOutputError names the graphs whose output holds NaN or infinity."""
         with torch.no_grad():
-            return decode_outputs(self.config, self(batch).to(torch.float64))
+            output = self(batch)
+        finite = torch.isfinite(output).all(dim=1)
+        if not bool(finite.all()):
+            raise NonFiniteOutputError(torch.nonzero(~finite).flatten().tolist())
+        return decode_outputs(self.config, output.to(torch.float64))
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
         """Inference: float64 Cartesian tensors (class docstring), or the DOS (n_graphs, 51). The parts axis holds
@@ -719,6 +751,35 @@ class Ensemble(torch.nn.Module):
             mean = torch.cat([mean, mean[:, summands].sum(dim=1, keepdim=True)], dim=1)
             spread = torch.cat([spread, spread[:, summands].square().sum(dim=1, keepdim=True).sqrt()], dim=1)
         return mean, spread
+
+
+@contextlib.contextmanager
+def serving(threads: int = 1):
+    """Settings for building and running networks to serve predictions, restored afterwards:
+
+    - `threads` torch intra-op threads. Measured on the shared 2-core machine (elastic model, OMP_WAIT_POLICY=PASSIVE):
+      one NaCl cell 0.01 s with 1 thread, 0.08-0.36 s with 2; 64 cells of 8 atoms 0.22-0.39 s with 1, 1.6-2.0 s with
+      2; building the network 0.8 s with 1, 1.4 s with 2.
+    - e3nn's einsum-order optimisation (opt_einsum_fx) off: it costs 0.5-0.7 s of a 1.4 s build and did not make
+      those predictions faster. The contraction order changes float32 rounding only (relative 1e-7).
+    """
+    import e3nn
+
+    saved_threads, saved_e3nn = torch.get_num_threads(), dict(e3nn.get_optimization_defaults())
+    torch.set_num_threads(threads)
+    e3nn.set_optimization_defaults(optimize_einsums=False)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved_threads)
+        e3nn.set_optimization_defaults(optimize_einsums=saved_e3nn["optimize_einsums"])
+
+
+def network(info: Mapping[str, Any]) -> MattenNet | Ensemble:
+    """The untrained network a config.json (zoo.nn.model_files) describes (an Ensemble when it lists ensemble_seeds;
+    members of different parts with ensemble_parts)."""
+    return build(ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"),
+                 info.get("ensemble_parts"))
 
 
 def build(config: ModelConfig, seeds=None, member_parts=None) -> MattenNet | Ensemble:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from e3nn import o3
 
-SPECIES_EMBEDDINGS = ("learned", "descriptors", "descriptors+learned")
+from zoo.nn.model_files import SPECIES_EMBEDDINGS  # noqa: F401 (listed with the config schema)
+
 # Largest atomic number the embeddings have a row for (oganesson).
 MAX_ATOMIC_NUMBER = 118
 

@@ -55,12 +55,15 @@ from pathlib import Path
 from typing import Any
 
 from zoo import properties
-from zoo.core import symmetry
+from zoo.core import environment
+from zoo.core.config import GBMSettings, SymmetryConfig, TrainSettings, load_section
 from zoo.core.io import sha256_file
+from zoo.core.versions import version_key
+from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
-from zoo.nn import baselines, evaluation, training
-from zoo.release import loading, model_card, registry
+from zoo.nn import evaluation, training
+from zoo.release import loading, model_card, registry, resolution
 
 PASS, FAIL, NOT_CHECKED = "pass", "FAIL", "not checked"
 # Tolerance on the metrics of retrained networks. On the CPU with the recorded seed retraining is bit-identical,
@@ -160,11 +163,11 @@ def _resolve_model(name: str, version: str | None, store, registry_path, cache_d
     by zoo.load into the Hub cache."""
     local = registry.LocalStore(store)
     known = registry.read_registry(registry_path)
-    names = loading.known_models(known, local)
+    names = resolution.known_models(known, local)
     if name not in names:
         raise registry.unknown_model(name, names)
     if version is not None:
-        registry.version_key(version)
+        version_key(version)
     stored = local.versions(name)
     entry = known.models.get(name)
     releases = entry.releases if entry else {}
@@ -173,15 +176,15 @@ def _resolve_model(name: str, version: str | None, store, registry_path, cache_d
             raise registry.VersionNotFoundError(
                 f"{name} has no version in the local store ({local.root}) or the registry ({known.path}): nothing to "
                 "audit; publish one first (python stages/publish.py <property>)")
-        version = max([*stored, *releases], key=registry.version_key)
+        version = max([*stored, *releases], key=version_key)
     if version in stored:
         return _Version(name, version, "local store", local.folder(name, version), stored[version],
                         f"versions.json of the local store {local.root}")
     release = releases.get(version)
     if release is None:
         raise registry.VersionNotFoundError(
-            f"{name} has no version {version}: local store {sorted(stored, key=registry.version_key) or 'none'}, "
-            f"registry {sorted(releases, key=registry.version_key) or 'none'}")
+            f"{name} has no version {version}: local store {sorted(stored, key=version_key) or 'none'}, "
+            f"registry {sorted(releases, key=version_key) or 'none'}")
     recorded_in = f"registry release {version} ({known.path})"
     shipped = release.shipped_folder(known.path)
     if shipped is not None and shipped.is_dir():
@@ -202,6 +205,7 @@ def audit_model(name: str, version: str | None = None, *, retrain: bool = False,
     Errors (not rows): UnknownModelError with close matches, VersionNotFoundError, AuditError (no dataset build
     and it could not be rebuilt), zoo.release.hub errors when a release must be downloaded.
     """
+    # Longer than ~60 lines: the audit's rows, in the order the report shows them.
     found = _resolve_model(name, version, store, registry.REGISTRY_PATH if registry_path is None else registry_path,
                            cache_dir, endpoint)
     report = Report(f"model {found.name} {found.version} ({found.source}: {found.folder})")
@@ -248,7 +252,9 @@ def audit_model(name: str, version: str | None = None, *, retrain: bool = False,
             report.add(f"metrics {predictor}", "card vs recomputed", "-", f"not recomputed: {'; '.join(reasons)}",
                        None)
     else:
-        _metric_checks(report, card, info, found.folder, folder.parent, spec, retrain, step)
+        # The symmetry analysis of the test structures uses the project's settings, as its evaluate stage did.
+        symmetry = load_section("symmetry", project / "params.yaml")
+        _metric_checks(report, card, info, found.folder, folder.parent, spec, retrain, symmetry, step)
     return report
 
 
@@ -316,8 +322,10 @@ def _listed(pairs: list[tuple[str, str]]) -> str:
 
 # ------------------------------------------------------------------------------------------------ metrics
 def _metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, Any], model_folder: Path,
-                   datasets_root: Path, spec: properties.PropertySpec, retrain: bool, step: Step) -> None:
+                   datasets_root: Path, spec: properties.PropertySpec, retrain: bool, symmetry: SymmetryConfig,
+                   step: Step) -> None:
     """Re-evaluate the checkpoint and the card's baselines on the test split and compare with the card."""
+    # Longer than ~60 lines: the predictions of every predictor are gathered, then compared, in one pass.
     test_metrics = card["test_metrics"]
     with step(f"loading {spec.dataset_name} and the checkpoint"):
         data, _ = training.load_splits(spec.name, datasets_root)
@@ -325,8 +333,8 @@ def _metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, A
         data = {name: training.for_parts(split, loaded.net.parts) for name, split in data.items()}
     test = data["test"]
     recorded = test_metrics.get("baseline_settings") or {}
-    gbm = baselines.GBMSettings.from_params(recorded["composition_gbm"]) if "composition_gbm" in recorded else None
-    baseline_training = _cpu(training.TrainSettings.from_params(recorded[NON_EQUIVARIANT])) \
+    gbm = GBMSettings.from_params(recorded["composition_gbm"]) if "composition_gbm" in recorded else None
+    baseline_training = _cpu(TrainSettings.from_params(recorded[NON_EQUIVARIANT])) \
         if NON_EQUIVARIANT in recorded and retrain else None
     predictors = evaluation.baseline_predictors(data, loaded.net.config, baseline_training, gbm)
 
@@ -346,7 +354,7 @@ def _metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, A
             with step(f"fitting the {name} baseline" + (" (training a network)" if name == NON_EQUIVARIANT else "")):
                 predictions[name] = predictors[name]()
     if retrain:
-        settings = _cpu(training.TrainSettings.from_params(
+        settings = _cpu(TrainSettings.from_params(
             {key: value for key, value in info["training"].items() if key != "profile"}))
         with step(f"retraining {info['model_name']} with the recorded settings (seed {settings.seed}, up to "
                   f"{settings.max_epochs} epochs on {settings.accelerator})"):
@@ -385,7 +393,7 @@ def _metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, A
         report.add(*row)
 
 
-def _cpu(settings: training.TrainSettings) -> training.TrainSettings:
+def _cpu(settings: TrainSettings) -> TrainSettings:
     """The recorded settings for a retraining here: 'auto' resolved to the CPU (where runs are bit-identical), no
     progress bar (it would fight the audit's own display; it does not touch the numbers)."""
     return dataclasses.replace(settings, progress_bar=False,
@@ -453,7 +461,7 @@ def _relative_delta(claimed: Any, found: Any) -> float:
 def local_build(project: Path, spec: properties.PropertySpec, report: Report, step: Step) -> Path:
     """``<project>/data/hub/datasets/<name>``, rebuilt with ``dvc repro build@<property>`` when it is absent."""
     folder = project / zoo_datasets.HUB_DATASETS_DIR / spec.dataset_name
-    if (folder / zoo_datasets.VERSION_FILE).is_file():
+    if (folder / dataset_schema.VERSION_FILE).is_file():
         return folder
     stage = f"build@{spec.name}"
     if not (project / "dvc.yaml").is_file():
@@ -461,7 +469,7 @@ def local_build(project: Path, spec: properties.PropertySpec, report: Report, st
                          "dvc.yaml) to rebuild it in: run the audit from the checkout or pass --project")
     with step(f"{spec.dataset_name} is not built here: dvc repro {stage}"):
         run_dvc(project, "repro", stage)
-    if not (folder / zoo_datasets.VERSION_FILE).is_file():
+    if not (folder / dataset_schema.VERSION_FILE).is_file():
         raise AuditError(f"`dvc repro {stage}` in {project} did not produce {folder}")
     report.notes.append(f"{zoo_datasets.HUB_DATASETS_DIR / spec.dataset_name} was absent: rebuilt with "
                         f"`dvc repro {stage}`")
@@ -474,7 +482,7 @@ def run_dvc(project: Path, *args: str) -> None:
     dvc = str(beside) if beside.is_file() else shutil.which("dvc")
     if dvc is None:
         raise AuditError("dvc is not installed: it is needed to rebuild the dataset (pip install dvc)")
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+    env = {**os.environ, **environment.variables(),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     done = subprocess.run([dvc, *args], cwd=project, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -486,16 +494,16 @@ def recompute_fingerprint(folder: Path, spec: properties.PropertySpec) -> str:
     """The content fingerprint (zoo.data.datasets) of a dataset folder, from its Parquet files."""
     import pyarrow.parquet as pq
 
-    tables = {split: pq.read_table(folder / zoo_datasets.parquet_path(split)) for split in splits.SPLITS}
-    return zoo_datasets.content_fingerprint(spec.dataset_name, zoo_datasets.dataset_features(spec), tables)
+    tables = {split: pq.read_table(folder / dataset_schema.parquet_path(split)) for split in splits.SPLITS}
+    return dataset_schema.content_fingerprint(spec.dataset_name, dataset_schema.dataset_features(spec), tables)
 
 
 def _dataset_checks(report: Report, folder: Path, spec: properties.PropertySpec, step: Step,
                     claimed: Mapping[str, str] | None = None) -> bool:
     """Files vs dataset_version.json; the recomputed fingerprint vs `claimed` (a model card's), dataset_version.json
     and the dataset card. True when the content is the claimed (or recorded) dataset."""
-    recorded = json.loads((folder / zoo_datasets.VERSION_FILE).read_text(encoding="utf-8"))
-    where = f"{folder.name}/{zoo_datasets.VERSION_FILE}"
+    recorded = json.loads((folder / dataset_schema.VERSION_FILE).read_text(encoding="utf-8"))
+    where = f"{folder.name}/{dataset_schema.VERSION_FILE}"
     if claimed is not None:
         # The version is a label: another one over the same content (same fingerprint, checked below) is not an error.
         same = claimed["version"] == recorded.get("version")
@@ -574,7 +582,7 @@ def audit_dataset(name: str, version: str | None = None, *, project: str | os.Pa
     local = registry.LocalStore(store)
     stored = local.versions(spec.dataset_name, "datasets")
     if version is not None:
-        registry.version_key(version)
+        version_key(version)
     if version is not None and version in stored:
         folder = local.folder(spec.dataset_name, version, "datasets")
         report = Report(f"dataset {spec.dataset_name} {version} (local store: {folder})")
@@ -585,11 +593,11 @@ def audit_dataset(name: str, version: str | None = None, *, project: str | os.Pa
         return report
     report = Report(f"dataset {spec.dataset_name}")
     folder = local_build(project, spec, report, step)
-    built = json.loads((folder / zoo_datasets.VERSION_FILE).read_text(encoding="utf-8")).get("version")
+    built = json.loads((folder / dataset_schema.VERSION_FILE).read_text(encoding="utf-8")).get("version")
     if version is not None and built != version:
         raise registry.VersionNotFoundError(
             f"{spec.dataset_name} {version} is neither in the local store (versions "
-            f"{sorted(stored, key=registry.version_key) or 'none'}) nor the local build ({folder}: version {built})")
+            f"{sorted(stored, key=version_key) or 'none'}) nor the local build ({folder}: version {built})")
     report.subject = f"dataset {spec.dataset_name} {built} (local build: {folder})"
     _dataset_checks(report, folder, spec, step)
     _lock_check(report, project, folder, spec, step)

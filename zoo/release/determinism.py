@@ -23,7 +23,7 @@ other text files by the lines that differ.
 It prints one line per output (path, stage, number of files, identical or not; under it, what differs) and exits 0 when every
 output is identical in every run, apart from NONDETERMINISTIC (outputs known to vary, each with its reason);
 1 when anything else differs; 2 when DVC failed or an argument is wrong. The stages run in the Makefile's
-environment (MAKE_ENV: the telemetry of DVC, Great Expectations and the Hugging Face clients off), with this
+environment (environment.env: the telemetry of DVC, Great Expectations and the Hugging Face clients off), with this
 interpreter's folder first on PATH, so that the `python` of dvc.yaml's commands is this one.
 """
 
@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.core import environment
 from zoo.core.io import sha256_file
 
 # Outputs (fnmatch patterns of output paths, relative to the repository) whose bytes are known to vary from run
@@ -53,12 +54,6 @@ from zoo.core.io import sha256_file
 # present: every output, the Great Expectations Data Docs included (zoo.data.validation dates and names their run
 # from its data), must be byte-identical.
 NONDETERMINISTIC: dict[str, str] = {}
-
-# The Makefile's environment for the stages: telemetry off (nothing may reach a non-loopback address), and
-# OpenMP threads that wait passively (busy-waiting ones slow a shared machine down).
-MAKE_ENV = {"DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false", "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HUB_DISABLE_XET": "1", "DO_NOT_TRACK": "1", "HF_UPDATE_DOWNLOAD_COUNTS": "0",
-            "OMP_WAIT_POLICY": "PASSIVE"}
 
 MAX_LISTED = 5  # differing keys, lines or tensors named per file
 
@@ -279,7 +274,7 @@ def describe_difference(before: Path, after: Path) -> str:
 def dvc_repro(root: Path, targets: Sequence[str], force: bool) -> None:
     """Run `dvc repro [--force] targets` in `root` with this interpreter's environment; DeterminismError if it fails."""
     command = [sys.executable, "-m", "dvc", "repro", *(["--force"] if force else []), *targets]
-    env = {**os.environ, **MAKE_ENV}
+    env = {**os.environ, **environment.variables()}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     done = subprocess.run(command, cwd=root, env=env)
     if done.returncode != 0:

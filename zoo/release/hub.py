@@ -22,16 +22,28 @@ Downloads
     sha1 of a regular one.
 
 Errors
-    `HubUnavailable`: offline mode (``HF_HUB_OFFLINE=1``) or the endpoint cannot be reached. `HubNotFoundError`:
-    no such repo (or not visible with the token), revision or file. `VersionExistsError`, `ChecksumMismatchError`,
-    `IncompleteDownloadError`; any other refusal by the Hub is a `HubError` with the HTTP status and the
-    Hub's message. Transient answers (429, 5xx, timeouts) are retried a few times with backoff. Tokens are
-    passed to huggingface_hub and never appear in a message or a log line.
+    `HubUnavailable`: offline mode (``HF_HUB_OFFLINE=1``) or the endpoint cannot be reached, or does not answer in
+    time (`HubDeadlineError`). `HubNotFoundError`: no such repo (or not visible with the token), revision or file.
+    `VersionExistsError`, `ChecksumMismatchError`, `IncompleteDownloadError`; an endpoint that is not an http(s) URL
+    is a `HubError` saying so; any other refusal by the Hub is a `HubError` with the HTTP status and the Hub's
+    message. Transient answers (429, 5xx, timeouts) are retried a few times with backoff, within the deadline.
+    Tokens are passed to huggingface_hub and never appear in a message or a log line.
+
+Deadlines (settings from the environment, read at each call; seconds)
+    ZOO_HUB_CONNECT_TIMEOUT_S  (default 5)   to open a connection
+    ZOO_HUB_READ_TIMEOUT_S     (default 20)  between two pieces of an answer
+    ZOO_HUB_DEADLINE_S         (default 60)  for a whole operation: a listing, a download, a publication, or all the
+                                             files of one `zoo.load` (``with deadline():`` around them)
+    The first two are the timeouts of huggingface_hub's shared HTTP client (``set_client_factory``, installed on
+    first use); its request hook also refuses every request past the deadline and shortens each request's timeouts
+    to the time left, and the download loop checks the deadline between chunks. An endpoint that accepts
+    connections and never answers fails after min(read timeout, deadline), never hangs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -42,42 +54,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx2
-from huggingface_hub import (
-    HfApi,
-    HfFileMetadata,
-    constants,
-    get_hf_file_metadata,
-    hf_hub_url,
-)
-from huggingface_hub.errors import (
-    HfHubHTTPError,
-    OfflineModeIsEnabled,
-    RemoteEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.utils import (
-    build_hf_headers,
-    hf_raise_for_status,
-    http_stream_backoff,
-)
+from urllib.parse import urlsplit
 
 from zoo.core.io import sha256_file
+from zoo.core.versions import check_version, is_version
 
 log = logging.getLogger(__name__)
 
 REPO_TYPES = ("model", "dataset")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-_VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 _TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 _RETRIES = 3
 _FIRST_WAIT_S = 0.5  # doubled after each failed try
-_TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
+TIMEOUT_SETTINGS = {"ZOO_HUB_CONNECT_TIMEOUT_S": 5.0, "ZOO_HUB_READ_TIMEOUT_S": 20.0, "ZOO_HUB_DEADLINE_S": 60.0}
 
 
 class HubError(RuntimeError):
@@ -86,6 +78,10 @@ class HubError(RuntimeError):
 
 class HubUnavailable(HubError):
     """The Hub cannot be reached: offline mode is on, or the endpoint does not answer."""
+
+
+class HubDeadlineError(HubUnavailable):
+    """The operation ran past its deadline (ZOO_HUB_DEADLINE_S)."""
 
 
 class HubNotFoundError(HubError, LookupError):
@@ -104,13 +100,95 @@ class IncompleteDownloadError(HubError):
     """The transfer ended before the whole file arrived; nothing was kept."""
 
 
+# ----------------------------------------------------------------------------------------------- deadlines
+def setting_s(name: str) -> float:
+    """A timeout setting (TIMEOUT_SETTINGS) from the environment, in seconds; ValueError for a bad value."""
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return TIMEOUT_SETTINGS[name]
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+# (monotonic time at which the current operation must end, its length in s) or None outside any operation
+_DEADLINE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("zoo_hub_deadline",
+                                                                                      default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None = None) -> Iterator[None]:
+    """Every Hub request in the block must end within `seconds` (default ZOO_HUB_DEADLINE_S) of its start; inside
+    an enclosing block the outer deadline holds."""
+    if _DEADLINE.get() is not None:
+        yield
+        return
+    length = setting_s("ZOO_HUB_DEADLINE_S") if seconds is None else seconds
+    token = _DEADLINE.set((time.monotonic() + length, length))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _time_left(what: str) -> float | None:
+    """Seconds left before the current deadline (None outside any); HubDeadlineError once it has passed."""
+    current = _DEADLINE.get()
+    if current is None:
+        return None
+    left = current[0] - time.monotonic()
+    if left <= 0:
+        raise HubDeadlineError(f"{what}: no answer from the Hub within the {current[1]:g} s deadline "
+                               "(ZOO_HUB_DEADLINE_S)")
+    return left
+
+
+def _within_deadline(request) -> None:
+    """huggingface_hub client request hook: refuse a request past the deadline; give it the timeout settings, cut
+    to the time left (httpx reads a request's timeouts from its "timeout" extension)."""
+    left = _time_left(f"{request.method} {request.url}")
+    connect, read = setting_s("ZOO_HUB_CONNECT_TIMEOUT_S"), setting_s("ZOO_HUB_READ_TIMEOUT_S")
+    limits = {"connect": connect, "read": read, "write": read, "pool": connect}
+    request.extensions["timeout"] = {key: value if left is None else min(value, left) for key, value in limits.items()}
+
+
+_client_installed = False
+
+
+def _install_client() -> None:
+    """Give huggingface_hub's shared client our timeouts and deadline hook (once per process)."""
+    global _client_installed
+    if _client_installed:
+        return
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    def factory():
+        client = _http.default_client_factory()  # huggingface_hub's own client: offline mode, request ids
+        hooks = client.event_hooks
+        client.event_hooks = {**hooks, "request": [*hooks.get("request", []), _within_deadline]}
+        client.timeout = _timeouts()
+        return client
+
+    set_client_factory(factory)
+    _client_installed = True
+
+
+def _timeouts():
+    import httpx2
+
+    return httpx2.Timeout(setting_s("ZOO_HUB_READ_TIMEOUT_S"), connect=setting_s("ZOO_HUB_CONNECT_TIMEOUT_S"))
+
+
 # ------------------------------------------------------------------------------------------------ checks
 
 def version_tag(version: str) -> str:
     """The git tag of a semantic version: "1.2.0" -> "v1.2.0" (MAJOR.MINOR.PATCH, no pre-release part)."""
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise ValueError(f"version must be a semantic version MAJOR.MINOR.PATCH such as '1.0.0', got {version!r}")
-    return f"v{version}"
+    return f"v{check_version(version)}"
 
 
 def _check_repo(repo_id: str, repo_type: str) -> None:
@@ -127,20 +205,39 @@ def _check_filename(filename: str) -> None:
 
 
 def _endpoint(endpoint: str | None) -> str:
-    return (endpoint or constants.ENDPOINT).rstrip("/")
+    """The endpoint to use (given, else HF_ENDPOINT as huggingface_hub read it), checked to be an http(s) URL."""
+    from huggingface_hub import constants
+
+    chosen = endpoint or constants.ENDPOINT
+    parts = urlsplit(chosen) if isinstance(chosen, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in chosen:
+        raise HubError(f"the Hub endpoint {chosen!r} (HF_ENDPOINT or endpoint=) is not an http(s) URL such as "
+                       "https://huggingface.co")
+    return chosen.rstrip("/")
 
 
 @contextlib.contextmanager
 def _hub_errors(action: str, endpoint: str) -> Iterator[None]:
-    """Turn the client's exceptions into ours, with what was being done and where."""
+    """Within the deadline (`deadline`), turn the client's exceptions into ours, with what was being done and where."""
+    import httpx2
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    _install_client()
     try:
-        yield
+        with deadline():
+            yield
     except OfflineModeIsEnabled:
         raise HubUnavailable(f"{action}: offline mode is on (HF_HUB_OFFLINE=1), the Hub at {endpoint} is not "
                              "contacted") from None
     except (httpx2.NetworkError, httpx2.TimeoutException) as error:
         raise HubUnavailable(f"{action}: cannot reach the Hub at {endpoint} "
-                             f"({type(error).__name__}: {error})") from error
+                             f"({type(error).__name__}: {error or 'no answer in time'})") from error
     except RepositoryNotFoundError as error:
         raise HubNotFoundError(f"{action}: no such repository at {endpoint}, or it is private and the token does "
                                "not give access") from error
@@ -176,6 +273,9 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, repo_type: str, vers
     _check_repo(repo_id, repo_type)
     tag = version_tag(version)
     base = _endpoint(endpoint)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
     api = HfApi(endpoint=base, token=token)
     where = f"publishing {repo_type} {repo_id} {tag}"
     with _hub_errors(where, base):
@@ -197,11 +297,11 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, repo_type: str, vers
     return commit
 
 
-def _version_tags(api: HfApi, repo_id: str, repo_type: str) -> dict[str, str]:
+def _version_tags(api, repo_id: str, repo_type: str) -> dict[str, str]:
     """Tags that name a version (v<MAJOR.MINOR.PATCH>) -> commit sha."""
     refs = api.list_repo_refs(repo_id, repo_type=repo_type)
     return {ref.name: ref.target_commit for ref in refs.tags
-            if ref.name.startswith("v") and _VERSION.fullmatch(ref.name[1:])}
+            if ref.name.startswith("v") and is_version(ref.name[1:])}
 
 
 def list_versions(repo_id: str, repo_type: str, *, endpoint: str | None = None,
@@ -212,6 +312,8 @@ def list_versions(repo_id: str, repo_type: str, *, endpoint: str | None = None,
     """
     _check_repo(repo_id, repo_type)
     base = _endpoint(endpoint)
+    from huggingface_hub import HfApi
+
     with _hub_errors(f"listing the versions of {repo_type} {repo_id}", base):
         tags = _version_tags(HfApi(endpoint=base, token=token), repo_id, repo_type)
     ordered = sorted(tags, key=lambda tag: tuple(int(part) for part in tag[1:].split(".")))
@@ -238,13 +340,15 @@ def download_file(repo_id: str, filename: str, revision: str, *, repo_type: str,
     if expected_sha256 is not None and not (isinstance(expected_sha256, str) and _SHA256.fullmatch(expected_sha256)):
         raise ValueError(f"expected_sha256 must be 64 lowercase hex digits, got {expected_sha256!r}")
     cache = Path(cache_dir)
-    base = _endpoint(endpoint)
     where = f"downloading {filename!r} from {repo_type} {repo_id}@{revision}"
 
     if _GIT_SHA1.fullmatch(revision):
         cached = _cached(cache / f"{repo_type}s" / repo_id / revision / filename, expected_sha256)
         if cached is not None:
             return cached
+    base = _endpoint(endpoint)
+    from huggingface_hub import hf_hub_url
+
     with _hub_errors(where, base):
         url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision, endpoint=base)
         metadata = _file_metadata(url, token, base)
@@ -288,25 +392,74 @@ class _Check:
     digest: Any
 
 
-def _file_metadata(url: str, token: str | None, endpoint: str) -> HfFileMetadata:
-    """HEAD of a resolve URL (commit sha, ETag, size), retrying transient answers; connection errors raise at once."""
+def _file_metadata(url: str, token: str | None, endpoint: str):
+    """HEAD of a resolve URL (commit sha, ETag, size), retrying transient answers within the deadline; connection
+    errors raise at once."""
+    import httpx2
+    from huggingface_hub import get_hf_file_metadata
+    from huggingface_hub.errors import HfHubHTTPError
+
     attempt = 0
     while True:
         try:
-            return get_hf_file_metadata(url, token=token, timeout=_TIMEOUT_S, endpoint=endpoint)
+            # the deadline hook cuts the timeout to the time left
+            return get_hf_file_metadata(url, token=token, timeout=setting_s("ZOO_HUB_READ_TIMEOUT_S"),
+                                        endpoint=endpoint)
         except HfHubHTTPError as error:
             if error.response is None or error.response.status_code not in _TRANSIENT_STATUS or attempt == _RETRIES:
                 raise
         except httpx2.TimeoutException:
             if attempt == _RETRIES:
                 raise
-        time.sleep(_FIRST_WAIT_S * 2 ** attempt)
+        _sleep_within_deadline(_FIRST_WAIT_S * 2 ** attempt, url)
         attempt += 1
+
+
+def _sleep_within_deadline(seconds: float, what: str) -> None:
+    left = _time_left(what)
+    if left is not None and left <= seconds:
+        raise HubDeadlineError(f"{what}: no answer from the Hub within the deadline (ZOO_HUB_DEADLINE_S)")
+    time.sleep(seconds)
+
+
+@contextlib.contextmanager
+def _stream(url: str, token: str | None):
+    """A streaming GET through huggingface_hub's session, retrying transient answers and timeouts a few times
+    within the deadline. (Not huggingface_hub's http_stream_backoff: it sleeps as long as a 429's Retry-After asks,
+    however long, and knows no deadline.)"""
+    import httpx2
+    from huggingface_hub import get_session
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+    attempt = 0
+    while True:
+        session = get_session()
+        try:
+            response = session.send(session.build_request("GET", url, headers=build_hf_headers(token=token)),
+                                    stream=True)
+        except httpx2.TimeoutException:
+            if attempt == _RETRIES:
+                raise
+        else:
+            if response.status_code not in _TRANSIENT_STATUS or attempt == _RETRIES:
+                break
+            response.close()
+        _sleep_within_deadline(_FIRST_WAIT_S * 2 ** attempt, url)
+        attempt += 1
+    try:
+        if response.status_code >= 400:
+            response.read()  # the error body, for hf_raise_for_status's message
+        hf_raise_for_status(response)
+        yield response
+    finally:
+        response.close()
 
 
 def _fetch_verified(url: str, target: Path, token: str | None, size: int | None, check: _Check,
                     where: str, cache: Path) -> None:
     """Stream `url` to a temporary file, check size and hash, then rename it onto `target` (else delete it)."""
+    import httpx2
+
     staging = cache / ".incomplete"
     staging.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=f"{target.name}.", suffix=".partial", dir=staging)
@@ -314,12 +467,9 @@ def _fetch_verified(url: str, target: Path, token: str | None, size: int | None,
         received = 0
         with os.fdopen(fd, "wb") as out:
             try:
-                with http_stream_backoff("GET", url, headers=build_hf_headers(token=token), timeout=_TIMEOUT_S,
-                                         max_retries=_RETRIES, base_wait_time=_FIRST_WAIT_S,
-                                         retry_on_exceptions=(httpx2.TimeoutException,),
-                                         retry_on_status_codes=_TRANSIENT_STATUS) as response:
-                    hf_raise_for_status(response)
+                with _stream(url, token) as response:
                     for chunk in response.iter_bytes(_CHUNK):
+                        _time_left(where)  # a trickle of bytes, each within the read timeout, still ends
                         out.write(chunk)
                         check.digest.update(chunk)
                         received += len(chunk)

@@ -24,14 +24,14 @@ import functools
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from zoo import properties
-from zoo.data import cards
-from zoo.data.datasets import HUB_DATASETS_DIR
+from zoo.core import templates
 
 CARD_FILE = "README.md"
 TEMPLATE = "model_card.md.j2"
@@ -74,6 +74,8 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
                   dvc_lock_entry: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The YAML header as a dict. info: the model's config.json; metrics / per_system: the evaluate stage's metrics
     JSON and per-crystal-system JSON; git_commit, dvc_lock_entry: as for render_model_card."""
+    from zoo.data.datasets import HUB_DATASETS_DIR
+
     spec = properties.get(info["property"])
     headline = metrics["headline"]
     test_metrics = {"split": metrics["split"], "n_test": metrics["n_test"], "headline": headline,
@@ -122,15 +124,6 @@ def _dependency_md5(lock_entry: Mapping[str, Any] | None, path: str) -> str | No
     return None
 
 
-@functools.cache
-def _environment():
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(cards.TEMPLATE_DIR)),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                              lstrip_blocks=True)
-
-
 def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
     """A metric as the card prints it: floats with `float_format`, None as '-', integers as they are."""
     return "-" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
@@ -160,7 +153,7 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
                   "best_baseline": f"{format_metric(row['best_baseline_value'])} ({row['best_baseline']})"
                   if row.get("best_baseline") else "-"} for row in metrics.get("published", [])]
     systems = sorted(per_system.get("model", {}))
-    body = _environment().get_template(TEMPLATE).render(
+    body = templates.environment().get_template(TEMPLATE).render(
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         predictor_names=list(predictors),
         metric_rows=[(key, [format_metric(scores.get(key)) for scores in predictors.values()])
@@ -174,8 +167,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
         git_commit=git_commit or "unknown (not published from a git checkout)",
         dvc_lock=yaml.safe_dump(dict(dvc_lock_entry), sort_keys=False).rstrip() if dvc_lock_entry else None,
-        source_notes=[cards.SOURCE_NOTES[key] for key in spec.sources],
-        bibtex=list(MODEL_BIBTEX.values()) + [cards.BIBTEX[key] for key in spec.sources],
+        source_notes=[citation.note for citation in spec.citations],
+        bibtex=list(MODEL_BIBTEX.values()) + [citation.bibtex for citation in spec.citations],
     )
     return f"---\n{header}\n---\n\n{body}"
 
@@ -223,3 +216,75 @@ def printed_metrics(text: str) -> dict[str, Any]:
                 out["per_crystal_system"]["values"][predictor] = {
                     (m.group(1) if m else column): value for (column, m), value in zip(columns.items(), cells[1:])}
     return out
+
+
+# ------------------------------------------------------------------------------------------- the short form
+LIMITATIONS_HEADING = "## Intended use and limitations"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model's card: `text` (the README.md: YAML header and markdown), `path` (where it is), `metadata` (the
+    header). ``str(card)`` (and ``print(card)``) is `summary()`, a screenful; the full card is `text`."""
+
+    text: str
+    path: Path | None = None
+
+    @functools.cached_property
+    def metadata(self) -> dict[str, Any]:
+        return parse_front_matter(self.text)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def summary(self) -> str:
+        """What the model predicts, its data, the headline test metric against the baselines, the limitations,
+        and where the full card is."""
+        header = self.metadata
+        title = next((line[2:].strip() for line in self.text.splitlines() if line.startswith("# ")), "model card")
+        lines = [title]
+        prop = header.get("property")
+        if prop in properties.PROPERTIES:
+            spec = properties.get(prop)
+            lines.append(f"predicts  {spec.title.lower()} ({spec.units}), {spec.target_part} part, irreps "
+                         f"{spec.irreps}, from a crystal structure")
+        if header.get("datasets"):
+            fingerprint = str(header.get("dataset_fingerprint", ""))
+            lines.append(f"data      {', '.join(header['datasets'])} {header.get('dataset_version', '')} "
+                         f"({fingerprint[:19]}{'...' if len(fingerprint) > 19 else ''}), Materials Project DFT-PBE")
+        lines += _headline_rows(header.get("test_metrics") or {})
+        limitations = _section_bullets(self.text, LIMITATIONS_HEADING)
+        if limitations:
+            lines.append("limits")
+            lines += [f"  - {bullet}" for bullet in limitations]
+        where = f"{self.path}" if self.path is not None else "model.card.text"
+        lines.append(f"full card {where} ({len(self.text.splitlines())} lines; model.card.text)")
+        return "\n".join(lines)
+
+
+def _headline_rows(test_metrics: Mapping[str, Any]) -> list[str]:
+    headline = test_metrics.get("headline")
+    model = (test_metrics.get("model") or {}).get(headline)
+    if headline is None or model is None:
+        return []
+    rows = [f"test      {headline} on {test_metrics.get('n_test', '?')} {test_metrics.get('split', 'test')} "
+            f"records (lower is better):"]
+    scores = {MODEL_LABEL: model, **{name: values.get(headline)
+                                     for name, values in (test_metrics.get("baselines") or {}).items()}}
+    width = max(len(name) for name in scores)
+    rows += [f"  {name:<{width}}  {format_metric(value)}" for name, value in scores.items()]
+    return rows
+
+
+def _section_bullets(text: str, heading: str) -> list[str]:
+    """The first sentence of each bullet of a markdown section."""
+    bullets: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            inside = line.strip() == heading
+        elif inside and line.startswith("- "):
+            bullets.append(line[2:].strip())
+        elif inside and line.startswith("  ") and bullets:
+            bullets[-1] += " " + line.strip()
+    return [re.split(r"(?<=\.)\s", bullet, maxsplit=1)[0].rstrip(".") for bullet in bullets]

@@ -44,6 +44,7 @@ from typing import Any
 from zoo import properties
 from zoo.core import paths
 from zoo.core.io import copy_folder_into_place, sha256_file, write_json
+from zoo.core.versions import version_key
 
 REGISTRY_FORMAT = "mp-tensor-zoo/registry/1"
 REGISTRY_PATH = paths.REGISTRY_PATH
@@ -52,7 +53,6 @@ DEFAULT_STORE = paths.DEFAULT_STORE
 STORE_ENV = "ZOO_STORE"
 VERSIONS_FILE = "versions.json"
 KINDS = ("models", "datasets")
-_VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -67,13 +67,6 @@ class VersionNotFoundError(LookupError):
 
 class LocalVersionExistsError(FileExistsError):
     """The local store already holds that version; versions are never overwritten."""
-
-
-def version_key(version: str) -> tuple[int, int, int]:
-    """Sort key of a semantic version 'MAJOR.MINOR.PATCH'; ValueError for anything else."""
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise ValueError(f"version must be a semantic version MAJOR.MINOR.PATCH such as '1.0.0', got {version!r}")
-    return tuple(int(part) for part in version.split("."))  # type: ignore[return-value]
 
 
 def unknown_model(name: Any, known: list[str]) -> UnknownModelError:

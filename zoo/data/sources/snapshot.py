@@ -4,7 +4,9 @@ Every file is pinned by sha256 in ``schemas/snapshot-manifest.json``; a file who
 (`SnapshotIntegrityError`), which is how a reproducibility audit knows the snapshot did not change. The bytes
 are hashed and parsed from the same read, so nothing can change between the check and the parse.
 
-One adapter per property turns a legacy row into a raw record. Adapters never crash on a malformed field:
+Each property's spec says where its rows are (``PropertySpec.snapshot``: file, layout, which column holds which
+value, the frames the source claims); one reader per file layout turns a row into a raw record. Readers never
+crash on a malformed field:
 they keep what they can read and put the unreadable-value marker (``zoo.data.records.unreadable``) where a value
 could not be read, so that clean can quarantine the record with a reason.
 
@@ -34,24 +36,11 @@ from zoo.core import paths
 from zoo.core.io import sha256_bytes, sha256_file
 from zoo.data.records import RawRecordError, retrieved_with, unreadable, write_raw
 from zoo.data.sources import Exclusion, FetchReport, count_unreadable_fields
+from zoo.properties.spec import SnapshotField, SnapshotSource
 
 SOURCE = "snapshot"
 MANIFEST_PATH = paths.SNAPSHOT_MANIFEST
 _ROOT_HINT = "put ../shared/datasets beside the repository, or set fetch.snapshot_root in params.yaml"
-
-ELASTIC_FILE = "matminer-0.4.1/elastic_tensor.csv"
-DIELECTRIC_FILE = "matminer-0.4.1/dielectric_constant.csv"
-PIEZO_FILE = "matminer-0.4.1/piezoelectric_tensor.csv"
-PHONON_FILE = "phonon-petretto/data_union.csv"
-PHONON_IDS_FILE = "phonon-petretto/mp_ids.csv"
-
-# The frames the sources claim (matminer's column descriptions), checked later by validate, not trusted:
-# elastic_tensor "corresponding to IEEE orientation, symmetrized"; elastic_tensor_original "unsymmetrized,
-# corresponding to POSCAR conventional standard cell orientation"; compliance_tensor is the inverse of
-# elastic_tensor (S.C = 1 in every row), so IEEE too; the dielectric CSV states no frame; piezo is IEEE.
-ELASTIC_FRAMES = {"stiffness_voigt": "ieee", "stiffness_voigt_original": "structure", "compliance_voigt": "ieee"}
-DIELECTRIC_FRAMES = {"electronic": "unknown", "total": "unknown"}
-PIEZO_FRAMES = {"piezo_voigt": "ieee"}
 
 
 class SnapshotIntegrityError(ValueError):
@@ -300,48 +289,23 @@ def _record(
     }
 
 
-def _elastic_record(row: _Row, sha: str) -> dict[str, Any]:
-    values = {
-        "stiffness_voigt": _tensor(row, "elastic_tensor", (6, 6)),
-        "stiffness_voigt_original": _tensor(row, "elastic_tensor_original", (6, 6), optional=True),
-        "compliance_voigt": _tensor(row, "compliance_tensor", (6, 6), optional=True),
-    }
-    reported = {
-        **{name: _number(row, name) for name in (
-            "K_Voigt", "K_Reuss", "K_VRH", "G_Voigt", "G_Reuss", "G_VRH", "elastic_anisotropy", "poisson_ratio",
-            "volume")},
-        **{name: _number(row, name, integer=True) for name in ("space_group", "nsites", "kpoint_density")},
-    }
-    return _record("elastic", ELASTIC_FILE, sha, row, material_id=_text(row, "material_id"),
-                   formula=_text(row, "formula"), structure=_poscar(row), values=values, frames=ELASTIC_FRAMES,
-                   reported=reported)
+def _field(row: _Row, item: SnapshotField) -> Any:
+    """One field of a record read as its kind says (SnapshotField)."""
+    if item.kind == "tensor":
+        return _tensor(row, item.column, item.shape, optional=item.optional)
+    if item.kind in ("number", "integer"):
+        return _number(row, item.column, integer=item.kind == "integer")
+    if item.kind == "boolean":
+        return _boolean(row, item.column)
+    if item.kind == "text":
+        return _reported_text(row, item.column)
+    if item.kind == "meta_point_group":
+        return _meta_point_group(row)
+    raise ValueError(f"snapshot field {item.key!r}: unknown kind {item.kind!r}")
 
 
-def _dielectric_record(row: _Row, sha: str) -> dict[str, Any]:
-    values = {"electronic": _tensor(row, "e_electronic", (3, 3)), "total": _tensor(row, "e_total", (3, 3))}
-    reported = {
-        **{name: _number(row, name) for name in ("poly_electronic", "poly_total", "n", "band_gap", "volume")},
-        **{name: _number(row, name, integer=True) for name in ("space_group", "nsites")},
-        "pot_ferroelectric": _boolean(row, "pot_ferroelectric"),
-        "point_group": _meta_point_group(row),
-    }
-    return _record("dielectric", DIELECTRIC_FILE, sha, row, material_id=_text(row, "material_id"),
-                   formula=_text(row, "formula"), structure=_poscar(row), values=values,
-                   frames=DIELECTRIC_FRAMES, reported=reported)
-
-
-def _piezo_record(row: _Row, sha: str) -> dict[str, Any]:
-    values = {"piezo_voigt": _tensor(row, "piezoelectric_tensor", (3, 6))}
-    reported = {
-        "eij_max": _number(row, "eij_max"),
-        "v_max": _tensor(row, "v_max", (3,), optional=True),
-        "point_group": _reported_text(row, "point_group"),
-        "volume": _number(row, "volume"),
-        **{name: _number(row, name, integer=True) for name in ("space_group", "nsites")},
-    }
-    return _record("piezo", PIEZO_FILE, sha, row, material_id=_text(row, "material_id"),
-                   formula=_text(row, "formula"), structure=_poscar(row), values=values, frames=PIEZO_FRAMES,
-                   reported=reported)
+def _fields(row: _Row, items: tuple[SnapshotField, ...]) -> dict[str, Any]:
+    return {item.key: _field(row, item) for item in items}
 
 
 @dataclass(frozen=True)
@@ -353,49 +317,48 @@ class _Batch:
     excluded: tuple[Exclusion, ...] = ()
 
 
-def _matminer(relpath: str, build: Callable[[_Row, str], dict[str, Any]]) -> Callable[..., _Batch]:
-    def read(root: Path, manifest: Mapping[str, Any]) -> _Batch:
-        text, sha = _read_verified(root, manifest, relpath)
-        rows = _table(text, relpath)
-        return _Batch([build(row, sha) for row in rows], relpath, len(rows), {relpath: sha})
+def _matminer(prop: str, source: SnapshotSource, root: Path, manifest: Mapping[str, Any]) -> _Batch:
+    """One record per row; material_id and formula columns; the structure as a POSCAR."""
+    text, sha = _read_verified(root, manifest, source.file)
+    rows = _table(text, source.file)
+    records = [_record(prop, source.file, sha, row, material_id=_text(row, "material_id"),
+                       formula=_text(row, "formula"), structure=_poscar(row), values=_fields(row, source.values),
+                       frames=source.frames, reported=_fields(row, source.reported))
+               for row in rows]
+    return _Batch(records, source.file, len(rows), {source.file: sha})
 
-    return read
 
-
-def _phonon(root: Path, manifest: Mapping[str, Any]) -> _Batch:
-    text, sha = _read_verified(root, manifest, PHONON_FILE)
-    ids_text, ids_sha = _read_verified(root, manifest, PHONON_IDS_FILE)
-    rows = _table(text, PHONON_FILE)
-    exclusion = manifest["files"][PHONON_FILE].get("excluded_rows")
+def _ase_table(prop: str, source: SnapshotSource, root: Path, manifest: Mapping[str, Any]) -> _Batch:
+    """Structures as ASE dicts; material ids recovered by row in `source.ids_file`; the trailing rows the manifest
+    excludes are counted, not read."""
+    text, sha = _read_verified(root, manifest, source.file)
+    ids_text, ids_sha = _read_verified(root, manifest, source.ids_file)
+    rows = _table(text, source.file)
+    exclusion = manifest["files"][source.file].get("excluded_rows")
     start, stop = (exclusion["start"], exclusion["stop"]) if exclusion else (len(rows), len(rows))
     if stop != len(rows):
-        raise ValueError(f"manifest excludes {PHONON_FILE} rows [{start}, {stop}) but the file has {len(rows)} rows")
-    recovered = {int(row.fields["row"]): row for row in _table(ids_text, PHONON_IDS_FILE)}
-    grid_points = len(properties.PHONON_GRID_CM)
+        raise ValueError(f"manifest excludes {source.file} rows [{start}, {stop}) but the file has {len(rows)} rows")
+    recovered = {int(row.fields["row"]): row for row in _table(ids_text, source.ids_file)}
     records = []
     for row in rows[:start]:
         ids = recovered.get(row.number)
         # mp_ids.csv row 1521 (Mg3Bi2) recovered no id: material_id null, match 'none'; record_id is by row.
-        recovery = ({"material_id_recovery": {"file": PHONON_IDS_FILE, "sha256": ids_sha,
+        recovery = ({"material_id_recovery": {"file": source.ids_file, "sha256": ids_sha,
                                               "match": ids.fields["match"]}} if ids else {})
         records.append(_record(
-            "phonon", PHONON_FILE, sha, row, material_id=_text(ids, "material_id") if ids else None, formula=None,
-            structure=_ase_dict(row),
-            values={"frequencies_cm": _tensor(row, "phfreq", (grid_points,)),
-                    "dos": _tensor(row, "phdos", (grid_points,))},
-            frames={}, reported={}, **recovery,
+            prop, source.file, sha, row, material_id=_text(ids, "material_id") if ids else None, formula=None,
+            structure=_ase_dict(row), values=_fields(row, source.values), frames=source.frames,
+            reported=_fields(row, source.reported), **recovery,
         ))
     excluded = ()
     if exclusion:
         excluded = (Exclusion(exclusion["reason"], stop - start, exclusion["description"], (start, stop)),)
-    return _Batch(records, PHONON_FILE, len(rows), {PHONON_FILE: sha, PHONON_IDS_FILE: ids_sha}, excluded)
+    return _Batch(records, source.file, len(rows), {source.file: sha, source.ids_file: ids_sha}, excluded)
 
 
-_ADAPTERS: dict[str, Callable[[Path, Mapping[str, Any]], _Batch]] = {
-    "elastic": _matminer(ELASTIC_FILE, _elastic_record),
-    "dielectric": _matminer(DIELECTRIC_FILE, _dielectric_record),
-    "piezo": _matminer(PIEZO_FILE, _piezo_record),
-    "phonon": _phonon,
+_LAYOUTS: dict[str, Callable[[str, SnapshotSource, Path, Mapping[str, Any]], _Batch]] = {
+    "matminer": _matminer,
+    "ase-table": _ase_table,
 }
 
 
@@ -410,10 +373,10 @@ def fetch_property(
     the adapter produces a record that breaks the raw-record schema (a bug here, not in the data).
     """
     spec = properties.get(spec_name)
-    if spec.name not in _ADAPTERS:
-        raise ValueError(f"spec_name: no snapshot adapter for {spec.name!r}; adapters: {', '.join(_ADAPTERS)}")
+    if spec.snapshot is None or spec.snapshot.layout not in _LAYOUTS:
+        raise ValueError(f"spec_name: {spec.name!r} has no snapshot source of a known layout ({', '.join(_LAYOUTS)})")
     manifest = load_manifest() if manifest is None else manifest
-    batch = _ADAPTERS[spec.name](Path(root), manifest)
+    batch = _LAYOUTS[spec.snapshot.layout](spec.name, spec.snapshot, Path(root), manifest)
     expected = manifest["files"][batch.values_file]["rows"]
     if len(batch.records) != expected:
         raise RuntimeError(f"snapshot adapter for {spec.name!r} made {len(batch.records)} records from "
@@ -422,7 +385,7 @@ def fetch_property(
         written = write_raw(out_path, batch.records)
     except RawRecordError as err:
         raise RuntimeError(f"snapshot adapter for {spec.name!r} made a record that breaks the raw-record schema "
-                           f"(a bug in zoo/data/sources/snapshot.py, not in the data): {err}") from err
+                           f"(a bug in zoo/data/sources/snapshot.py or the spec's snapshot fields, not in the data): {err}") from err
     return FetchReport(
         property=spec.name, source=SOURCE, output=os.fspath(out_path), output_sha256=sha256_file(out_path),
         rows_read=batch.rows_read, records_written=written, inputs=batch.inputs, excluded=batch.excluded,

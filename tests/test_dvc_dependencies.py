@@ -1,0 +1,121 @@
+"""dvc.yaml's deps are true: every project file a stage executes or reads is covered by the stage's deps.
+
+For each stage, the stage script's module-level imports are followed through the project's modules by reading the
+code (AST, not by running it), transitively, with each package's __init__.py. (An import inside a function is not
+followed: zoo.load's import of the release layer runs only when it is called. The deps are whole layer folders, so a
+function's import within them is covered too.) The files a module reads at run time (schemas, templates, the
+environment file) are listed in DATA_FILES. A file is covered when the stage lists it or a folder above it. An edit
+to an uncovered file would leave `dvc repro` reporting "up to date" over outputs that code no longer makes.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Files outside the Python modules that a module reads while a stage runs, by module.
+DATA_FILES: dict[str, tuple[str, ...]] = {
+    "zoo/core/environment.py": ("environment.env",),
+    "zoo/core/templates.py": ("zoo/templates/dataset_card.md.j2", "zoo/templates/model_card.md.j2"),
+    "zoo/data/records.py": ("schemas/raw-record.schema.json",),
+    "zoo/data/sources/snapshot.py": ("schemas/snapshot-manifest.json",),
+    "zoo/data/validation/suites.py": ("schemas/expectations/${item}.json",),  # PropertySpec.expectation_suite
+}
+# Read at run time but deliberately not a dependency, each with the reason.
+NOT_DEPENDENCIES = {
+    # The publish stage reads dvc.lock for the model card's lineage: DVC cannot depend on its own lock file.
+    "dvc.lock",
+    # Read and written by `publish --target shipped` only (a release shipped with the code), never by `dvc repro`.
+    "zoo/registry.json",
+}
+
+
+def _module_file(module: str) -> Path | None:
+    """The project file of a dotted module name (a package's __init__.py), or None outside the project."""
+    base = REPO / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_level(node: ast.AST):
+    """The statements that run when a module is imported: all but those inside function bodies."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        yield child
+        yield from _module_level(child)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a module-level import of `path` names (relative imports resolved), with its parent packages."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in _module_level(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from package import module`
+    parents = {".".join(name.split(".")[:i]) for name in names for i in range(1, name.count(".") + 1)}
+    return names | parents
+
+
+def executed_files(script: Path) -> set[str]:
+    """Project files (relative paths) a stage script executes or reads, transitively."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _imported_modules(path):
+            found = _module_file(module)
+            if found is not None and found not in seen:
+                todo.append(found)
+    files = {str(path.relative_to(REPO)) for path in seen}
+    return files | {data for path in list(files) for data in DATA_FILES.get(path, ())}
+
+
+def _stages() -> list[tuple[str, str, list[str]]]:
+    """(stage, script, deps) of every stage of dvc.yaml (foreach stages with their ${item} left in)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    out = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        words = body["cmd"].split()
+        script = next(word for word in words if word.endswith(".py"))
+        out.append((name, script, [str(dep) for dep in body.get("deps", [])]))
+    return out
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+@pytest.mark.parametrize(("stage", "script", "deps"), _stages(), ids=[stage for stage, _, _ in _stages()])
+def test_every_file_a_stage_executes_is_one_of_its_deps(stage, script, deps):
+    files = executed_files(REPO / script)
+    assert script in files
+    uncovered = sorted(path for path in files - NOT_DEPENDENCIES if not _covered(path, deps))
+    assert uncovered == [], f"stage {stage} executes or reads files its dvc.yaml deps do not cover: {uncovered}"
+
+
+def test_the_walk_follows_imports_into_the_packages():
+    """The check is not blind: the clean stage reaches the cleaning module, the specs and the packages' inits."""
+    files = executed_files(REPO / "stages" / "clean.py")
+    for expected in ("zoo/__init__.py", "zoo/data/__init__.py", "zoo/data/cleaning/frames.py", "zoo/properties/elastic.py",
+                     "zoo/core/tensors.py", "schemas/raw-record.schema.json"):
+        assert expected in files
+    assert not _covered("zoo/nn/training/loop.py", ["zoo/data", "zoo/core"])

@@ -1,0 +1,384 @@
+"""The typed configuration: one schema per params.yaml section, the one place that reads the params file.
+
+params.yaml is where every pipeline setting's value is written, once: the schemas here have no defaults (a missing
+key is refused, naming it, and so is an unknown one: a typo would otherwise silently do nothing). DVC tracks the
+file, so what a stage reads is what ``dvc status`` compares. Sections and who reads them:
+
+    symmetry   symprec, angle_tolerance (spglib), neumann_tolerance: clean, validate, build (the card), evaluate,
+               and ``zoo audit`` read this one section
+    fetch      source ('snapshot' | 'mp-api'), snapshot_root, mp_api (MPApiConfig)
+    clean      CleanConfig; validate: ValidateConfig; build: BuildConfig
+    train      TrainConfig: profile and profiles (each a TrainSettings, plus per_property overrides)
+    evaluate   EvaluateConfig (composition_gbm: GBMSettings); publish: PublishConfig
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.core import paths, symmetry
+
+SECTIONS = ("properties", "symmetry", "fetch", "clean", "validate", "build", "train", "evaluate", "publish")
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive(value: Any, name: str) -> float:
+    if not is_real(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def check_non_negative(value: Any, name: str) -> float:
+    if not is_real(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_keys(cls: type, section: Any, where: str) -> dict[str, Any]:
+    """`section` as a dict with exactly the fields of dataclass `cls` that have no default (and any that have)."""
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{where} must be a mapping of options, got {section!r}")
+    known = {item.name for item in dataclasses.fields(cls)}
+    required = {item.name for item in dataclasses.fields(cls)
+                if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING}
+    unknown, missing = sorted(set(section) - known), sorted(required - set(section))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    if missing:
+        raise ValueError(f"{where}: missing key(s) {missing} (params.yaml holds every value)")
+    return dict(section)
+
+
+# ----------------------------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class SymmetryConfig:
+    """symprec (A) and angle_tolerance (degrees) of spglib, and neumann_tolerance: the relative Neumann residual
+    up to which a tensor obeys its crystal's point group (clean keeps it as given, validate accepts it)."""
+
+    symprec: float
+    angle_tolerance: float
+    neumann_tolerance: float
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            check_positive(getattr(self, item.name), f"symmetry.{item.name}")
+
+    def analyze(self, structure) -> symmetry.SymmetryInfo:
+        """``zoo.core.symmetry.analyze`` with these tolerances."""
+        return symmetry.analyze(structure, symprec=self.symprec, angle_tolerance=self.angle_tolerance)
+
+
+@dataclass(frozen=True)
+class MPApiConfig:
+    """Keyword options of ``zoo.data.sources.mp_api.fetch_property`` (its docstring says what each does)."""
+
+    endpoint: str | None
+    chunk_size: int
+    max_retries: int
+    backoff_s: float
+    max_delay_s: float
+    timeout_s: float
+    phonon_method: str
+    state_dir: str | None
+    progress: bool
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """source: 'snapshot' (the pinned offline files) or 'mp-api'; snapshot_root: relative to the params file."""
+
+    source: str
+    snapshot_root: str
+    mp_api: MPApiConfig
+
+    SOURCES = ("snapshot", "mp-api")
+
+    def __post_init__(self) -> None:
+        if self.source not in self.SOURCES:
+            raise ValueError(f"fetch.source is {self.source!r}; expected one of {', '.join(self.SOURCES)}")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """symmetrize_max_residual: largest residual treated as noise (projected), above it 'unresolved';
+    frame_tie_tol: residual difference below which frames are tied; duplicate_rtol: relative difference below which
+    a duplicate is identical; workers: processes measuring records."""
+
+    symmetrize_max_residual: float
+    frame_tie_tol: float
+    duplicate_rtol: float
+    workers: int
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Thresholds of validate's physics checks (zoo.data.validation.ValidationParams says what each does)."""
+
+    min_interatomic_distance_a: float
+    k_vrh_range_gpa: tuple[float, float]
+    g_vrh_range_gpa: tuple[float, float]
+    dielectric_eigenvalue_atol: float
+    piezo_zero_atol_c_m2: float
+    workers: int
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """dataset_version: semantic version of the build; split_salt, split_fractions: the split rule
+    (zoo.data.splits); pinned_splits_from: a previous release's folder (relative to the params file) or None;
+    workers: processes computing the derived quantities."""
+
+    dataset_version: str
+    split_salt: str
+    split_fractions: Mapping[str, float]
+    pinned_splits_from: str | None
+    workers: int
+
+    def __post_init__(self) -> None:
+        check_int(self.workers, "build.workers", 1)
+        if not isinstance(self.split_salt, str) or not self.split_salt:
+            raise ValueError(f"build.split_salt must be a non-empty string, got {self.split_salt!r}")
+
+
+LOSSES = ("mse", "block_norm")
+RESERVED_MODEL_FIELDS = ("property", "seed", "avg_num_neighbors", "output_scale", "output_shift")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train (params.yaml, section ``train``, one profile).
+
+    max_epochs               upper limit on epochs
+    batch_size               structures per optimiser step
+    learning_rate            Adam's initial learning rate
+    plateau_factor           ReduceLROnPlateau: multiply the rate by this when the validation loss stalls ...
+    plateau_patience         ... for this many epochs
+    min_learning_rate        the rate never goes below this
+    early_stopping_patience  stop after this many epochs without a better validation loss
+    seed                     model initialisation and epoch permutations
+    accelerator              Lightning accelerator: 'auto' (a GPU when there is one), 'cpu', 'gpu'
+    threads                  torch intra-op threads on CPU (null: leave torch's default)
+    deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
+                             deterministic kernel, e.g. some CUDA scatter ops)
+    progress_bar             Lightning's progress bar
+    loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
+                             norms, robust to heavy-tailed targets); see ``zoo.nn.training.Loss``
+    model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
+                             output normalisation, which training sets from the data (zoo.nn.training checks the
+                             names against ModelConfig)
+    ensemble_size            networks trained, with seeds seed, seed + 1, ...; more than one makes the model a
+                             zoo.nn.models.Ensemble predicting their mean (and spread). Its default, 1, is for the
+                             settings recorded by models trained before ensembles existed (zoo audit reads them).
+    separate_parts           (a property with several predicted parts, dielectric) one network per part, each part
+                             selected on its own validation loss, instead of one network with a head per part;
+                             ensemble_size networks per part (default false, as for models trained before it)
+    """
+
+    max_epochs: int
+    batch_size: int
+    learning_rate: float
+    plateau_factor: float
+    plateau_patience: int
+    min_learning_rate: float
+    early_stopping_patience: int
+    seed: int
+    accelerator: str
+    threads: int | None
+    deterministic: bool | str
+    progress_bar: bool
+    loss: str
+    model: Mapping[str, Any]
+    ensemble_size: int = 1
+    separate_parts: bool = False
+
+    def __post_init__(self):
+        for name in ("max_epochs", "batch_size", "plateau_patience", "early_stopping_patience", "ensemble_size"):
+            check_int(getattr(self, name), name, minimum=1)
+        check_int(self.seed, "seed", minimum=0)
+        if self.threads is not None:
+            check_int(self.threads, "threads", minimum=1)
+        for name in ("learning_rate", "min_learning_rate"):
+            check_positive(getattr(self, name), name)
+        if not is_real(self.plateau_factor) or not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be a number in (0, 1), got {self.plateau_factor!r}")
+        if self.accelerator not in ("auto", "cpu", "gpu", "cuda", "mps"):
+            raise ValueError(f"accelerator must be one of auto, cpu, gpu, cuda, mps, got {self.accelerator!r}")
+        if self.deterministic not in (True, False, "warn"):
+            raise ValueError(f"deterministic must be true, false or 'warn', got {self.deterministic!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not isinstance(self.separate_parts, bool):
+            raise ValueError(f"separate_parts must be true or false, got {self.separate_parts!r}")
+        if not isinstance(self.model, Mapping):
+            raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
+        reserved = sorted(set(self.model) & set(RESERVED_MODEL_FIELDS))
+        if reserved:
+            raise ValueError(f"model must not set {reserved}: training derives them (seed comes from settings.seed)")
+        object.__setattr__(self, "model", dict(self.model))
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> TrainSettings:
+        """Settings from one profile mapping of params.yaml (or as a model's config.json records them)."""
+        if not isinstance(section, Mapping):
+            raise ValueError(f"a training profile must be a mapping of settings, got {section!r}")
+        return cls(**check_keys(cls, section, "training profile"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PER_PROPERTY_KEY = "per_property"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """profile: the one `dvc repro` trains with; profiles: name -> TrainSettings fields, with an optional
+    ``per_property: {<property>: {settings}}`` replacing some for one property (``zoo.nn.training.select_profile``)."""
+
+    profile: str
+    profiles: Mapping[str, Mapping[str, Any]]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profiles, Mapping) or not self.profiles:
+            raise ValueError("the train section needs 'profiles', a mapping of profile name -> settings")
+        if self.profile not in self.profiles:
+            raise ValueError(f"train.profile must be one of {sorted(self.profiles)}, got {self.profile!r}")
+
+
+@dataclass(frozen=True)
+class GBMSettings:
+    """HistGradientBoostingRegressor settings of the composition baseline (params.yaml evaluate.composition_gbm)."""
+
+    max_iter: int
+    learning_rate: float
+    max_leaf_nodes: int
+    min_samples_leaf: int
+    seed: int
+
+    def __post_init__(self):
+        for name in ("max_iter", "max_leaf_nodes", "min_samples_leaf"):
+            check_int(getattr(self, name), f"composition_gbm.{name}", 1)
+        check_int(self.seed, "composition_gbm.seed", 0)
+        check_positive(self.learning_rate, "composition_gbm.learning_rate")
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> GBMSettings:
+        return cls(**check_keys(cls, section, "composition_gbm"))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    composition_gbm: GBMSettings
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    organisation: str
+    endpoint: str | None
+    private: bool
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """model_version: the version published (bump after retraining); target: 'local' | 'hub' | 'shipped';
+    store: the local store folder; hub: organisation, endpoint, private."""
+
+    model_version: str
+    target: str
+    store: str
+    hub: HubConfig
+
+    TARGETS = ("local", "hub", "shipped")
+
+    def __post_init__(self) -> None:
+        if self.target not in self.TARGETS:
+            raise ValueError(f"publish.target must be one of {', '.join(self.TARGETS)}, got {self.target!r}")
+
+
+# Nested sections: field -> schema of its mapping.
+_NESTED: dict[type, dict[str, type]] = {
+    FetchConfig: {"mp_api": MPApiConfig},
+    EvaluateConfig: {"composition_gbm": GBMSettings},
+    PublishConfig: {"hub": HubConfig},
+}
+SCHEMAS: dict[str, type] = {
+    "symmetry": SymmetryConfig, "fetch": FetchConfig, "clean": CleanConfig, "validate": ValidateConfig,
+    "build": BuildConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "publish": PublishConfig,
+}
+
+
+def parse(cls: type, section: Any, where: str):
+    """An instance of schema `cls` from a params mapping (nested sections included)."""
+    values = check_keys(cls, section, where)
+    for name, nested in _NESTED.get(cls, {}).items():
+        values[name] = parse(nested, values[name], f"{where}.{name}")
+    return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def read_params(path: str | Path | None = None) -> dict[str, Any]:
+    """The params file as a mapping of sections (default: the checkout's params.yaml); unknown sections refused."""
+    path = Path(paths.PARAMS_FILE if path is None else path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file {path} not found (run from the repository root or pass --params)")
+    with open(path, encoding="utf-8") as handle:
+        params = yaml.safe_load(handle) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} must hold a mapping of sections, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown section(s) {unknown}; known: {list(SECTIONS)}")
+    return params
+
+
+def load_section(name: str, path: str | Path | None = None):
+    """One section of the params file as its schema (SCHEMAS[name])."""
+    params = read_params(path)
+    if name not in params:
+        raise ValueError(f"{path or paths.PARAMS_FILE} has no '{name}' section")
+    return parse(SCHEMAS[name], params[name], name)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Every section of a params file."""
+
+    symmetry: SymmetryConfig
+    fetch: FetchConfig
+    clean: CleanConfig
+    validate: ValidateConfig
+    build: BuildConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    publish: PublishConfig
+    properties: tuple[str, ...] = field(default=())
+
+
+def load(path: str | Path | None = None) -> Params:
+    """Every section of the params file (default: the checkout's params.yaml), each checked by its schema."""
+    params = read_params(path)
+    missing = [name for name in SCHEMAS if name not in params]
+    if missing:
+        raise ValueError(f"{path or paths.PARAMS_FILE} lacks the section(s) {missing}")
+    return Params(properties=tuple(params.get("properties") or ()),
+                  **{name: parse(cls, params[name], name) for name, cls in SCHEMAS.items()})

@@ -1,0 +1,50 @@
+"""The learning stages of dvc.yaml (train, evaluate), one function each: read the params file's sections
+(zoo.core.config), run the stage on one property, say what happened. The stage scripts only parse arguments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from zoo.core.config import load_section
+from zoo.nn import evaluation, training
+
+LIVE_DIR = Path("data/reports/train")
+STAGE_ERRORS = (ValueError, FileNotFoundError)
+
+
+def train_stage(prop: str, params_path: Path, profile: str | None = None,
+                say: Callable[[str], None] = print) -> None:
+    """data/models/matten-<prop>/ (and the dvclive metrics in data/reports/train/<prop>/) with the `train` profile
+    (`profile` overrides train.profile for one run)."""
+    profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
+    started = time.perf_counter()
+    folder, fitted = training.train_property(prop, settings, profile=profile, live_dir=LIVE_DIR / prop)
+    elapsed = time.perf_counter() - started
+    for result in fitted.members:
+        epochs = result.epoch_seconds
+        resumed = f", resumed after {result.resumed_after_epochs} epochs" \
+            if result.resumed_after_epochs is not None else ""
+        say(f"train {prop} ({profile}, seed {result.config.seed}): {result.epochs_run} epochs{resumed}, best "
+            f"{result.best_epoch} (val loss {result.history[result.best_epoch]['val_loss']:.4f}"
+            f"{', stopped early' if result.stopped_early else ''}); epoch time median "
+            f"{sorted(epochs)[len(epochs) // 2] if epochs else float('nan'):.1f} s, setup {result.setup_seconds:.1f} s")
+    say(f"train {prop}: {len(fitted.members)} network(s), total {elapsed:.1f} s -> {folder}")
+
+
+def evaluate_stage(prop: str, params_path: Path, profile: str | None = None, say: Callable[[str], None] = print,
+                   log: Callable[[str], None] = print) -> None:
+    """data/reports/<prop>-metrics.json and the plots: the model and its baselines on the test split."""
+    profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
+    gbm = load_section("evaluate", params_path).composition_gbm
+    started = time.perf_counter()
+    document = evaluation.evaluate_property(prop, settings, gbm=gbm,
+                                            symmetry_settings=load_section("symmetry", params_path),
+                                            log=lambda line: log(f"evaluate {prop}: {line}"))
+    elapsed = time.perf_counter() - started
+    headline = document["headline"]
+    scores = ", ".join(f"{name} {metrics[headline]:.4g}" for name, metrics in document["baselines"].items())
+    say(f"evaluate {prop} ({profile}): {headline} model {document['model'][headline]:.4g}; baselines "
+        f"{scores}; {elapsed:.1f} s -> {evaluation.metrics_path(evaluation.REPORTS_DIR, prop)}")

@@ -1,0 +1,150 @@
+"""Training the zoo's models with Lightning: data from the built datasets, the loss, resumable fits, checkpoints.
+
+Data. A split of ``data/hub/datasets/mp-<property>-irreps`` (``zoo.data.datasets.load``) becomes a ``SplitData``: the
+structures, the target (the property's ``target_part`` in irreps form, or the max-normalised DOS for phonon) and
+the crystal systems. Everything that does not change between epochs is computed once per run and kept: the
+neighbour graphs (``zoo.nn.graphs.GraphCache``, which also reuses the graph of a repeated structure), one collated
+``GraphBatch`` per split, and on it the spherical harmonics and radial bases of every edge
+(``MattenNet.attach_geometry``). A mini-batch is then ``GraphBatch.select`` of its indices: tensor indexing only,
+no per-step Python loop over structures and no recomputed edge features. The data loader yields indices only
+(single process, seeded per epoch), so loading is deterministic and resumes exactly.
+
+Loss, per irreps block. For a tensor property, the mean over irrep instances b (5 for elastic 2x0e+2x2e+1x4e)
+of mean_m (pred_bm - y_bm)^2 / s_b^2, where s_b is the block's RMS over the training targets (after removing the
+mean of 0e blocks; ``zoo.nn.models.fit_output_normalisation``). Each block then counts equally, whatever its size
+and dimension: the bulk-like 0e terms of the stiffness are ~10x the 4e part and would otherwise dominate. The
+scale factors are invariants of the data set, so the loss stays rotation invariant. Phonon: the plain MSE over
+the 51 bins of the max-normalised DOS (already O(1); a per-bin scale would blow up the nearly empty high bins).
+
+Fitting. Adam, ReduceLROnPlateau and EarlyStopping on the validation loss; the weights kept are those of the best
+validation epoch. Seeds: the model initialisation (ModelConfig.seed) and the epoch permutation (seed, epoch) are
+fixed; ``torch.use_deterministic_algorithms`` is on (Lightning ``deterministic``). Resume: Lightning writes
+``last.ckpt`` (weights, optimiser, scheduler, early-stopping state, our best weights and history) into a resume
+folder after every epoch, with ``run.json`` naming the run (settings, model config, dataset fingerprint); a later
+run with the same name continues from it, loaded with ``weights_only=True`` (tensors and plain containers only).
+The folder is deleted once the final outputs are written.
+
+Outputs (``save_model``), a folder ``data/models/matten-<property>/``:
+    model.safetensors   the best weights (no pickle)
+    config.json         format version, ModelConfig, property, irreps, units, target column, training settings,
+                        dataset name/version/fingerprint, sha256 of the weights, the training split's applicability
+                        domain (schema and checks: zoo.nn.model_files)
+    training_log.json   per-epoch losses and learning rates, best and last epoch: deterministic content (no times)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+from zoo import properties
+from zoo.core.config import PER_PROPERTY_KEY, TrainConfig, TrainSettings, parse
+from zoo.data import datasets as zoo_datasets
+from zoo.nn import models
+from zoo.nn.training.artifacts import (
+    CONFIG_FILE,
+    LOG_FILE,
+    MODEL_FORMAT,
+    WEIGHTS_FILE,
+    LoadedModel,
+    load_model,
+    network,
+    save_model,
+    training_log,
+)
+from zoo.nn.training.data import (
+    DatasetInfo,
+    SplitData,
+    for_parts,
+    load_splits,
+    make_model_config,
+    split_domain,
+    subset,
+    target_column,
+    target_columns,
+)
+from zoo.nn.training.loop import LAST_CHECKPOINT, RUN_FILE, FitResult, ModelFit, fit, fit_model
+from zoo.nn.training.loss import Loss, loss_weights
+
+# The package's API: the stage below, and the parts its modules hold.
+__all__ = [
+    "CONFIG_FILE", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE", "WEIGHTS_FILE",
+    "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit", "fit_model",
+    "for_parts",
+    "load_model", "load_splits", "loss_weights", "make_model_config", "network", "save_model", "select_profile",
+    "split_domain", "subset", "target_column", "target_columns", "train_property", "training_log",
+]
+
+MODELS_DIR = Path("data/models")
+RESUME_DIR = MODELS_DIR / ".resume"
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def select_profile(section: TrainConfig | Mapping[str, Any], profile: str | None = None,
+                   property_name: str | None = None) -> tuple[str, TrainSettings]:
+    """(name, settings) of a profile of the ``train`` params section (TrainConfig, or its mapping
+    {profile: <name>, profiles: {<name>: {...}}}).
+
+    `profile` overrides the section's own choice. A profile may hold ``per_property: {<property>: {settings}}``:
+    for `property_name` those settings replace the profile's (``model`` fields are merged one by one), so one
+    profile can give the DOS its own loss or a small data set more epochs.
+    """
+    if not isinstance(section, TrainConfig):
+        section = parse(TrainConfig, section, "train")
+    name = profile if profile is not None else section.profile
+    if name not in section.profiles:
+        raise ValueError(f"profile must be one of {sorted(section.profiles)}, got {name!r}")
+    chosen = section.profiles[name]
+    if not isinstance(chosen, Mapping):
+        raise ValueError(f"profile {name} must be a mapping of settings, got {chosen!r}")
+    chosen = dict(chosen)
+    per_property = chosen.pop(PER_PROPERTY_KEY, None) or {}
+    if not isinstance(per_property, Mapping):
+        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} must map property names to settings")
+    unknown = sorted(set(per_property) - set(properties.PROPERTIES))
+    if unknown:
+        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} names unknown properties {unknown}; known: "
+                         f"{sorted(properties.PROPERTIES)}")
+    extra = per_property.get(property_name) or {}
+    if not isinstance(extra, Mapping):
+        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY}.{property_name} must be a mapping of settings")
+    chosen = {**chosen, **extra, "model": {**(chosen.get("model") or {}), **(extra.get("model") or {})}}
+    settings = TrainSettings.from_params(chosen)
+    check_model_fields(settings.model)
+    return name, settings
+
+
+def check_model_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse `model` settings that are not ModelConfig fields (by name)."""
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(models.ModelConfig)})
+    if unknown:
+        raise ValueError(f"model has unknown ModelConfig fields {unknown}")
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+def train_property(property_name: str, settings: TrainSettings, *, profile: str | None = None,
+                   datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
+                   models_root: str | os.PathLike = MODELS_DIR, resume_root: str | os.PathLike | None = None,
+                   live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
+                   ) -> tuple[Path | None, ModelFit]:
+    """The train stage: load the dataset, fit (resuming a matching interrupted run), write the model folder.
+
+    Returns (model folder, the fit); the folder is None when `stop_after_epochs` interrupted the run.
+    resume_root: parent of the per-model resume folder (default ``<models_root>/.resume``).
+    """
+    spec = properties.get(property_name)
+    data, dataset = load_splits(spec.name, datasets_root)
+    resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
+    fitted = fit_model(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
+                       stop_after_epochs=stop_after_epochs)
+    if not fitted.complete:
+        return None, fitted
+    counts = {name: len(split) for name, split in data.items()}
+    folder = save_model(Path(models_root) / spec.model_name, fitted.net, settings=settings, dataset=dataset,
+                        log=training_log(fitted, settings, counts), profile=profile,
+                        training_data=split_domain(data["train"]))
+    return folder, fitted

@@ -1,0 +1,76 @@
+"""The training loss, per irreps block (zoo.nn.training's docstring: 'Loss, per irreps block')."""
+
+from __future__ import annotations
+
+
+import torch
+
+from zoo import properties
+from zoo.core.config import LOSSES
+from zoo.nn import models
+
+
+def loss_weights(config: models.ModelConfig) -> torch.Tensor:
+    """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
+    1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS."""
+    spec = properties.get(config.property)
+    irreps = models.output_irreps(config)
+    if not spec.is_tensor:
+        return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
+    scale = config.output_scale or (1.0,) * irreps.num_irreps
+    weights = []
+    for (mul, ir), block_scales in zip(irreps, _instances(irreps, scale)):
+        for s in block_scales:
+            weights += [1.0 / (irreps.num_irreps * ir.dim * s * s)] * ir.dim
+    return torch.tensor(weights, dtype=torch.float64)
+
+
+def block_index(config: models.ModelConfig) -> torch.Tensor:
+    """For each output component, the irrep instance (block) it belongs to: 0..n_blocks-1."""
+    irreps = models.output_irreps(config)
+    return torch.tensor([block for block, ir in enumerate(ir for mul, ir in irreps for _ in range(mul))
+                         for _ in range(ir.dim)], dtype=torch.long)
+
+
+class Loss(torch.nn.Module):
+    """Per-structure loss of prediction errors (n, dim) -> (n,).
+
+    mse         sum_c w_c e_c^2 (``loss_weights``): the per-block normalised mean squared error
+    block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
+                its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
+                a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
+    """
+
+    def __init__(self, config: models.ModelConfig, kind: str = "mse"):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+        self.kind = kind
+        dtype = models.DTYPES[config.dtype]
+        weights = loss_weights(config)
+        self.register_buffer("weights", weights.to(dtype), persistent=False)
+        blocks = block_index(config) if properties.get(config.property).is_tensor else \
+            torch.arange(weights.numel())
+        self.n_blocks = int(blocks.max()) + 1
+        self.register_buffer("blocks", blocks, persistent=False)
+        # w_c = 1 / (n_blocks dim_b s_b^2), so n_blocks dim_b w_c = 1 / s_b^2 on every component of block b
+        dims = torch.bincount(blocks, minlength=self.n_blocks)[blocks]
+        self.register_buffer("inverse_square_scale", (weights * self.n_blocks * dims).to(dtype), persistent=False)
+
+    def forward(self, errors: torch.Tensor) -> torch.Tensor:
+        if self.kind == "mse":
+            return (errors.square() * self.weights).sum(dim=1)
+        scaled = errors.square() * self.inverse_square_scale
+        per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)
+        # sqrt(x + eps^2) - eps: the norm with a finite gradient at zero error
+        eps = 1e-6
+        return ((per_block + eps * eps).sqrt() - eps).mean(dim=1)
+
+
+def _instances(irreps, values):
+    """values (one per irrep instance) grouped by irreps entry."""
+    out, start = [], 0
+    for mul, _ in irreps:
+        out.append(values[start:start + mul])
+        start += mul
+    return out
