@@ -202,10 +202,14 @@ def check_config(info: Any, where: str, expected_property: str | None = None) ->
     check_model_config(info["model_config"], where, prop)
     if "ensemble_seeds" in info:
         seeds = info["ensemble_seeds"]
+        # members predicting different parts (ensemble_parts) may share a seed: distinct per part group
+        groups = info.get("ensemble_parts")
+        keys = [(s, str(g)) for s, g in zip(seeds, groups)] if isinstance(seeds, list) and isinstance(groups, list) \
+            else seeds
         if (not isinstance(seeds, list) or not 2 <= len(seeds) <= MAX_ENSEMBLE_SIZE
-                or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds)):
-            raise _fail(where, "ensemble_seeds", f"must be 2..{MAX_ENSEMBLE_SIZE} distinct non-negative integers, "
-                        f"got {seeds!r}")
+                or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(keys)) != len(keys)):
+            raise _fail(where, "ensemble_seeds", f"must be 2..{MAX_ENSEMBLE_SIZE} non-negative integers, distinct "
+                        f"(per part group with ensemble_parts), got {seeds!r}")
     if "ensemble_parts" in info:
         groups = info["ensemble_parts"]
         if (not isinstance(groups, list) or len(groups) != len(info.get("ensemble_seeds") or [])
