@@ -104,12 +104,11 @@ def record_quantities(property_name: str, values: np.ndarray, structures: Sequen
         if spec.has_parts:
             out = {"parts": parts, "cartesian_parts": cartesian}
         else:
-            out = {"cartesian": cartesian[:, 0], "voigt": tensors.cartesian_to_voigt(cartesian[:, 0], spec.voigt_kind)}
+            single = cartesian[:, 0]
+            out = {"cartesian": single, "voigt": tensors.cartesian_to_voigt(single, spec.voigt_kind)}
     out.update(spec.prediction_quantities(values, structures, out))
     out.pop("parts", None)
     return out
-    return out
-
 
 
 # -------------------------------------------------------------------------------------------- aggregation
