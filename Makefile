@@ -1,4 +1,5 @@
-# The README's two commands: `make repro` (the pipeline) and `make test` (the test suite).
+# The README's two commands: `make repro` (the pipeline) and `make test` (the test suite); `make release` ships the
+# releases.
 # Each creates .venv and installs the pinned dependencies on first use; later runs reuse it.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +13,7 @@ export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' environment.env)
 # dvc.yaml's stage commands say `python`: make it the venv's.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: repro data test install clean-venv
+.PHONY: repro data release test install clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +29,14 @@ repro: $(STAMP)
 # The pipeline up to the datasets (no model training): what CI needs before the tests.
 data: $(STAMP)
 	$(BIN)/dvc repro build
+
+# The releases shipped with the code (releases/dvc.yaml; `dvc repro` alone never runs them): each property's model
+# trained with params.yaml's release.profile, evaluated and shipped under release.versions.<property> into
+# zoo/releases/ and zoo/registry.json. Hours of CPU; an interrupted run resumes when rerun. Only the stages
+# release.versions lists (zoo.release.shipping: with none it stops, since `dvc repro` of a target naming no stage
+# would reproduce the whole default pipeline).
+release: $(STAMP)
+	targets="$$($(BIN)/python -m zoo.release.shipping)" && $(BIN)/dvc repro $$targets
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,6 +1,6 @@
 """DVC stage `publish`: a trained, evaluated model and its dataset as versioned repositories (zoo.release.publishing).
 
-    python stages/publish.py <property> [--params params.yaml] [--target local|hub|shipped] [--version X.Y.Z]
+    python stages/publish.py <property> [--params params.yaml] [--target local|hub] [--version X.Y.Z]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("property", choices=sorted(properties.PROPERTIES))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    parser.add_argument("--target", choices=publishing.TARGETS, default=None, help="overrides publish.target")
+    parser.add_argument("--target", choices=publishing.PublishConfig.TARGETS, default=None,
+                        help="overrides publish.target")
     parser.add_argument("--version", default=None, help="model version (default: publish.model_version)")
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from pymatgen.core import Structure
 
 from tests import test_datasets
 from tests.params_file import PARAMS as PROJECT_PARAMS
@@ -26,9 +27,11 @@ from tests.params_file import SYMMETRY, train_settings, write_params
 from tests.test_training import TINY_MODEL
 from tests.test_zoo_load import NAME, registry_file, rehash
 from zoo import cli, properties
+from zoo.core.io import canonical_json
 from zoo.data import dataset_schema as schema
 from zoo.nn import evaluation, training
-from zoo.release import audit, model_card, registry
+from zoo.nn import pipeline as nn_pipeline
+from zoo.release import audit, lineage, model_card, registry
 from zoo.release import publishing as publish
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,10 +66,22 @@ def write_inputs(project: Path, rows: list[dict]) -> None:
     shutil.rmtree(work)
 
 
+def project_rows() -> list[dict]:
+    """The project's synthetic elastic records, the cubic structures strained by 0.5% along x: still cubic at the
+    Materials Project's symprec (0.1 A), tetragonal at 0.001 A, so that a change of symprec shows in the metrics."""
+    rows = test_datasets.clean_rows("elastic", N_RECORDS)
+    for row in rows:
+        if row["crystal_system"] == "cubic":
+            structure = Structure.from_dict(json.loads(row["structure_json"]))
+            structure.apply_strain([0.005, 0.0, 0.0])
+            row.update(structure_json=canonical_json(structure.as_dict()), volume=structure.volume)
+    return rows
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("project")
-    write_inputs(project, test_datasets.clean_rows("elastic", N_RECORDS))
+    write_inputs(project, project_rows())
     write_params(project / "params.yaml", **PARAMS)
     (project / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     audit.run_dvc(project, "init", "--no-scm")
@@ -79,7 +94,7 @@ def project(tmp_path_factory) -> Path:
                                  reports_dir=data / "reports", plots=False)
     publish.publish_property("elastic", version=VERSION, target="local", store=data / "zoo", organisation="zoo-test",
                              models_root=data / "models", datasets_root=data / "hub" / "datasets",
-                             reports_dir=data / "reports", lock_path=project / "dvc.lock", commit="abc123")
+                             reports_dir=data / "reports", lineage=lineage.lock_lineage(project, "train@elastic"))
     registry_file(project / "registry.json")  # the model, no releases: versions come from the local store
     return project
 
@@ -122,7 +137,8 @@ def test_audit_of_a_published_model_passes_and_prints_its_table(project, cli_on,
     assert cli.main(["audit", NAME, "--project", str(project)]) == 0
     out = capsys.readouterr().out
     for row in ("file model.safetensors", "card tables", "dataset fingerprint", "dvc.lock", "card lineage",
-                "metrics model per crystal system", "metrics crystal_system_mean", "metrics composition_gbm"):
+                "lineage lock", "lineage output", "metrics model per crystal system", "metrics crystal_system_mean",
+                "metrics composition_gbm"):
         assert row in out
     assert "--retrain" in out and "PASS" in out
     report = run_audit(project)
@@ -139,10 +155,13 @@ def test_card_carries_the_facts_the_audit_needs(project):
     assert header["weights_sha256"] == config["weights"]["sha256"]
     assert header["test_metrics"]["baseline_settings"]["composition_gbm"]["max_iter"] == 10
     assert header["test_metrics"]["baseline_settings"]["non_equivariant"]["seed"] == 0
-    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train@elastic"]
+    lock = lineage.lock_entry(project, "train@elastic")  # DVC's YAML 1.2, where 1e-05 is a number
     (dataset_dep,) = [dep for dep in lock["deps"] if dep["path"] == f"data/hub/datasets/{DATASET}"]
-    assert header["provenance"] == {"git_commit": "abc123", "dataset_path": f"data/hub/datasets/{DATASET}",
-                                    "dataset_dvc_md5": dataset_dep["md5"]}
+    # The lineage: the train stage's lock entry, content only (no commit, time or path), the dataset's md5 apart.
+    assert header["provenance"] == {
+        "dvc_stage": "train@elastic", "dependencies": {dep["path"]: dep["md5"] for dep in lock["deps"]},
+        "params": lock["params"], "dataset_path": f"data/hub/datasets/{DATASET}",
+        "dataset_dvc_md5": dataset_dep["md5"]}
     printed = model_card.printed_metrics(card)
     assert printed["metrics"]["model"]["k_vrh_mae"] == \
         model_card.format_metric(header["test_metrics"]["model"]["k_vrh_mae"])
@@ -189,7 +208,7 @@ def test_a_release_on_the_hub_is_downloaded_verified_and_audited(project, tmp_pa
         published = publish.publish_property(
             "elastic", version=VERSION, target="hub", organisation="zoo-test", endpoint=double.endpoint,
             token=double.token, models_root=data / "models", datasets_root=data / "hub" / "datasets",
-            reports_dir=data / "reports", lock_path=project / "dvc.lock", commit="abc123")
+            reports_dir=data / "reports", lineage=None)
         release = published["model"]["registry_release"]
         report = run_audit(project, store=tmp_path / "empty-store", cache_dir=tmp_path / "cache",
                            registry_path=registry_file(tmp_path / "registry.json", {VERSION: release}),
@@ -274,7 +293,7 @@ def test_a_changed_raw_record_rebuilt_through_dvc_names_the_fingerprint_that_dif
     """One record of the pipeline's input changes and the dataset is gone: the audit rebuilds it with
     `dvc repro build@elastic`, and the old model's audit reports that the dataset is no longer the card's."""
     copy = copy_of(project, tmp_path)
-    rows = test_datasets.clean_rows("elastic", N_RECORDS)
+    rows = project_rows()
     rows[5]["stiffness_voigt"] = (np.asarray(rows[5]["stiffness_voigt"]) * 1.001).tolist()
     write_inputs(copy, rows)
     shutil.rmtree(copy / "data" / "hub" / "datasets" / DATASET)
@@ -312,6 +331,37 @@ def test_dataset_audit_of_the_build_and_of_a_stored_version(project, cli_on, cap
     assert "file dataset_version.json" in statuses(stored) and "dvc.lock" not in statuses(stored)
     with pytest.raises(registry.VersionNotFoundError, match="neither in the local store"):
         audit.audit_dataset(DATASET, "9.9.9", project=project, store=project / "data" / "zoo")
+
+
+# ------------------------------------------------------------------------------------------------------ symprec
+def test_symprec_in_params_reaches_evaluate_and_audit(project, tmp_path, monkeypatch):
+    """symmetry.symprec 0.001 instead of 0.1 in the project's params.yaml: the strained cubic test structures are
+    then tetragonal, so a predicted tensor's Neumann residual (symmetry_violation) is measured against other
+    operations. The audit, analysing with the project's params, reports the card's value (made at 0.1) as
+    different; the evaluate stage, run on the same params, writes what the audit recomputed; a version published
+    from that evaluation passes its audit."""
+    copy = copy_of(project, tmp_path)
+    write_params(copy / "params.yaml", **PARAMS, symmetry={"symprec": 0.001})
+    card = model_card.parse_front_matter((stored_model(copy) / model_card.CARD_FILE).read_text())
+    report = run_audit(copy)
+    checks = {check.name: check for check in report.checks}
+    assert "metrics model" in failed(report)
+    assert all(name.startswith("metrics ") for name in failed(report)), failed(report)
+    claimed = model_card.format_metric(card["test_metrics"]["model"]["symmetry_violation"])
+    assert f"symmetry_violation {claimed}" in checks["metrics model"].expected
+
+    monkeypatch.chdir(copy)
+    nn_pipeline.evaluate_stage("elastic", copy / "params.yaml", say=lambda line: None, log=lambda line: None)
+    metrics = json.loads((copy / "data" / "reports" / "elastic-metrics.json").read_text())
+    recomputed = model_card.format_metric(metrics["model"]["symmetry_violation"])
+    assert recomputed != claimed and f"symmetry_violation {recomputed}" in checks["metrics model"].found
+
+    data = copy / "data"
+    publish.publish_property("elastic", version="1.0.1", target="local", store=data / "zoo", organisation="zoo-test",
+                             models_root=data / "models", datasets_root=data / "hub" / "datasets",
+                             reports_dir=data / "reports", lineage=lineage.lock_lineage(copy, "train@elastic"))
+    again = run_audit(copy, version="1.0.1")
+    assert again.passed, [check.summary() for check in again.failures]
 
 
 # ------------------------------------------------------------------------------------------------------ errors

@@ -51,12 +51,26 @@ def test_params_yaml_fills_every_schema():
     ({"clean": {"frame_tie_toll": 1e-6}}, r"clean: unknown key\(s\) \['frame_tie_toll'\]"),
     ({"fetch": {"mp_api": {"chunksize": 10}}}, r"fetch.mp_api: unknown key\(s\) \['chunksize'\]"),
     ({"symmetry": {"symprec": 0}}, "symmetry.symprec must be a positive number"),
-    ({"publish": {"target": "ftp"}}, "publish.target must be one of local, hub, shipped"),
+    ({"publish": {"target": "ftp"}}, "publish.target must be one of local, hub"),
     ({"train": {"profile": "fast"}}, "train.profile must be one of"),
+    ({"release": {"versions": {"piezo": "1.1"}}}, "release.versions.piezo must be a semantic version"),
 ])
 def test_a_bad_section_is_refused_by_name(sections, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         config.load(write_params(tmp_path / "params.yaml", **sections))
+
+
+def test_release_versions_lists_the_releases_made_and_may_be_empty(tmp_path):
+    """Only the releases that are made are listed (each one is a release stage that must have a lock entry):
+    none is a valid state, and DVC's foreach makes no stage of an empty mapping."""
+    mapping = params_mapping()
+    mapping["release"]["versions"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(mapping))
+    assert config.load(tmp_path / "params.yaml").release.versions == {}
+    mapping["release"]["versions"] = ["1.1.0"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(mapping))
+    with pytest.raises(ValueError, match=r"release.versions must map properties to versions \({} for none\)"):
+        config.load(tmp_path / "params.yaml")
 
 
 def test_missing_keys_and_unknown_sections_are_refused(tmp_path):
@@ -103,7 +117,8 @@ def test_changing_symprec_in_params_changes_every_stage_together(tmp_path):
     assert shared.analyze(structure).crystal_system == "cubic"
     assert tight.analyze(structure).crystal_system == "tetragonal"
     # clean and validate build their parameters from the file; evaluate and `zoo audit` analyse with the
-    # SymmetryConfig they load from it (zoo.nn.pipeline.evaluate_stage, zoo.release.audit.audit_model).
+    # SymmetryConfig they load from it, which tests/test_audit.py runs end to end
+    # (test_symprec_in_params_reaches_evaluate_and_audit).
     assert cleaning.CleanParams.from_params(path).symprec == 0.001
     assert validation.ValidationParams.from_params(path).analyze(structure).crystal_system == "tetragonal"
     # build: the dataset card's glossary states the tolerances the crystal systems were found with.

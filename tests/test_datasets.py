@@ -225,9 +225,7 @@ def check_repository(folder: Path, prop: str, report: dict, cache_dir: str) -> N
 def revalidate(prop: str, rows: list[dict], report: dict) -> pd.DataFrame:
     """The validate stage's own metrics (zoo.data.validation.compute_metrics, with the report's params) of the
     stored values against the stored structures, rebuilt from the dataset rows."""
-    known = {f.name for f in dataclasses.fields(validation.ValidationParams)}
-    # The report leaves out workers: it changes how fast, never what.
-    params = validation.ValidationParams(**{k: v for k, v in report["params"].items() if k in known}, workers=1)
+    params = validation.ValidationParams.from_reported(report["params"])
     if prop == "phonon":
         stored = {"frequencies_cm": "frequencies_cm", "dos": "dos"}
     else:

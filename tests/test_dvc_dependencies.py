@@ -1,4 +1,4 @@
-"""dvc.yaml's deps are true: every project file a stage executes or reads is covered by the stage's deps.
+"""The pipelines' deps are true: every project file a stage executes or reads is covered by the stage's deps.
 
 For each stage, the stage script's module-level imports are followed through the project's modules by reading the
 code (AST, not by running it), transitively, with each package's __init__.py. (An import inside a function is not
@@ -30,7 +30,8 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
 NOT_DEPENDENCIES = {
     # The publish stage reads dvc.lock for the model card's lineage: DVC cannot depend on its own lock file.
     "dvc.lock",
-    # Read and written by `publish --target shipped` only (a release shipped with the code), never by `dvc repro`.
+    # Read and written by the release stages (zoo.release.shipping), each adding its own entry: shared by the four, so
+    # no stage's dependency or output (tests/test_releases.py checks every entry against its shipped folder).
     "zoo/registry.json",
 }
 
@@ -88,16 +89,30 @@ def executed_files(script: Path) -> set[str]:
     return files | {data for path in list(files) for data in DATA_FILES.get(path, ())}
 
 
+# Every pipeline file of the project: `dvc repro` runs ./dvc.yaml, `make release` releases/dvc.yaml.
+PIPELINES = ("dvc.yaml", "releases/dvc.yaml")
+
+
 def _stages() -> list[tuple[str, str, list[str]]]:
-    """(stage, script, deps) of every stage of dvc.yaml (foreach stages with their ${item} left in)."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    """(stage, script, deps) of every stage of every pipeline (foreach stages with their ${item} or ${key} left
+    in); paths relative to the repository, as the stage's wdir resolves them."""
     out = []
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
-        words = body["cmd"].split()
-        script = next(word for word in words if word.endswith(".py"))
-        out.append((name, script, [str(dep) for dep in body.get("deps", [])]))
+    for pipeline in PIPELINES:
+        stages = yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"]
+        for name, stage in stages.items():
+            body = stage.get("do", stage)
+            wdir = (REPO / pipeline).parent / body.get("wdir", ".")
+            words = body["cmd"].split()
+            script = next(word for word in words if word.endswith(".py"))
+            deps = [str((wdir / str(dep)).resolve().relative_to(REPO)) for dep in body.get("deps", [])]
+            out.append((f"{pipeline}:{name}", str((wdir / script).resolve().relative_to(REPO)), deps))
     return out
+
+
+def test_every_pipeline_file_is_checked():
+    found = {str(path.relative_to(REPO)) for path in REPO.rglob("dvc.yaml")
+             if not {".venv", "data", ".git"} & set(path.relative_to(REPO).parts)}
+    assert found == set(PIPELINES)
 
 
 def _covered(path: str, deps: list[str]) -> bool:

@@ -70,3 +70,17 @@ def test_each_property_module_defines_its_spec():
         module = __import__(f"zoo.properties.{name}", fromlist=["_"])
         assert getattr(module, name.upper()) is spec
         assert spec.snapshot is not None and spec.mp_api is not None and spec.raw_values
+
+
+def test_validate_codes_and_thresholds_of_a_property_live_in_its_spec():
+    """A property's own reason codes (PropertySpec.value_codes, physics_codes) and the keys of params.yaml's validate
+    section its checks read (validate_thresholds) are named in its module only; each key by one property."""
+    from zoo.core import config
+
+    own_codes = {code for spec in properties.PROPERTIES.values() for code in spec.value_codes + spec.physics_codes}
+    keys = [key for spec in properties.PROPERTIES.values() for key in spec.validate_thresholds]
+    assert len(keys) == len(set(keys)) and set(keys) == set(config.load().validate.thresholds)
+    found = [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}" for path in _python_files()
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Constant) and node.value in own_codes | set(keys)]
+    assert found == []

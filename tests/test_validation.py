@@ -296,7 +296,7 @@ def test_every_record_lands_where_it_should_with_its_reason(prop, corpora, resul
     assert primary == {rid: code for rid, code in corpus.expected.items() if code is not None}
     for rid, reasons in zip(result.quarantined["record_id"], result.quarantined["reasons"]):
         assert reasons[0] == primary[rid]
-        order = [validation.REASON_PRIORITY.index(code) for code in reasons]
+        order = [validation.reason_priority(properties.get(prop)).index(code) for code in reasons]
         assert order == sorted(order) and len(set(reasons)) == len(reasons)
 
 
@@ -309,7 +309,7 @@ def test_counts_add_up_and_report_has_the_required_keys(prop, corpora, results):
     assert report["reasons"] == dict(pd.Series([c for c in corpora[prop].expected.values() if c]).value_counts())
     assert sum(report["reasons_all"].values()) >= report["n_quarantined"]
     for stats in report["expectations"]:
-        assert stats["reason_code"] in validation.REASON_PRIORITY
+        assert stats["reason_code"] in validation.reason_priority(properties.get(prop))
         assert stats["success"] == (stats["unexpected_count"] == 0)
     json.dumps(report, allow_nan=False)  # plain JSON, no timestamps or numpy scalars
 
@@ -379,11 +379,16 @@ def test_params_refuse_unknown_keys_and_bad_values(tmp_path):
     path = write_params(tmp_path / "params.yaml", symmetry={"neumann_tolerance": 0.05},
                         validate={"k_vrh_range_gpa": [1, 500]})
     params = validation.ValidationParams.from_params(path)
-    assert params.neumann_tolerance == 0.05 and params.k_vrh_range_gpa == (1.0, 500.0)
+    assert params.neumann_tolerance == 0.05 and params.thresholds["k_vrh_range_gpa"] == (1.0, 500.0)
+    assert params.expectation_parameters(properties.get("elastic"))["k_vrh_max_gpa"] == 500.0
+    # A key no property names (a typo of a shared one here) is refused by name, as a missing one.
     with pytest.raises(ValueError, match="unknown key\\(s\\) \\['neuman_tolerance'\\]"):
         validation.ValidationParams.from_params(write_params(path, validate={"neuman_tolerance": 0.05}))
+    with pytest.raises(ValueError, match="missing key\\(s\\) \\['piezo_zero_atol_c_m2'\\]"):
+        dataclasses.replace(PARAMS, thresholds={k: v for k, v in PARAMS.thresholds.items()
+                                                if k != "piezo_zero_atol_c_m2"})
     with pytest.raises(ValueError, match="k_vrh_range_gpa"):
-        dataclasses.replace(PARAMS, k_vrh_range_gpa=(500.0, 1.0))
+        dataclasses.replace(PARAMS, thresholds={**PARAMS.thresholds, "k_vrh_range_gpa": (500.0, 1.0)})
     with pytest.raises(ValueError, match="neumann_tolerance"):
         dataclasses.replace(PARAMS, neumann_tolerance=-1.0)
 
@@ -394,7 +399,7 @@ def test_suites_carry_reason_codes_and_only_known_parameters(prop):
     referenced = {value["$PARAMETER"]
                   for expectation in json.loads(validation.suite_path(prop).read_text())["expectations"]
                   for value in expectation["kwargs"].values() if isinstance(value, dict) and "$PARAMETER" in value}
-    assert referenced <= set(PARAMS.expectation_parameters())
+    assert referenced <= set(PARAMS.expectation_parameters(properties.get(prop)))
     metric_or_value = set(validation.metric_names(prop)) | {c.name for c in validation.value_columns(properties.get(prop))}
     assert {e.column for e in suite.expectations} <= metric_or_value
 

@@ -286,8 +286,14 @@ def _audit(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
+    import datasets
+
     from zoo.release import audit
 
+    # The audit loads datasets through a new private cache each time (zoo.data.datasets.load_folder), so `datasets`
+    # would draw its "Generating split" bars on stderr, where this command writes one line per error; the steps
+    # spinner shows progress instead.
+    datasets.disable_progress_bars()
     if (args.name is None) == (args.dataset is None):
         raise ValueError("give a model NAME or --dataset NAME (one of the two)")
     if args.dataset is not None and args.retrain:

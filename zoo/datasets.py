@@ -10,7 +10,7 @@ from pathlib import Path
 
 from zoo.data import splits
 from zoo.data.dataset_schema import VERSION_FILE, parquet_path
-from zoo.data.datasets import HUB_DATASETS_DIR, load_local, repo_name, row_structure, row_tensor
+from zoo.data.datasets import HUB_DATASETS_DIR, load_folder, load_local, repo_name, row_structure, row_tensor
 from zoo.release import hub
 
 __all__ = ["download", "load", "row_structure", "row_tensor"]
@@ -38,11 +38,11 @@ def load(name: str, *, version: str | None = None, local_root: str | os.PathLike
     repo = repo_name(name)
     if local_root is not None:
         if (Path(local_root) / repo / "README.md").is_file():
-            return load_local(name, local_root, cache_dir)
+            return load_local(name, local_root)
         if "/" not in name:
             raise ValueError(f"no local build of {name!r} in {Path(local_root) / repo}: run `dvc repro "
                              f"build@{repo.split('-')[1]}`, or give the Hub repository as 'org/{repo}'")
-        return _open(download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir), cache_dir)
+        return load_folder(download(name, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir))
     builds = [Path.cwd() / HUB_DATASETS_DIR / repo, paths.DATA_DIR / "hub" / "datasets" / repo]
     store = registry.LocalStore()
     stored = store.versions(repo, kind="datasets")
@@ -50,21 +50,14 @@ def load(name: str, *, version: str | None = None, local_root: str | os.PathLike
     candidates = builds + ([store.folder(repo, chosen, kind="datasets")] if chosen in stored else [])
     for folder in candidates:
         if (folder / "README.md").is_file() and (version is None or _version_of(folder) == version):
-            return _open(folder, cache_dir)
+            return load_folder(folder)
     repo_id = name if "/" in name else f"{registry.read_registry().hub_organisation}/{repo}"
     try:
-        return _open(download(repo_id, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir),
-                     cache_dir)
+        return load_folder(download(repo_id, version=version, endpoint=endpoint, token=token, cache_dir=cache_dir))
     except hub.HubError as err:
         looked = ", ".join(str(folder) for folder in dict.fromkeys(builds)) + f", the local store {store.root}"
         raise type(err)(f"{repo}{' ' + version if version else ''} is not built locally ({looked}) and the Hub "
                         f"failed: {err}") from None
-
-
-def _open(folder: Path, cache_dir: str | os.PathLike | None):
-    import datasets
-
-    return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
 
 
 def _version_of(folder: Path) -> str | None:

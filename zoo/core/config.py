@@ -10,6 +10,7 @@ file, so what a stage reads is what ``dvc status`` compares. Sections and who re
     clean      CleanConfig; validate: ValidateConfig; build: BuildConfig
     train      TrainConfig: profile and profiles (each a TrainSettings, plus per_property overrides)
     evaluate   EvaluateConfig (composition_gbm: GBMSettings); publish: PublishConfig
+    release    ReleaseConfig: the profile and the version of each release `make release` ships (releases/dvc.yaml)
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any
 import yaml
 
 from zoo.core import paths, symmetry
+from zoo.core.versions import check_version
 
-SECTIONS = ("properties", "symmetry", "fetch", "clean", "validate", "build", "train", "evaluate", "publish")
+SECTIONS = ("properties", "symmetry", "fetch", "clean", "validate", "build", "train", "evaluate", "publish",
+            "release")
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -52,18 +55,24 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 
 def check_keys(cls: type, section: Any, where: str) -> dict[str, Any]:
-    """`section` as a dict with exactly the fields of dataclass `cls` that have no default (and any that have)."""
+    """`section` as a dict with exactly the fields of dataclass `cls` that have no default (and any that have).
+    A schema with an ``OTHER_KEYS`` field takes the section's other keys into that field, as a mapping, for a
+    layer above to check (the validate section's property thresholds, which the property specs name)."""
     if not isinstance(section, Mapping):
         raise ValueError(f"{where} must be a mapping of options, got {section!r}")
-    known = {item.name for item in dataclasses.fields(cls)}
+    others = getattr(cls, "OTHER_KEYS", None)
+    known = {item.name for item in dataclasses.fields(cls)} - {others}
     required = {item.name for item in dataclasses.fields(cls)
-                if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING}
+                if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING} - {others}
     unknown, missing = sorted(set(section) - known), sorted(required - set(section))
-    if unknown:
+    if unknown and others is None:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
     if missing:
         raise ValueError(f"{where}: missing key(s) {missing} (params.yaml holds every value)")
-    return dict(section)
+    values = {key: value for key, value in section.items() if key in known}
+    if others is not None:
+        values[others] = {key: section[key] for key in unknown}
+    return values
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -132,14 +141,15 @@ class CleanConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    """Thresholds of validate's physics checks (zoo.data.validation.ValidationParams says what each does)."""
+    """The validate stage's shared settings (zoo.data.validation.ValidationParams says what each does); thresholds:
+    every other key of the section, a property's own threshold, which its spec names
+    (PropertySpec.validate_thresholds) and checks: the validate stage refuses a key no spec names."""
 
     min_interatomic_distance_a: float
-    k_vrh_range_gpa: tuple[float, float]
-    g_vrh_range_gpa: tuple[float, float]
-    dielectric_eigenvalue_atol: float
-    piezo_zero_atol_c_m2: float
     workers: int
+    thresholds: Mapping[str, Any]
+
+    OTHER_KEYS = "thresholds"
 
 
 @dataclass(frozen=True)
@@ -300,19 +310,40 @@ class HubConfig:
 
 @dataclass(frozen=True)
 class PublishConfig:
-    """model_version: the version published (bump after retraining); target: 'local' | 'hub' | 'shipped';
-    store: the local store folder; hub: organisation, endpoint, private."""
+    """model_version: the version published (bump after retraining); target: 'local' | 'hub'; store: the local
+    store folder; hub: organisation, endpoint, private. (Releases shipped with the code are the release stages'
+    only: section release.)"""
 
     model_version: str
     target: str
     store: str
     hub: HubConfig
 
-    TARGETS = ("local", "hub", "shipped")
+    TARGETS = ("local", "hub")
 
     def __post_init__(self) -> None:
         if self.target not in self.TARGETS:
             raise ValueError(f"publish.target must be one of {', '.join(self.TARGETS)}, got {self.target!r}")
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    """The releases shipped with the code (releases/dvc.yaml, `make release`): profile, the training profile they
+    are trained with (one of train.profiles); versions, property -> the version its release stage ships. A version
+    is never shipped twice with other weights: a new release is a new version here. versions lists only the
+    releases that are made (may be empty): each entry is a stage of releases/dvc.yaml, and a stage with no
+    releases/dvc.lock entry is a release promised but not made (zoo.release.lockcheck fails CI on it)."""
+
+    profile: str
+    versions: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, str) or not self.profile:
+            raise ValueError(f"release.profile must name a training profile, got {self.profile!r}")
+        if not isinstance(self.versions, Mapping):
+            raise ValueError(f"release.versions must map properties to versions ({{}} for none), got {self.versions!r}")
+        for prop, version in self.versions.items():
+            check_version(version, f"release.versions.{prop}")
 
 
 # Nested sections: field -> schema of its mapping.
@@ -324,6 +355,7 @@ _NESTED: dict[type, dict[str, type]] = {
 SCHEMAS: dict[str, type] = {
     "symmetry": SymmetryConfig, "fetch": FetchConfig, "clean": CleanConfig, "validate": ValidateConfig,
     "build": BuildConfig, "train": TrainConfig, "evaluate": EvaluateConfig, "publish": PublishConfig,
+    "release": ReleaseConfig,
 }
 
 
@@ -371,6 +403,7 @@ class Params:
     train: TrainConfig
     evaluate: EvaluateConfig
     publish: PublishConfig
+    release: ReleaseConfig
     properties: tuple[str, ...] = field(default=())
 
 

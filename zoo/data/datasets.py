@@ -18,6 +18,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -418,16 +419,28 @@ def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
 
 
 # -------------------------------------------------------------------------------------------------- loading
-def load_local(name: str, local_root: str | os.PathLike = HUB_DATASETS_DIR,
-               cache_dir: str | os.PathLike | None = None):
+def load_local(name: str, local_root: str | os.PathLike = HUB_DATASETS_DIR):
     """The local build ``<local_root>/mp-<name>-irreps`` (name: a property or a dataset name) as a
-    ``datasets.DatasetDict`` (train, validation, test)."""
-    import datasets
-
+    ``datasets.DatasetDict`` (train, validation, test), read from its files (``load_folder``)."""
     folder = Path(local_root) / repo_name(name)
     if not (folder / "README.md").is_file():
         raise ValueError(f"no local build of {name!r} in {folder}: run `dvc repro build@{folder.name.split('-')[1]}`")
-    return datasets.load_dataset(str(folder), cache_dir=None if cache_dir is None else str(cache_dir))
+    return load_folder(folder)
+
+
+def load_folder(folder: str | os.PathLike):
+    """A dataset repository folder (built or downloaded) as a ``datasets.DatasetDict``, read from its files.
+
+    Through a private Arrow cache, then held in memory: ``datasets`` keys its cache of a local folder on the
+    folder's name and schema, not on the files' contents (datasets 5.2: two builds of mp-elastic-irreps that differ
+    only in values get one key), so the shared cache (~/.cache/huggingface/datasets) would hand back whichever
+    build of that name any process on the machine loaded first, and a stage would train on another dataset than
+    the one its dvc.lock entry names.
+    """
+    import datasets
+
+    with tempfile.TemporaryDirectory(prefix="zoo-dataset-") as cache:
+        return datasets.load_dataset(str(folder), cache_dir=cache, keep_in_memory=True)
 
 
 def repo_name(name: str) -> str:

@@ -45,30 +45,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo import properties
+from zoo.core import tensors
+from zoo.nn import e3nn_import, species
+from zoo.nn.graphs import EdgeGeometry, GraphBatch
+from zoo.nn.model_files import CONFIG_FORMAT, OUTPUT_MAPS
 
-@contextlib.contextmanager
-def _compiler_disable_as_identity():
-    """e3nn.o3 decorates one function with ``torch.compiler.disable`` when imported, and that call imports
-    torch._dynamo: 1.5-2.5 s of a cold ``zoo.load`` on the 2-core machine (1.9 s of 6.4 measured with -X importtime),
-    for nothing here, since no network is ever torch.compile'd. While e3nn is imported the decorator is the identity
-    (what torch._dynamo.disable amounts to outside compiled code); torch's own is restored right after."""
-    original = torch.compiler.disable
-    torch.compiler.disable = lambda fn=None, recursive=True, **_: fn if fn is not None else (lambda f: f)
-    try:
-        yield
-    finally:
-        torch.compiler.disable = original
-
-
-with _compiler_disable_as_identity():
+with e3nn_import.lean():  # without torch._dynamo and sympy, which no network here needs (see there)
     from e3nn import nn as e3nn_nn
     from e3nn import o3
 
-from zoo import properties
-from zoo.core import tensors
-from zoo.nn import species
-from zoo.nn.graphs import EdgeGeometry, GraphBatch
-from zoo.nn.model_files import CONFIG_FORMAT, OUTPUT_MAPS
 HEADS = ("equivariant", "invariant_voigt")
 # spd_log targets: eigenvalues of T - floor I below this are raised to it before the logarithm (1.4% of the ionic
 # eigenvalues of the dielectric training split are below it, 0.4% exactly 0; log 0.1 = -2.3 against a bulk of

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from zoo import properties
 from zoo.core.config import load_section
 from zoo.nn import evaluation, training
 
@@ -16,12 +17,15 @@ STAGE_ERRORS = (ValueError, FileNotFoundError)
 
 
 def train_stage(prop: str, params_path: Path, profile: str | None = None,
-                say: Callable[[str], None] = print) -> None:
+                say: Callable[[str], None] = print, *, models_root: Path = training.MODELS_DIR,
+                live_dir: Path = LIVE_DIR) -> None:
     """data/models/matten-<prop>/ (and the dvclive metrics in data/reports/train/<prop>/) with the `train` profile
-    (`profile` overrides train.profile for one run)."""
+    (`profile` overrides train.profile for one run); `models_root` and `live_dir` replace data/models and
+    data/reports/train (the release stage trains beside the pipeline's models, resuming in <models_root>/.resume)."""
     profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
     started = time.perf_counter()
-    folder, fitted = training.train_property(prop, settings, profile=profile, live_dir=LIVE_DIR / prop)
+    folder, fitted = training.train_property(prop, settings, profile=profile, models_root=models_root,
+                                             live_dir=Path(live_dir) / prop)
     elapsed = time.perf_counter() - started
     for result in fitted.members:
         epochs = result.epoch_seconds
@@ -35,16 +39,20 @@ def train_stage(prop: str, params_path: Path, profile: str | None = None,
 
 
 def evaluate_stage(prop: str, params_path: Path, profile: str | None = None, say: Callable[[str], None] = print,
-                   log: Callable[[str], None] = print) -> None:
-    """data/reports/<prop>-metrics.json and the plots: the model and its baselines on the test split."""
+                   log: Callable[[str], None] = print, *, models_root: Path = training.MODELS_DIR,
+                   reports_dir: Path = evaluation.REPORTS_DIR) -> None:
+    """data/reports/<prop>-metrics.json and the plots: the model (in `models_root`) and its baselines on the test
+    split, written to `reports_dir`."""
     profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
     gbm = load_section("evaluate", params_path).composition_gbm
     started = time.perf_counter()
     document = evaluation.evaluate_property(prop, settings, gbm=gbm,
                                             symmetry_settings=load_section("symmetry", params_path),
+                                            model_dir=Path(models_root) / properties.get(prop).model_name,
+                                            reports_dir=reports_dir,
                                             log=lambda line: log(f"evaluate {prop}: {line}"))
     elapsed = time.perf_counter() - started
     headline = document["headline"]
     scores = ", ".join(f"{name} {metrics[headline]:.4g}" for name, metrics in document["baselines"].items())
     say(f"evaluate {prop} ({profile}): {headline} model {document['model'][headline]:.4g}; baselines "
-        f"{scores}; {elapsed:.1f} s -> {evaluation.metrics_path(evaluation.REPORTS_DIR, prop)}")
+        f"{scores}; {elapsed:.1f} s -> {evaluation.metrics_path(Path(reports_dir), prop)}")

@@ -22,9 +22,12 @@ import warnings
 
 import numpy as np
 import torch
-from e3nn import o3
 
+from zoo.nn import e3nn_import
 from zoo.nn.model_files import SPECIES_EMBEDDINGS  # noqa: F401 (listed with the config schema)
+
+with e3nn_import.lean():  # as zoo.nn.models: no torch._dynamo or sympy on the serving path
+    from e3nn import o3
 
 # Largest atomic number the embeddings have a row for (oganesson).
 MAX_ATOMIC_NUMBER = 118

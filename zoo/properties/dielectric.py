@@ -51,6 +51,10 @@ ANISONET_MAX_EPS_POLY = 15.0
 COMPARABLE_SUFFIX = "_eps15"
 # An eigenvalue more than this below its floor (eps >= 1, ionic >= 0) counts as a violation (float32 rounding).
 FLOOR_SLACK = 1e-6
+# validate's slack on eps >= 1 (electronic, total) and on ionic >= 0, for rounding (params.yaml): the snapshot prints 8
+# decimals and ionic = total - electronic carries both roundings (after clean, the snapshot's smallest ionic
+# eigenvalue is 0.0, electronic 1.63). Reason codes dielectric_eigenvalue_below_one, dielectric_ionic_not_psd.
+EIGENVALUE_ATOL = "dielectric_eigenvalue_atol"
 
 # The dielectric CSV states no frame.
 SNAPSHOT = SnapshotSource(
@@ -103,6 +107,11 @@ class DielectricSpec(PropertySpec):
 
     def derived_parts(self, parts: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"ionic": parts["total"] - parts["electronic"]} if {"electronic", "total"} <= set(parts) else {}
+
+    def suite_parameters(self, thresholds: Mapping[str, Any]) -> dict[str, float]:
+        # eps >= 1 (electronic, total) and ionic >= 0, each with the slack for rounding.
+        return {"eps_min_eigenvalue": 1.0 - thresholds[EIGENVALUE_ATOL],
+                "ionic_min_eigenvalue": -thresholds[EIGENVALUE_ATOL]}
 
     def record_metrics(self, values, info, params) -> dict[str, Any]:
         parts = dict(zip(self.tensor_parts, values))
@@ -260,6 +269,8 @@ DIELECTRIC = DielectricSpec(
         ("ionic_min_eig", "float", "smallest eigenvalue of the symmetric part of the ionic eps"),
         ("total_min_eig", "float", "smallest eigenvalue of the symmetric part of the total eps"),
     ),
+    physics_codes=("dielectric_asymmetric", "dielectric_eigenvalue_below_one", "dielectric_ionic_not_psd"),
+    validate_thresholds=(EIGENVALUE_ATOL,),
     dataset_parts=tuple(TensorPart(part, "cartesian", f"eps_{part}", f"{part} part of the relative permittivity eps_ij")
                         for part in PARTS),
     derived_columns=_DERIVED_COLUMNS,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from zoo.core import derived, tensors
+from zoo.core.config import is_real
 from zoo.properties.spec import (
     MATERIALS_PROJECT,
     NEUMANN_METRIC,
@@ -110,11 +111,28 @@ _DERIVED_COLUMNS = (
 )
 
 _MODULI = ("k_vrh", "g_vrh", "y_mod")
+# validate's thresholds on the Hill moduli (params.yaml), [min, max] in GPa, checked for SPD stiffness only: the
+# suite's k_vrh_min_gpa, k_vrh_max_gpa, ... (reason code modulus_out_of_range).
+_MODULUS_RANGES = {"k_vrh_range_gpa": "k_vrh", "g_vrh_range_gpa": "g_vrh"}
 
 
 @dataclass(frozen=True)
 class ElasticSpec(PropertySpec):
     """Validate: Voigt asymmetry, eigenvalues, Hill moduli; evaluate: Hill K, G, E and positive definiteness."""
+
+    def check_thresholds(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        out = {}
+        for key in _MODULUS_RANGES:
+            value = values[key]
+            if (not isinstance(value, (tuple, list)) or len(value) != 2 or not all(is_real(v) for v in value)
+                    or not value[0] < value[1]):
+                raise ValueError(f"validate.{key} must be [min, max] with min < max (GPa), got {value!r}")
+            out[key] = (float(value[0]), float(value[1]))
+        return out
+
+    def suite_parameters(self, thresholds: Mapping[str, Any]) -> dict[str, float]:
+        return {f"{name}_{end}_gpa": thresholds[key][i] for key, name in _MODULUS_RANGES.items()
+                for i, end in enumerate(("min", "max"))}
 
     def record_metrics(self, values, info, params) -> dict[str, Any]:
         (c,) = values
@@ -225,6 +243,8 @@ ELASTIC = ElasticSpec(
         ("k_vrh", "float", "Hill bulk modulus, GPa (pymatgen ElasticTensor; SPD stiffness only)"),
         ("g_vrh", "float", "Hill shear modulus, GPa (pymatgen ElasticTensor; SPD stiffness only)"),
     ),
+    physics_codes=("elastic_asymmetric", "elastic_not_positive_definite", "modulus_out_of_range"),
+    validate_thresholds=tuple(_MODULUS_RANGES),
     dataset_parts=(TensorPart("stiffness_voigt", "voigt", "stiffness", "elastic stiffness tensor C_ijkl"),),
     derived_columns=_DERIVED_COLUMNS,
     derived_form="voigt",

@@ -318,6 +318,8 @@ PHONON = PhononSpec(
     stored_columns=("frequencies_cm", "dos"),
     stored_form="cartesian",
     metric_columns=_METRICS,
+    value_codes=("dos_not_finite", "dos_empty", "dos_wrong_grid"),
+    physics_codes=("dos_negative",),
     derived_columns=_DERIVED_COLUMNS,
     validation_facts=(("dos_min", "1", "smallest value of dos (validate: >= 0)"),),
     headline="dos_mse",

@@ -57,6 +57,10 @@ SNAPSHOT = SnapshotSource(
 
 MP_FIELDS = ("material_id", "formula_pretty", "symmetry", "deprecated", "total", "e_ij_max", "max_direction")
 # emmet: PiezoTensor.convert_to_ieee; its documents carry no structure.
+# validate's largest |e_ij| (C/m^2) that counts as zero (params.yaml): such a tensor obeys every point group, and a
+# centrosymmetric crystal's tensor must be one (reason code piezo_nonzero_centrosymmetric).
+ZERO_ATOL = "piezo_zero_atol_c_m2"
+
 MP_API = MPSource(
     route="materials/piezoelectric",
     fields=MP_FIELDS,
@@ -76,13 +80,16 @@ class PiezoSpec(PropertySpec):
     have a zero tensor (the suite's row condition on is_centrosymmetric); evaluate: the largest longitudinal
     coefficient."""
 
+    def suite_parameters(self, thresholds: Mapping[str, Any]) -> dict[str, float]:
+        return {ZERO_ATOL: thresholds[ZERO_ATOL]}
+
     def record_metrics(self, values, info, params) -> dict[str, Any]:
         (e,) = values
         cartesian = tensors.piezo_voigt_to_cartesian(e)
         out = {"piezo_max_abs": float(np.abs(e).max()), "neumann_residual": None}
         if info is not None:
             # A tensor within the data's precision of zero obeys every point group; its sign pattern is noise.
-            is_zero = out["piezo_max_abs"] <= params.piezo_zero_atol_c_m2
+            is_zero = out["piezo_max_abs"] <= params.thresholds[ZERO_ATOL]
             out["neumann_residual"] = 0.0 if is_zero else record_neumann_residual([cartesian], info)
         return out
 
@@ -138,6 +145,8 @@ PIEZO = PiezoSpec(
     stored_form="voigt",
     metric_columns=(("piezo_max_abs", "float", "largest |e_ij| of the Voigt (= Cartesian) components, C/m^2"),),
     suite_columns=("is_centrosymmetric",),
+    physics_codes=("piezo_nonzero_centrosymmetric",),
+    validate_thresholds=(ZERO_ATOL,),
     dataset_parts=(TensorPart("piezo_voigt", "voigt", "piezo", "piezoelectric stress tensor e_ijk"),),
     derived_columns=(
         derived_column("max_longitudinal", "largest longitudinal coefficient max_n |e_ijk n_i n_j n_k|"),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from zoo.core import derived, paths, symmetry, tensors
+from zoo.core.config import check_non_negative
 
 
 # ------------------------------------------------------------------------------------------ source mappings
@@ -295,6 +296,12 @@ class PropertySpec:
     symmetric_value   the raw value is a symmetric matrix (clean keeps its symmetric part)
     metric_columns    validate's own metric columns (name, 'flag' | 'float', description), between the shared
                       value checks and the structure checks
+    value_codes       validate's reason codes of its own value checks, ranked (zoo.data.validation.reason_priority)
+                      with the shared value checks, before the structure checks
+    physics_codes     validate's reason codes of its physics checks, ranked after the structure and symmetry checks
+                      and before the Neumann check
+    validate_thresholds  keys of params.yaml's validate section that its checks read (``check_thresholds``,
+                      ``suite_parameters``, ``record_metrics``); the validate stage refuses a key no spec names
     suite_columns     clean columns the expectation suite reads besides the values and metrics
     dataset_parts     the dataset's tensor columns (TensorPart)
     derived_columns   the dataset's derived-quantity columns, in file order
@@ -338,6 +345,9 @@ class PropertySpec:
     stored_form: str = "voigt"
     symmetric_value: bool = False
     metric_columns: tuple[tuple[str, str, str], ...] = ()
+    value_codes: tuple[str, ...] = ()
+    physics_codes: tuple[str, ...] = ()
+    validate_thresholds: tuple[str, ...] = ()
     suite_columns: tuple[str, ...] = ()
     dataset_parts: tuple[TensorPart, ...] = ()
     derived_columns: tuple[DerivedColumn, ...] = ()
@@ -430,12 +440,22 @@ class PropertySpec:
         return {}
 
     # ---- validate
+    def check_thresholds(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Its validate thresholds (`validate_thresholds` of params.yaml's validate section) checked and normalised;
+        a ValueError names a bad one. Default: each a tolerance, a finite number >= 0."""
+        return {key: check_non_negative(value, f"validate.{key}") for key, value in values.items()}
+
+    def suite_parameters(self, thresholds: Mapping[str, Any]) -> dict[str, float]:
+        """The values of its expectation suite's ``$PARAMETER`` references that come from its thresholds."""
+        return {}
+
     def record_metrics(self, values: Any, info: symmetry.SymmetryInfo | None, params: Any) -> dict[str, Any]:
         """The metric_columns (and for a tensor the Neumann residual) of one record.
 
         Tensor: `values` are the stored arrays (in stored_columns order; present, of their shape and finite),
         `info` the structure's symmetry (None when it could not be analysed). Invariant: `values` maps each
-        stored column to its cell as read. `params`: the validate stage's ValidationParams.
+        stored column to its cell as read. `params`: the validate stage's ValidationParams (its own thresholds in
+        ``params.thresholds``, by the keys of `validate_thresholds`).
         """
         out: dict[str, Any] = {"neumann_residual": None}
         if info is not None:

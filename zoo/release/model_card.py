@@ -3,7 +3,7 @@
 Header: license, library_name, tags, datasets, and the facts `zoo info` reads back (model version, property,
 headline test metric, dataset version and fingerprint). Body (``zoo/templates/model_card.md.j2``): test metrics
 of the model and its baselines, the headline metric per crystal system, training parameters, dataset name,
-version and fingerprint, git commit, the DVC lock entry of the training stage, intended use and limitations,
+version and fingerprint, the lineage of the DVC stage that trained it, intended use and limitations,
 citations. Property facts come from ``zoo.properties``, source citations from ``zoo.data.cards``.
 
 The header also carries, for `zoo audit` (zoo.release.audit) to re-derive the card, machine-readable facts:
@@ -13,15 +13,18 @@ The header also carries, for `zoo audit` (zoo.release.audit) to re-derive the ca
                      model / baselines (name -> metric -> value), per_crystal_system (predictor -> system -> metric
                      -> value), at full precision, and baseline_settings (what the evaluate stage fitted the
                      baselines with: composition_gbm GBMSettings, non_equivariant TrainSettings)
-    provenance       git_commit; dataset_path and dataset_dvc_md5: the md5 DVC recorded for the dataset folder in
-                     the training stage's lock entry (null when the model was not trained by `dvc repro`)
+    provenance       the lineage (zoo.release.lineage) of the DVC stage that trained the model: dvc_stage (its DVC
+                     address), dependencies (path -> md5 as DVC hashes it), params (params file -> key -> value),
+                     and of the dependencies dataset_path and
+                     dataset_dvc_md5, the dataset folder it was trained on (null without a lineage: the model was not
+                     made by a DVC stage). No git commit, time or machine: the card is the same wherever it is made
+                     (the commit that added a shipped release is the one that holds its code: `git log`).
 `printed_metrics` reads the body's tables back, so that an audit compares the printed values too.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,10 +73,10 @@ _SYSTEM_COLUMN = re.compile(r"(.+) \(n=(\d+)\)")
 
 
 def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: str, dataset_repo: str,
-                  per_system: Mapping[str, Any] | None = None, *, git_commit: str | None = None,
-                  dvc_lock_entry: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  per_system: Mapping[str, Any] | None = None, *,
+                  lineage: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The YAML header as a dict. info: the model's config.json; metrics / per_system: the evaluate stage's metrics
-    JSON and per-crystal-system JSON; git_commit, dvc_lock_entry: as for render_model_card."""
+    JSON and per-crystal-system JSON; lineage: as for render_model_card."""
     from zoo.data.datasets import HUB_DATASETS_DIR
 
     spec = properties.get(info["property"])
@@ -86,6 +89,7 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
     if "baseline_settings" in metrics:
         test_metrics["baseline_settings"] = metrics["baseline_settings"]
     dataset_path = (HUB_DATASETS_DIR / spec.dataset_name).as_posix()
+    dependencies = dict((lineage or {}).get("deps") or {})
     return {
         "license": LICENSE,
         "library_name": LIBRARY_NAME,
@@ -103,25 +107,10 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
         "dataset_fingerprint": info["dataset"]["fingerprint"],
         "weights_sha256": info["weights"]["sha256"],
         "test_metrics": test_metrics,
-        "provenance": {"git_commit": git_commit, "dataset_path": dataset_path,
-                       "dataset_dvc_md5": _dependency_md5(dvc_lock_entry, dataset_path)},
+        "provenance": {"dvc_stage": (lineage or {}).get("stage"), "dependencies": dependencies,
+                       "params": dict((lineage or {}).get("params") or {}),
+                       "dataset_path": dataset_path, "dataset_dvc_md5": dependencies.get(dataset_path)},
     }
-
-
-def dvc_lock_entry(lock_path: str | os.PathLike, stage: str) -> dict[str, Any] | None:
-    """The entry of `stage` ('train@elastic') in a dvc.lock file (None without the file or the stage)."""
-    lock_path = Path(lock_path)
-    if not lock_path.is_file():
-        return None
-    return ((yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(stage)
-
-
-def _dependency_md5(lock_entry: Mapping[str, Any] | None, path: str) -> str | None:
-    """The md5 a dvc.lock stage entry records for its dependency `path` (None without an entry or that dep)."""
-    for dep in (lock_entry or {}).get("deps") or []:
-        if dep.get("path") == path:
-            return dep.get("md5")
-    return None
 
 
 def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
@@ -130,13 +119,12 @@ def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
 
 
 def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_system: Mapping[str, Any],
-                      *, version: str, dataset_repo: str, git_commit: str | None,
-                      dvc_lock_entry: Mapping[str, Any] | None) -> str:
+                      *, version: str, dataset_repo: str, lineage: Mapping[str, Any] | None) -> str:
     """The complete README.md text (YAML header + markdown body).
 
     info: config.json of the model folder; metrics / per_system: data/reports/<property>-metrics.json and
-    -metrics-per-crystal-system.json; dvc_lock_entry: the train stage's entry of dvc.lock (None if the model was
-    not produced by `dvc repro`).
+    -metrics-per-crystal-system.json; lineage: the DVC stage that trained the model and its dependencies
+    (zoo.release.lineage; None if the model was not made by a DVC stage).
     """
     from huggingface_hub import ModelCardData
 
@@ -144,8 +132,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     if metrics.get("model_weights_sha256") != info["weights"]["sha256"]:
         raise ValueError(f"metrics are of weights {metrics.get('model_weights_sha256')}, but the model's weights are "
                          f"{info['weights']['sha256']}: evaluate this model first (dvc repro evaluate@{spec.name})")
-    header = ModelCardData(**card_metadata(info, metrics, version, dataset_repo, per_system, git_commit=git_commit,
-                                           dvc_lock_entry=dvc_lock_entry)).to_yaml()
+    header = ModelCardData(**card_metadata(info, metrics, version, dataset_repo, per_system,
+                                           lineage=lineage)).to_yaml()
     predictors = {MODEL_LABEL: metrics["model"], **metrics["baselines"]}
     metric_names = sorted({key for scores in predictors.values() for key in scores if key != "n"})
     headline = metrics["headline"]
@@ -165,8 +153,9 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         system_counts={s: v["n"] for s, v in per_system.get("model", {}).items()},
         training=yaml.safe_dump(info["training"], sort_keys=True).rstrip(),
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
-        git_commit=git_commit or "unknown (not published from a git checkout)",
-        dvc_lock=yaml.safe_dump(dict(dvc_lock_entry), sort_keys=False).rstrip() if dvc_lock_entry else None,
+        lineage=lineage,
+        lineage_yaml=yaml.safe_dump({key: lineage[key] for key in ("deps", "params")}, sort_keys=False).rstrip()
+        if lineage else None,
         source_notes=[citation.note for citation in spec.citations],
         bibtex=list(MODEL_BIBTEX.values()) + [citation.bibtex for citation in spec.citations],
     )

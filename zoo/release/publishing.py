@@ -1,4 +1,5 @@
-"""Publishing a trained, evaluated model and its dataset as versioned repositories (the publish stage).
+"""Publishing a trained, evaluated model and its dataset as versioned repositories (the publish stage, and the
+last step of a release stage).
 
 Model repository folder: model.safetensors and config.json (as the train stage wrote them: full ModelConfig,
 property, irreps, units, format version, weights sha256) and README.md, the model card (zoo.release.model_card). The
@@ -6,24 +7,25 @@ dataset folder (data/hub/datasets/mp-<property>-irreps) is published as it is, u
 
 Targets: `local` (default): the local zoo store (zoo.release.registry.LocalStore, `publish.store`); `hub`: a Hugging Face
 Hub through zoo.release.hub (upload_folder + tag v<version>), at `publish.hub.endpoint` or HF_ENDPOINT, token HF_TOKEN,
-namespace `publish.hub.organisation`; `shipped`: the model folder is committed with the code under
+namespace `publish.hub.organisation`; `stages/publish.py --target` overrides the target for one run. `shipped`, the
+release stage's own (zoo.release.shipping): the model folder is committed with the code under
 zoo/releases/<name>/<version>/ and its release entry (every file's sha256, the dataset fingerprint) added to
 zoo/registry.json, so `zoo.load` works on a fresh clone offline (datasets are not shipped: the pipeline builds
-them). `stages/publish.py --target` overrides the target for one run.
+them).
 
 A published version is never overwritten. Publishing a version that already exists is refused unless it is the
-very same model (weights and config byte-identical; the card, which names the git commit, is kept as first
-published): then nothing is written and the report says "already published", so `dvc repro --force` of an
-unchanged pipeline passes while a retrained model under an old version number stops the pipeline with the
-instruction to bump `publish.model_version`. A dataset version already published with the same content
-fingerprint is left as it is (several model versions share it); with another fingerprint it is refused.
+very same model (weights and config byte-identical; the card, which records the lineage of the run that made it, is
+kept as first published): then nothing is written and the report says "already published", so `dvc repro --force`
+of an unchanged pipeline passes while a retrained model under an old version number stops the pipeline with the
+instruction to bump the version. A dataset version already published with the same content fingerprint is left as
+it is (several model versions share it); with another fingerprint it is refused.
 
-Writes data/reports/publish/<property>.json: what was published where, every file's sha256, and for the Hub the
-commit sha, i.e. the release entry to add to zoo/registry.json.
+The publish stage writes data/reports/publish/<property>.json: what was published where, every file's sha256, and
+for the Hub the commit sha, i.e. the release entry to add to zoo/registry.json.
 
 params.yaml, section `publish` (zoo.core.config.PublishConfig):
     model_version  semantic version of the models published by this run
-    target         local | hub | shipped
+    target         local | hub
     store          folder of the local store
     hub            {organisation, endpoint (null: HF_ENDPOINT or huggingface.co), private}
 """
@@ -33,9 +35,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,13 @@ from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.nn import evaluation, training
 from zoo.release import hub, model_card, registry
+from zoo.release.lineage import lock_lineage
 
-TARGETS = PublishConfig.TARGETS
-# What makes a model version: its weights and its full config (which records the weights' sha256). The card also
-# names the git commit, so it changes with every commit; it is not part of a version's identity.
+SHIPPED = "shipped"
+TARGETS = (*PublishConfig.TARGETS, SHIPPED)
+# What makes a model version: its weights and its full config (which records the weights' sha256). The card records
+# the lineage, which a rerun on other code (reproducing the same weights) would change: it is not part of a
+# version's identity.
 IDENTITY_FILES = (training.WEIGHTS_FILE, training.CONFIG_FILE)
 PUBLISH_REPORTS = Path("data/reports/publish")
 SHIPPED_DIR = "releases"  # under zoo/, beside registry.json
@@ -58,26 +62,15 @@ SHIPPED_DIR = "releases"  # under zoo/, beside registry.json
 PUBLISH_ERRORS = (ValueError, KeyError, FileNotFoundError, registry.LocalVersionExistsError, hub.HubError)
 
 
-def git_commit(root: Path = Path(".")) -> str | None:
-    """HEAD's sha, with '-dirty' when tracked files differ from it; None outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-
 def publish_property(property_name: str, *, version: str, target: str, store: str | os.PathLike | None = None,
                      organisation: str, endpoint: str | None = None, token: str | None = None,
                      private: bool = False, models_root: str | os.PathLike = training.MODELS_DIR,
                      datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
                      reports_dir: str | os.PathLike = evaluation.REPORTS_DIR,
-                     lock_path: str | os.PathLike = Path("dvc.lock"), commit: str | None = None,
+                     lineage: Mapping[str, Any] | None = None,
                      registry_path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Publish the model of `property_name` and its dataset; returns the report (module docstring)."""
+    """Publish the model of `property_name` and its dataset; returns the report (module docstring). lineage: the
+    DVC stage that trained the model and its dependencies (zoo.release.lineage), recorded in the card."""
     # Longer than ~60 lines: one branch per target, each a few lines, sharing the staged model folder.
     spec = properties.get(property_name)
     version_key(version)
@@ -98,9 +91,8 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
     per_system = json.loads(per_system_path.read_text(encoding="utf-8")) if per_system_path.is_file() \
         else metrics.get("per_crystal_system", {})
     dataset_repo = f"{organisation}/{spec.dataset_name}"
-    lock_entry = model_card.dvc_lock_entry(Path(lock_path), f"train@{spec.name}")
     card = model_card.render_model_card(info, metrics, per_system, version=version, dataset_repo=dataset_repo,
-                                        git_commit=commit, dvc_lock_entry=lock_entry)
+                                        lineage=lineage)
     report: dict[str, Any] = {"property": spec.name, "target": target}
     with tempfile.TemporaryDirectory(prefix="zoo-publish-") as tmp:
         folder = Path(tmp) / spec.model_name
@@ -119,9 +111,10 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
             report["model"] = {"name": spec.model_name, "version": version,
                                "path": str(local.folder(spec.model_name, version)),
                                "files": local.versions(spec.model_name)[version], "published": published is None}
-        elif target == "shipped":
+        elif target == SHIPPED:
             report["model"] = _ship(folder, spec.model_name, version, info["dataset"],
-                                    Path(registry_path or registry.REGISTRY_PATH))
+                                    Path(registry_path or registry.REGISTRY_PATH),
+                                    bump=f"release.versions.{spec.name} (params.yaml)")
         else:
             report["dataset"] = _publish_dataset_to_hub(dataset_dir, dataset_repo, dataset_version, endpoint, token,
                                                         private)
@@ -142,20 +135,25 @@ def publish_property(property_name: str, *, version: str, target: str, store: st
     return report
 
 
-def _same_model(where: str, name: str, version: str, published: dict[str, str], folder: Path) -> None:
+BUMP_MODEL_VERSION = "publish.model_version (params.yaml) or pass --version"
+
+
+def _same_model(where: str, name: str, version: str, published: dict[str, str], folder: Path,
+                bump: str = BUMP_MODEL_VERSION) -> None:
     """Accept a version that is already published only when it is this very model (IDENTITY_FILES that both sides
-    have are byte-identical); otherwise refuse: a published version is never overwritten."""
+    have are byte-identical); otherwise refuse, saying what to `bump`: a published version is never overwritten."""
     differing = [file for file in IDENTITY_FILES if file in published and published[file] != sha256_file(folder / file)]
     if differing or not set(IDENTITY_FILES) & set(published):
         raise hub.VersionExistsError(
             f"model {name} version {version} is already published in the {where} with other "
-            f"{' and '.join(differing) or 'files'}; published versions are never overwritten: bump "
-            "publish.model_version (params.yaml) or pass --version")
+            f"{' and '.join(differing) or 'files'}; published versions are never overwritten: bump {bump}")
 
 
-def _ship(folder: Path, name: str, version: str, dataset: dict[str, str], registry_path: Path) -> dict[str, Any]:
+def _ship(folder: Path, name: str, version: str, dataset: dict[str, str], registry_path: Path,
+          bump: str) -> dict[str, Any]:
     """Ship the model with the code: copy `folder` to zoo/releases/<name>/<version>/ and add the release to the
-    registry (revision null until it is also pushed to a Hub). An identical shipped version is left as it is."""
+    registry (revision null until it is also pushed to a Hub). An identical shipped version is left as it is; another
+    model under a shipped version is refused, saying what to `bump`."""
     entry = json.loads(registry_path.read_text(encoding="utf-8"))
     model = entry["models"].get(name)
     if model is None:
@@ -164,7 +162,10 @@ def _ship(folder: Path, name: str, version: str, dataset: dict[str, str], regist
     target = registry_path.parent / relative
     existing = model["releases"].get(version)
     if existing is not None or target.exists():
-        _same_model(f"registry {registry_path}", name, version, (existing or {}).get("files", {}), folder)
+        _same_model(f"registry {registry_path}", name, version, (existing or {}).get("files", {}), folder, bump)
+        if not target.is_dir():
+            raise FileNotFoundError(f"{registry_path} lists {name} {version} as shipped in {target}, which is missing: "
+                                    f"restore it (git checkout -- {target}) rather than shipping it again")
         return {"name": name, "version": version, "path": str(target), "published": False,
                 "registry_release": existing}
     copy_folder_into_place(folder, target)
@@ -218,7 +219,8 @@ def publish_stage(property_name: str, params_path: str | os.PathLike, *, target:
     report = publish_property(
         property_name, version=version or str(settings.model_version), target=target or settings.target,
         store=settings.store, organisation=settings.hub.organisation, endpoint=settings.hub.endpoint,
-        token=os.environ.get("HF_TOKEN"), private=bool(settings.hub.private), commit=git_commit())
+        token=os.environ.get("HF_TOKEN"), private=bool(settings.hub.private),
+        lineage=lock_lineage(".", f"train@{property_name}"))
     # The file states what the target holds, so it is the same whether this run or an earlier one published
     # (`dvc repro --force` gives identical bytes); whether this run wrote anything is said below.
     write_json(PUBLISH_REPORTS / f"{property_name}.json",

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +66,19 @@ from zoo.data.validation.metrics import (
 from zoo.data.validation.params import (
     CLEAN_ISSUE_CODES,
     REASON_PRIORITY,
-    VALIDATE_CODES,
     ValidationParams,
     ValueColumn,
+    reason_priority,
     value_columns,
 )
 from zoo.data.validation.suites import ExpectationOutcome, frame_parquet_bytes, load_suite, run_suite, suite_path
 
 # The package's API: the flow below, and the parts its modules hold.
 __all__ = [
-    "CLEAN_ISSUE_CODES", "REASON_PRIORITY", "VALIDATE_CODES", "ExpectationOutcome", "ValidationParams",
-    "ValidationResult", "ValueColumn", "compute_metrics", "is_symmetric_positive_definite", "is_zero_tensor",
-    "load_suite", "metric_columns", "metric_names", "min_interatomic_distance", "run_suite", "suite_path", "validate",
-    "value_columns", "write_outputs",
+    "CLEAN_ISSUE_CODES", "REASON_PRIORITY", "ExpectationOutcome", "ValidationParams", "ValidationResult",
+    "ValueColumn", "compute_metrics", "is_symmetric_positive_definite", "is_zero_tensor", "load_suite",
+    "metric_columns", "metric_names", "min_interatomic_distance", "reason_priority", "run_suite", "suite_path",
+    "validate", "value_columns", "write_outputs",
 ]
 
 
@@ -134,7 +134,7 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams, n_raw: in
             for i in outcome.unexpected_index:
                 reasons[i].add(outcome.reason_code)
 
-    rank = {code: position for position, code in enumerate(REASON_PRIORITY)}
+    rank = {code: position for position, code in enumerate(reason_priority(spec))}
     ordered = [sorted(codes, key=rank.__getitem__) for codes in reasons]
     full = pd.concat([clean, _output_types(metrics, spec)], axis=1)
     is_bad = np.array([bool(codes) for codes in ordered], dtype=bool)
@@ -158,11 +158,11 @@ def _output_types(metrics: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
     return out
 
 
-def _count(codes: Sequence[str]) -> dict[str, int]:
+def _count(codes: Sequence[str], spec: PropertySpec) -> dict[str, int]:
     counts: dict[str, int] = {}
     for code in codes:
         counts[code] = counts.get(code, 0) + 1
-    return dict(sorted(counts.items(), key=lambda item: REASON_PRIORITY.index(item[0])))
+    return dict(sorted(counts.items(), key=lambda item: reason_priority(spec).index(item[0])))
 
 
 def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> dict[str, Any]:
@@ -184,8 +184,8 @@ def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> di
         "n_raw": int(n_raw),
         "n_accepted": len(accepted),
         "n_quarantined": len(quarantined),
-        "reasons": _count(quarantined["primary_reason"].tolist()),
-        "reasons_all": _count([code for codes in quarantined["reasons"] for code in codes]),
+        "reasons": _count(quarantined["primary_reason"].tolist(), spec),
+        "reasons_all": _count([code for codes in quarantined["reasons"] for code in codes], spec),
         "reason_counting": "reasons counts each quarantined record once, under its primary_reason (the first of "
                            "its codes in REASON_PRIORITY); reasons_all counts every code of every record",
         **neumann,
@@ -196,7 +196,7 @@ def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> di
                                             "How many needed a frame rotation or a projection is in "
                                             "<prop>-clean.json",
         # workers does not change results, and the report must not change with it
-        "params": {**{k: v for k, v in asdict(params).items() if k != "workers"}, "symmetry_rtol": tensors.SYMMETRY_RTOL},
+        "params": {**params.reported(), "symmetry_rtol": tensors.SYMMETRY_RTOL},
         "suite": _project_relative(suite_path(spec.name)),
         "great_expectations_version": gx.__version__,
         "expectations": [outcome.stats() for outcome in outcomes],

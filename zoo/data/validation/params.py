@@ -1,18 +1,20 @@
-"""The validate stage's codes and thresholds: reason codes in priority order, the value columns, ValidationParams."""
+"""The validate stage's codes and thresholds: reason codes in priority order (the shared ones; each property's own are
+in its spec), the value columns, ValidationParams."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
-
+from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.core.config import (
     SymmetryConfig,
     ValidateConfig,
     check_non_negative,
     check_positive,
-    is_real,
     load_section,
 )
 from zoo.data.cleaning import ISSUE_CODES
@@ -20,17 +22,30 @@ from zoo.properties.spec import PropertySpec
 
 
 # The clean stage's issue codes (a record with one is quarantined with it), then validate's own codes: one fixed
-# priority order, data integrity first, then the structure, then physics. ``primary_reason`` is the first code
-# of a record in this order.
+# priority order, data integrity first, then the structure, then physics (``reason_priority``: the shared codes
+# here, each property's own in its spec). ``primary_reason`` is the first code of a record in this order.
 CLEAN_ISSUE_CODES: tuple[str, ...] = ISSUE_CODES
-VALIDATE_CODES: tuple[str, ...] = (
-    "nan_value", "dos_not_finite", "dos_empty", "dos_wrong_grid",
-    "structure_nonpositive_volume", "structure_overlapping_atoms", "symmetry_undetermined",
-    "elastic_asymmetric", "elastic_not_positive_definite", "modulus_out_of_range",
-    "dielectric_asymmetric", "dielectric_eigenvalue_below_one", "dielectric_ionic_not_psd",
-    "piezo_nonzero_centrosymmetric", "neumann_violation", "dos_negative",
-)
-REASON_PRIORITY: tuple[str, ...] = CLEAN_ISSUE_CODES + VALIDATE_CODES
+VALUE_CODES: tuple[str, ...] = ("nan_value",)
+STRUCTURE_CODES: tuple[str, ...] = ("structure_nonpositive_volume", "structure_overlapping_atoms",
+                                    "symmetry_undetermined")
+NEUMANN_CODES: tuple[str, ...] = ("neumann_violation",)
+
+
+def reason_priority(spec: PropertySpec) -> tuple[str, ...]:
+    """A property's quarantine codes in priority order: clean's issues, the value checks (shared, then the
+    spec's value_codes), the structure and symmetry checks, the spec's physics_codes, the Neumann check."""
+    return (CLEAN_ISSUE_CODES + VALUE_CODES + spec.value_codes + STRUCTURE_CODES + spec.physics_codes
+            + NEUMANN_CODES)
+
+
+def _every_property_in_order() -> tuple[str, ...]:
+    specs = list(properties.PROPERTIES.values())
+    return (CLEAN_ISSUE_CODES + VALUE_CODES + tuple(code for spec in specs for code in spec.value_codes)
+            + STRUCTURE_CODES + tuple(code for spec in specs for code in spec.physics_codes) + NEUMANN_CODES)
+
+
+# Every code of the registered properties in one order that restricts to each property's reason_priority.
+REASON_PRIORITY: tuple[str, ...] = _every_property_in_order()
 
 
 @dataclass(frozen=True)
@@ -58,43 +73,32 @@ class ValidationParams:
     symprec, angle_tolerance    spglib tolerances of the point group the Neumann residual is measured against
     neumann_tolerance           max relative Neumann residual of an accepted tensor record
     min_interatomic_distance_a  shortest allowed distance between two sites (periodic images included), A
-    k_vrh_range_gpa             [min, max] of the Hill bulk modulus, GPa (checked for SPD stiffness only)
-    g_vrh_range_gpa             [min, max] of the Hill shear modulus, GPa
-    dielectric_eigenvalue_atol  slack on eps >= 1 (electronic, total) and on ionic >= 0, for rounding: the snapshot
-                                prints 8 decimals and ionic = total - electronic carries both roundings (after
-                                clean, the snapshot's smallest ionic eigenvalue is 0.0, electronic 1.63)
-    piezo_zero_atol_c_m2        a piezo tensor with every component at most this in absolute value is zero (C/m^2)
     workers                     processes computing the metrics (1: in this process); does not change results
+    thresholds                  the properties' own thresholds, by key (each named by one registered spec's
+                                validate_thresholds, checked by its check_thresholds; zoo/properties/<property>.py
+                                says what each does)
     """
 
     symprec: float
     angle_tolerance: float
     neumann_tolerance: float
     min_interatomic_distance_a: float
-    k_vrh_range_gpa: tuple[float, float]
-    g_vrh_range_gpa: tuple[float, float]
-    dielectric_eigenvalue_atol: float
-    piezo_zero_atol_c_m2: float
     workers: int
+    thresholds: Mapping[str, Any]
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"validate.workers must be a positive integer, got {self.workers!r}")
-        for name in ("neumann_tolerance", "min_interatomic_distance_a", "dielectric_eigenvalue_atol",
-                     "piezo_zero_atol_c_m2"):
+        for name in ("neumann_tolerance", "min_interatomic_distance_a"):
             check_non_negative(getattr(self, name), f"validate.{name}")
         for name in ("symprec", "angle_tolerance"):
             check_positive(getattr(self, name), f"symmetry.{name}")
-        for name in ("k_vrh_range_gpa", "g_vrh_range_gpa"):
-            value = getattr(self, name)
-            if (not isinstance(value, (tuple, list)) or len(value) != 2
-                    or not all(is_real(v) for v in value) or not value[0] < value[1]):
-                raise ValueError(f"validate.{name} must be [min, max] with min < max (GPa), got {value!r}")
-            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        object.__setattr__(self, "thresholds", _checked_thresholds(self.thresholds))
 
     @classmethod
     def from_config(cls, symmetry_settings: SymmetryConfig, validate: ValidateConfig) -> ValidationParams:
-        return cls(**asdict(symmetry_settings), **asdict(validate))
+        return cls(**asdict(symmetry_settings), min_interatomic_distance_a=validate.min_interatomic_distance_a,
+                   workers=validate.workers, thresholds=validate.thresholds)
 
     @classmethod
     def from_params(cls, path: str | os.PathLike | None = None) -> ValidationParams:
@@ -105,17 +109,47 @@ class ValidationParams:
         """The structure's symmetry with these tolerances."""
         return symmetry.analyze(structure, symprec=self.symprec, angle_tolerance=self.angle_tolerance)
 
-    def expectation_parameters(self) -> dict[str, float]:
-        """The values of the ``$PARAMETER`` references in the suites."""
+    def expectation_parameters(self, spec: PropertySpec) -> dict[str, float]:
+        """The values of the ``$PARAMETER`` references in the property's suite: the shared ones and its own."""
         return {
             "symmetry_rtol": tensors.SYMMETRY_RTOL,
             "neumann_tolerance": self.neumann_tolerance,
             "min_interatomic_distance_a": self.min_interatomic_distance_a,
-            "k_vrh_min_gpa": self.k_vrh_range_gpa[0],
-            "k_vrh_max_gpa": self.k_vrh_range_gpa[1],
-            "g_vrh_min_gpa": self.g_vrh_range_gpa[0],
-            "g_vrh_max_gpa": self.g_vrh_range_gpa[1],
-            "eps_min_eigenvalue": 1.0 - self.dielectric_eigenvalue_atol,
-            "ionic_min_eigenvalue": -self.dielectric_eigenvalue_atol,
-            "piezo_zero_atol_c_m2": self.piezo_zero_atol_c_m2,
+            **spec.suite_parameters({key: self.thresholds[key] for key in spec.validate_thresholds}),
         }
+
+    def reported(self) -> dict[str, Any]:
+        """The settings as the validation report records them, one flat mapping (workers left out: it changes how
+        fast, never what)."""
+        return {"symprec": self.symprec, "angle_tolerance": self.angle_tolerance,
+                "neumann_tolerance": self.neumann_tolerance,
+                "min_interatomic_distance_a": self.min_interatomic_distance_a, **self.thresholds}
+
+    @classmethod
+    def from_reported(cls, reported: Mapping[str, Any], workers: int = 1) -> ValidationParams:
+        """The settings a validation report records (``reported``), e.g. to measure a dataset's records again."""
+        shared = ("symprec", "angle_tolerance", "neumann_tolerance", "min_interatomic_distance_a")
+        named = _named_thresholds()
+        return cls(**{key: reported[key] for key in shared}, workers=workers,
+                   thresholds={key: value for key, value in reported.items() if key in named})
+
+
+def _named_thresholds() -> dict[str, PropertySpec]:
+    """threshold key -> the registered spec that names it."""
+    return {key: spec for spec in properties.PROPERTIES.values() for key in spec.validate_thresholds}
+
+
+def _checked_thresholds(thresholds: Mapping[str, Any]) -> dict[str, Any]:
+    """Every key named by a registered spec, none other, each checked by its spec."""
+    if not isinstance(thresholds, Mapping):
+        raise ValueError(f"the validate thresholds must be a mapping, got {thresholds!r}")
+    named = _named_thresholds()
+    unknown, missing = sorted(set(thresholds) - set(named)), sorted(set(named) - set(thresholds))
+    if unknown:
+        raise ValueError(f"validate: unknown key(s) {unknown}; the properties' own keys: {sorted(named)}")
+    if missing:
+        raise ValueError(f"validate: missing key(s) {missing} (params.yaml holds every value)")
+    out: dict[str, Any] = {}
+    for spec in properties.PROPERTIES.values():
+        out.update(spec.check_thresholds({key: thresholds[key] for key in spec.validate_thresholds}))
+    return out

@@ -33,7 +33,7 @@ from zoo import properties  # noqa: E402
 from zoo.core.io import sha256_bytes, staged_folder  # noqa: E402
 from zoo.data.cleaning import parquet_bytes  # noqa: E402
 from zoo.data.validation import expectations  # noqa: E402
-from zoo.data.validation.params import CLEAN_ISSUE_CODES, VALIDATE_CODES, ValidationParams  # noqa: E402
+from zoo.data.validation.params import ValidationParams, reason_priority  # noqa: E402
 
 # The custom expectation types the suites use: importing their module registers them with Great Expectations.
 CUSTOM_EXPECTATIONS = (expectations.ExpectColumnValuesToBeSymmetricPositiveDefinite,
@@ -51,12 +51,13 @@ def load_suite(prop: str) -> gx.ExpectationSuite:
     with open(path, encoding="utf-8") as handle:
         as_dict = json.load(handle)
     suite = gx.ExpectationSuite(**as_dict)
+    codes = reason_priority(properties.get(prop))
     for expectation in suite.expectations:
         code = (expectation.meta or {}).get("reason_code")
-        if code not in VALIDATE_CODES + CLEAN_ISSUE_CODES:
+        if code not in codes:
             raise ValueError(f"{path}: expectation {type(expectation).__name__} on "
                              f"{getattr(expectation, 'column', '?')} has reason_code {code!r}, not one of "
-                             f"REASON_PRIORITY")
+                             f"{prop}'s codes (zoo.data.validation.reason_priority): {', '.join(codes)}")
     return suite
 
 
@@ -95,7 +96,7 @@ def run_suite(batch: pd.DataFrame, prop: str, params: ValidationParams,
         gx.ValidationDefinition(name=f"validate-{spec.name}", data=batch_definition, suite=suite))
     with _docs_site(context, docs_dir) as site:
         result = definition.run(batch_parameters={"dataframe": batch},
-                                expectation_parameters=params.expectation_parameters(),
+                                expectation_parameters=params.expectation_parameters(spec),
                                 result_format={"result_format": "COMPLETE"}, run_id=docs_run_id(batch))
         if site is not None:
             context.build_data_docs(site_names=[site])

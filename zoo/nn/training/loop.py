@@ -169,7 +169,8 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
 
 def make_epoch_timer():
     """A callback recording the wall time of each epoch, validation included (Lightning validates inside the
-    training epoch), and logging it as epoch_time_s."""
+    training epoch). Not logged to dvclive: the train stage's metrics and plots are DVC outputs recorded in dvc.lock,
+    which must not change with the machine's speed (the stage prints the times instead)."""
     from lightning.pytorch.callbacks import Callback
 
     class EpochTimer(Callback):
@@ -183,7 +184,6 @@ def make_epoch_timer():
         def on_train_epoch_end(self, trainer, pl_module):
             if self._start is not None:
                 self.seconds.append(time.perf_counter() - self._start)
-                pl_module.log("epoch_time_s", self.seconds[-1])
                 self._start = None
 
     return EpochTimer()
