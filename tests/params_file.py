@@ -35,5 +35,4 @@ def write_params(path: str | Path, **sections: Mapping[str, Any]) -> Path:
 
 def train_settings(profile: str = "cpu", **changes: Any) -> config.TrainSettings:
     """A profile's settings (without its per-property changes), with `changes`."""
-    section = {key: value for key, value in PARAMS.train.profiles[profile].items() if key != config.PER_PROPERTY_KEY}
-    return config.TrainSettings.from_params({**section, **changes})
+    return config.TrainSettings.from_params({**PARAMS.train.resolve(profile), **changes})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,6 @@ from zoo.data.sources import mp_api
 REPO = Path(__file__).resolve().parents[1]
 # Defaults a schema may keep, each with its reason.
 ALLOWED_DEFAULTS = {
-    # Models trained before ensembles existed record no ensemble_size; zoo audit reads those settings.
-    (config.TrainSettings, "ensemble_size"),
-    (config.TrainSettings, "separate_parts"),  # likewise for models trained before one network per part existed
     (config.Params, "properties"),  # the list of stages' items, not a setting
 }
 
@@ -42,9 +40,8 @@ def test_the_schemas_hold_no_defaults():
 def test_params_yaml_fills_every_schema():
     params = config.load()
     assert params.properties == tuple(properties.PROPERTIES)
-    for name, profile in params.train.profiles.items():
-        settings = config.TrainSettings.from_params({k: v for k, v in profile.items() if k != config.PER_PROPERTY_KEY})
-        assert settings.seed == 0, name
+    for name in params.train.profiles:
+        assert config.TrainSettings.from_params(params.train.resolve(name)).seed == 0, name
 
 
 @pytest.mark.parametrize(("sections", "message"), [
@@ -146,3 +143,90 @@ def test_no_environment_override_of_the_params():
     for name in ("MP_API_KEY", "HF_ENDPOINT", "HF_TOKEN", "ZOO_CACHE", "ZOO_STORE", "ZOO_HUB_ORG", "MPTZ_CACHE_DIR"):
         assert name in readme, name
     assert np.isfinite(PARAMS.symmetry.neumann_tolerance)
+
+
+# ------------------------------------------------------------------------------------------ training profiles
+def test_every_profile_resolves_to_complete_settings_for_every_property():
+    """select_profile (TrainConfig.resolve, then TrainSettings with every key and the ModelConfig field check) for
+    each profile of params.yaml and each property: a profile missing a setting or naming a wrong one fails here."""
+    from zoo.nn import models, training
+
+    for name in PARAMS.train.profiles:
+        for prop in PARAMS.properties:
+            settings = training.select_profile(PARAMS.train, name, prop)[1]
+            assert isinstance(settings, config.TrainSettings)
+            models.ModelConfig(prop, **settings.model)  # the model fields make a valid config for the property
+
+
+def test_the_gpu_profile_takes_release_s_per_property_choices():
+    """gpu extends release: for every property its loss, ensemble size and the model fields gpu does not write
+    itself (heads, output constraints, embeddings) are release's, whatever release says; what gpu writes (hardware,
+    budget, model size) is its own."""
+    from zoo.nn import training
+
+    gpu_profile = PARAMS.train.profiles["gpu"]
+    assert gpu_profile[config.EXTENDS_KEY] == "release"
+    assert not {"loss", "ensemble_size"} & set(gpu_profile), "gpu would override release's per-property choices"
+    ensembles = set()
+    for prop in PARAMS.properties:
+        release = training.select_profile(PARAMS.train, "release", prop)[1]
+        gpu = training.select_profile(PARAMS.train, "gpu", prop)[1]
+        assert (gpu.loss, gpu.ensemble_size) == (release.loss, release.ensemble_size), prop
+        inherited = {k: v for k, v in release.model.items() if k not in gpu_profile["model"]}
+        assert {k: gpu.model[k] for k in inherited} == inherited, prop
+        assert {k: gpu.model[k] for k in gpu_profile["model"]} == gpu_profile["model"], prop
+        assert gpu.max_epochs == gpu_profile["max_epochs"] and gpu.accelerator == gpu_profile["accelerator"], prop
+        ensembles.add(gpu.ensemble_size)
+    assert max(ensembles) > 1  # the phonon ensemble came along
+
+
+def test_extends_resolution_order_and_its_errors():
+    base = {key: value for key, value in PARAMS.train.profiles["cpu"].items()
+            if key not in (config.PER_PROPERTY_KEY, config.EXTENDS_KEY)}
+    profiles = {
+        "a": {**base, "max_epochs": 5, "loss": "block_norm", "model": {"n_layers": 2, "species_dim": 8},
+              "per_property": {"phonon": {"loss": "mse", "max_epochs": 7, "model": {"species_dim": 4}}}},
+        "b": {"extends": "a", "max_epochs": 50, "model": {"n_layers": 3},
+              "per_property": {"elastic": {"batch_size": 8}}},
+        "c": {"extends": "b", "learning_rate": 0.1},
+    }
+    train = config.TrainConfig("c", profiles)
+    phonon = train.resolve("c", "phonon")
+    # a < a.per_property < b < b.per_property < c: b's own max_epochs beats a's per-property 7; model field by field
+    assert (phonon["loss"], phonon["max_epochs"], phonon["learning_rate"]) == ("mse", 50, 0.1)
+    assert phonon["model"] == {"n_layers": 3, "species_dim": 4}
+    elastic = train.resolve("c", "elastic")
+    assert (elastic["loss"], elastic["batch_size"], elastic["model"]) == ("block_norm", 8, {"n_layers": 3,
+                                                                                          "species_dim": 8})
+    assert train.resolve("b")["batch_size"] == base["batch_size"]  # no property: no per-property settings
+    with pytest.raises(ValueError, match="extends names 'z', which is not a profile"):
+        config.TrainConfig("a", {**profiles, "d": {"extends": "z"}})
+    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+        config.TrainConfig("a", {**profiles, "a": {**profiles["a"], "extends": "b"}})
+    with pytest.raises(ValueError, match="per_property must map property names"):
+        config.TrainConfig("a", {"a": {**base, "per_property": {"phonon": 3}}})
+    with pytest.raises(ValueError, match=r"training profile: missing key\(s\) \['devices'\]"):
+        config.TrainSettings.from_params({k: v for k, v in base.items() if k != "devices"})
+
+
+def test_settings_recorded_before_a_setting_existed_read_with_its_old_value():
+    recorded = {k: v for k, v in PARAMS.train.resolve("cpu").items() if k not in config.RECORDED_DEFAULTS}
+    settings = config.TrainSettings.from_record(recorded)
+    assert (settings.devices, settings.num_nodes, settings.strategy, settings.ensemble_size) == (1, 1, "auto", 1)
+    assert set(config.RECORDED_DEFAULTS) <= {item.name for item in dataclasses.fields(config.TrainSettings)}
+    shipped = sorted((REPO / "zoo" / "releases").glob("*/*/config.json"))
+    assert shipped
+    for path in shipped:  # the shipped models' recorded settings
+        training = {k: v for k, v in json.loads(path.read_text())["training"].items() if k != "profile"}
+        assert config.TrainSettings.from_record(training).world_size == 1, path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"devices": 2}, "2 processes need strategy 'ddp'"),
+    ({"devices": 2, "num_nodes": 2, "strategy": "ddp", "batch_size": 6}, "batch_size 6 must be a multiple of"),
+    ({"strategy": "ddp_spawn"}, "strategy must be one of"),
+    ({"devices": 0}, "devices must be an integer >= 1"),
+])
+def test_bad_parallel_settings_are_refused_by_name(changes, message):
+    with pytest.raises(ValueError, match=message):
+        config.TrainSettings.from_params({**PARAMS.train.resolve("cpu"), **changes})

@@ -205,8 +205,10 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
     non-equivariant one with `settings`) on the test split; write ``<reports_dir>/<property>-metrics.json`` and
     ``<property>-metrics-per-crystal-system.json`` and the parity and per-crystal-system plots. Returns the metrics
-    document, per_crystal_system included."""
+    document, per_crystal_system included. The stage is one process (it writes the reports): a data-parallel
+    profile's baseline is trained in one process, which takes the same steps (TrainSettings.single_process)."""
     # Longer than ~60 lines: one sequential flow building the metrics document (its parts are functions already).
+    settings = settings.single_process()
     spec = properties.get(property_name)
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)

@@ -27,6 +27,8 @@ def train_stage(prop: str, params_path: Path, profile: str | None = None,
     folder, fitted = training.train_property(prop, settings, profile=profile, models_root=models_root,
                                              live_dir=Path(live_dir) / prop)
     elapsed = time.perf_counter() - started
+    if fitted.global_rank != 0:
+        return  # another process of a data-parallel run: rank 0 reports
     for result in fitted.members:
         epochs = result.epoch_seconds
         resumed = f", resumed after {result.resumed_after_epochs} epochs" \

@@ -7,7 +7,7 @@ neighbour graphs (``zoo.nn.graphs.GraphCache``, which also reuses the graph of a
 ``GraphBatch`` per split, and on it the spherical harmonics and radial bases of every edge
 (``MattenNet.attach_geometry``). A mini-batch is then ``GraphBatch.select`` of its indices: tensor indexing only,
 no per-step Python loop over structures and no recomputed edge features. The data loader yields indices only
-(single process, seeded per epoch), so loading is deterministic and resumes exactly.
+(seeded per epoch, no worker processes), so loading is deterministic and resumes exactly.
 
 Loss, per irreps block. For a tensor property, the mean over irrep instances b (5 for elastic 2x0e+2x2e+1x4e)
 of mean_m (pred_bm - y_bm)^2 / s_b^2, where s_b is the block's RMS over the training targets (after removing the
@@ -24,6 +24,16 @@ folder after every epoch, with ``run.json`` naming the run (settings, model conf
 run with the same name continues from it, loaded with ``weights_only=True`` (tensors and plain containers only).
 The folder is deleted once the final outputs are written.
 
+Data-parallel training (``TrainSettings.devices`` x ``num_nodes`` processes, strategy 'ddp'; README, 'Training on a
+GPU or a cluster'). Every process runs the same stage: Lightning's launcher starts the other processes by running the same
+command again, or torchrun / SLURM start them all. Each process loads the data, builds every graph and the same
+initial network; each step's batch_size structures are shared out among the processes (``loaders``), DDP averages
+the gradients, so each step is the single-process step up to float summation order. Losses are summed per epoch
+and added over the processes, so every process takes the same early-stopping, learning-rate and best-epoch
+decisions. Rank 0 alone writes: the resume folder (the other processes read it when they resume) and the model
+folder, which is the same artefact as a single-process run's, its config.json recording devices, num_nodes and
+strategy. An ensemble trains member by member, each member data-parallel.
+
 Outputs (``save_model``), a folder ``data/models/matten-<property>/``:
     model.safetensors   the best weights (no pickle)
     config.json         format version, ModelConfig, property, irreps, units, target column, training settings,
@@ -36,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,33 +97,21 @@ RESUME_DIR = MODELS_DIR / ".resume"
 def select_profile(section: TrainConfig | Mapping[str, Any], profile: str | None = None,
                    property_name: str | None = None) -> tuple[str, TrainSettings]:
     """(name, settings) of a profile of the ``train`` params section (TrainConfig, or its mapping
-    {profile: <name>, profiles: {<name>: {...}}}).
+    {profile: <name>, profiles: {<name>: {...}}}) for `property_name`.
 
-    `profile` overrides the section's own choice. A profile may hold ``per_property: {<property>: {settings}}``:
-    for `property_name` those settings replace the profile's (``model`` fields are merged one by one), so one
-    profile can give the DOS its own loss or a small data set more epochs.
+    `profile` overrides the section's own choice. ``TrainConfig.resolve`` applies the profile's ``extends`` and
+    ``per_property`` settings (zoo.core.config says how); property names there are checked against zoo.properties.
     """
     if not isinstance(section, TrainConfig):
         section = parse(TrainConfig, section, "train")
     name = profile if profile is not None else section.profile
-    if name not in section.profiles:
-        raise ValueError(f"profile must be one of {sorted(section.profiles)}, got {name!r}")
-    chosen = section.profiles[name]
-    if not isinstance(chosen, Mapping):
-        raise ValueError(f"profile {name} must be a mapping of settings, got {chosen!r}")
-    chosen = dict(chosen)
-    per_property = chosen.pop(PER_PROPERTY_KEY, None) or {}
-    if not isinstance(per_property, Mapping):
-        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} must map property names to settings")
-    unknown = sorted(set(per_property) - set(properties.PROPERTIES))
+    unknown = sorted(section.per_property_names() - set(properties.PROPERTIES))
     if unknown:
-        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY} names unknown properties {unknown}; known: "
+        raise ValueError(f"{PER_PROPERTY_KEY} names unknown properties {unknown}; known: "
                          f"{sorted(properties.PROPERTIES)}")
-    extra = per_property.get(property_name) or {}
-    if not isinstance(extra, Mapping):
-        raise ValueError(f"profile {name}: {PER_PROPERTY_KEY}.{property_name} must be a mapping of settings")
-    chosen = {**chosen, **extra, "model": {**(chosen.get("model") or {}), **(extra.get("model") or {})}}
-    settings = TrainSettings.from_params(chosen)
+    if property_name is not None:
+        properties.get(property_name)  # ValueError naming the known properties
+    settings = TrainSettings.from_params(section.resolve(name, property_name))
     check_model_fields(settings.model)
     return name, settings
 
@@ -130,18 +128,20 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
                    datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
                    models_root: str | os.PathLike = MODELS_DIR, resume_root: str | os.PathLike | None = None,
                    live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
-                   ) -> tuple[Path | None, ModelFit]:
+                   callbacks: Sequence[Any] = ()) -> tuple[Path | None, ModelFit]:
     """The train stage: load the dataset, fit (resuming a matching interrupted run), write the model folder.
 
-    Returns (model folder, the fit); the folder is None when `stop_after_epochs` interrupted the run.
+    Returns (model folder, the fit); the folder is None when `stop_after_epochs` interrupted the run, and in every
+    process but rank 0 of a data-parallel run (rank 0 writes the one model folder).
     resume_root: parent of the per-model resume folder (default ``<models_root>/.resume``).
+    callbacks: more Lightning callbacks for every network's fit.
     """
     spec = properties.get(property_name)
     data, dataset = load_splits(spec.name, datasets_root)
     resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
     fitted = fit_model(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
-                       stop_after_epochs=stop_after_epochs)
-    if not fitted.complete:
+                       stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+    if not fitted.complete or fitted.global_rank != 0:
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}
     folder = save_model(Path(models_root) / spec.model_name, fitted.net, settings=settings, dataset=dataset,

@@ -9,10 +9,12 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from zoo import properties
 from zoo.core.config import TrainSettings
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
 from zoo.nn import graphs, models
-from zoo import properties
-from zoo.nn.training.data import DatasetInfo, SplitData, for_parts, make_model_config, split_graphs
+from zoo.nn.training.data import DatasetInfo, SplitData, for_parts, make_model_config
+from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
 
 LAST_CHECKPOINT = "last.ckpt"
@@ -38,54 +41,17 @@ def _lightning():
     return lightning
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """A permutation of range(n) drawn from (seed, epoch): the same every run and after a resume. Lightning calls
-    ``set_epoch`` before each epoch."""
+def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: int | None = None):
+    """The LightningModule: the network, the per-block loss, Adam + plateau schedule, best-weight tracking.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def make_datamodule(data: Mapping[str, SplitData], batch_size: int, seed: int, r_cut: float):
-    """A LightningDataModule over the train and validation splits: loaders of record indices (one process);
-    ``graphs`` holds each split's collated neighbour graphs, built once in ``setup``."""
-    lightning = _lightning()
-
-    class GraphDataModule(lightning.LightningDataModule):
-        def __init__(self):
-            super().__init__()
-            self.data = {name: data[name] for name in ("train", "validation")}
-            self.graphs: dict[str, graphs.GraphBatch] | None = None
-
-        def setup(self, stage: str) -> None:
-            if self.graphs is None:
-                self.graphs = split_graphs(self.data, r_cut)
-
-        def train_dataloader(self):
-            n = len(self.data["train"])
-            return torch.utils.data.DataLoader(range(n), batch_size=batch_size, sampler=EpochSampler(n, seed),
-                                               num_workers=0)
-
-        def val_dataloader(self):
-            return torch.utils.data.DataLoader(range(len(self.data["validation"])), batch_size=max(batch_size, 64),
-                                               shuffle=False, num_workers=0)
-
-    return GraphDataModule()
-
-
-def make_module(net: models.MattenNet, settings: TrainSettings):
-    """The LightningModule: the network, the per-block loss, Adam + plateau schedule, best-weight tracking."""
+    Every process of a data-parallel run holds the same module state: its own losses are summed per epoch and the
+    sums added over the processes (``_epoch_means``), so the validation loss that early stopping, the plateau
+    schedule and the best-weight choice read is the same number everywhere. `resumed_after`: the epochs this
+    process resumes after (None: a fresh run); every process must say the same (checked at the start).
+    """
     # Longer than ~60 lines: the LightningModule is defined here because Lightning is imported only when training runs.
     lightning = _lightning()
+    step_size = settings.batch_size
 
     class MattenModule(lightning.LightningModule):
         def __init__(self):
@@ -94,11 +60,14 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
             self.loss = Loss(net.config, settings.loss)
             self.history: list[dict[str, float]] = []
             self.best: dict[str, Any] = {"epoch": None, "val_loss": math.inf, "state": None}
-            self._sums = {"train": [0.0, 0], "validation": [0.0, 0], "validation_mae": [0.0, 0]}
+            self._sums: dict[str, torch.Tensor] = {}
             self._graphs: dict[str, graphs.GraphBatch] = {}
             self._targets: dict[str, torch.Tensor] = {}
 
         def on_fit_start(self) -> None:
+            if settings.threads is not None:
+                torch.set_num_threads(settings.threads)  # Lightning's DDP launcher sets its own count
+            _check_same_start(self, resumed_after)
             datamodule = self.trainer.datamodule
             for split in ("train", "validation"):
                 # Fixed per-edge features computed once per run, on the training device.
@@ -106,42 +75,62 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
                 targets = models.encode_targets(self.net.config,
                                                 for_parts(datamodule.data[split], self.net.config.parts).targets)
                 self._targets[split] = torch.as_tensor(targets, dtype=self.net.dtype, device=self.device)
+            self._reset_sums()
 
-        def _errors(self, split: str, index: torch.Tensor) -> torch.Tensor:
+        def _reset_sums(self) -> None:
+            # (sum, count) per quantity, float64 on the device: no host synchronisation per step.
+            self._sums = {key: torch.zeros(2, dtype=torch.float64, device=self.device)
+                          for key in ("train", "validation", "validation_mae")}
+
+        def _errors(self, split: str, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(prediction errors, 1 for a record and 0 for PADDING) of a batch."""
+            real = (index != PADDING).to(self.net.dtype)
+            index = index.clamp(min=0)
             prediction = self.net(self._graphs[split].select(index))
-            return prediction - self._targets[split][index]
+            return prediction - self._targets[split][index], real
 
         def training_step(self, index, batch_idx):
-            errors = self._errors("train", index)
-            loss = self.loss(errors).mean()
-            self._accumulate("train", float(loss.detach()) * len(index), len(index))
+            errors, real = self._errors("train", index)
+            world_size = self.trainer.world_size
+            if world_size == 1:
+                loss = self.loss(errors).mean()
+                total = loss.detach().double() * len(index)  # the sum of the per-record losses
+            else:
+                summed = (self.loss(errors) * real).sum()
+                loss = summed * step_weight(len(self.trainer.datamodule.data["train"]), step_size, batch_idx,
+                                            world_size)
+                total = summed.detach().double()
+            self._sums["train"] += torch.stack([total, real.double().sum()])
             return loss
 
         def validation_step(self, index, batch_idx):
-            errors = self._errors("validation", index)
-            self._accumulate("validation", float(self.loss(errors).sum()), len(index))
-            self._accumulate("validation_mae", float(errors.abs().sum()), errors.numel())
+            errors, real = self._errors("validation", index)
+            self._sums["validation"] += torch.stack([(self.loss(errors) * real).sum().double(), real.double().sum()])
+            self._sums["validation_mae"] += torch.stack([(errors.abs() * real[:, None]).sum().double(),
+                                                         real.double().sum() * errors.shape[1]])
 
-        def _accumulate(self, key: str, total: float, count: int) -> None:
-            self._sums[key][0] += total
-            self._sums[key][1] += count
-
-        def _mean(self, key: str) -> float:
-            total, count = self._sums[key]
-            self._sums[key] = [0.0, 0]
-            return total / count if count else math.nan
+        def _epoch_means(self) -> dict[str, float]:
+            """Each quantity's mean over the epoch's records of every process; the sums start again."""
+            totals = torch.stack([self._sums[key] for key in sorted(self._sums)])
+            if self.trainer.world_size > 1:
+                totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            self._reset_sums()
+            return {key: total / count if count else math.nan
+                    for key, (total, count) in zip(sorted(self._sums), totals.tolist())}
 
         def on_validation_epoch_end(self) -> None:
-            val_loss, val_mae = self._mean("validation"), self._mean("validation_mae")
-            self.log("val_loss", val_loss, prog_bar=True)
-            self.log("val_mae", val_mae)
+            means = self._epoch_means()
+            val_loss, val_mae, train_loss = means["validation"], means["validation_mae"], means["train"]
+            # The values are already the same in every process (_epoch_means); sync_dist says so to Lightning, which
+            # would otherwise warn, and averages equal numbers.
+            self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
+            self.log("val_mae", val_mae, sync_dist=True)
             if self.trainer.sanity_checking:
                 return
             epoch = self.current_epoch
-            train_loss = self._mean("train")
             learning_rate = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log("train_loss", train_loss, prog_bar=True)
-            self.log("learning_rate", learning_rate)
+            self.log("train_loss", train_loss, prog_bar=True, sync_dist=True)
+            self.log("learning_rate", learning_rate, sync_dist=True)
             self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                  "val_mae_irreps": val_mae, "learning_rate": learning_rate})
             if val_loss < self.best["val_loss"]:
@@ -165,6 +154,16 @@ def make_module(net: models.MattenNet, settings: TrainSettings):
             self.best = dict(checkpoint["zoo_best"])
 
     return MattenModule()
+
+
+def _check_same_start(module, resumed_after: int | None) -> None:
+    """Refuse a data-parallel run whose processes would start from different states (one resuming, one not)."""
+    if module.trainer.world_size == 1:
+        return
+    starts = module.all_gather(torch.tensor(-1 if resumed_after is None else resumed_after, device=module.device))
+    if len(set(starts.tolist())) > 1:
+        raise RuntimeError(f"the training processes would resume after {starts.tolist()} epochs: their resume folders "
+                           "differ (every process must see rank 0's resume folder, e.g. on a shared file system)")
 
 
 def make_epoch_timer():
@@ -191,6 +190,8 @@ def make_epoch_timer():
 
 @dataclass
 class FitResult:
+    """global_rank: this process's rank in a data-parallel run (0 for a single process): only rank 0 writes."""
+
     net: models.MattenNet
     config: models.ModelConfig
     history: list[dict[str, float]]
@@ -201,6 +202,7 @@ class FitResult:
     resumed_after_epochs: int | None
     epoch_seconds: list[float]
     setup_seconds: float
+    global_rank: int = 0
 
 
 def run_key(config: models.ModelConfig, settings: TrainSettings, dataset: DatasetInfo | None) -> str:
@@ -223,7 +225,8 @@ def _torch_threads(threads: int | None):
 
 def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overrides: Mapping[str, Any] | None = None,
         resume_dir: str | os.PathLike | None = None, dataset: DatasetInfo | None = None,
-        live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None) -> FitResult:
+        live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
+        callbacks: Sequence[Any] = ()) -> FitResult:
     """Train a model on data['train'], selecting on data['validation'].
 
     config_overrides: ModelConfig fields on top of settings.model (e.g. head='invariant_voigt' for the baseline).
@@ -231,6 +234,11 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
     live_dir: dvclive metrics folder (None: no logger).
     stop_after_epochs: end this call after that many epochs (in total) as if interrupted; the resume folder keeps
         the run (for tests of resuming).
+    callbacks: more Lightning callbacks (e.g. to stop or time a run).
+
+    With settings.devices x num_nodes > 1 every process runs this function (Lightning's launcher starts the others
+    by running the same command, or torchrun / SLURM starts them all); rank 0 alone writes the resume folder, and a
+    process of another rank only reads it.
     """
     # Longer than ~60 lines: Lightning's trainer, callbacks and resume state are set up and torn down in one context.
     lightning = _lightning()
@@ -249,44 +257,49 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
         config = make_model_config(prop, settings, data["train"], datamodule.graphs["train"],
                                    **(config_overrides or {}))
         net = models.MattenNet(config)
-        module = make_module(net, settings)
 
         with contextlib.ExitStack() as stack:
             if resume_dir is None:
                 resume_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-train-"))
             resume_dir = Path(resume_dir)
-            key = run_key(config, settings, dataset)
-            checkpoint = resumable_checkpoint(resume_dir, key)
-            resumed_after = None
-            if checkpoint is not None:
-                # Lightning's "epoch" counts the completed epochs. Our own file; loaded without pickle's code execution.
-                resumed_after = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
             timer = make_epoch_timer()
             early_stopping = EarlyStopping(monitor="val_loss", mode="min", patience=settings.early_stopping_patience)
-            last_checkpoint = ModelCheckpoint(dirpath=resume_dir, save_last=True, save_top_k=0,
-                                              enable_version_counter=False)
-            callbacks = [early_stopping, last_checkpoint, timer]
-            logger = False
-            if live_dir is not None:
-                from dvclive.lightning import DVCLiveLogger
-
-                # dvcyaml=None: dvclive must not write into the project's dvc.yaml; no experiment bookkeeping.
-                logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
-                                       resume=checkpoint is not None)
+            # last.ckpt after every epoch, written by rank 0 only. (save_last=True with save_top_k=0 would write it
+            # only when training ends: Lightning saves "last" only in an epoch where a top-k checkpoint was saved.)
+            last_checkpoint = ModelCheckpoint(dirpath=resume_dir, filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                                              save_top_k=1, enable_version_counter=False)
             max_epochs = settings.max_epochs if stop_after_epochs is None else min(settings.max_epochs,
                                                                                    stop_after_epochs)
             trainer = lightning.Trainer(
-                max_epochs=max_epochs, accelerator=settings.accelerator, devices=1,
-                deterministic=settings.deterministic, callbacks=callbacks, logger=logger,
-                enable_progress_bar=settings.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
-                log_every_n_steps=1, default_root_dir=str(resume_dir),
+                max_epochs=max_epochs, accelerator=settings.accelerator, devices=settings.devices,
+                num_nodes=settings.num_nodes, strategy=settings.strategy,
+                deterministic=settings.deterministic, callbacks=[early_stopping, last_checkpoint, timer, *callbacks],
+                logger=False, enable_progress_bar=settings.progress_bar, enable_model_summary=False,
+                num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=str(resume_dir),
+                use_distributed_sampler=False,  # the data module gives each process its share (loaders.py)
             )
-            _write_run_file(resume_dir, key)
+            rank_zero = trainer.is_global_zero  # known from the launch environment before the processes meet
+            key = run_key(config, settings, dataset)
+            checkpoint, resumed_after = resumable_checkpoint(resume_dir, key, clear_other_runs=rank_zero) or \
+                (None, None)
+            if live_dir is not None:
+                from dvclive.lightning import DVCLiveLogger
+
+                # dvcyaml=None: dvclive must not write into the project's dvc.yaml; no experiment bookkeeping. It
+                # logs from rank 0 only.
+                trainer.loggers = [DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
+                                                 resume=checkpoint is not None)]
+            if rank_zero:
+                _write_run_file(resume_dir, key)
+            module = make_module(net, settings, resumed_after)
             setup_seconds = time.perf_counter() - started
-            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+            with warnings.catch_warnings():
+                # The resume folder holds run.json beside the checkpoint by design.
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
             stopped = bool(early_stopping.stopped_epoch)
             complete = stopped or len(module.history) >= settings.max_epochs
-            if complete:
+            if complete and rank_zero:
                 shutil.rmtree(resume_dir, ignore_errors=True)
 
         if module.best["state"] is None:
@@ -295,20 +308,24 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
         net.to("cpu").eval()
         return FitResult(net=net, config=config, history=list(module.history), best_epoch=module.best["epoch"],
                          epochs_run=len(module.history), stopped_early=stopped, complete=complete,
-                         resumed_after_epochs=resumed_after,
-                         epoch_seconds=list(timer.seconds), setup_seconds=setup_seconds)
+                         resumed_after_epochs=resumed_after, epoch_seconds=list(timer.seconds),
+                         setup_seconds=setup_seconds, global_rank=trainer.global_rank)
 
 
-def resumable_checkpoint(resume_dir: Path, key: str) -> str | None:
-    """resume_dir/last.ckpt if it belongs to the run `key`; otherwise the folder is cleared and None returned."""
+def resumable_checkpoint(resume_dir: Path, key: str, clear_other_runs: bool = True) -> tuple[str, int] | None:
+    """(resume_dir/last.ckpt, the epochs it completed) if it belongs to the run `key` and reads, else None; with
+    clear_other_runs (rank 0) the folder of another run, or of a checkpoint torn by a kill while it was written,
+    is cleared (never continued). Other ranks only read: the folder is rank 0's."""
     last, run = resume_dir / LAST_CHECKPOINT, resume_dir / RUN_FILE
     if last.is_file() and run.is_file():
         try:
             if json.loads(run.read_text(encoding="utf-8")).get("run_key") == key:
-                return str(last)
-        except json.JSONDecodeError:
-            pass
-    if resume_dir.exists():
+                # The epochs completed: our history's (Lightning's "epoch" depends on when the file was written). Our
+                # own file; loaded without pickle's code execution.
+                return str(last), len(torch.load(last, map_location="cpu", weights_only=True)["zoo_history"])
+        except (json.JSONDecodeError, pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError):
+            pass  # unreadable: started again
+    if clear_other_runs and resume_dir.exists():
         shutil.rmtree(resume_dir)  # another run's state: never continue it
     return None
 
@@ -335,22 +352,28 @@ class ModelFit:
     def complete(self) -> bool:
         return self.net is not None
 
+    @property
+    def global_rank(self) -> int:
+        """This process's rank in a data-parallel run (0 for one process): only rank 0 writes the model."""
+        return self.members[-1].global_rank
+
 
 def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
               config_overrides: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
               dataset: DatasetInfo | None = None, live_dir: str | os.PathLike | None = None,
-              stop_after_epochs: int | None = None) -> ModelFit:
+              stop_after_epochs: int | None = None, callbacks: Sequence[Any] = ()) -> ModelFit:
     """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``); with
     settings.separate_parts, that for each predicted part in turn (model parts one by one).
 
     With a resume_dir, each member resumes in <resume_dir>/member-<k>/ (member-<part>-<k> for separate parts) and,
-    once complete, leaves its weights and result there, so an interrupted ensemble continues with the member it was
-    training. dvclive: the first member logs to live_dir, the others to live_dir/<their folder name>.
+    once complete, leaves its weights and result there (written by rank 0), so an interrupted ensemble continues
+    with the member it was training. dvclive: the first member logs to live_dir, the others to
+    live_dir/<their folder name>.
     """
     groups = _part_groups(data, settings, config_overrides)
     if settings.ensemble_size == 1 and len(groups) == 1:
         result = fit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir, dataset=dataset,
-                     live_dir=live_dir, stop_after_epochs=stop_after_epochs)
+                     live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
         return ModelFit([result], result.net if result.complete else None)
     members = []
     for parts in groups:
@@ -365,13 +388,13 @@ def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
                 result = fit(data, member_settings, config_overrides=overrides,
                              resume_dir=None if folder is None else folder / "run", dataset=dataset,
                              live_dir=None if live_dir is None else Path(live_dir) / name if members else live_dir,
-                             stop_after_epochs=stop_after_epochs)
+                             stop_after_epochs=stop_after_epochs, callbacks=callbacks)
                 if not result.complete:
                     return ModelFit(members + [result], None)
-                if folder is not None:
+                if folder is not None and result.global_rank == 0:
                     _save_member(folder, result, member_settings, dataset)
             members.append(result)
-    if resume_dir is not None:
+    if resume_dir is not None and members[-1].global_rank == 0:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return ModelFit(members, models.Ensemble(member.net for member in members))
 
@@ -413,4 +436,13 @@ def _completed_member(folder: Path, settings: TrainSettings, dataset: DatasetInf
     net.load_state_dict(load(weights.read_bytes()), strict=True)  # our own file, safetensors: no pickle
     return FitResult(net=net.eval(), config=config, history=recorded["history"], best_epoch=recorded["best_epoch"],
                      epochs_run=recorded["epochs_run"], stopped_early=recorded["stopped_early"], complete=True,
-                     resumed_after_epochs=recorded["epochs_run"], epoch_seconds=[], setup_seconds=0.0)
+                     resumed_after_epochs=recorded["epochs_run"], epoch_seconds=[], setup_seconds=0.0,
+                     global_rank=_launch_rank())
+
+
+def _launch_rank() -> int:
+    """This process's rank as Lightning knows it without a trainer (from the launch environment: torchrun's RANK,
+    SLURM_PROCID, Lightning's LOCAL_RANK; a trainer sets the exact value)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0))

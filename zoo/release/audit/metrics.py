@@ -69,7 +69,7 @@ def metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, An
     test = data["test"]
     recorded = test_metrics.get("baseline_settings") or {}
     gbm = GBMSettings.from_params(recorded["composition_gbm"]) if "composition_gbm" in recorded else None
-    baseline_training = _cpu(TrainSettings.from_params(recorded[NON_EQUIVARIANT])) \
+    baseline_training = _cpu(TrainSettings.from_record(recorded[NON_EQUIVARIANT])) \
         if NON_EQUIVARIANT in recorded and retrain else None
     predictors = evaluation.baseline_predictors(data, loaded.net.config, baseline_training, gbm)
 
@@ -89,7 +89,7 @@ def metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, An
             with step(f"fitting the {name} baseline" + (" (training a network)" if name == NON_EQUIVARIANT else "")):
                 predictions[name] = predictors[name]()
     if retrain:
-        settings = _cpu(TrainSettings.from_params(
+        settings = _cpu(TrainSettings.from_record(
             {key: value for key, value in info["training"].items() if key != "profile"}))
         with step(f"retraining {info['model_name']} with the recorded settings (seed {settings.seed}, up to "
                   f"{settings.max_epochs} epochs on {settings.accelerator})"):
@@ -130,8 +130,10 @@ def metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, An
 
 def _cpu(settings: TrainSettings) -> TrainSettings:
     """The recorded settings for a retraining here: 'auto' resolved to the CPU (where runs are bit-identical), no
-    progress bar (it would fight the audit's own display; it does not touch the numbers)."""
-    return dataclasses.replace(settings, progress_bar=False,
+    progress bar (it would fight the audit's own display; it does not touch the numbers), one process: a
+    data-parallel run's steps take the same structures in one process (TrainSettings.batch_size), so its weights
+    come back to float rounding (the summation order differs), not bit for bit."""
+    return dataclasses.replace(settings.single_process(), progress_bar=False,
                                accelerator="cpu" if settings.accelerator == "auto" else settings.accelerator)
 
 
