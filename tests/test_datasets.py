@@ -34,7 +34,7 @@ from pymatgen.core import Structure
 from tests.fakes.hub import Fault
 from tests.params_file import SYMMETRY, params_mapping, write_params
 from zoo import properties
-from zoo.core import derived, symmetry, tensors
+from zoo.core import derived, polarity, symmetry, tensors
 from zoo.core.io import canonical_json, sha256_file
 from zoo.data import splits, validation
 from zoo.data import datasets as zd
@@ -108,6 +108,7 @@ def clean_rows(prop: str, n: int, seed: int = 0) -> list[dict]:
             "space_group_number": info.space_group_number, "space_group_symbol": info.space_group_symbol,
             "point_group": info.point_group, "laue_class": info.laue_class,
             "is_centrosymmetric": info.is_centrosymmetric, "original_frame": "structure", "frame_action": "none",
+            "frame_evidence": "unique" if properties.get(prop).is_tensor else None,
             "frame_rotation": np.eye(3).tolist(), "frame_residual_before": 0.0, "frame_residual_after": 0.0,
             "clean_issue": None,
             "provenance_json": canonical_json({"file": f"test/{prop}.csv", "retrieved_with": "mp-tensor-zoo test",
@@ -115,6 +116,10 @@ def clean_rows(prop: str, n: int, seed: int = 0) -> list[dict]:
             "reported_json": "{}",
             **{key: np.asarray(value).tolist() for key, value in _values(prop, info, rng).items()},
         })
+        if prop == "piezo":  # a tetrahedral binary (GaSb) has one polarity per compound (zoo.core.polarity)
+            compound, e_long = polarity.piezo_bond_longitudinal(np.array(rows[-1]["piezo_voigt"]), structure, info)
+            if compound is not None and e_long < 0:
+                rows[-1]["piezo_voigt"] = (-np.array(rows[-1]["piezo_voigt"])).tolist()
     return rows
 
 
@@ -515,6 +520,10 @@ def test_card_states_counts_quarantine_conventions_version_and_citations(built, 
             "The DOS does not depend on orientation") in body
     for (frame, action), n in collections.Counter((r["original_frame"], r["frame_action"]) for r in rows).items():
         assert f"| {frame} | {action} | {n} |" in body
+    if spec.is_tensor:  # what settled each frame, and how many were quarantined because nothing did
+        assert collections.Counter(r["frame_evidence"] for r in rows) == {"unique": total}
+        assert f"| unique | {total} |" in body
+        assert "0 further records were quarantined `frame_ambiguous`" in body
     assert f"**Units.** {spec.units}." in body
     if spec.is_tensor:
         assert "**Voigt order** 11, 22, 33, 23, 13, 12" in body

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import test_datasets
+from tests import test_datasets, training_pause
 from tests.params_file import write_params
 from tests.repo_copy import REPO, copy_repository, isolate_dvc
 from tests.test_training import TINY_MODEL
@@ -34,7 +34,7 @@ from zoo.release import audit, lineage, lockcheck, model_card, registry, shippin
 PROP, MODEL = "piezo", "matten-piezo"
 STAGE = f"releases/dvc.yaml:release@{PROP}"
 VERSION, NEXT = "9.0.0", "9.0.1"
-# Many short epochs, so that the run can be interrupted between two of them.
+# Many short epochs: the interrupted run pauses after the first (interrupt_once_checkpointed), the rerun resumes.
 TINY_RELEASE = {"max_epochs": 30, "early_stopping_patience": 30, "batch_size": 8, "learning_rate": 0.01,
                 "progress_bar": False, "model": TINY_MODEL}
 RESUME = Path("data/releases/models/.resume") / MODEL
@@ -80,14 +80,21 @@ def assert_consistent(copy: Path, version: str) -> None:
 
 
 def interrupt_once_checkpointed(copy: Path) -> subprocess.CompletedProcess:
-    """`dvc repro` of the stage, stopped with Ctrl-C (SIGINT to its process group) once training checkpointed."""
+    """`dvc repro` of the stage, stopped with Ctrl-C (SIGINT to its process group) once training checkpointed: the
+    training pauses when its second epoch starts (tests/training_pause.py), so the interrupt does not race it."""
+    paused = copy.parent / "training-paused"
+    env = {**os.environ, **training_pause.install(copy.parent / "training-pause-plugin", paused)}
     process = subprocess.Popen([str(Path(sys.executable).with_name("dvc")), "repro", "--single-item", STAGE],
-                               cwd=copy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=copy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not (copy / RESUME / "last.ckpt").is_file() and process.poll() is None and time.monotonic() < deadline:
+    deadline = time.monotonic() + 600  # a bound for a hung run, not a wait tuned to the machine
+    while not paused.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert process.poll() is None, "the stage ended before it could be interrupted"
+    if process.poll() is not None:
+        pytest.fail(f"the stage ended (exit {process.returncode}) before its training paused:\n"
+                    f"{process.stdout.read()[-3000:]}")
+    assert paused.is_file(), "the training did not pause within 10 minutes"
+    assert (copy / RESUME / "last.ckpt").is_file(), "the training paused after an epoch without its checkpoint"
     os.killpg(process.pid, signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, output, "")
@@ -142,7 +149,7 @@ def test_a_release_is_shipped_resumed_reproduced_and_never_replaced(copy):
 
     # Rerun: it resumes, then ships the version with its registry entry; the lock describes the run.
     resumed = dvc(copy, "repro", "--single-item", STAGE)
-    assert "resumed after" in resumed.stdout + resumed.stderr
+    assert "resumed after 1 epochs" in resumed.stdout + resumed.stderr  # the epoch before the pause
     assert not (copy / RESUME).exists()
     assert_consistent(copy, VERSION)
     shipped = shipped_state(copy)
@@ -185,7 +192,8 @@ def test_a_release_is_shipped_resumed_reproduced_and_never_replaced(copy):
     # Code the release ran changes: the lock no longer describes the tree, and the check CI runs says so.
     with open(copy / "zoo" / "release" / "shipping.py", "a", encoding="utf-8") as handle:
         handle.write("# edited\n")
-    assert f"{STAGE}: changed deps: zoo/release modified" in lockcheck.problems(lockcheck.dvc_status(copy), set())
+    problems = lockcheck.problems(lockcheck.dvc_status(copy), set())
+    assert f"{STAGE}: changed deps: zoo/release/shipping.py modified" in problems
 
 
 def test_release_settings_name_what_is_missing(tmp_path):

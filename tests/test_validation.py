@@ -250,6 +250,9 @@ def build_corpus(prop: str, seed: int = 7) -> Corpus:
         add("bad-nan", stem, {"piezo_voigt": nan.tolist()}, "nan_value")
         add("bad-wrong-shape", stem, {"piezo_voigt": e[:, :3].tolist()}, "wrong_shape")
         add("bad-unparsable-tensor", stem, {"piezo_voigt": None}, "unparsable_tensor", clean_issue="unparsable_tensor")
+        add("bad-frame-ambiguous", stem, {"piezo_voigt": e.tolist()}, "frame_ambiguous", clean_issue="frame_ambiguous")
+        add("bad-implausible-magnitude", stem, {"piezo_voigt": (30.0 * e / np.abs(e).max()).tolist()},
+            "implausible_magnitude")
     elif prop == "phonon":
         for stem in STEMS:
             add(f"good-{stem}", stem, good_phonon(rng), None)
@@ -401,7 +404,8 @@ def test_suites_carry_reason_codes_and_only_known_parameters(prop):
                   for value in expectation["kwargs"].values() if isinstance(value, dict) and "$PARAMETER" in value}
     assert referenced <= set(PARAMS.expectation_parameters(properties.get(prop)))
     metric_or_value = set(validation.metric_names(prop)) | {c.name for c in validation.value_columns(properties.get(prop))}
-    assert {e.column for e in suite.expectations} <= metric_or_value
+    columns = {column for e in suite.expectations for column in getattr(e, "column_list", None) or [e.column]}
+    assert columns <= metric_or_value
 
 
 def test_custom_expectations_check_the_tensor_itself():

@@ -130,12 +130,17 @@ class FetchConfig:
 
 @dataclass(frozen=True)
 class CleanConfig:
-    """symmetrize_max_residual: largest residual treated as noise (projected), above it 'unresolved';
-    frame_tie_tol: residual difference below which frames are tied; duplicate_rtol: relative difference below which
-    a duplicate is identical; workers: processes measuring records."""
+    """symmetrize_max_residual: largest residual treated as noise (projected), above it 'unresolved'; the frame
+    decision's thresholds (frame_distinct_rtol, frame_margin_factor, convention_min_agreement,
+    convention_min_records, frame_stability_strain: zoo.data.cleaning.evidence); duplicate_rtol: relative difference
+    below which a duplicate is identical; workers: processes measuring records."""
 
     symmetrize_max_residual: float
-    frame_tie_tol: float
+    frame_distinct_rtol: float
+    frame_margin_factor: float
+    convention_min_agreement: float
+    convention_min_records: int
+    frame_stability_strain: float
     duplicate_rtol: float
     workers: int
 

@@ -246,6 +246,16 @@ def count_independent_components(formula: str, structure_or_rotations) -> int:
     return int(np.linalg.matrix_rank(projector, tol=_PROJECTOR_RANK_TOL))
 
 
+def polar_axis(structure_or_rotations) -> np.ndarray | None:
+    """The unit vector every point-group operation leaves unchanged (the polar axis; sign arbitrary), or None when
+    the group has no such vector (not a polar group) or more than a line of them (point groups 1 and m)."""
+    rotations = _rotations_of(structure_or_rotations)
+    average = rotations.mean(axis=0)  # the projector onto the invariant vectors
+    values, vectors = np.linalg.eigh((average + average.T) / 2)
+    invariant = values > 1.0 - _PROJECTOR_RANK_TOL
+    return vectors[:, -1] if invariant.sum() == 1 else None
+
+
 # ------------------------------------------------------------------------------------------------------ IEEE
 def ieee_rotation(structure) -> np.ndarray:
     """Orthogonal R (3, 3) taking the structure's Cartesian frame to the IEEE 1987 standard frame:

@@ -102,6 +102,7 @@ def render_dataset_card(
     counts: Mapping[str, int],
     composition: Mapping[str, Mapping[str, int]],
     frame_actions: Mapping[tuple[str | None, str], int],
+    frame_evidence: Mapping[str | None, int],
     report: Mapping[str, Any],
     salt: str,
     fractions: Mapping[str, float],
@@ -111,6 +112,8 @@ def render_dataset_card(
     """The complete README.md text (YAML header + markdown body).
 
     frame_actions: number of rows per (original_frame, frame_action) pair, as the clean stage recorded them.
+    frame_evidence: number of rows per frame_evidence (what settled the frame; None for an invariant), printed
+    most frequent first.
     """
     # Longer than ~60 lines: the template's context, one field per line; splitting it would only scatter the fields.
     from huggingface_hub import DatasetCardData
@@ -161,6 +164,9 @@ def render_dataset_card(
         columns=columns,
         frame_actions=[(frame or "-", action, count) for (frame, action), count in sorted(
             frame_actions.items(), key=lambda item: (-item[1], str(item[0])))],
+        frame_evidence=sorted(((name, count) for name, count in frame_evidence.items() if name is not None),
+                              key=lambda item: (-item[1], item[0])),
+        frame_ambiguous=int(report["reasons"].get("frame_ambiguous", 0)),
         source_notes=[citation.note for citation in spec.citations],
         bibtex=[citation.bibtex for citation in spec.citations],
         example_irreps=next(iter(dataset_schema.tensor_column_map(spec))),

@@ -150,6 +150,9 @@ def _provenance_columns() -> list[Column]:
         Column("retrieved_with", Value("string"), "", "software that fetched the record"),
         Column("original_frame", Value("string"), "", "frame the source claims for its tensor (null: invariant)"),
         Column("frame_action", Value("string"), "", "what clean did to bring the tensor into the structure's frame"),
+        Column("frame_evidence", Value("string"), "",
+               "what settled the frame (zoo.data.cleaning.evidence: unique, source_field, margin, source_convention, "
+               "as_given; null: invariant)"),
         Column("frame_rotation", _MATRIX3, "1",
                "rotation R clean applied to the source tensor, T_ab.. = R_ai R_bj .. T_source_ij.. (identity if none)"),
     ]

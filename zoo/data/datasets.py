@@ -55,7 +55,7 @@ HUB_DATASETS_DIR = Path("data/hub/datasets")
 REQUIRED_INPUT_COLUMNS = (
     "record_id", "material_id", "formula", "structure_json", "crystal_system", "space_group_number",
     "space_group_symbol", "point_group", "laue_class", "is_centrosymmetric", "original_frame", "frame_action",
-    "frame_rotation", "provenance_json",
+    "frame_evidence", "frame_rotation", "provenance_json",
 )
 
 
@@ -81,7 +81,7 @@ def read_accepted(path: str | os.PathLike, prop: str | PropertySpec) -> dict[str
         raise ValueError(f"{path} has no accepted records: a dataset needs at least one")
     columns = {name: table.column(name).to_pylist() for name in _input_columns(spec)}
     for name in _input_columns(spec):
-        if name in ("material_id", "formula", "original_frame"):
+        if name in ("material_id", "formula", "original_frame") or (name == "frame_evidence" and not spec.is_tensor):
             continue  # material_id may be unknown (key: record_id), formula missing; an invariant has no frame
         nulls = [columns["record_id"][i] for i, value in enumerate(columns[name]) if value is None]
         if nulls:
@@ -302,6 +302,7 @@ def build_rows(
         out[name] = [p[name] for p in provenance]
     out["original_frame"] = list(accepted["original_frame"])
     out["frame_action"] = list(accepted["frame_action"])
+    out["frame_evidence"] = list(accepted["frame_evidence"])
     rotations = np.asarray(accepted["frame_rotation"], dtype=np.float64)
     if rotations.shape != (n, 3, 3):
         raise ValueError(f"column 'frame_rotation' must hold 3x3 matrices, got shape {rotations.shape[1:]}")
@@ -398,6 +399,7 @@ def build_dataset(
             spec, features=features, version=version, fingerprint=fingerprint, counts=counts,
             composition=composition, report=report, salt=salt, fractions=splits.check_fractions(fractions),
             frame_actions=collections.Counter(zip(rows["original_frame"], rows["frame_action"])),
+            frame_evidence=collections.Counter(rows["frame_evidence"]),
             pinned=pinned is not None, symmetry_settings=symmetry_settings,
         )
         atomic_write_text(staging / "README.md", card)

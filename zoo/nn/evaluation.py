@@ -28,13 +28,20 @@ Metrics (every predictor, every group; quantities from zoo.core.derived, convent
                  under the record's point group (spglib analysis done once per structure and shared by all
                  predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
                  only within the symmetry tolerance (0.1 A), and float32 rounding adds ~1e-6.
+    <headline>_without_top_1pct (tensors)  the headline over the test records left when the ceil(1%) with the
+                 largest true Frobenius norm are set aside: a figure a handful of extreme records cannot carry
+    largest_component_sign_accuracy (a spec that is ``signed``: piezo)  over the polar test records (a non-zero true
+                 tensor), the share whose predicted component at the true tensor's largest |e_ij| has the true sign
+                 (a zero prediction has none); per point group in the document's ``sign_of_largest_component``
 Headline metric and parity quantity per property: the spec's ``headline`` and ``parity``; each property's own
-metrics are its spec's ``prediction_quantities`` and ``group_metrics`` (zoo/properties/<property>.py).
+metrics are its spec's ``prediction_quantities`` and ``group_metrics`` (zoo/properties/<property>.py). A spec with
+``zero_baseline`` (piezo) is scored against the all-zero tensor too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +62,7 @@ from zoo.properties.spec import finite_mean, tensor_errors
 REPORTS_DIR = Path("data/reports")
 MODEL_KEY = "model"
 PREDICT_BATCH = 64
+TOP_FRACTION = 0.01  # set aside for <headline>_without_top_1pct
 
 
 def published_comparison(spec: properties.PropertySpec, model: Mapping[str, Any],
@@ -152,6 +160,8 @@ def baseline_predictors(data: Mapping[str, training.SplitData], model_config: mo
     train, test = data["train"], data["test"]
     out: dict[str, Callable[[], np.ndarray]] = {
         "crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict(test)}
+    if properties.get(model_config.property).zero_baseline:
+        out["zero_tensor"] = lambda: np.zeros_like(test.targets)
     if gbm is not None:
         out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict(test)
     if settings is not None and properties.get(model_config.property).is_tensor:
@@ -186,13 +196,47 @@ def score(property_name: str, predictions: Mapping[str, np.ndarray], test: train
     systems = np.asarray(test.crystal_systems)
     everything = np.ones(len(test), dtype=bool)
     overall, per_system = {}, {}
+    trimmed = without_top(true["cartesian"]) if spec.is_tensor else None
     for name, q in quantities.items():
         overall[name] = group_metrics(spec.name, q, true, everything)
         if spec.is_tensor:
             overall[name]["symmetry_violation"] = symmetry_violation(spec.name, q, infos)
+            overall[name][f"{spec.headline}_without_top_1pct"] = group_metrics(spec.name, q, true, trimmed)[
+                spec.headline]
+        if spec.signed:
+            overall[name]["largest_component_sign_accuracy"] = sign_of_largest_component(
+                q["voigt"], true["voigt"], infos)["all"]["fraction"]
         per_system[name] = {system: group_metrics(spec.name, q, true, systems == system)
                             for system in sorted(set(systems))}
     return overall, per_system, quantities, true
+
+
+def without_top(true_cartesian: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Mask of the records left when the ceil(fraction * n) with the largest true Frobenius norm are set aside (ties
+    broken by position, so the mask is a function of the data)."""
+    norms = np.sqrt((true_cartesian ** 2).reshape(len(true_cartesian), -1).sum(axis=1))
+    mask = np.ones(len(norms), dtype=bool)
+    mask[np.argsort(-norms, kind="stable")[:math.ceil(fraction * len(norms))]] = False
+    return mask
+
+
+def sign_of_largest_component(pred_voigt: np.ndarray, true_voigt: np.ndarray,
+                              infos: Sequence[symmetry.SymmetryInfo]) -> dict[str, dict[str, Any]]:
+    """Per point group (and 'all'), over the polar test records (non-zero true tensor): n, how many predictions
+    have the true sign at the true tensor's largest |component| ('right'), and the fraction."""
+    counts: dict[str, list[int]] = {"all": [0, 0]}
+    for pred, true, info in zip(pred_voigt, true_voigt, infos):
+        flat = np.abs(true).ravel()
+        if flat.max() == 0.0:
+            continue
+        index = np.unravel_index(int(np.argmax(flat)), true.shape)
+        right = int(np.sign(pred[index]) == np.sign(true[index]))
+        for key in (info.point_group, "all"):
+            counts.setdefault(key, [0, 0])
+            counts[key][0] += 1
+            counts[key][1] += right
+    return {key: {"n": n, "right": right, "fraction": right / n if n else None}
+            for key, (n, right) in sorted(counts.items())}
 
 
 # ----------------------------------------------------------------------------------------------- the stage
@@ -234,6 +278,14 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
         if spec.is_tensor else None
     scored, per_system, quantities, true = score(spec.name, predictions, test, infos)
     headline = spec.headline
+    extra: dict[str, Any] = {}
+    if spec.is_tensor:
+        kept = without_top(true["cartesian"])
+        extra["without_top_1pct"] = {"n_set_aside": int((~kept).sum()),
+                                     "record_ids": [rid for rid, keep in zip(test.record_ids, kept) if not keep]}
+    if spec.signed:
+        extra["sign_of_largest_component"] = {name: sign_of_largest_component(q["voigt"], true["voigt"], infos)
+                                              for name, q in quantities.items()}
     document = {
         "property": spec.name,
         "model_name": spec.model_name,
@@ -244,6 +296,7 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
         MODEL_KEY: scored.pop(MODEL_KEY),
         "baselines": scored,
         "per_crystal_system": per_system,
+        **extra,
         "baseline_settings": baseline_settings(spec.name, settings, gbm),
         "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
         "model_weights_sha256": loaded.info["weights"]["sha256"],

@@ -294,7 +294,7 @@ class PropertySpec:
     stored_columns    the clean columns of the values (derived parts, ``derived_parts``, included)
     stored_form       'voigt' or 'cartesian': the form of the raw and clean values
     symmetric_value   the raw value is a symmetric matrix (clean keeps its symmetric part)
-    metric_columns    validate's own metric columns (name, 'flag' | 'float', description), between the shared
+    metric_columns    validate's own metric columns (name, 'flag' | 'float' | 'text', description), between the shared
                       value checks and the structure checks
     value_codes       validate's reason codes of its own value checks, ranked (zoo.data.validation.reason_priority)
                       with the shared value checks, before the structure checks
@@ -309,6 +309,9 @@ class PropertySpec:
     derived_keys_from_validate  keys ``derived_quantities`` returns that the dataset takes from validate instead
     validation_facts  validate metric columns copied into the dataset: (name, units, description)
     headline          the evaluation's headline metric; parity: (quantity, axis label) of its parity plot
+    zero_baseline     the all-zero tensor is a baseline of the evaluation (the null model: piezo)
+    signed            the evaluation counts, per point group, predictions with the true sign at the true tensor's
+                      largest component (a tensor whose sign carries the physics: piezo)
     model_limitations lines the model card adds to its limitations
     printed_decimals  decimals `zoo predict` prints the predicted value with, in `units`
     snapshot, mp_api  where the values come from (SnapshotSource, MPSource)
@@ -356,6 +359,8 @@ class PropertySpec:
     validation_facts: tuple[tuple[str, str, str], ...] = ()
     headline: str = "component_mae"
     parity: tuple[str, str] = ("voigt", "components")
+    zero_baseline: bool = False
+    signed: bool = False
     model_limitations: tuple[str, ...] = ()
     printed_decimals: int = 3
     snapshot: SnapshotSource | None = None
@@ -461,6 +466,12 @@ class PropertySpec:
         if info is not None:
             out["neumann_residual"] = record_neumann_residual(self.cartesian_parts(values), info)
         return out
+
+    def structure_metrics(self, values: Sequence[np.ndarray], structure: Any, info: symmetry.SymmetryInfo,
+                          params: Any) -> dict[str, Any]:
+        """Metric columns of a tensor record that need its structure (a pymatgen Structure whose symmetry `info`
+        was found); the stored arrays as for record_metrics."""
+        return {}
 
     def cartesian_parts(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Stored arrays as Cartesian tensors."""

@@ -141,6 +141,8 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
                   "best_baseline": f"{format_metric(row['best_baseline_value'])} ({row['best_baseline']})"
                   if row.get("best_baseline") else "-"} for row in metrics.get("published", [])]
     systems = sorted(per_system.get("model", {}))
+    signs = metrics.get("sign_of_largest_component") or {}
+    sign_groups = sorted(signs.get("model", {}), key=lambda group: (group != "all", group))
     body = templates.environment().get_template(TEMPLATE).render(
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         predictor_names=list(predictors),
@@ -151,6 +153,10 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
         system_rows=[(name, [format_metric(scores.get(s, {}).get(headline)) for s in systems])
                      for name, scores in per_system.items()],
         system_counts={s: v["n"] for s, v in per_system.get("model", {}).items()},
+        sign_groups=sign_groups,
+        sign_rows=[(MODEL_LABEL if name == "model" else name,
+                    [f"{groups[g]['right']}/{groups[g]['n']}" if g in groups else "-" for g in sign_groups])
+                   for name, groups in signs.items()],
         training=yaml.safe_dump(info["training"], sort_keys=True).rstrip(),
         model_config=yaml.safe_dump(info["model_config"], sort_keys=True, default_flow_style=None).rstrip(),
         lineage=lineage,

@@ -23,29 +23,25 @@ Frames: measured, not assumed
     (The inverse rotations, rotate(T, Q) and rotate(T, S), were measured too and explain fewer rows than leaving the
     tensor alone, as the documented direction of Q and S predicts; they are not candidates.)
 
-    The rule. Within one record, candidates whose residual is within ``frame_tie_tol`` of the smallest are tied.
-    Ties are common and real: a rotation that maps the crystal's point group onto itself without belonging to it
-    (relabelling the axes of an orthorhombic crystal, turning a monoclinic one about its unique axis, a half turn
-    about the three-fold axis of a trigonal one) leaves every residual unchanged but changes the tensor (c11 <-> c33,
-    the sign of c14). Ties are broken by one preference order per file: candidate a precedes b when a has the
-    smaller residual in more records than b (head to head, ties excluded); candidates that beat equally many others
-    keep the sources' order: a column claimed in the structure frame first, then, for a primary column claimed
-    'ieee', ieee, standard, none (otherwise none, ieee, standard). A record takes the first tied candidate in that
-    order. If it is 'original' and the original column agrees within ``neumann_rtol`` with another candidate, that
-    candidate is taken instead (the primary column is stored and the rotation is named); 'used_original_column'
-    therefore marks the records where the two source columns disagree beyond noise. If the chosen rotation does not
-    change the tensor (within ``frame_tie_tol`` of its norm: the zero tensor, a symmetry operation), nothing is
-    rotated ('none'). If no candidate reaches ``symmetrize_max_residual``, no frame explains the tensor: it is stored
-    as given, action 'unresolved', and validate's Neumann check quarantines it.
+    The rule (``zoo.data.cleaning.evidence``, whose docstring has the details): consistent candidates (residual at most
+    ``symmetrize_max_residual``) are grouped by the tensor they give, compared after projection onto the
+    point-group-invariant tensors; spglib-built frames are also built under a tiny strain and count as unstable when
+    that changes the tensor. One group: settled ('unique'). Several: settled only by evidence, in this order: the
+    source's structure-frame column ('source_field'), a far better fit ('margin'), the tensor as given where the
+    point group constrains it and the source does not contradict the rule ('as_given'), a per-source convention
+    measured on the records other evidence settled ('source_convention'). Otherwise the record gets
+    ``frame_ambiguous`` (stored as given; its candidates, residuals and groups in ``frame_candidates_json``). No
+    order among candidates ever breaks a tie. If no candidate is consistent, the tensor is stored as given, action
+    'unresolved', and validate's Neumann check quarantines it.
 
-    Measured on the snapshot: piezo tensors are in the standard frame (consistent within 1e-3 in 92% of rows, IEEE
-    80%, as given 37%); the rest are P-62m and P312 crystals, whose tensors fit no candidate (a 90 degree turn about
-    c would fit, with either sign: no measurement here can say which, so clean does not guess) and noise. Elastic
-    tensors fit every candidate equally well, so the order decides, and the structure-frame column agrees with the
-    IEEE column rotated by Q wherever the two were published from the same numbers, except for monoclinic and some
-    trigonal crystals, where today's IEEE rules differ from those used in 2015. Dielectric tensors are in the
-    structure frame, a few in the standard frame.
-
+    Measured on the snapshot (data/reports/<property>-clean.json, ``frames``): elastic is settled by Neumann's
+    principle or by its structure-frame column ('original' gives the IEEE candidate's tensor in 233 of the 256
+    records where several frames fit; as given only 45, so as_given is off for that file); dielectric tensors are
+    in the structure frame (as given, and by a convention confirmed on every record a margin settled); piezo
+    tensors fit the spglib standard frame wherever Neumann alone decides, but where several frames fit it has no
+    convention: 404 polar records have a standard frame that spglib picks differently under a 1e-7 strain
+    (zinc blende, rhombohedral, body-centred tetragonal cells given as primitive cells), and their sign or axes
+    are not determined by the data.
     Noise. Residuals in the chosen frame between ``neumann_rtol`` and ``symmetrize_max_residual`` are numerical
     noise of the DFT/DFPT calculations (e.g. hexagonal elastic tensors with c66 != (c11 - c12)/2 by a few percent),
     not frame errors, which give residuals of order one. Such tensors are replaced by their orthogonal projection
@@ -60,8 +56,9 @@ Frames: measured, not assumed
 
     Recorded per row: original_frame (the primary column's claim), frame_action, frame_rotation (the 3x3 matrix
     applied to the tensor: stored = rotate(given, frame_rotation) before any symmetrisation; identity when nothing
-    was rotated and for 'used_original_column'), frame_residual_before (the tensor as given) and
-    frame_residual_after (the chosen candidate, before any symmetrisation). The structure is always stored as given:
+    was rotated and for 'used_original_column'), frame_residual_before (the tensor as given),
+    frame_residual_after (the chosen candidate, before any symmetrisation), frame_evidence (what settled it) and
+    frame_candidates_json (every candidate's residual and group). The structure is always stored as given:
     the tensor is brought to it, never the other way round.
 
 Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the sources give them. A property's
@@ -78,14 +75,14 @@ Duplicates (same material_id): the first record in record_id order whose structu
 Issue codes, first found wins, structure before values: ``missing_field`` (a structure or value field absent or
     null), ``unknown_element`` (a species that is no chemical element), ``unparsable_structure`` (does not parse,
     is not periodic, or spglib cannot analyse it), ``wrong_shape``, ``unparsable_tensor`` (fetch's unreadable marker,
-    non-numbers, non-finite values, a symmetric matrix that is not), then the duplicate codes. ``no_material_id`` is
+    non-numbers, non-finite values, a symmetric matrix that is not), then the duplicate codes, then
+    ``frame_ambiguous``. ``no_material_id`` is
     validate's to use; clean keeps such records (see above).
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,16 +93,15 @@ import pyarrow.parquet as pq
 
 from zoo import properties
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
+from zoo.data.cleaning import evidence
 from zoo.data.cleaning.frames import (
     FRAME_ACTIONS,
-    FRAME_CANDIDATES,
     SYMMETRIZED_SUFFIX,
     UNRESOLVED,
     Measured,
     choose_frame,
-    claim_order,
-    frame_preference,
     measure_all,
+    record_frames,
 )
 from zoo.data.cleaning.params import ISSUE_CODES, CleanIssue, CleanParams
 from zoo.data.cleaning.report import ReportStats
@@ -114,9 +110,9 @@ from zoo.data.cleaning.values import read_values, stored_values
 
 # The package's API: the stage below, and the parts its modules hold.
 __all__ = [
-    "FRAME_ACTIONS", "FRAME_CANDIDATES", "ISSUE_CODES", "SYMMETRIZED_SUFFIX", "UNRESOLVED", "CleanIssue", "CleanParams",
-    "CleanResult", "choose_frame", "claim_order", "clean_property", "clean_records", "clean_schema", "duplicate_issue",
-    "frame_preference", "parquet_bytes", "parse_structure", "read_values",
+    "FRAME_ACTIONS", "ISSUE_CODES", "SYMMETRIZED_SUFFIX", "UNRESOLVED", "CleanIssue", "CleanParams", "CleanResult",
+    "choose_frame", "clean_property", "clean_records", "clean_schema", "duplicate_issue", "evidence",
+    "parquet_bytes", "parse_structure", "read_values",
 ]
 
 PARQUET_COMPRESSION = "zstd"
@@ -167,6 +163,8 @@ def clean_schema(spec: properties.PropertySpec) -> pa.Schema:
         pa.field("frame_rotation", _fixed_list((3, 3))),
         pa.field("frame_residual_before", pa.float64()),
         pa.field("frame_residual_after", pa.float64()),
+        pa.field("frame_evidence", pa.string()),
+        pa.field("frame_candidates_json", pa.string()),
         pa.field("clean_issue", pa.string()),
         pa.field("provenance_json", pa.string(), nullable=False),
         pa.field("reported_json", pa.string(), nullable=False),
@@ -194,13 +192,6 @@ def _claimed_frame(record: Mapping[str, Any], keys: Sequence[str]) -> str | None
     return claims[0] if len(claims) == 1 else "unknown"
 
 
-def _main_claim(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str | None:
-    """The most common claim in a file (ties: alphabetical), which orders tied frames for all its records."""
-    counts = Counter(_claimed_frame(record, keys) for record in records)
-    counts.pop(None, None)
-    return min(counts, key=lambda claim: (-counts[claim], claim)) if counts else None
-
-
 def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.PropertySpec, params: CleanParams,
                   progress: Callable[[int], None] | None = None) -> CleanResult:
     """Clean one property's raw records (any order; rows come back sorted by record_id). See the module docstring."""
@@ -215,16 +206,8 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
         raise ValueError(f"records: expected only property {spec.name!r}, found {wrong}")
 
     measured = measure_all(ordered, spec.name, params, progress)
-    claims = {"primary": _main_claim(ordered, spec.source_keys),
-              "original": _main_claim(ordered, (spec.alternative_key,)) if spec.alternative_key else None}
-    tensor_items = [item for item in measured if item.issue is None and item.residuals]
-    order, wins = [], {}
-    if spec.is_tensor:
-        order, wins = frame_preference(tensor_items, claim_order(claims["primary"], claims["original"]),
-                                       params.frame_tie_tol)
-
     kept_values: dict[str, dict[str, np.ndarray]] = {}
-    rows, stats = [], ReportStats(params.neumann_rtol)
+    issues: list[CleanIssue | None] = []
     for record, item in zip(ordered, measured):
         issue = item.issue
         material_id = record.get("material_id")
@@ -234,14 +217,35 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
                 issue = CleanIssue(code, f"material {material_id} already kept from an earlier record")
             else:
                 kept_values[material_id] = item.parts
-        row = _row(record, item, spec, order, params, issue, stats)
-        rows.append(row)
-    report = stats.report(spec, params, rows, order, wins, claims)
+        issues.append(issue)
+
+    # The frame decision learns its per-source rules from the usable records only; a duplicate (quarantined anyway)
+    # is decided on its own evidence.
+    def frames_of(i: int) -> evidence.RecordFrames:
+        return record_frames(ordered[i], measured[i], _claimed_frame(ordered[i], spec.source_keys))
+
+    rules = params.frame_rules()
+    usable = [i for i, (item, issue) in enumerate(zip(measured, issues)) if issue is None and item.residuals]
+    decided, frames_report = evidence.decide([frames_of(i) for i in usable], rules)
+    decisions: dict[int, evidence.FrameDecision] = dict(zip(usable, decided))
+    for i, item in enumerate(measured):
+        if i not in decisions and item.residuals:
+            decisions[i] = evidence.decide([frames_of(i)], rules)[0][0]
+
+    rows, stats = [], ReportStats(params.neumann_rtol)
+    for i, (record, item, issue) in enumerate(zip(ordered, measured, issues)):
+        decision = decisions.get(i)
+        if issue is None and decision is not None and decision.status == evidence.FRAME_AMBIGUOUS:
+            issue = CleanIssue("frame_ambiguous", "candidate frames that fit the point group give materially "
+                                                  f"different tensors: {frames_of(i).candidates_json()}")
+        rows.append(_row(record, item, spec, decision, params, issue, stats))
+    report = stats.report(spec, params, rows, frames_report if spec.is_tensor else None)
     return CleanResult(rows, report)
 
 
-def _row(record: Mapping[str, Any], item: Measured, spec: properties.PropertySpec, order: Sequence[str],
-         params: CleanParams, issue: CleanIssue | None, stats: ReportStats) -> dict[str, Any]:
+def _row(record: Mapping[str, Any], item: Measured, spec: properties.PropertySpec,
+         decision: evidence.FrameDecision | None, params: CleanParams, issue: CleanIssue | None,
+         stats: ReportStats) -> dict[str, Any]:
     symmetry_columns = item.symmetry_columns or dict.fromkeys(
         ("crystal_system", "space_group_number", "space_group_symbol", "point_group", "laue_class",
          "is_centrosymmetric"))
@@ -261,6 +265,8 @@ def _row(record: Mapping[str, Any], item: Measured, spec: properties.PropertySpe
         "frame_rotation": None,
         "frame_residual_before": None,
         "frame_residual_after": None,
+        "frame_evidence": None,
+        "frame_candidates_json": None,
         "clean_issue": issue.code if issue else None,
         "provenance_json": canonical_json(record.get("provenance")),
         "reported_json": canonical_json(record.get("reported")),
@@ -274,7 +280,7 @@ def _row(record: Mapping[str, Any], item: Measured, spec: properties.PropertySpe
     if not item.residuals:
         row.update(stored_values(spec, item.parts))  # as given: without a structure no frame can be measured
         return row
-    choice = choose_frame(item, order, params, spec)
+    choice = choose_frame(item, decision, params, spec)
     stats.add_choice(item, choice)
     row.update(
         stored_values(spec, choice.parts),
@@ -282,6 +288,8 @@ def _row(record: Mapping[str, Any], item: Measured, spec: properties.PropertySpe
         frame_rotation=choice.rotation.tolist(),
         frame_residual_before=choice.residual_before,
         frame_residual_after=choice.residual_after,
+        frame_evidence=decision.evidence,
+        frame_candidates_json=record_frames(record, item, row["original_frame"]).candidates_json(),
     )
     return row
 

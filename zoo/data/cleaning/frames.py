@@ -1,11 +1,11 @@
-"""The frame measurement and choice of the clean stage (the rule is in zoo.data.cleaning's docstring): each record's
-Neumann residual in every candidate frame, the file's preference order, and the frame each record takes."""
+"""The frame measurement and storage of the clean stage (the rule is in zoo.data.cleaning.evidence): each record's
+Neumann residual in every candidate frame and their classes, and the record stored as its frame decision says."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,22 +17,20 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.core.io import canonical_json
+from zoo.data.cleaning import evidence
 from zoo.data.cleaning.params import CleanIssue, CleanParams
 from zoo.data.cleaning.structures import parse_structure
 from zoo.data.cleaning.values import read_tensor, read_values
 
 
-# Candidate frames (module docstring) and the order a claim prefers them in when the measurement cannot decide.
-FRAME_CANDIDATES = ("original", "none", "ieee", "standard")
-_CLAIM_ORDER = {"ieee": ("ieee", "standard", "none")}
-_DEFAULT_ORDER = ("none", "ieee", "standard")
+# What was done to a tensor stored in each candidate frame (stability variants share their frame's action).
 FRAME_ACTIONS = {
     "original": "used_original_column",
     "none": "none",
     "ieee": "rotated_ieee_to_structure",
     "standard": "rotated_standard_to_structure",
 }
-UNRESOLVED = "unresolved"
+UNRESOLVED = evidence.UNRESOLVED
 SYMMETRIZED_SUFFIX = "+symmetrized"
 # Records per task sent to a worker process: large enough that pickling is cheap next to the spglib calls.
 _CHUNK_SIZE = 64
@@ -56,6 +54,9 @@ class Measured:
     rotated: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # candidate -> parts in its frame
     residuals: dict[str, float] = field(default_factory=dict)
     alternative_issue: str | None = None  # why the alternative column could not be read (it is then no candidate)
+    classes: list[list[str]] = field(default_factory=list)  # consistent candidates by tensor (evidence.classify)
+    reversed_pairs: list[tuple[int, int]] = field(default_factory=list)  # pairs of classes of opposite sense
+    informative: bool = False  # whether the point group constrains the tensor at all
 
 
 @dataclass(frozen=True)
@@ -71,24 +72,20 @@ class _StructureAnalysis:
 
 
 @functools.lru_cache(maxsize=256)
-def _analyse_structure(structure_key: str, symprec: float, angle_tolerance: float, frames: bool) -> _StructureAnalysis:
-    """Parse and analyse one structure (cached: duplicates share their structure). Raises CleanIssue."""
+def _analyse_structure(structure_key: str, symprec: float, angle_tolerance: float,
+                       stability_strain: float | None) -> _StructureAnalysis:
+    """Parse and analyse one structure (cached: duplicates share their structure); with a stability strain (tensor
+    properties), also the candidate frames (evidence.candidate_rotations). Raises CleanIssue."""
     structure, parse_warnings = parse_structure(json.loads(structure_key))
     try:
         info = symmetry.analyze(structure, symprec=symprec, angle_tolerance=angle_tolerance)
     except ValueError as exc:
         raise CleanIssue("unparsable_structure", str(exc)) from None
     rotations = {"none": np.eye(3)}
-    if frames:
-        # Each candidate maps a tensor read in that frame to the structure frame (transposes of structure -> frame).
-        # A candidate that cannot be built for this structure is simply absent from its measurement.
+    if stability_strain is not None:
         builders = {"ieee": symmetry.ieee_rotation,
                     "standard": functools.partial(_standard_rotation, symprec=symprec, angle_tolerance=angle_tolerance)}
-        for name, build in builders.items():
-            try:
-                rotations[name] = build(structure).T
-            except ValueError:
-                continue
+        rotations = evidence.candidate_rotations(structure, builders, stability_strain)
     columns = {
         "crystal_system": info.crystal_system,
         "space_group_number": info.space_group_number,
@@ -124,7 +121,7 @@ def _measure(record: Mapping[str, Any], spec_name: str, params: CleanParams) -> 
         if record.get("structure") is None:
             raise CleanIssue("missing_field", "the record has no structure")
         analysis = _analyse_structure(canonical_json(record["structure"]), params.symprec, params.angle_tolerance,
-                                      spec.is_tensor)
+                                      params.frame_stability_strain if spec.is_tensor else None)
         measured.warnings = list(analysis.warnings)
         measured.structure_json = analysis.structure_json
         measured.n_sites, measured.volume, measured.formula = analysis.n_sites, analysis.volume, analysis.formula
@@ -157,6 +154,10 @@ def _measure(record: Mapping[str, Any], spec_name: str, params: CleanParams) -> 
                 measured.rotations["original"], measured.rotated["original"] = np.eye(3), alternative
                 measured.residuals["original"] = symmetry.neumann_residual(alternative[primary_key],
                                                                            measured.symmetry_info)
+        measured.classes, measured.reversed_pairs = evidence.classify(
+            measured.rotations, measured.rotated, measured.residuals, measured.symmetry_info, params.frame_rules())
+        rank = next(iter(measured.parts.values())).ndim
+        measured.informative = evidence.is_informative(measured.symmetry_info, rank)
     return measured
 
 
@@ -187,30 +188,6 @@ def measure_all(records: Sequence[Mapping[str, Any]], spec_name: str, params: Cl
 
 
 # ------------------------------------------------------------------------------------------ frame choice
-def claim_order(primary_claim: str | None, alternative_claim: str | None) -> tuple[str, ...]:
-    """Candidates in the order the sources' claims prefer them: a column claimed in the structure frame first,
-    then the primary column's claimed frame."""
-    order = _CLAIM_ORDER.get(primary_claim, _DEFAULT_ORDER)
-    return ("original", *order) if alternative_claim == "structure" else (*order, "original")
-
-
-def frame_preference(measured: Iterable[Measured], claimed_order: Sequence[str],
-                     tie_tol: float) -> tuple[list[str], dict]:
-    """The order in which tied candidate frames are preferred, measured on a whole file (module docstring).
-
-    Returns (order, head-to-head wins {"a>b": number of records in which a's residual is below b's by more than
-    tie_tol}).
-    """
-    wins = {(a, b): 0 for a in FRAME_CANDIDATES for b in FRAME_CANDIDATES if a != b}
-    for item in measured:
-        for (a, b) in wins:
-            if a in item.residuals and b in item.residuals and item.residuals[a] < item.residuals[b] - tie_tol:
-                wins[(a, b)] += 1
-    beaten = {a: sum(wins[(a, b)] > wins[(b, a)] for b in FRAME_CANDIDATES if b != a) for a in FRAME_CANDIDATES}
-    order = sorted(FRAME_CANDIDATES, key=lambda name: (-beaten[name], claimed_order.index(name)))
-    return order, {f"{a}>{b}": count for (a, b), count in sorted(wins.items())}
-
-
 @dataclass(frozen=True)
 class FrameChoice:
     action: str
@@ -222,31 +199,28 @@ class FrameChoice:
     stored_residual: float  # of everything stored, derived parts included (for the report)
 
 
-def choose_frame(item: Measured, order: Sequence[str], params: CleanParams,
+def record_frames(record: Mapping[str, Any], item: Measured, claim: str | None) -> evidence.RecordFrames:
+    """What the frame decision needs of one measured record; claim: the frame its source claims for the tensor."""
+    return evidence.RecordFrames(source=evidence.source_key(record.get("provenance")), residuals=item.residuals,
+                                 classes=item.classes, informative=item.informative, claim=claim,
+                                 reversed_pairs=item.reversed_pairs)
+
+
+def choose_frame(item: Measured, decision: evidence.FrameDecision, params: CleanParams,
                  spec: properties.PropertySpec) -> FrameChoice:
-    """Apply the frame rule to one measured tensor record."""
+    """Store one measured tensor record as its frame decision says: a settled record in its candidate's frame
+    (projected onto the point-group-invariant tensors when its residual is noise above neumann_rtol); an
+    unresolved or frame_ambiguous one as given."""
     residuals, parts = item.residuals, item.parts
     before = residuals["none"]
-    best = min(residuals.values())
-    if best > params.symmetrize_max_residual:
+    if decision.status != evidence.SETTLED:
         derived = spec.derived_parts(parts).values()
         stored_residual = max([before, *(symmetry.neumann_residual(part, item.symmetry_info) for part in derived)])
-        return FrameChoice(UNRESOLVED, np.eye(3), before, before, dict(parts), dict(parts), stored_residual)
-    chosen = next(name for name in order if name in residuals and residuals[name] <= best + params.frame_tie_tol)
-
-    def same(name: str, other: Mapping[str, np.ndarray], rtol: float) -> bool:
-        return all(np.linalg.norm(item.rotated[name][key] - part) <= rtol * np.linalg.norm(part)
-                   for key, part in other.items())
-
-    if chosen == "original":
-        # The alternative column agrees (within the accepted noise) with a frame of the primary column: that is
-        # the frame, and the primary column is what is stored.
-        chosen = next((name for name in order if name != "original" and name in item.rotated
-                       and same(name, item.rotated["original"], params.neumann_rtol)), chosen)
-    if chosen not in ("none", "original") and same(chosen, parts, params.frame_tie_tol):
-        chosen = "none"  # the rotation does not change the tensor (a symmetry operation, or the zero tensor)
+        action = UNRESOLVED if decision.status == evidence.UNRESOLVED else evidence.FRAME_AMBIGUOUS
+        return FrameChoice(action, np.eye(3), before, before, dict(parts), dict(parts), stored_residual)
+    chosen = decision.candidate
     rotation, rotated = item.rotations[chosen], item.rotated[chosen]
-    action, after, stored = FRAME_ACTIONS[chosen], residuals[chosen], rotated
+    action, after, stored = FRAME_ACTIONS[evidence.base_name(chosen)], residuals[chosen], rotated
     # A derived part (the dielectric ionic part, often a small difference of two large tensors) can exceed the
     # tolerance relative to its own norm while the source parts do not; it is stored too, so it is checked too.
     derived = spec.derived_parts(rotated)

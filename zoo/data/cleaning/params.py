@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from zoo.core.config import CleanConfig, SymmetryConfig, load_section
+from zoo.data.cleaning.evidence import FrameRules
 
 
 ISSUE_CODES = (
     "unparsable_structure", "unparsable_tensor", "wrong_shape", "missing_field", "unknown_element",
-    "duplicate_identical", "duplicate_conflict", "no_material_id",
+    "duplicate_identical", "duplicate_conflict", "no_material_id", "frame_ambiguous",
 )
 
 
@@ -25,8 +26,14 @@ class CleanParams:
     symprec, angle_tolerance   spglib tolerances (A, degrees) for the point group and the standard frame
     neumann_rtol               residual at or below which a tensor is consistent and stored unchanged
                                (symmetry.neumann_tolerance)
-    symmetrize_max_residual    largest residual treated as noise (projected); above it, 'unresolved'
-    frame_tie_tol              residual difference (and rotation effect) below which frames are tied
+    symmetrize_max_residual    largest residual treated as noise (projected); a candidate frame above it is
+                               inconsistent, and a record with no consistent candidate 'unresolved'
+    frame_distinct_rtol        two candidate tensors differ materially when their point-group projections differ by
+                               more than this fraction of the norm (zoo.data.cleaning.evidence)
+    frame_margin_factor        a class of candidates settles by margin when the runner-up fits this many times worse
+    convention_min_agreement   share of the tested records on which a per-source convention must hold
+    convention_min_records     fewest multi-frame records a per-source convention must be tested on
+    frame_stability_strain     relative strain under which the spglib-built frames must not change (0: no check)
     duplicate_rtol             relative difference below which a duplicate is identical
     workers                    processes measuring records (1: in this process)
     """
@@ -35,23 +42,39 @@ class CleanParams:
     angle_tolerance: float
     neumann_rtol: float
     symmetrize_max_residual: float
-    frame_tie_tol: float
+    frame_distinct_rtol: float
+    frame_margin_factor: float
+    convention_min_agreement: float
+    convention_min_records: int
+    frame_stability_strain: float
     duplicate_rtol: float
     workers: int
 
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name == "workers":
+            if item.name in ("workers", "convention_min_records"):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"clean.workers must be a positive integer, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+                    raise ValueError(f"clean.{item.name} must be a positive integer, got {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"clean.{item.name} must be a finite number, got {value!r}")
+            if value < 0 or (value == 0 and item.name != "frame_stability_strain"):
                 raise ValueError(f"clean.{item.name} must be a positive number, got {value!r}")
+        if self.convention_min_agreement > 1:
+            raise ValueError(f"clean.convention_min_agreement is a share, at most 1; got {self.convention_min_agreement}")
         if self.symmetrize_max_residual < self.neumann_rtol:
             raise ValueError(
                 f"clean.symmetrize_max_residual ({self.symmetrize_max_residual}) must be at least "
                 f"clean.neumann_rtol ({self.neumann_rtol})"
             )
+
+    def frame_rules(self) -> FrameRules:
+        return FrameRules(
+            neumann_rtol=self.neumann_rtol, symmetrize_max_residual=self.symmetrize_max_residual,
+            distinct_rtol=self.frame_distinct_rtol, margin_factor=self.frame_margin_factor,
+            convention_min_agreement=self.convention_min_agreement,
+            convention_min_records=self.convention_min_records, stability_strain=self.frame_stability_strain)
 
     @classmethod
     def from_config(cls, symmetry_settings: SymmetryConfig, clean: CleanConfig) -> CleanParams:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from zoo import properties
-from zoo.data.cleaning.frames import FRAME_CANDIDATES, SYMMETRIZED_SUFFIX, FrameChoice, Measured
+from zoo.data.cleaning import evidence
+from zoo.data.cleaning.frames import SYMMETRIZED_SUFFIX, UNRESOLVED, FrameChoice, Measured
 from zoo.data.cleaning.params import CleanIssue, CleanParams
 
 
@@ -57,11 +58,12 @@ class ReportStats:
                 float(np.linalg.norm(choice.parts[key] - part) / np.linalg.norm(part))
                 for key, part in choice.frame_parts.items()))
         for name, residual in item.residuals.items():
-            self.candidate_measured[name] += 1
-            self.candidate_consistent[name] += residual <= self.neumann_rtol
+            if name in evidence.BASE_CANDIDATES:  # stability variants are reported by the frame decision
+                self.candidate_measured[name] += 1
+                self.candidate_consistent[name] += residual <= self.neumann_rtol
 
     def report(self, spec: properties.PropertySpec, params: CleanParams, rows: Sequence[Mapping[str, Any]],
-               order: Sequence[str], wins: Mapping[str, int], claims: Mapping[str, str | None]) -> dict[str, Any]:
+               frames_report: Mapping[str, Any] | None) -> dict[str, Any]:
         def fraction_within(values: Sequence[float]) -> float | None:
             return float(np.mean(np.asarray(values) <= params.neumann_rtol)) if values else None
 
@@ -77,14 +79,19 @@ class ReportStats:
             "parse_warnings": self.parse_warnings,
         }
         if spec.is_tensor:
+            # frame_evidence: every row (a duplicate decided on its own evidence); frames.outcome: the records
+            # without another issue, on which the per-source rules were measured (zoo.data.cleaning.evidence).
+            unsettled = (UNRESOLVED, evidence.FRAME_AMBIGUOUS)
+            report["frame_evidence"] = dict(sorted(Counter(
+                row["frame_evidence"] or (row["frame_action"] if row["frame_action"] in unsettled else "not_measured")
+                for row in rows).items()))
             report["frames"] = {
-                "claimed": dict(claims),
-                "preference": list(order),
-                "head_to_head_wins": dict(wins),
+                **(frames_report or {}),
+                "claimed": dict(sorted(Counter(row["original_frame"] or "none" for row in rows).items())),
                 "consistent_by_candidate": {
                     name: {"consistent": int(self.candidate_consistent[name]),
                            "measured": int(self.candidate_measured[name])}
-                    for name in FRAME_CANDIDATES},
+                    for name in evidence.BASE_CANDIDATES},
             }
             report["neumann_residual"] = {
                 "records_measured": len(self.before),

@@ -1,5 +1,5 @@
-"""Great Expectations custom expectations of the suites (symmetric positive definite, zero tensor), with the
-Data Docs sentence of each."""
+"""Great Expectations custom expectations of the suites (symmetric positive definite, zero tensor, one polarity per
+tetrahedral compound), with the Data Docs sentence of each."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ environment.apply()  # before GX is imported: it reads GX_ANALYTICS_ENABLED at i
 
 from great_expectations.core.suite_parameters import SuiteParameterDict  # noqa: E402
 from great_expectations.execution_engine import PandasExecutionEngine  # noqa: E402
-from great_expectations.expectations.expectation import ColumnMapExpectation  # noqa: E402
+from great_expectations.expectations.expectation import (  # noqa: E402
+    ColumnMapExpectation,
+    MulticolumnMapExpectation,
+)
 from great_expectations.expectations.metrics.map_metric_provider import (  # noqa: E402
     ColumnMapMetricProvider,
+    MulticolumnMapMetricProvider,
     column_condition_partial,
+    multicolumn_condition_partial,
 )
 from great_expectations.render import LegacyRendererType, RenderedStringTemplateContent  # noqa: E402
 from great_expectations.render.renderer.renderer import renderer  # noqa: E402
@@ -26,6 +31,7 @@ from great_expectations.render.renderer_configuration import (  # noqa: E402
     RendererValueType,
 )
 
+from zoo.core.polarity import consistent_signs  # noqa: E402
 from zoo.properties.spec import as_float_array, relative_asymmetry  # noqa: E402
 
 
@@ -57,8 +63,8 @@ class ColumnValuesSymmetricPositiveDefinite(ColumnMapMetricProvider):
         return column.map(lambda value: is_symmetric_positive_definite(value, symmetry_rtol))
 
 
-class _TemplatedColumnMapExpectation(ColumnMapExpectation):
-    """A column-map expectation whose Data Docs sentence comes from ``_prescriptive_template`` alone.
+class _TemplatedRendering:
+    """Mixin for our expectations: the Data Docs sentence comes from ``_prescriptive_template`` alone.
 
     GX's Data Docs pages use the legacy prescriptive renderer, whose default prints the raw kwargs; this one
     renders the same sentence as the atomic renderer (row condition included, as "If ..., then ...").
@@ -74,6 +80,10 @@ class _TemplatedColumnMapExpectation(ColumnMapExpectation):
             content_block_type="string_template",
             string_template={"template": renderer_configuration.template_str, "params": params},
         )]
+
+
+class _TemplatedColumnMapExpectation(_TemplatedRendering, ColumnMapExpectation):
+    """A column-map expectation rendered by ``_TemplatedRendering``."""
 
 
 class ExpectColumnValuesToBeSymmetricPositiveDefinite(_TemplatedColumnMapExpectation):
@@ -127,4 +137,48 @@ class ExpectColumnValuesToBeZeroTensors(_TemplatedColumnMapExpectation):
         renderer_configuration.add_param(name="column", param_type=RendererValueType.STRING)
         renderer_configuration.add_param(name="atol", param_type=RendererValueType.NUMBER)
         renderer_configuration.template_str = "$column values must be zero tensors (every component at most $atol)."
+        return renderer_configuration
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+class MulticolumnValuesPolarityConsistent(MulticolumnMapMetricProvider):
+    """Per row of (compound, e_long): whether e_long has its compound's sign (polarity.consistent_signs)."""
+
+    condition_metric_name = "multicolumn_values.polarity_consistent"
+    condition_domain_keys = ("batch_id", "table", "column_list", "row_condition", "condition_parser",
+                             "ignore_row_if")
+    condition_value_keys = ("min_abs",)
+
+    @multicolumn_condition_partial(engine=PandasExecutionEngine)
+    def _pandas(cls, column_list: pd.DataFrame, min_abs: float, **kwargs) -> pd.Series:
+        compound, value = column_list.columns
+        values = [None if _missing(v) else float(v) for v in column_list[value]]
+        compounds = [None if _missing(c) else str(c) for c in column_list[compound]]
+        return pd.Series(consistent_signs(compounds, values, min_abs), index=column_list.index)
+
+
+class ExpectTetrahedralPolarityToBeConsistent(_TemplatedRendering, MulticolumnMapExpectation):
+    """Expect the bond-longitudinal piezo coefficient of tetrahedral binaries (column_list: compound, e_long) to
+    have one sign per compound, across records and polymorphs (wurtzite, zinc blende): zoo.core.polarity.
+
+    A record whose sign is not the strict majority sign of its compound fails (with a tie, every signed record of
+    the compound fails); |e_long| <= min_abs has no sign. Rows without a compound are not tetrahedral binaries.
+    """
+
+    map_metric = "multicolumn_values.polarity_consistent"
+    success_keys = ("mostly", "min_abs")
+    args_keys = ("column_list", "min_abs")
+    min_abs: Union[float, SuiteParameterDict]
+
+    @classmethod
+    def _prescriptive_template(cls, renderer_configuration: RendererConfiguration) -> RendererConfiguration:
+        """How Data Docs state the expectation."""
+        renderer_configuration.add_param(name="min_abs", param_type=RendererValueType.NUMBER)
+        renderer_configuration.template_str = (
+            "Tetrahedral binaries must have one sign of the longitudinal piezo coefficient along the cation->anion "
+            "bond per compound (|e_long| at most $min_abs has no sign)."
+        )
         return renderer_configuration

@@ -27,7 +27,7 @@ _COPLANAR_RTOL = 1e-9
 
 # ------------------------------------------------------------------------------------------------------ metrics
 # Metric columns per property: (name, type, what it is). type "flag" is True/False (True = check passed), "float"
-# is float64. Every metric is null where a more basic check of the record already fails (module docstring).
+# is float64, "text" a string. Every metric is null where a more basic check of the record already fails (module docstring).
 _STRUCTURE_METRICS = (
     ("structure_parsed", "flag", "structure_json parses into a pymatgen Structure with finite lattice and sites"),
     ("elements_known", "flag", "every species is a chemical element"),
@@ -46,7 +46,7 @@ _SYMMETRY_METRICS = (
 
 
 def metric_columns(prop: str | PropertySpec) -> tuple[tuple[str, str, str], ...]:
-    """A property's metric columns (name, 'flag' | 'float', description): for a tensor the shared value checks,
+    """A property's metric columns (name, 'flag' | 'float' | 'text', description): for a tensor the shared value checks,
     the spec's own metrics, the structure and symmetry checks; for an invariant its own metrics and the structure
     checks."""
     spec = prop if isinstance(prop, PropertySpec) else properties.get(prop)
@@ -62,6 +62,7 @@ def metric_names(prop: str | PropertySpec) -> list[str]:
 class StructureCheck(NamedTuple):
     metrics: dict[str, Any]
     symmetry: symmetry.SymmetryInfo | None
+    structure: Structure | None = None  # when the symmetry was found
 
 
 def _element_symbols(structure_dict: Mapping[str, Any]) -> list[str]:
@@ -130,7 +131,7 @@ def check_structure(structure_json: str | None, params: ValidationParams, analys
         metrics["symmetry_found"] = False
         return StructureCheck(metrics, None)
     metrics["symmetry_found"] = True
-    return StructureCheck(metrics, info)
+    return StructureCheck(metrics, info, structure)
 
 
 def _read_values(row: Mapping[str, Any], columns: Sequence[ValueColumn]) -> tuple[dict[str, Any], list | None]:
@@ -169,6 +170,8 @@ def _metric_rows(spec_name: str, params: ValidationParams, records: Sequence[Map
             out, arrays = _read_values(row, columns)
             if arrays is not None:
                 out.update(spec.record_metrics(arrays, check.symmetry, params))
+                if check.structure is not None:
+                    out.update(spec.structure_metrics(arrays, check.structure, check.symmetry, params))
         else:
             out = spec.record_metrics({column.name: row[column.name] for column in columns}, None, params)
         out.update(check.metrics)

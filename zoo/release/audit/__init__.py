@@ -23,9 +23,9 @@ Model audit (`audit_model`), the version `zoo.load` would load (local store firs
     metrics   the checkpoint re-evaluated on the dataset's test split with the evaluate stage's code
               (zoo.nn.evaluation): every metric of the card, overall and per crystal system, compared as the card
               prints it (model_card.format_metric with the card's printed_format: 4 significant digits); the
-              deterministic baselines (crystal_system_mean, composition_gbm with the recorded GBMSettings) refitted
-              and compared the same way. The non-equivariant baseline is a trained network: it is compared only
-              with retrain.
+              deterministic baselines (crystal_system_mean, composition_gbm with the recorded GBMSettings,
+              piezo's zero_tensor) refitted and compared the same way. The non-equivariant baseline is a trained
+              network: it is compared only with retrain.
     retrain   (retrain=True) zoo.nn.training.fit with the TrainSettings recorded in config.json, on the CPU when they
               say accelerator 'auto': same ModelConfig and bit-identical weights expected (same seed, deterministic
               kernels), reported as the largest absolute weight difference; the retrained model's metrics, and the

@@ -116,7 +116,7 @@ def metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, An
     compare(MODEL_KEY, "card vs the checkpoint re-evaluated on the test split", model_claims,
              systems.get(MODEL_KEY, {}), recomputed(MODEL_KEY), per_system[MODEL_KEY], None)
     how = {"crystal_system_mean": "refitted on the train split", "composition_gbm": "refitted with the recorded "
-           "GBM settings", NON_EQUIVARIANT: "retrained with the recorded settings"}
+           "GBM settings", NON_EQUIVARIANT: "retrained with the recorded settings", "zero_tensor": "recomputed"}
     for name, claims in claimed_baselines.items():
         if name in overall:
             compare(name, f"card vs the baseline {how[name]}", claims, systems.get(name, {}), overall[name],
