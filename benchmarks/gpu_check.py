@@ -102,7 +102,7 @@ def equivariance_error(net, structures, device: torch.device, tf32: bool = False
         output, output_of_rotated = (net.predict_cartesian(batch).double().cpu() for batch in batches)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allowed
-    expected = tensors.rotate(output, torch.from_numpy(rotation), rank=output.ndim - 1) \
+    expected = tensors.rotate(output, torch.from_numpy(rotation), rank=net.spec.rank) \
         if net.spec.is_tensor else output
     difference = (output_of_rotated - expected).reshape(len(structures), -1).norm(dim=1)
     return float(difference.max() / expected.reshape(len(structures), -1).norm(dim=1).max())
