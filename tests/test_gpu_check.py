@@ -75,7 +75,8 @@ def test_the_gpu_profile_trains_one_step_of_every_property(report):
         profile, settings = training.select_profile(PARAMS.train, "gpu", prop)
         expected = dataclasses.replace(settings, max_epochs=1, accelerator="cpu", progress_bar=False)
         assert (result["profile"], result["settings"]) == (profile, expected.as_dict()), prop
-        assert len(result["members"]) == settings.ensemble_size, prop
+        networks_per_seed = len(properties.get(prop).predicted_parts) if settings.separate_parts else 1
+        assert len(result["members"]) == settings.ensemble_size * networks_per_seed, prop
         assert result["records"]["train"] == MAX_RECORDS <= settings.batch_size, prop  # one step per network
         for member in result["members"]:
             assert member["epochs_run"] == 1 and len(member["history"]) == 1, prop
