@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import socket
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -33,12 +34,13 @@ from zoo.data.sources.snapshot import (
 )
 
 ELASTIC_FILE = properties.get("elastic").snapshot.file
+STRAINTENSORNET_FILE, ELATBOT_FILE = (source.file for source in properties.get("elastic").more_snapshots)
 PHONON_FILE = properties.get("phonon").snapshot.file
 PHONON_IDS_FILE = properties.get("phonon").snapshot.ids_file
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = REPO.parent / "shared" / "datasets"
-EXPECTED_RECORDS = {"elastic": 1181, "dielectric": 1056, "piezo": 941, "phonon": 1522}
+EXPECTED_RECORDS = {"elastic": 1181 + 1151 + 500, "dielectric": 1056, "piezo": 941, "phonon": 1522}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def read_snapshot_csv(path: Path) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------- manifest
 def test_manifest_pins_the_hashes_and_row_counts_of_sources_md(snapshot_root):
     table = re.findall(r"^\| `([^`]+)` \| ([0-9a-f]{64}) \| ([\d,]+)", (snapshot_root / "SOURCES.md").read_text(), re.M)
-    assert len(table) == 5
+    assert len(table) == 7
     pinned = load_manifest()["files"]
     assert {path: (entry["sha256"], entry["rows"]) for path, entry in pinned.items()} == {
         path: (sha, int(rows.replace(",", ""))) for path, sha, rows in table
@@ -122,6 +124,13 @@ def test_each_adapter_writes_every_row_as_a_schema_valid_record(raw, prop):
         assert report.rows_read == 1605 and report.rows_excluded == 83
         assert [(e.reason, e.rows) for e in report.excluded] == [("not_materials_project_data", (1522, 1605))]
         assert set(report.inputs) == {PHONON_FILE, PHONON_IDS_FILE}
+    elif prop == "elastic":  # three files, each counted on its own
+        assert {name: (c.rows_read, c.records_written) for name, c in report.by_source.items()} == {
+            ELASTIC_FILE: (1181, 1181), STRAINTENSORNET_FILE: (1151, 1151), ELATBOT_FILE: (500, 500)}
+        assert report.to_dict()["by_source"][ELATBOT_FILE] == {"rows_read": 500, "records_written": 500,
+                                                               "rows_excluded": 0}
+        assert Counter(r["provenance"]["file"] for r in records) == {ELASTIC_FILE: 1181, STRAINTENSORNET_FILE: 1151,
+                                                                     ELATBOT_FILE: 500}
     else:
         assert report.rows_read == report.records_written and report.excluded == ()
 
@@ -153,6 +162,7 @@ def test_every_record_matches_an_independent_parse_of_its_csv(raw, prop, snapsho
         "dielectric": ("matminer-0.4.1/dielectric_constant.csv", {"electronic": "e_electronic", "total": "e_total"}),
         "piezo": ("matminer-0.4.1/piezoelectric_tensor.csv", {"piezo_voigt": "piezoelectric_tensor"}),
     }[prop]
+    records = [record for record in records if record["provenance"]["file"] == path]
     frame = read_snapshot_csv(snapshot_root / path)
     assert len(frame) == len(records)
     for record, (_, row) in zip(records, frame.iterrows()):
@@ -166,8 +176,10 @@ def test_every_record_matches_an_independent_parse_of_its_csv(raw, prop, snapsho
 
 def test_known_rows_spot_check(raw):
     """Values read off the CSV text by eye, so a shared misreading by both parsers would still fail."""
-    def row(prop, number):
-        return next(record for record in records_of(raw, prop) if record["provenance"]["row"] == number)
+    def row(prop, number):  # of the spec's first snapshot file (elastic has three)
+        relpath = properties.get(prop).snapshot.file
+        return next(record for record in records_of(raw, prop)
+                    if record["provenance"]["row"] == number and record["provenance"]["file"] == relpath)
 
     elastic = row("elastic", 0)
     assert (elastic["record_id"], elastic["material_id"], elastic["formula"]) == (
@@ -226,6 +238,12 @@ def _snapshot_of(tmp_path: Path, files: dict[str, tuple[str, int]], excluded: di
     return tmp_path, manifest
 
 
+def _first_lines(snapshot_root: Path, n: int) -> dict[str, tuple[str, int]]:
+    """The first n lines of each JSON-lines elastic file, for a snapshot that needs every elastic source."""
+    return {relpath: ("".join((snapshot_root / relpath).read_text().splitlines(keepends=True)[:n]), n)
+            for relpath in (STRAINTENSORNET_FILE, ELATBOT_FILE)}
+
+
 def test_malformed_elastic_fields_are_kept_as_unreadable_markers(snapshot_root, tmp_path):
     with open(snapshot_root / ELASTIC_FILE, newline="", encoding="utf-8") as handle:
         ref = handle.readline().rstrip("\n")
@@ -240,11 +258,12 @@ def test_malformed_elastic_fields_are_kept_as_unreadable_markers(snapshot_root, 
     rows[3][col["compliance_tensor"]] = json.dumps([[float("nan")] * 6] * 6)  # NaN
     rows[3][col["elastic_tensor_original"]] = ""                              # absent: null, not unreadable
     rows[4] = rows[4][:-1]                                                    # cannot be aligned with the header
-    root, manifest = _snapshot_of(tmp_path / "snap", {ELASTIC_FILE: (_csv_text(header, rows, ref), 5)})
+    root, manifest = _snapshot_of(tmp_path / "snap", {ELASTIC_FILE: (_csv_text(header, rows, ref), 5),
+                                                      **_first_lines(snapshot_root, 2)})
 
     report = fetch_property("elastic", root, tmp_path / "elastic.jsonl", manifest=manifest)
-    records = read_raw(tmp_path / "elastic.jsonl")
-    assert report.records_written == 5
+    records = [r for r in read_raw(tmp_path / "elastic.jsonl") if r["provenance"]["file"] == ELASTIC_FILE]
+    assert report.records_written == 5 + 2 + 2
     values = [record["values"] for record in records]
     assert values[1]["stiffness_voigt"]["unparsed"] == "[[1.0, 2.0], [3.0"
     assert values[1]["stiffness_voigt"]["error"].startswith("elastic_tensor: not JSON")

@@ -450,12 +450,12 @@ def test_config_errors(property_name, overrides, message):
 
 
 # ------------------------------------------------------------------------------------------ dielectric parts
-def spd_model(seed: int = 0, **overrides) -> models.MattenNet:
+def spd_log_model(seed: int = 0, **overrides) -> models.MattenNet:
     return models.MattenNet(tiny_config("dielectric", output_map="spd_log", seed=seed, **overrides))
 
 
 def test_dielectric_total_is_electronic_plus_ionic_exactly():
-    for model in (tiny_model("dielectric"), spd_model()):
+    for model in (tiny_model("dielectric"), spd_log_model()):
         assert model.parts == ("electronic", "ionic")
         output = model.predict_cartesian(batch_of(*all_structures()))
         assert output.shape == (len(all_structures()), 3, 3, 3)  # electronic, ionic, total
@@ -467,7 +467,7 @@ def test_spd_log_outputs_obey_the_eigenvalue_floors_for_any_weights(seed):
     """eps >= 1 (electronic, total) and ionic >= 0 by construction, for random weights (scaled up to widen the
     outputs) on random (also strained) structures: float64 eigenvalues of every prediction, to rounding relative to
     the largest one."""
-    model = spd_model(seed=seed)
+    model = spd_log_model(seed=seed)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(1.5)
@@ -483,7 +483,7 @@ def test_spd_log_outputs_obey_the_eigenvalue_floors_for_any_weights(seed):
 
 
 def test_spd_log_is_equivariant_and_keeps_crystal_symmetry():
-    model = spd_model()
+    model = spd_log_model()
     rotation = Rotation.random(random_state=11).as_matrix()
     structure = generic_structure()
     output = model.predict_cartesian(batch_of(structure))[0]
@@ -534,6 +534,64 @@ def test_dielectric_parts_config_errors(overrides, message):
         models.ModelConfig("dielectric", **overrides)
     with pytest.raises(ValueError, match="symmetric rank-2"):
         models.ModelConfig("elastic", output_map="spd_log")
+
+
+# ------------------------------------------------------------------------------------ positive definite head
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+ELASTIC_FORMULA = properties.get("elastic").formula
+
+
+@functools.lru_cache(maxsize=None)
+def spd_model(seed: int = 0) -> models.MattenNet:
+    return models.MattenNet(tiny_config("elastic", head="equivariant_spd", seed=seed))
+
+
+def voigt_of(irreps) -> np.ndarray:
+    return tensors.cartesian_to_voigt(tensors.irreps_to_cartesian(np.asarray(irreps), ELASTIC_FORMULA), "stiffness")
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float64, (4, 21), elements=st.floats(-3.0, 3.0)))
+def test_spd_head_output_is_positive_definite_for_any_logarithm(logarithm):
+    """Whatever the network produces (here: any irreps vector with components up to 3, i.e. eigenvalues of the
+    logarithm up to about +-14, stiffness eigenvalues from 1e-6 to 1e6 GPa; real ones lie in 1..1000), the
+    stiffness it outputs is symmetric positive definite. (Beyond a condition number of ~1e15, float64 itself
+    cannot tell the smallest eigenvalue from zero.)"""
+    output = spd_model()._exponential(torch.as_tensor(logarithm)).detach().numpy()
+    eigenvalues = np.linalg.eigvalsh(tensors.stiffness_voigt_to_mandel(voigt_of(output)))
+    assert (eigenvalues > 0).all()
+    mandel = (logarithm @ models.mandel_maps(ELASTIC_FORMULA)[0]).reshape(-1, 6, 6)
+    np.testing.assert_allclose(np.log(eigenvalues), np.sort(np.linalg.eigvalsh(mandel), axis=1), atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spd_head_is_positive_definite_and_equivariant_on_real_structures(seed):
+    model = spd_model(seed)
+    rotation = Rotation.random(random_state=seed).as_matrix()
+    structures = [generic_structure(), *all_structures()]
+    output = model.predict_cartesian(batch_of(*structures))
+    assert (np.linalg.eigvalsh(tensors.cartesian_to_voigt(output, "stiffness").numpy()) > 0).all()
+    rotated = model.predict_cartesian(batch_of(transformed(structures[0], rotation)))[0]
+    assert relative_error(rotated, tensors.rotate(output[0], torch.from_numpy(rotation))) < EQUIVARIANCE_RTOL
+
+
+def test_spd_head_logarithm_round_trip_and_normalisation():
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(5, 6, 6))
+    stiffness = np.einsum("nij,nkj->nik", factors, factors) * 30 + np.eye(6) * 5  # positive definite, GPa
+    targets = tensors.voigt_to_irreps(stiffness, "stiffness", ELASTIC_FORMULA)
+    logarithm = models.log_stiffness_irreps(targets, ELASTIC_FORMULA)
+    back = spd_model()._exponential(torch.as_tensor(logarithm)).detach().numpy()
+    np.testing.assert_allclose(back, targets, rtol=1e-9, atol=1e-9)
+    scale, shift = models.fit_output_normalisation("elastic", targets, "equivariant_spd")
+    assert scale == models.fit_output_normalisation("elastic", logarithm)[0]
+    with pytest.raises(ValueError, match="positive definite"):
+        models.log_stiffness_irreps(-targets, ELASTIC_FORMULA)
+    with pytest.raises(ValueError, match="stiffness"):
+        tiny_config("dielectric", head="equivariant_spd")
 
 
 def test_lean_e3nn_import_defers_sympy_and_e3nn_legendre_still_works():

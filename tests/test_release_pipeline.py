@@ -79,6 +79,12 @@ def assert_consistent(copy: Path, version: str) -> None:
     assert json.loads(dvc(copy, "status", "--json", STAGE).stdout or "{}") == {}
 
 
+def _ctrl_c_interrupts() -> None:
+    """SIGINT's default action in the child, as in a terminal: a pytest started in the background of a
+    non-interactive shell (`... &`) inherits SIGINT ignored, and so would the stage, which then never stops."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_once_checkpointed(copy: Path) -> subprocess.CompletedProcess:
     """`dvc repro` of the stage, stopped with Ctrl-C (SIGINT to its process group) once training checkpointed: the
     training pauses when its second epoch starts (tests/training_pause.py), so the interrupt does not race it."""
@@ -86,7 +92,7 @@ def interrupt_once_checkpointed(copy: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, **training_pause.install(copy.parent / "training-pause-plugin", paused)}
     process = subprocess.Popen([str(Path(sys.executable).with_name("dvc")), "repro", "--single-item", STAGE],
                                cwd=copy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_ctrl_c_interrupts)
     deadline = time.monotonic() + 600  # a bound for a hung run, not a wait tuned to the machine
     while not paused.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -21,6 +21,7 @@ from tests.params_file import PARAMS, SYMMETRY, train_settings
 from zoo import properties
 from zoo.core import derived, tensors
 from zoo.nn import baselines, evaluation, models, training
+from zoo.nn.learning_curve import LearningCurveSettings
 from zoo.nn.training import loop
 from zoo.properties import PHONON_GRID_CM
 
@@ -264,9 +265,10 @@ def test_per_property_settings_replace_the_profile_s_for_that_property_only():
 # ---------------------------------------------------------------------------------------------- evaluate
 def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root, tmp_path):
     settings, folder, _, _ = trained
+    curve = LearningCurveSettings(fractions=(0.5, 1.0), properties=("dielectric",))
     document = evaluation.evaluate_property("dielectric", settings, model_dir=folder, datasets_root=datasets_root,
                                             reports_dir=tmp_path, gbm=dataclasses.replace(GBM, max_iter=20),
-                                            symmetry_settings=SYMMETRY)
+                                            symmetry_settings=SYMMETRY, curve=curve)
     written = json.loads((tmp_path / "dielectric-metrics.json").read_text())
     assert written == {key: value for key, value in document.items() if key != "per_crystal_system"}
     assert json.loads((tmp_path / written["per_crystal_system_file"]).read_text()) == document["per_crystal_system"]
@@ -287,6 +289,42 @@ def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root
     assert sum(document["per_crystal_system"]["model"][s]["n"] for s in systems) == document["n_test"]
     assert (tmp_path / "dielectric-parity.png").stat().st_size > 0
     assert (tmp_path / "dielectric-per-crystal-system.png").stat().st_size > 0
+    # Without an external split, the curve is measured on the test split; its 100% point is the model itself.
+    curve_points = document["learning_curve"]["points"]
+    assert document["learning_curve"]["split"] == "test" and "external" not in document
+    assert [p["n_train"] for p in curve_points] == [round(0.5 * n_train(datasets_root)), n_train(datasets_root)]
+    assert curve_points[-1]["eps_poly_mae"] == pytest.approx(document["model"]["eps_poly_mae"])
+    assert (tmp_path / "dielectric-learning-curve.png").stat().st_size > 0
+    # Every test record is either 'rare' (holds an element fewer than 5 training records hold) or 'common'.
+    breakdown = document["rare_element_breakdown"]["test"]
+    for name in ("model", *document["baselines"]):
+        assert breakdown[name]["rare"]["n"] + breakdown[name]["common"]["n"] == document["n_test"]
+
+
+def n_train(datasets_root) -> int:
+    return json.loads((datasets_root / "mp-dielectric-irreps" / "dataset_version.json").read_text())["num_rows"]["train"]
+
+
+def test_rare_elements_are_counted_over_training_records():
+    from pymatgen.core import Lattice, Structure
+
+    def split_of(*formulas):
+        structures = tuple(Structure(Lattice.cubic(4.0), list(f), [[0, 0, 0], [0.5, 0.5, 0.5]]) for f in formulas)
+        return training.SplitData("elastic", tuple(map(str, range(len(formulas)))), ("cubic",) * len(formulas),
+                                  structures, np.zeros((len(formulas), 21)))
+
+    train = split_of(*[("Na", "Cl")] * 5, *[("K", "Cl")] * 4)
+    counts = {"Na": 5, "Cl": 9, "K": 4}
+    assert evaluation.has_rare_element(split_of(("Na", "Cl"), ("K", "Br"), ("Cs", "Cl")), counts).tolist() == \
+        [False, True, True]
+    breakdown = evaluation.rare_element_breakdown(
+        "elastic", train, split_of(("Na", "Cl"), ("K", "Cl")),
+        {"model": evaluation.record_quantities("elastic", np.tile(elastic_irreps(isotropic_voigt(100, 50)), (2, 1)),
+                                               [None, None])},
+        evaluation.record_quantities("elastic", np.stack([elastic_irreps(isotropic_voigt(100, 50)),
+                                                          elastic_irreps(isotropic_voigt(50, 20))]), [None, None]))
+    assert breakdown["rare_elements_present"] == ["K"]
+    assert breakdown["model"]["common"]["k_voigt_mae"] == 0.0 and breakdown["model"]["rare"]["k_voigt_mae"] == 50.0
 
 
 def test_evaluate_phonon_model(datasets_root, tmp_path):
@@ -383,11 +421,30 @@ def test_elastic_metrics_against_hand_values():
     pred = evaluation.record_quantities("elastic", np.stack([elastic_irreps(c) for c in pred_voigt]), structures)
     np.testing.assert_allclose(true["k_vrh"], [derived.elastic_properties(c)["k_vrh"] for c in true_voigt])
     metrics = evaluation.group_metrics("elastic", pred, true, np.array([True, True]))
-    assert metrics["k_vrh_mae"] == pytest.approx((10.0 + 400.0) / 2)
-    assert metrics["k_vrh_mae_over_mad"] == pytest.approx(205.0 / 50.0)
+    # Voigt moduli are linear in the tensor: defined for both; Hill ones need a positive definite prediction.
+    assert metrics["k_voigt_mae"] == pytest.approx((10.0 + 400.0) / 2)
+    assert metrics["k_voigt_mae_over_mad"] == pytest.approx(205.0 / 50.0)
+    assert metrics["g_voigt_mae"] == pytest.approx(160.0 / 2)
+    assert metrics["k_vrh_mae"] == pytest.approx(10.0) and metrics["n_moduli_undefined"] == 1
     assert metrics["fraction_not_positive_definite"] == 0.5
     only_first = evaluation.group_metrics("elastic", pred, true, np.array([True, False]))
     assert only_first["k_vrh_mae"] == pytest.approx(10.0) and only_first["k_vrh_mae_over_mad"] is None
+
+
+def test_hill_moduli_of_a_nearly_singular_prediction_are_not_scored():
+    """A positive definite but nearly singular prediction has a huge compliance: its Reuss bound would swamp a
+    Hill MAE (REFERENCE.md), so it is counted as undefined; its Voigt moduli are still scored."""
+    eigenvalues, vectors = np.linalg.eigh(isotropic_voigt(100.0, 50.0))
+    eigenvalues[0] = 1e-8 * eigenvalues[-1]  # positive, but eight orders below the largest
+    nearly_singular = (vectors * eigenvalues) @ vectors.T
+    nearly_singular = (nearly_singular + nearly_singular.T) / 2
+    assert 0 < np.linalg.eigvalsh(nearly_singular)[0] < 1e-6 * np.linalg.eigvalsh(nearly_singular)[-1]
+    true = evaluation.record_quantities("elastic", elastic_irreps(isotropic_voigt(100.0, 50.0))[None], [None])
+    pred = evaluation.record_quantities("elastic", elastic_irreps(nearly_singular)[None], [None])
+    metrics = evaluation.group_metrics("elastic", pred, true, np.array([True]))
+    assert metrics["fraction_not_positive_definite"] == 0.0 and metrics["n_moduli_undefined"] == 1
+    k_voigt = derived.voigt_moduli(nearly_singular)[0]
+    assert metrics["k_vrh_mae"] is None and metrics["k_voigt_mae"] == pytest.approx(abs(k_voigt - 100.0))
 
 
 def test_phonon_metrics_against_hand_values():

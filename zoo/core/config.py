@@ -152,6 +152,9 @@ class ValidateConfig:
     (PropertySpec.validate_thresholds) and checks: the validate stage refuses a key no spec names."""
 
     min_interatomic_distance_a: float
+    holdout_sources: tuple[str, ...]
+    merge_atol: float
+    merge_rtol: float
     workers: int
     thresholds: Mapping[str, Any]
 
@@ -161,22 +164,32 @@ class ValidateConfig:
 @dataclass(frozen=True)
 class BuildConfig:
     """dataset_version: semantic version of the build; split_salt, split_fractions: the split rule
-    (zoo.data.splits); pinned_splits_from: a previous release's folder (relative to the params file) or None;
+    (zoo.data.splits); pinned_splits_from: null, or {property: path} (a property not named pins nothing): a
+    previous release's dataset folder or pinned-splits JSON file (zoo.data.datasets.write_split_assignments),
+    relative to the params file, whose split assignments are kept, so that adding records moves none;
     workers: processes computing the derived quantities."""
 
     dataset_version: str
     split_salt: str
     split_fractions: Mapping[str, float]
-    pinned_splits_from: str | None
+    pinned_splits_from: Mapping[str, str] | None
     workers: int
 
     def __post_init__(self) -> None:
         check_int(self.workers, "build.workers", 1)
         if not isinstance(self.split_salt, str) or not self.split_salt:
             raise ValueError(f"build.split_salt must be a non-empty string, got {self.split_salt!r}")
+        pinned = self.pinned_splits_from or {}
+        if not isinstance(pinned, Mapping) or not all(isinstance(path, str) and path for path in pinned.values()):
+            raise ValueError(f"build.pinned_splits_from must map property names to paths, got {pinned!r}")
+        object.__setattr__(self, "pinned_splits_from", dict(pinned))
+
+    def pinned_for(self, prop: str) -> str | None:
+        """The pinned-splits path of one property (None: nothing pinned)."""
+        return self.pinned_splits_from.get(prop)
 
 
-LOSSES = ("mse", "block_norm")
+LOSSES = ("mse", "block_norm", "mandel")
 RESERVED_MODEL_FIELDS = ("property", "seed", "avg_num_neighbors", "output_scale", "output_shift")
 
 
@@ -207,8 +220,9 @@ class TrainSettings:
     deterministic            torch.use_deterministic_algorithms (True, False, or 'warn' where an op has no
                              deterministic kernel, e.g. some CUDA scatter ops)
     progress_bar             Lightning's progress bar
-    loss                     'mse' (per-block normalised squared error) or 'block_norm' (mean of per-block error
-                             norms, robust to heavy-tailed targets); see ``zoo.nn.training.Loss``
+    loss                     'mse' (per-block normalised squared error), 'block_norm' (mean of per-block error
+                             norms, robust to heavy-tailed targets) or 'mandel' (squared Frobenius = Mandel norm of
+                             the Cartesian error); see ``zoo.nn.training.Loss``
     model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
                              output normalisation, which training sets from the data (zoo.nn.training checks the
                              names against ModelConfig)
@@ -412,8 +426,34 @@ class GBMSettings:
 
 
 @dataclass(frozen=True)
+class LearningCurveSettings:
+    """evaluate.learning_curve (zoo.nn.learning_curve): the training fractions (each in (0, 1], rising, the last
+    1.0), one network each with the model's settings, and the properties that get a curve (it costs about
+    sum(fractions) - 1 trainings of one network; the evaluate stage checks the names)."""
+
+    fractions: tuple[float, ...]
+    properties: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        fractions = tuple(self.fractions) if isinstance(self.fractions, (list, tuple)) else ()
+        if not fractions or not all(is_real(f) and 0 < f <= 1 for f in fractions) \
+                or list(fractions) != sorted(set(fractions)) or not math.isclose(fractions[-1], 1.0):
+            raise ValueError(f"evaluate.learning_curve.fractions must rise strictly within (0, 1] and end at 1.0, "
+                             f"got {self.fractions!r}")
+        if not isinstance(self.properties, (list, tuple)) or not all(isinstance(p, str) for p in self.properties):
+            raise ValueError(f"evaluate.learning_curve.properties must be a list of names, got {self.properties!r}")
+        object.__setattr__(self, "fractions", tuple(float(f) for f in fractions))
+        object.__setattr__(self, "properties", tuple(self.properties))
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any]) -> LearningCurveSettings:
+        return cls(**check_keys(cls, section, "learning_curve"))
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     composition_gbm: GBMSettings
+    learning_curve: LearningCurveSettings
 
 
 @dataclass(frozen=True)
@@ -464,7 +504,7 @@ class ReleaseConfig:
 # Nested sections: field -> schema of its mapping.
 _NESTED: dict[type, dict[str, type]] = {
     FetchConfig: {"mp_api": MPApiConfig},
-    EvaluateConfig: {"composition_gbm": GBMSettings},
+    EvaluateConfig: {"composition_gbm": GBMSettings, "learning_curve": LearningCurveSettings},
     PublishConfig: {"hub": HubConfig},
 }
 SCHEMAS: dict[str, type] = {

@@ -238,6 +238,15 @@ def _refine_on_sphere(symmetric: np.ndarray, rank: int, start: np.ndarray, sign:
 
 
 # ------------------------------------------------------------------------------------------------ elastic
+def voigt_moduli(c_voigt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K_V, G_V) of Voigt stiffness matrices (..., 6, 6), GPa: linear in c, defined for any tensor (no inverse)."""
+    c = np.asarray(c_voigt, dtype=np.float64)
+    diagonal = c[..., 0, 0] + c[..., 1, 1] + c[..., 2, 2]
+    off = c[..., 0, 1] + c[..., 1, 2] + c[..., 2, 0]
+    shear = c[..., 3, 3] + c[..., 4, 4] + c[..., 5, 5]
+    return (diagonal + 2.0 * off) / 9.0, (diagonal - off + 3.0 * shear) / 15.0
+
+
 def hill_moduli(c_voigt: np.ndarray, s_voigt: np.ndarray) -> dict[str, float]:
     """Voigt, Reuss and Hill bulk and shear moduli, Hill Young's modulus and Poisson ratio, universal anisotropy.
 
@@ -245,11 +254,9 @@ def hill_moduli(c_voigt: np.ndarray, s_voigt: np.ndarray) -> dict[str, float]:
     Written out here because pymatgen recomputes the Voigt matrix on every property access, which made the
     elastic dataset build ~20x slower.
     """
-    c, s = c_voigt, s_voigt
-    diagonal_c, off_c, shear_c = c[0, 0] + c[1, 1] + c[2, 2], c[0, 1] + c[1, 2] + c[2, 0], c[3, 3] + c[4, 4] + c[5, 5]
+    s = s_voigt
     diagonal_s, off_s, shear_s = s[0, 0] + s[1, 1] + s[2, 2], s[0, 1] + s[1, 2] + s[2, 0], s[3, 3] + s[4, 4] + s[5, 5]
-    k_voigt = (diagonal_c + 2.0 * off_c) / 9.0
-    g_voigt = (diagonal_c - off_c + 3.0 * shear_c) / 15.0
+    k_voigt, g_voigt = voigt_moduli(c_voigt)
     k_reuss = 1.0 / (diagonal_s + 2.0 * off_s)
     g_reuss = 15.0 / (4.0 * diagonal_s - 4.0 * off_s + 3.0 * shear_s)
     k_vrh, g_vrh = (k_voigt + k_reuss) / 2.0, (g_voigt + g_reuss) / 2.0

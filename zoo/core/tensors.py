@@ -9,6 +9,10 @@ Voigt
     - rank 4 stiffness C_ijkl (GPa): c_mn = C_ijkl, no factors.
     - rank 4 compliance S_ijkl (1/GPa): s_mn = f_m f_n S_ijkl with f = 1 for m in 11,22,33 and 2 for 23,13,12,
       so that strain_Voigt (engineering shears) = s . stress_Voigt.
+Mandel (Kelvin)
+    The stiffness as an orthonormal 6x6 matrix: m_mn = g_m g_n c_mn with g = 1 for 11, 22, 33 and sqrt(2) for 23,
+    13, 12. |m|_F = |C|_F, and a rotation R acts as m' = Q m Q^T with Q an orthogonal 6x6 matrix, so the eigenvalues
+    (Kelvin moduli) are rotation invariants and a matrix function (expm, logm) commutes with rotations.
 Irreps
     e3nn ``CartesianTensor(formula)`` change of basis Q (shape (dim, 3**rank)), built in float64 and cached:
     x = Q t_flat, t_flat = Q^T x. Q is orthonormal, so |x|^2 = |t|_F^2 for tensors with the formula's symmetry.
@@ -63,6 +67,7 @@ COMPLIANCE_VOIGT_FACTORS = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
 # Relative tolerance for "this tensor has the symmetry its kind requires". Published tensors are printed to
 # ~6 significant figures, so asymmetries below 1e-6 of the norm are rounding; larger ones are real data problems
 # and are refused here (the validate stage quarantines them before they reach these functions).
+MANDEL_FACTORS = np.array([1.0, 1.0, 1.0, np.sqrt(2.0), np.sqrt(2.0), np.sqrt(2.0)])
 SYMMETRY_RTOL = 1e-6
 ROTATION_ATOL = 1e-6
 
@@ -192,6 +197,18 @@ def compliance_cartesian_to_voigt(S: Array) -> Array:
     factors = np.outer(COMPLIANCE_VOIGT_FACTORS, COMPLIANCE_VOIGT_FACTORS)
     plain = S[..., _PAIR_I[:, None], _PAIR_J[:, None], _PAIR_I[None, :], _PAIR_J[None, :]]
     return plain * _like(plain, factors)
+
+
+def stiffness_voigt_to_mandel(c: Array) -> Array:
+    """Voigt stiffness (..., 6, 6) -> Mandel (..., 6, 6), m_mn = g_m g_n c_mn (module doc)."""
+    c = as_float64(c, "c", (6, 6))
+    return c * _like(c, np.outer(MANDEL_FACTORS, MANDEL_FACTORS))
+
+
+def mandel_to_stiffness_voigt(m: Array) -> Array:
+    """Inverse of ``stiffness_voigt_to_mandel``."""
+    m = as_float64(m, "m", (6, 6))
+    return m / _like(m, np.outer(MANDEL_FACTORS, MANDEL_FACTORS))
 
 
 def piezo_voigt_to_cartesian(e: Array) -> Array:

@@ -53,6 +53,8 @@ def _feature_type(feature: Any) -> str:
     """Short text of a datasets feature, e.g. 'float64[3][3]', 'list[string]'."""
     if hasattr(feature, "dtype") and not hasattr(feature, "feature"):
         return feature.dtype
+    if isinstance(feature, Mapping):  # a struct
+        return "{" + ", ".join(f"{name}: {_feature_type(value)}" for name, value in feature.items()) + "}"
     inner = _feature_type(feature.feature)
     length = getattr(feature, "length", -1)
     if length is None or length < 0:
@@ -69,8 +71,9 @@ def card_metadata(
     counts: Mapping[str, int],
 ) -> dict[str, Any]:
     """The YAML header as a plain dict (also what tests compare against)."""
+    present = [name for name in splits.ALL_SPLITS if name in counts]
     split_dict = SplitDict()
-    for name in splits.SPLITS:
+    for name in present:
         split_dict.add(SplitInfo(name=name, num_examples=int(counts[name])))
     info = DatasetInfo(features=features, splits=split_dict)._to_yaml_dict()
     return {
@@ -83,7 +86,7 @@ def card_metadata(
         "configs": [{
             "config_name": "default",
             "data_files": [{"split": name, "path": f"{dataset_schema.DATA_DIR}/{name}-*.parquet"}
-                           for name in splits.SPLITS],
+                           for name in present],
         }],
         "dataset_info": info,
         "dataset_version": version,
@@ -120,7 +123,7 @@ def render_dataset_card(
 
     metadata = card_metadata(spec, features, version, fingerprint, counts)
     header = DatasetCardData(**metadata).to_yaml()
-    total = sum(counts.values())
+    total = sum(int(counts[name]) for name in splits.SPLITS)  # the composition table's rows: assigned splits
     split_sizes = {name: int(counts[name]) for name in splits.SPLITS}
     deviations = splits.share_deviations(composition)
     systems = [
@@ -147,6 +150,9 @@ def render_dataset_card(
         version_file=dataset_schema.VERSION_FILE,
         total=total,
         counts=split_sizes,
+        n_external=int(counts.get(splits.EXTERNAL, 0)),
+        by_source=report.get("by_source") or {},
+        merge=report.get("merge") or {},
         split_names=splits.SPLITS,
         systems=systems,
         max_deviation=max((abs(v) for row in deviations.values() for v in row.values()), default=0.0),

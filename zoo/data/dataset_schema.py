@@ -5,6 +5,7 @@ A repository folder (``data/hub/datasets/mp-<property>-irreps/``, built by ``zoo
     README.md                                  the dataset card (``zoo.data.cards``), YAML header for the Hub
     dataset_version.json                       version, content fingerprint, file hashes, counts
     data/{train,validation,test}-00000-of-00001.parquet
+    data/external-00000-of-00001.parquet       only where a holdout source gave records (``zoo.data.splits``)
 
 The columns and their ``datasets.Features`` are declared here (``dataset_columns``); tensor conventions (frame,
 Voigt order and factors, irreps basis) are those of ``zoo.core.tensors``, quoted into the card and into each tensor
@@ -13,7 +14,8 @@ field's Arrow metadata.
 Content fingerprint
     ``sha256`` of UTF-8 text: the canonical JSON (``zoo.core.io.canonical_json``) of
     ``{"dataset": <name>, "features": <Features.to_dict()>}``, a newline, then for each split in the order
-    train, validation, test, each row in file order as canonical JSON followed by a newline. Floats are written
+    train, validation, test (then external, where there is one), each row in file order as canonical JSON
+    followed by a newline. Floats are written
     as Python's shortest round-trip repr, so the text (and the fingerprint) is a function of the exact float64
     values, independent of the Parquet writer. The dataset version is a label and is not part of it.
 """
@@ -42,7 +44,8 @@ DATA_DIR = "data"
 FINGERPRINT_DEFINITION = (
     "sha256 over UTF-8 text: canonical JSON (sorted keys, compact, floats as shortest round-trip repr) of "
     '{"dataset": name, "features": Features.to_dict()}, a newline, then every row as canonical JSON plus a '
-    "newline, splits in the order train, validation, test, rows in file order (sorted by record_id). The "
+    "newline, splits in the order train, validation, test, external (where present), rows in file order (sorted "
+    "by record_id). The "
     "version is not part of it."
 )
 # Fixed writer settings, so that the same rows give the same bytes (pyarrow writes no timestamps).
@@ -62,6 +65,9 @@ ARROW_METADATA_KEY = b"mp_tensor_zoo"
 _F64 = Value("float64")
 _VECTOR3 = List(_F64, length=3)
 _MATRIX3 = List(List(_F64, length=3), length=3)
+_MERGED_SOURCE = {"record_id": Value("string"), "source_file": Value("string"), "source_row": Value("int64"),
+                  "source_sha256": Value("string"), "relation": Value("string"),
+                  "largest_invariant_difference": _F64}
 
 
 def _fixed(shape: Sequence[int]) -> List:
@@ -142,12 +148,16 @@ def _validation_columns(spec: PropertySpec) -> list[Column]:
 
 def _provenance_columns() -> list[Column]:
     return [
-        Column("split", Value("string"), "", "train, validation or test (rule in the card)"),
+        Column("split", Value("string"), "", "train, validation, test, or external: the holdout (rules in the card)"),
         Column("source", Value("string"), "", "'snapshot' (pinned offline files) or 'mp-api'"),
         Column("source_file", Value("string"), "", "source file or API route"),
         Column("source_row", Value("int64"), "", "row in the source file (null for the API)"),
         Column("source_sha256", Value("string"), "", "sha256 of the source file (or served document)"),
         Column("retrieved_with", Value("string"), "", "software that fetched the record"),
+        Column("merged_sources", List(_MERGED_SOURCE), "",
+               "the other source records of this material merged into this row (zoo.data.merging): relation "
+               "'agrees' (within the merge tolerance) or 'superseded' (an older MP release; this row's value is "
+               "newer), with the largest difference of their rotation invariants; empty when one source holds it"),
         Column("original_frame", Value("string"), "", "frame the source claims for its tensor (null: invariant)"),
         Column("frame_action", Value("string"), "", "what clean did to bring the tensor into the structure's frame"),
         Column("frame_evidence", Value("string"), "",
@@ -242,7 +252,7 @@ def content_fingerprint(name: str, features: Features, tables: Mapping[str, pa.T
     digest = hashlib.sha256()
     digest.update(canonical_json({"dataset": name, "features": features.to_dict()}).encode("utf-8"))
     digest.update(b"\n")
-    for split in splits.SPLITS:
+    for split in (name for name in splits.ALL_SPLITS if name in tables):
         for row in tables[split].to_pylist():
             digest.update(canonical_json(row).encode("utf-8"))
             digest.update(b"\n")

@@ -55,7 +55,7 @@ HUB_DATASETS_DIR = Path("data/hub/datasets")
 REQUIRED_INPUT_COLUMNS = (
     "record_id", "material_id", "formula", "structure_json", "crystal_system", "space_group_number",
     "space_group_symbol", "point_group", "laue_class", "is_centrosymmetric", "original_frame", "frame_action",
-    "frame_evidence", "frame_rotation", "provenance_json",
+    "frame_evidence", "frame_rotation", "provenance_json", "holdout",
 )
 
 
@@ -236,6 +236,11 @@ def _provenance_fields(provenance_json: str, record_id: str) -> dict[str, Any]:
             "source_row": provenance.get("row"),
             "source_sha256": provenance["sha256"],
             "retrieved_with": provenance.get("retrieved_with"),
+            "merged_sources": [
+                {"record_id": merged["record_id"], "source_file": merged["file"], "source_row": merged.get("row"),
+                 "source_sha256": merged["sha256"], "relation": merged["relation"],
+                 "largest_invariant_difference": merged["largest_invariant_difference"]}
+                for merged in provenance.get("merged", [])],
         }
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"record {record_id}: provenance_json lacks {err} or is not JSON") from None
@@ -295,10 +300,9 @@ def build_rows(
     for name, _, _ in spec.validation_facts:
         out[name] = [float(value) for value in accepted[name]]
 
-    keys = [split_key(m, r) for m, r in zip(accepted["material_id"], record_ids)]
-    out["split"] = splits.assign_splits(keys, accepted["crystal_system"], salt, fractions, pinned)
+    out["split"] = _splits(accepted, salt, fractions, pinned)
     provenance = [_provenance_fields(p, rid) for p, rid in zip(accepted["provenance_json"], record_ids)]
-    for name in ("source", "source_file", "source_row", "source_sha256", "retrieved_with"):
+    for name in ("source", "source_file", "source_row", "source_sha256", "retrieved_with", "merged_sources"):
         out[name] = [p[name] for p in provenance]
     out["original_frame"] = list(accepted["original_frame"])
     out["frame_action"] = list(accepted["frame_action"])
@@ -312,13 +316,33 @@ def build_rows(
     return {name: out[name] for name in order}
 
 
+def _splits(accepted: Mapping[str, list], salt: str, fractions: Mapping[str, float],
+            pinned: Mapping[str, str] | None) -> list[str]:
+    """Each record's split: 'external' for a holdout record, else by the rule of ``zoo.data.splits``."""
+    keys = [split_key(m, r) for m, r in zip(accepted["material_id"], accepted["record_id"])]
+    repeated = sorted(key for key, count in collections.Counter(keys).items() if count > 1)
+    if repeated:
+        raise ValueError(f"materials with more than one accepted record (a material would be in two splits): "
+                         f"{repeated[:5]}; validate merges them (zoo.data.merging)")
+    holdout = [bool(flag) for flag in accepted["holdout"]]
+    pinned_external = sorted(key for key, flag in zip(keys, holdout) if flag and pinned and key in pinned)
+    if pinned_external:
+        raise ValueError(f"holdout materials {pinned_external[:5]} have a pinned split of a previous release: "
+                         "the external split must hold only materials no training source has")
+    assigned = iter(splits.assign_splits([k for k, flag in zip(keys, holdout) if not flag],
+                                         [s for s, flag in zip(accepted["crystal_system"], holdout) if not flag],
+                                         salt, fractions, pinned))
+    return [splits.EXTERNAL if flag else next(assigned) for flag in holdout]
+
+
 def split_tables(spec: PropertySpec, rows: Mapping[str, list],
                  symmetry_settings: SymmetryConfig) -> dict[str, pa.Table]:
     """One Arrow table per split, rows sorted by record_id (build_rows already sorts them)."""
     schema = arrow_schema(spec, symmetry_settings)
     full = pa.Table.from_pydict(dict(rows), schema=schema)
     labels = np.asarray(rows["split"])
-    return {name: full.take(np.flatnonzero(labels == name)) for name in splits.SPLITS}
+    present = [name for name in splits.ALL_SPLITS if name in splits.SPLITS or (labels == name).any()]
+    return {name: full.take(np.flatnonzero(labels == name)) for name in present}
 
 
 @dataclass(frozen=True)
@@ -367,7 +391,7 @@ def build_dataset(
                              f"null) in accepted records {above[:5]}; validate should have quarantined them")
     rows = build_rows(spec, accepted, salt=salt, fractions=fractions, pinned=pinned, workers=workers)
     tables = split_tables(spec, rows, symmetry_settings)
-    empty = [name for name, table in tables.items() if table.num_rows == 0]
+    empty = [name for name in splits.SPLITS if tables[name].num_rows == 0]
     if empty:
         raise ValueError(
             f"split(s) {empty} of {spec.dataset_name} would be empty ({len(rows['record_id'])} records): a crystal "
@@ -376,14 +400,14 @@ def build_dataset(
     features = dataset_features(spec)
     fingerprint = content_fingerprint(spec.dataset_name, features, tables)
     composition = splits.composition(rows["crystal_system"], rows["split"])
-    counts = {name: tables[name].num_rows for name in splits.SPLITS}
+    counts = {name: table.num_rows for name, table in tables.items()}
 
     target = Path(out_root) / spec.dataset_name
     with staged_folder(target) as staging:
         (staging / DATA_DIR).mkdir()
         for name, table in tables.items():
             write_parquet(table, staging / parquet_path(name))
-        files = {parquet_path(name): sha256_file(staging / parquet_path(name)) for name in splits.SPLITS}
+        files = {parquet_path(name): sha256_file(staging / parquet_path(name)) for name in tables}
         info = {
             "dataset": spec.dataset_name,
             "version": version,
@@ -406,9 +430,22 @@ def build_dataset(
     return BuildResult(spec.dataset_name, target, version, fingerprint, counts, composition)
 
 
+PINNED_SPLITS_FORMAT = "mp-tensor-zoo/pinned-splits/1"
+
+
 def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
-    """key -> split of a built or downloaded dataset repository folder (to pin a new build's splits to it)."""
+    """key -> split (train, validation or test) of a previous release, to pin a new build's splits to it: a built or
+    downloaded dataset repository folder, or a pinned-splits JSON file (``write_split_assignments``)."""
     repo_dir = Path(repo_dir)
+    if repo_dir.is_file():
+        document = json.loads(repo_dir.read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or document.get("format") != PINNED_SPLITS_FORMAT:
+            raise ValueError(f"{repo_dir} is not a pinned-splits file ({PINNED_SPLITS_FORMAT})")
+        assignments = dict(document["assignments"])
+        unknown = sorted(set(assignments.values()) - set(splits.SPLITS))
+        if unknown:
+            raise ValueError(f"{repo_dir}: splits {unknown} cannot be pinned; only {list(splits.SPLITS)}")
+        return assignments
     assignments: dict[str, str] = {}
     for split in splits.SPLITS:
         path = repo_dir / parquet_path(split)
@@ -418,6 +455,17 @@ def read_split_assignments(repo_dir: str | os.PathLike) -> dict[str, str]:
         for material_id, record_id, label in zip(*(table.column(c).to_pylist() for c in table.column_names)):
             assignments[split_key(material_id, record_id)] = label
     return assignments
+
+
+def write_split_assignments(repo_dir: str | os.PathLike, path: str | os.PathLike) -> dict[str, Any]:
+    """Keep a release's split assignments as a small JSON file (what ``build.pinned_splits_from`` can name)."""
+    repo_dir = Path(repo_dir)
+    info = json.loads((repo_dir / VERSION_FILE).read_text(encoding="utf-8"))
+    document = {"format": PINNED_SPLITS_FORMAT, "dataset": info["dataset"], "version": info["version"],
+                "fingerprint": info["fingerprint"], "key": "material_id (record_id where the material is unknown)",
+                "assignments": dict(sorted(read_split_assignments(repo_dir).items()))}
+    write_json(path, document)
+    return document
 
 
 # -------------------------------------------------------------------------------------------------- loading

@@ -166,10 +166,10 @@ def validate_stage(prop: str, params_path: Path, say: Callable[[str], None] = pr
 
 
 # -------------------------------------------------------------------------------------------------- build
-def build_arguments(settings: BuildConfig, params_path: Path) -> dict[str, Any]:
-    """datasets.build_dataset's keyword arguments from the `build` section (pinned_splits_from: relative to the
-    params file)."""
-    pinned = settings.pinned_splits_from
+def build_arguments(settings: BuildConfig, params_path: Path, prop: str) -> dict[str, Any]:
+    """datasets.build_dataset's keyword arguments for one property from the `build` section (pinned_splits_from:
+    relative to the params file)."""
+    pinned = settings.pinned_for(prop)
     return {
         "version": check_version(settings.dataset_version, "dataset_version"),
         "salt": settings.split_salt,
@@ -181,7 +181,7 @@ def build_arguments(settings: BuildConfig, params_path: Path) -> dict[str, Any]:
 
 def build_stage(prop: str, params_path: Path, console: Console, say: Callable[[str], None] = print) -> None:
     """data/hub/datasets/mp-<prop>-irreps/ from the validate stage's outputs."""
-    arguments = build_arguments(load_section("build", params_path), params_path)
+    arguments = build_arguments(load_section("build", params_path), params_path, prop)
     symmetry_settings = load_section("symmetry", params_path)
     started = time.perf_counter()
     with console.status(f"build {prop}: converting, deriving, writing ..."):

@@ -19,6 +19,11 @@ Why pinning exists
     (and count towards the stratum's totals); only new records are assigned, in hash order, by the same
     largest-deficit step. With the previous release pinned, adding records never moves one, and the deficits
     the new records fill keep every stratum balanced.
+
+The external split
+    Records from a holdout source (``validate.holdout_sources``, ``zoo.data.merging``) are not assigned by the rule:
+    they form the ``external`` split, a set of materials that no training source holds, for measuring how a model
+    generalises to materials it never saw. Nothing of it is used for training, model selection or early stopping.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")  # assigned by the rule below
+EXTERNAL = "external"
+ALL_SPLITS: tuple[str, ...] = (*SPLITS, EXTERNAL)  # file and fingerprint order; external only where a holdout is
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
 # Balance is only checked (and only meaningful) for strata with at least this many records: the test split of a
 # 20-record crystal system holds 2 of them.

@@ -1,11 +1,17 @@
-"""Test-split metrics of a trained model and of its baselines (zoo.nn.baselines), overall and per crystal system.
+"""Metrics of a trained model and of its baselines (zoo.nn.baselines) on the test split and, where the dataset has
+one, on the external split (materials no training source holds: how the model generalises), overall, per crystal
+system (test), and split by whether a record holds an element rare in training; plus a learning curve
+(zoo.nn.learning_curve).
 
 Metrics (every predictor, every group; quantities from zoo.core.derived, conventions from zoo.core.tensors):
     all tensors  component_mae: mean |pred - true| over the Voigt components (6x6 stiffness, 6 dielectric,
                  3x6 piezo), in the property's units; relative_frobenius_error: mean over records of
                  ||pred - true||_F / ||true||_F of the Cartesian tensors (records with a zero true tensor skipped)
-    elastic      Hill K, G, E: MAE (GPa) and MAE/MAD, MAD being the mean absolute deviation of the true values
-                 from their mean (MatTen's scaled error); fraction_not_positive_definite of the predicted 6x6
+    elastic      Voigt K_V, G_V (linear in the tensor, defined for every prediction) and Hill K, G, E: MAE (GPa)
+                 and MAE/MAD, MAD being the mean absolute deviation of the true values from their mean (MatTen's
+                 scaled error); fraction_not_positive_definite of the predicted 6x6. A prediction that is not
+                 positive definite, or nearly singular, has no Hill moduli: counted in n_moduli_undefined, not
+                 scored (zoo.properties.elastic.HILL_EIGENVALUE_FLOOR)
     dielectric   per part (electronic, then ionic and total when the model predicts them; metric names without a
                  part suffix are the electronic part's, the headline part, as in release 1.0.0 and AnisoNet):
                  eps_poly_mae, anisotropy_ratio_mae (a_r = lambda_max/lambda_min; a predicted tensor with
@@ -44,6 +50,7 @@ import dataclasses
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,13 +60,17 @@ import torch
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.core.config import GBMSettings, SymmetryConfig, TrainSettings
+from zoo.core.config import GBMSettings, LearningCurveSettings, SymmetryConfig, TrainSettings
 from zoo.core.io import write_json
+from zoo.data import splits
 from zoo.data.datasets import HUB_DATASETS_DIR
-from zoo.nn import baselines, graphs, models, training
+from zoo.nn import baselines, graphs, learning_curve, models, training
 from zoo.properties.spec import finite_mean, tensor_errors
 
 REPORTS_DIR = Path("data/reports")
+SCORED_SPLITS = ("test", splits.EXTERNAL)
+# An element is rare when fewer training records than this hold it (issue 11's definition).
+RARE_ELEMENT_RECORDS = 5
 MODEL_KEY = "model"
 PREDICT_BATCH = 64
 TOP_FRACTION = 0.01  # set aside for <headline>_without_top_1pct
@@ -127,6 +138,8 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
     spec = properties.get(property_name)
     pick = lambda q, key: np.asarray(q[key])[mask]  # noqa: E731
     out: dict[str, Any] = {"n": int(mask.sum())}
+    if not mask.any():
+        return out  # an empty group (e.g. no record with a rare element) has no metrics
     if spec.is_tensor and "voigt" in pred:  # (a model of the ionic part alone has no headline-part tensor)
         out.update(tensor_errors(pick(pred, "voigt"), pick(true, "voigt"), pick(pred, "cartesian"),
                                  pick(true, "cartesian")))
@@ -148,26 +161,33 @@ def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
 
 
 # ---------------------------------------------------------------------------------------- predictors, scores
+Predictor = Callable[[training.SplitData], np.ndarray]
+
+
 def baseline_predictors(data: Mapping[str, training.SplitData], model_config: models.ModelConfig,
                         settings: TrainSettings | None,
-                        gbm: GBMSettings | None) -> dict[str, Callable[[], np.ndarray]]:
-    """name -> a function fitting that baseline on data['train'] and returning its test-split predictions.
+                        gbm: GBMSettings | None) -> dict[str, Callable[[], Predictor]]:
+    """name -> a function fitting that baseline on data['train'] (and, for the network, selecting on
+    data['validation']) and returning its predictor: a split -> its predictions.
 
     One definition for the evaluate stage and for `zoo audit`, which re-derives a card's baseline metrics: the
     non-equivariant network (tensors only) is the model's trunk (`model_config`) trained with `settings`. A
     baseline whose settings are None is left out (an audit of a card that does not record them).
     """
-    train, test = data["train"], data["test"]
-    out: dict[str, Callable[[], np.ndarray]] = {
-        "crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict(test)}
+    train = data["train"]
+    out: dict[str, Callable[[], Predictor]] = {"crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict}
     if properties.get(model_config.property).zero_baseline:
-        out["zero_tensor"] = lambda: np.zeros_like(test.targets)
+        out["zero_tensor"] = lambda: lambda split: np.zeros_like(split.targets)
     if gbm is not None:
-        out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict(test)
+        out["composition_gbm"] = lambda: baselines.CompositionGBM(train, gbm).predict
     if settings is not None and properties.get(model_config.property).is_tensor:
         overrides = baselines.non_equivariant_overrides(model_config)
-        out["non_equivariant"] = lambda: predict(training.fit_model(data, settings, config_overrides=overrides).net,
-                                                 test)
+
+        def fit_network() -> Predictor:
+            net = training.fit_model(training.fitting_splits(data), settings, config_overrides=overrides).net
+            return lambda split: predict(net, split)
+
+        out["non_equivariant"] = fit_network
     return out
 
 
@@ -240,17 +260,39 @@ def sign_of_largest_component(pred_voigt: np.ndarray, true_voigt: np.ndarray,
 
 
 # ----------------------------------------------------------------------------------------------- the stage
+def has_rare_element(split: training.SplitData, train_counts: Mapping[str, int],
+                     threshold: int = RARE_ELEMENT_RECORDS) -> np.ndarray:
+    """Per record of `split`: whether it holds an element that fewer than `threshold` training records hold."""
+    return np.array([any(train_counts.get(str(element), 0) < threshold for element in structure.composition.elements)
+                     for structure in split.structures], dtype=bool)
+
+
+def rare_element_breakdown(property_name: str, train: training.SplitData, split: training.SplitData,
+                           quantities: Mapping[str, Mapping[str, np.ndarray]],
+                           true: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Each predictor's metrics on the records with an element rare in training and on the others."""
+    counts = Counter(str(element) for structure in train.structures for element in structure.composition.elements)
+    rare = has_rare_element(split, counts)
+    held = sorted({str(e) for structure, flag in zip(split.structures, rare) if flag
+                   for e in structure.composition.elements if counts.get(str(e), 0) < RARE_ELEMENT_RECORDS})
+    return {"rare_elements_present": held,
+            **{name: {"rare": group_metrics(property_name, q, true, rare),
+                      "common": group_metrics(property_name, q, true, ~rare)} for name, q in quantities.items()}}
+
+
 def evaluate_property(property_name: str, settings: TrainSettings, *,
                       gbm: GBMSettings, symmetry_settings: SymmetryConfig,
+                      curve: LearningCurveSettings | None = None,
                       model_dir: str | os.PathLike | None = None,
                       datasets_root: str | os.PathLike = HUB_DATASETS_DIR,
                       reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True,
                       log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
-    non-equivariant one with `settings`) on the test split; write ``<reports_dir>/<property>-metrics.json`` and
-    ``<property>-metrics-per-crystal-system.json`` and the parity and per-crystal-system plots. Returns the metrics
-    document, per_crystal_system included. The stage is one process (it writes the reports): a data-parallel
-    profile's baseline is trained in one process, which takes the same steps (TrainSettings.single_process)."""
+    non-equivariant one with `settings`) on the test split and, where the dataset has one, the external split;
+    with `curve`, the learning curve (zoo.nn.learning_curve). Writes ``<reports_dir>/<property>-metrics.json`` and
+    ``<property>-metrics-per-crystal-system.json`` and the plots. Returns the metrics document, per_crystal_system
+    included. The stage is one process (it writes the reports): a data-parallel profile's baseline is trained in one
+    process, which takes the same steps (TrainSettings.single_process)."""
     # Longer than ~60 lines: one sequential flow building the metrics document (its parts are functions already).
     settings = settings.single_process()
     spec = properties.get(property_name)
@@ -261,7 +303,7 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     if loaded.info["dataset"]["fingerprint"] != dataset.fingerprint:
         raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {loaded.info['dataset']['fingerprint']}, "
                          f"but the dataset now is {dataset.fingerprint}: retrain it (dvc repro train@{spec.name})")
-    test = data["test"]
+    scored = [name for name in SCORED_SPLITS if name in data]
     timings: dict[str, float] = {}
 
     def timed(name: str, compute: Callable[[], Any]) -> Any:
@@ -271,32 +313,76 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
         log(f"{name}: {timings[name]:.1f} s")
         return result
 
-    predictions = {MODEL_KEY: timed("model", lambda: predict(loaded.net, test))}
-    for name, compute in baseline_predictors(data, loaded.net.config, settings, gbm).items():
-        predictions[name] = timed(name, compute)
-    infos = timed("symmetry analysis", lambda: [symmetry_settings.analyze(s) for s in test.structures]) \
-        if spec.is_tensor else None
-    scored, per_system, quantities, true = score(spec.name, predictions, test, infos)
+    predictors: dict[str, Predictor] = {MODEL_KEY: lambda split: predict(loaded.net, split)}
+    for name, fit_baseline in baseline_predictors(data, loaded.net.config, settings, gbm).items():
+        predictors[name] = timed(f"fitting {name}", fit_baseline)
+    predictions = {split: {name: timed(f"{name} on {split}", lambda: predictor(data[split]))
+                           for name, predictor in predictors.items()} for split in scored}
+    results, symmetry_infos = {}, {}
+    for split in scored:
+        structures = data[split].structures
+        symmetry_infos[split] = timed(f"symmetry analysis ({split})",
+                                      lambda: [symmetry_settings.analyze(s) for s in structures]) \
+            if spec.is_tensor else None
+        results[split] = score(spec.name, predictions[split], data[split], symmetry_infos[split])
+    document = _document(spec, dataset, loaded, settings, gbm, data, results, symmetry_infos["test"])
+    if curve is not None and spec.name in curve.properties:
+        def scores(net, split: training.SplitData) -> dict[str, Any]:
+            true = record_quantities(spec.name, split.targets, split.structures, split.parts)
+            found = record_quantities(spec.name, predict(net, split), split.structures, split.parts)
+            return group_metrics(spec.name, found, true, np.ones(len(split), dtype=bool))
+
+        document["learning_curve"] = timed("learning curve", lambda: learning_curve.measure(
+            data, settings, loaded.net, curve.fractions, scored[-1], scores,
+            (spec.headline, *spec.learning_curve_metrics), log))
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
+    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
+    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
+    write_json(per_system_json_path(reports_dir, spec.name), document["per_crystal_system"])
+    if plots:
+        timed("plots", lambda: write_plots(spec.name, results, document, reports_dir))
+    return document
+
+
+def _document(spec, dataset, loaded, settings, gbm, data, results, test_infos) -> dict[str, Any]:
+    """The metrics document: the test split's metrics at the top (what model cards read), the other scored
+    splits under their names, the rare-element breakdown of each."""
+    test_scores, per_system, test_quantities, test_true = results["test"]
+    test = data["test"]
     headline = spec.headline
     extra: dict[str, Any] = {}
     if spec.is_tensor:
-        kept = without_top(true["cartesian"])
+        kept = without_top(test_true["cartesian"])
         extra["without_top_1pct"] = {"n_set_aside": int((~kept).sum()),
                                      "record_ids": [rid for rid, keep in zip(test.record_ids, kept) if not keep]}
     if spec.signed:
-        extra["sign_of_largest_component"] = {name: sign_of_largest_component(q["voigt"], true["voigt"], infos)
-                                              for name, q in quantities.items()}
+        extra["sign_of_largest_component"] = {
+            name: sign_of_largest_component(q["voigt"], test_true["voigt"], test_infos)
+            for name, q in test_quantities.items()}
     document = {
         "property": spec.name,
         "model_name": spec.model_name,
         "units": spec.units,
         "split": "test",
-        "n_test": len(test),
+        "n_test": len(data["test"]),
         "headline": headline,
-        MODEL_KEY: scored.pop(MODEL_KEY),
-        "baselines": scored,
+        MODEL_KEY: test_scores[MODEL_KEY],
+        "baselines": {name: value for name, value in test_scores.items() if name != MODEL_KEY},
         "per_crystal_system": per_system,
         **extra,
+    }
+    for split, (scores, _, _, _) in results.items():
+        if split != "test":
+            document[split] = {"n": len(data[split]), MODEL_KEY: scores[MODEL_KEY],
+                               "baselines": {name: value for name, value in scores.items() if name != MODEL_KEY}}
+    document["rare_element_breakdown"] = {
+        "definition": f"records holding an element that fewer than {RARE_ELEMENT_RECORDS} training records hold "
+                      "('rare') vs the others ('common')",
+        **{split: rare_element_breakdown(spec.name, data["train"], data[split], quantities, true)
+           for split, (_, _, quantities, true) in results.items()}}
+    document.update({
         "baseline_settings": baseline_settings(spec.name, settings, gbm),
         "dataset": {"name": dataset.name, "version": dataset.version, "fingerprint": dataset.fingerprint},
         "model_weights_sha256": loaded.info["weights"]["sha256"],
@@ -305,21 +391,15 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
                                   "tensor, point group of the record's structure)",
             "baselines": "zoo.nn.baselines (module docstring); trained on the same train split in this run, with "
                          "baseline_settings (non_equivariant: zoo.core.config.TrainSettings)",
+            "external": "materials no training source holds (the dataset card's external split); never used for "
+                        "training, model selection or early stopping",
         },
-    }
+    })
     if not spec.is_tensor:
         document["definitions"]["non_equivariant"] = ("not applicable: the DOS is invariant, so the model's own head "
                                                       "is already invariant")
     document["definitions"].update(dict(spec.metric_definitions))
     document["published"] = published_comparison(spec, document[MODEL_KEY], document["baselines"])
-    reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
-    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
-    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
-    write_json(per_system_json_path(reports_dir, spec.name), per_system)
-    if plots:
-        timed("plots", lambda: write_plots(spec.name, quantities, true, document, reports_dir))
     return document
 
 
@@ -340,26 +420,33 @@ def per_system_path(reports_dir: Path, property_name: str) -> Path:
     return Path(reports_dir) / f"{property_name}-per-crystal-system.png"
 
 
-def write_plots(property_name: str, quantities: Mapping[str, Mapping[str, np.ndarray]],
-                true: Mapping[str, np.ndarray], document: Mapping[str, Any], reports_dir: Path) -> None:
-    """Parity plot of the spec's parity quantity for every predictor; bars of the headline metric per crystal system."""
+def learning_curve_path(reports_dir: Path, property_name: str) -> Path:
+    return Path(reports_dir) / f"{property_name}-learning-curve.png"
+
+
+def write_plots(property_name: str, results: Mapping[str, tuple], document: Mapping[str, Any],
+                reports_dir: Path) -> None:
+    """Parity plots of the spec's parity quantity for every predictor (one row per scored split); bars of the headline
+    metric per crystal system (test); the learning curve where the document has one."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     key, label = properties.get(property_name).parity
-    names = list(quantities)
-    figure, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
-    for axis, name in zip(axes[0], names):
-        x, y = np.ravel(true[key]), np.ravel(quantities[name][key])
-        finite = np.isfinite(x) & np.isfinite(y)
-        axis.scatter(x[finite], y[finite], s=6, alpha=0.6)
-        low, high = float(np.min(x[finite], initial=0)), float(np.max(x[finite], initial=1))
-        axis.plot([low, high], [low, high], color="black", linewidth=0.8)
-        axis.set_title(name, fontsize=9)
-        axis.set_xlabel(f"true {label}", fontsize=8)
-        axis.set_ylabel("predicted", fontsize=8)
+    names = list(results["test"][2])
+    figure, axes = plt.subplots(len(results), len(names), figsize=(3.2 * len(names), 3.4 * len(results)),
+                                squeeze=False)
+    for row, (split, (_, _, quantities, true)) in zip(axes, results.items()):
+        for axis, name in zip(row, names):
+            x, y = np.ravel(true[key]), np.ravel(quantities[name][key])
+            finite = np.isfinite(x) & np.isfinite(y)
+            axis.scatter(x[finite], y[finite], s=6, alpha=0.6)
+            low, high = float(np.min(x[finite], initial=0)), float(np.max(x[finite], initial=1))
+            axis.plot([low, high], [low, high], color="black", linewidth=0.8)
+            axis.set_title(f"{name} ({split})", fontsize=9)
+            axis.set_xlabel(f"true {label}", fontsize=8)
+            axis.set_ylabel("predicted", fontsize=8)
     figure.tight_layout()
     figure.savefig(parity_path(reports_dir, property_name), dpi=110, metadata={"Software": None})
     plt.close(figure)
@@ -378,3 +465,6 @@ def write_plots(property_name: str, quantities: Mapping[str, Mapping[str, np.nda
     figure.tight_layout()
     figure.savefig(per_system_path(reports_dir, property_name), dpi=110, metadata={"Software": None})
     plt.close(figure)
+    # Always written (a DVC plot of every property); without a curve it says so.
+    learning_curve.plot(document.get("learning_curve"), learning_curve_path(reports_dir, property_name),
+                        property_name)

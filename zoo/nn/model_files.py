@@ -46,9 +46,12 @@ OPTIONAL_KEYS = ("ensemble_seeds", "training_data", "target_columns", "parts", "
 MODEL_CONFIG_KEYS = ("format", "property", "head", "r_cut", "n_radial", "cutoff_power", "hidden_irreps",
                      "readout_irreps", "l_max", "n_layers", "species_dim", "radial_hidden", "avg_num_neighbors",
                      "invariant_hidden", "output_scale", "output_shift", "dtype", "seed")
-# ModelConfig fields added after the 1.0.0 releases (absent there: their defaults apply, see ModelConfig.from_json)
+# ModelConfig fields added after the 1.0.0 releases (absent there: their defaults apply, see ModelConfig.from_json:
+# an older config reads as species embedding 'learned', the target part alone, output map 'linear')
 MODEL_CONFIG_OPTIONAL_KEYS = ("species_embedding", "parts", "output_map")
-# species embeddings (zoo.nn.species) and output maps (zoo.nn.models) a config may name
+# The heads, species embeddings (zoo.nn.species) and output maps zoo.nn.models builds (here, without torch, so that
+# the CLI can check a config).
+HEADS = ("equivariant", "invariant_voigt", "equivariant_spd")
 SPECIES_EMBEDDINGS = ("learned", "descriptors", "descriptors+learned")
 OUTPUT_MAPS = ("linear", "spd_log")
 
@@ -137,9 +140,6 @@ def check_model_config(config: Any, where: str, prop: str) -> None:
     field = "model_config"
     _check_mapping(config, where, field, MODEL_CONFIG_KEYS, MODEL_CONFIG_OPTIONAL_KEYS)
     spec = properties.get(prop)
-    if config.get("species_embedding", "learned") not in SPECIES_EMBEDDINGS:
-        raise _fail(where, f"{field}.species_embedding", f"must be one of {SPECIES_EMBEDDINGS}, got "
-                    f"{config['species_embedding']!r}")
     if config.get("output_map", "linear") not in OUTPUT_MAPS:
         raise _fail(where, f"{field}.output_map", f"must be one of {OUTPUT_MAPS}, got {config['output_map']!r}")
     parts = config.get("parts") or [spec.target_part]
@@ -150,8 +150,11 @@ def check_model_config(config: Any, where: str, prop: str) -> None:
         raise _fail(where, f"{field}.format", f"must be {CONFIG_FORMAT!r}, got {config['format']!r}")
     if config["property"] != prop:
         raise _fail(where, f"{field}.property", f"is {config['property']!r} but the model's property is {prop!r}")
-    if config["head"] not in ("equivariant", "invariant_voigt"):
-        raise _fail(where, f"{field}.head", f"must be 'equivariant' or 'invariant_voigt', got {config['head']!r}")
+    if config["head"] not in HEADS:
+        raise _fail(where, f"{field}.head", f"must be one of {', '.join(HEADS)}, got {config['head']!r}")
+    if config.get("species_embedding", SPECIES_EMBEDDINGS[0]) not in SPECIES_EMBEDDINGS:
+        raise _fail(where, f"{field}.species_embedding", f"must be one of {', '.join(SPECIES_EMBEDDINGS)}, got "
+                    f"{config['species_embedding']!r}")
     if config["dtype"] not in ("float32", "float64"):
         raise _fail(where, f"{field}.dtype", f"must be 'float32' or 'float64', got {config['dtype']!r}")
     for name, (low, high) in INT_RANGES.items():

@@ -13,6 +13,10 @@ Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps dec
         "equivariant":     o3.Linear onto the property's irreps (PropertySpec.irreps) -> x scale + shift
         "invariant_voigt": the pooled 0e scalars -> MLP -> independent Voigt components (a non-equivariant
                            baseline: it cannot rotate with the input) -> irreps -> x scale + shift
+        "equivariant_spd": (elastic) as "equivariant", read as the matrix logarithm S of the stiffness in Mandel
+                           form (GPa units inside the log); the output is C = expm(S), positive definite for any
+                           input. A rotation acts on Mandel matrices as S -> Q S Q^T with Q orthogonal, and
+                           expm(Q S Q^T) = Q expm(S) Q^T, so the output stays equivariant
         phonon:            o3.Linear onto 51x0e -> softplus (non-negative DOS; why not ReLU: see ``forward``)
     A property with several parts (dielectric) gets one block of its irreps per predicted part (ModelConfig.parts).
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -49,13 +54,12 @@ from zoo import properties
 from zoo.core import tensors
 from zoo.nn import e3nn_import, species
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
-from zoo.nn.model_files import CONFIG_FORMAT, OUTPUT_MAPS
+from zoo.nn.model_files import CONFIG_FORMAT, HEADS, OUTPUT_MAPS
 
 with e3nn_import.lean():  # without torch._dynamo and sympy, which no network here needs (see there)
     from e3nn import nn as e3nn_nn
     from e3nn import o3
 
-HEADS = ("equivariant", "invariant_voigt")
 # spd_log targets: eigenvalues of T - floor I below this are raised to it before the logarithm (1.4% of the ionic
 # eigenvalues of the dielectric training split are below it, 0.4% exactly 0; log 0.1 = -2.3 against a bulk of
 # log eps_ionic in 0..4.3). The prediction's error from the clip is at most 0.1 per eigenvalue.
@@ -86,6 +90,7 @@ def head_irreps(property_name: str, head: str = "equivariant") -> o3.Irreps:
     spec = properties.get(property_name)
     if head == "invariant_voigt":
         return o3.Irreps("0e")
+    # equivariant_spd reads the same irreps: the logarithm has the stiffness's symmetry
     return o3.Irreps([(1, ir) for ir in sorted({ir for _, ir in o3.Irreps(spec.irreps)})])
 
 
@@ -103,7 +108,8 @@ class ModelConfig:
     """Everything that defines a model; saved as JSON beside its weights.
 
     property            'elastic' | 'dielectric' | 'piezo' | 'phonon' (zoo.properties)
-    head                'equivariant' (default) or 'invariant_voigt' (non-equivariant baseline, tensors only)
+    head                'equivariant' (default), 'invariant_voigt' (non-equivariant baseline, tensors only) or
+                        'equivariant_spd' (elastic: positive definite output, expm of an equivariant logarithm)
     r_cut               neighbour cutoff, A (the graphs must be built with the same value)
     n_radial            number of Bessel radial basis functions
     cutoff_power        p of the polynomial cutoff envelope (NequIP's p = 6: smooth to second derivative)
@@ -120,7 +126,7 @@ class ModelConfig:
     invariant_hidden    hidden width of the invariant_voigt head's MLP
     output_scale        one factor per irrep instance of the property's irreps (5 for elastic 2x0e+2x2e+1x4e) that
                         multiplies the head's output, so the network itself works with unit-size numbers;
-                        None -> all 1. See ``fit_output_normalisation``
+                        None -> all 1. See ``fit_output_normalisation`` (for equivariant_spd: of the logarithm)
     output_shift        one offset per 0e instance, added after the scale; None -> all 0
     dtype               'float32' (default, fast) or 'float64'
     seed                seeds the weight initialisation (the global RNG is left untouched)
@@ -158,6 +164,8 @@ class ModelConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.head == "invariant_voigt" and not spec.is_tensor:
             raise ValueError(f"head 'invariant_voigt' needs a tensor property; {self.property!r} is invariant")
+        if self.head == "equivariant_spd" and spec.voigt_kind != "stiffness":
+            raise ValueError(f"head 'equivariant_spd' needs a stiffness (elastic); {self.property!r} is not")
         if self.species_embedding not in species.SPECIES_EMBEDDINGS:
             raise ValueError(f"species_embedding must be one of {species.SPECIES_EMBEDDINGS}, "
                              f"got {self.species_embedding!r}")
@@ -326,16 +334,44 @@ def output_irreps(config: ModelConfig) -> o3.Irreps:
     return o3.Irreps("+".join([irreps] * len(config.parts)))
 
 
-def fit_output_normalisation(property_name: str, targets, n_parts: int = 1,
+@functools.cache
+def mandel_maps(formula: str) -> tuple[np.ndarray, np.ndarray]:
+    """(A, B) with mandel.flatten() = irreps @ A and irreps = mandel.flatten() @ B for symmetric Mandel matrices of a
+    stiffness (zoo.core.tensors conventions): the linear maps the equivariant_spd head applies around expm."""
+    dim = tensors.change_of_basis(formula).shape[0]
+    to_mandel = lambda x: tensors.stiffness_voigt_to_mandel(  # noqa: E731
+        tensors.cartesian_to_voigt(tensors.irreps_to_cartesian(x, formula), "stiffness"))
+    forward = to_mandel(np.eye(dim)).reshape(dim, 36)
+    flat = np.eye(36).reshape(36, 6, 6)
+    backward = tensors.voigt_to_irreps(tensors.mandel_to_stiffness_voigt((flat + np.swapaxes(flat, 1, 2)) / 2),
+                                       "stiffness", formula)
+    return forward, backward
+
+
+def log_stiffness_irreps(targets, formula: str) -> np.ndarray:
+    """Irreps of logm of each (positive definite) stiffness's Mandel matrix: what an equivariant_spd head predicts."""
+    forward, backward = mandel_maps(formula)
+    mandel = (np.asarray(targets, dtype=np.float64) @ forward).reshape(-1, 6, 6)
+    eigenvalues, vectors = np.linalg.eigh(mandel)
+    if (eigenvalues <= 0).any():
+        raise ValueError("targets must be positive definite stiffness tensors to take their logarithm")
+    logarithm = np.einsum("nij,nj,nkj->nik", vectors, np.log(eigenvalues), vectors)
+    return logarithm.reshape(-1, 36) @ backward
+
+
+def fit_output_normalisation(property_name: str, targets, head: str = "equivariant", n_parts: int = 1,
                              ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(output_scale, output_shift) for ModelConfig from training targets in the network's output form (irreps of
     each of `n_parts` parts, concatenated; log-space for output_map spd_log), shape (n, n_parts * dim).
 
     shift: the mean of each 0e component (a rotation-invariant offset). scale: per irrep instance, the RMS of
     its components after the shift, so each block reaches the network with unit size. Both are invariants of
-    the data set, so the normalised model stays equivariant.
+    the data set, so the normalised model stays equivariant. For the equivariant_spd head they are those of the
+    targets' logarithms (``log_stiffness_irreps``), what that head's linear layer produces.
     """
     spec = properties.get(property_name)
+    if head == "equivariant_spd":
+        targets = log_stiffness_irreps(targets, spec.formula)
     if not spec.is_tensor:
         raise ValueError(f"property_name {property_name!r}: output normalisation applies to tensor properties only")
     irreps = o3.Irreps("+".join([spec.irreps] * n_parts))
@@ -505,12 +541,16 @@ class MattenNet(torch.nn.Module):
                                           config.radial_hidden, config.avg_num_neighbors))
                 irreps = irreps_out
             self.layers = torch.nn.ModuleList(layers)
-            if config.head == "equivariant":
-                self.head = o3.Linear(last, self.irreps_out, biases=True)
-            else:
+            if config.head == "invariant_voigt":
                 self._init_invariant_voigt_head(last)
+            else:
+                self.head = o3.Linear(last, self.irreps_out, biases=True)
         self._init_output_normalisation()
         self.to(self.dtype)
+        if config.head == "equivariant_spd":  # after .to(dtype): the maps around expm stay float64
+            forward, backward = mandel_maps(self.spec.formula)
+            self.register_buffer("to_mandel", torch.from_numpy(forward.copy()), persistent=False)
+            self.register_buffer("from_mandel", torch.from_numpy(backward.copy()), persistent=False)
 
     def _init_invariant_voigt_head(self, hidden: o3.Irreps) -> None:
         scalar_columns = [index for (mul, ir), part in zip(hidden, hidden.slices()) if ir == o3.Irrep("0e")
@@ -575,11 +615,18 @@ class MattenNet(torch.nn.Module):
             # Softplus, not ReLU (Chen et al.'s choice): many DOS bins are exactly zero, and a ReLU output pushed
             # below zero has zero gradient and stops learning for good; softplus keeps a gradient everywhere.
             return torch.nn.functional.softplus(self.head(pooled))
-        if self.config.head == "equivariant":
-            normalised = self.head(pooled)
-        else:
+        if self.config.head == "invariant_voigt":
             normalised = self._invariant_voigt(pooled)
-        return normalised * self.output_scale + self.output_shift
+        else:
+            normalised = self.head(pooled)
+        output = normalised * self.output_scale + self.output_shift
+        return self._exponential(output) if self.config.head == "equivariant_spd" else output
+
+    def _exponential(self, logarithm: torch.Tensor) -> torch.Tensor:
+        """Irreps of expm(S) for irreps of S (Mandel form), in float64 (expm amplifies float32 rounding)."""
+        mandel = (logarithm.to(torch.float64) @ self.to_mandel).reshape(-1, 6, 6)
+        stiffness = torch.linalg.matrix_exp((mandel + mandel.transpose(1, 2)) / 2)
+        return (stiffness.reshape(-1, 36) @ self.from_mandel).to(logarithm.dtype)
 
     def _invariant_voigt(self, pooled: torch.Tensor) -> torch.Tensor:
         all_components = self.head(pooled[:, self.scalar_columns])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from zoo import properties
 from zoo.core.config import load_section
-from zoo.nn import evaluation, training
+from zoo.nn import evaluation, learning_curve, training
 
 LIVE_DIR = Path("data/reports/train")
 STAGE_ERRORS = (ValueError, FileNotFoundError)
@@ -44,17 +44,27 @@ def evaluate_stage(prop: str, params_path: Path, profile: str | None = None, say
                    log: Callable[[str], None] = print, *, models_root: Path = training.MODELS_DIR,
                    reports_dir: Path = evaluation.REPORTS_DIR) -> None:
     """data/reports/<prop>-metrics.json and the plots: the model (in `models_root`) and its baselines on the test
-    split, written to `reports_dir`."""
+    split and, where the dataset has one, the external split, written to `reports_dir`; the learning curve for the
+    properties evaluate.learning_curve names."""
     profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
-    gbm = load_section("evaluate", params_path).composition_gbm
+    section = load_section("evaluate", params_path)
+    curve = learning_curve.check_properties(section.learning_curve)
     started = time.perf_counter()
-    document = evaluation.evaluate_property(prop, settings, gbm=gbm,
+    document = evaluation.evaluate_property(prop, settings, gbm=section.composition_gbm, curve=curve,
                                             symmetry_settings=load_section("symmetry", params_path),
                                             model_dir=Path(models_root) / properties.get(prop).model_name,
                                             reports_dir=reports_dir,
                                             log=lambda line: log(f"evaluate {prop}: {line}"))
     elapsed = time.perf_counter() - started
     headline = document["headline"]
-    scores = ", ".join(f"{name} {metrics[headline]:.4g}" for name, metrics in document["baselines"].items())
-    say(f"evaluate {prop} ({profile}): {headline} model {document['model'][headline]:.4g}; baselines "
-        f"{scores}; {elapsed:.1f} s -> {evaluation.metrics_path(Path(reports_dir), prop)}")
+    scores = ", ".join(f"{name} {_value(metrics[headline])}" for name, metrics in document["baselines"].items())
+    external = document.get("external")
+    beyond = f"; external {headline} model {_value(external['model'][headline])}" if external else ""
+    say(f"evaluate {prop} ({profile}): {headline} model {_value(document['model'][headline])}; baselines "
+        f"{scores}{beyond}; {elapsed:.1f} s -> {evaluation.metrics_path(Path(reports_dir), prop)}")
+
+
+def _value(metric: float | None) -> str:
+    """A metric for the summary line; None where no record had it defined (e.g. Hill moduli of no positive definite
+    prediction)."""
+    return "undefined" if metric is None else f"{metric:.4g}"

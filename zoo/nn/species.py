@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from zoo.nn import e3nn_import
-from zoo.nn.model_files import SPECIES_EMBEDDINGS  # noqa: F401 (listed with the config schema)
+from zoo.nn.model_files import SPECIES_EMBEDDINGS
 
-with e3nn_import.lean():  # as zoo.nn.models: no torch._dynamo or sympy on the serving path
+with e3nn_import.lean():  # as zoo.nn.models imports it (a no-op once e3nn is loaded)
     from e3nn import o3
 
 # Largest atomic number the embeddings have a row for (oganesson).

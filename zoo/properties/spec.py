@@ -41,9 +41,10 @@ class SnapshotField:
     """One field of a raw record read from a snapshot CSV column.
 
     key     the raw record's key (under ``values`` or ``reported``)
-    column  the CSV column
+    column  the CSV column (the key of a JSON-lines object)
     kind    'tensor' (JSON nested list of `shape`), 'number', 'integer', 'boolean', 'text' (stripped, None when
-            empty) or 'meta_point_group' (the point group inside a Python-literal 'meta' column)
+            empty) or 'meta_point_group' (the point group inside a Python-literal 'meta' column); in a JSON-lines
+            file 'json_tensor' (nested list of `shape`) or 'json_text'
     """
 
     key: str
@@ -59,8 +60,12 @@ class SnapshotSource:
 
     layout  'matminer': one CSV row per record, material_id and formula columns, the structure as a POSCAR;
             'ase-table': the structure as a Python-literal ASE dict, material ids recovered in `ids_file` (by row),
-            trailing rows excluded as the manifest says
+            trailing rows excluded as the manifest says; 'cif-jsonl' / 'sites-jsonl': one JSON object per line
+            with material_id (and formula) keys, the structure as a CIF ('cif') or as lattice rows, symbols and
+            Cartesian sites ('lattice_angstrom', 'species', 'cart_coords_angstrom')
     frames  the frame the source claims for each value key (checked by clean, not trusted)
+    record_tag  prefix of the record_id key of a file's rows ('elatbot-row-00042'); the first file of a property
+            keeps the bare 'row-NNNNN' of release 1.0.0
     """
 
     file: str
@@ -69,6 +74,7 @@ class SnapshotSource:
     frames: Mapping[str, str] = field(default_factory=dict)
     reported: tuple[SnapshotField, ...] = ()
     ids_file: str | None = None
+    record_tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -312,9 +318,12 @@ class PropertySpec:
     zero_baseline     the all-zero tensor is a baseline of the evaluation (the null model: piezo)
     signed            the evaluation counts, per point group, predictions with the true sign at the true tensor's
                       largest component (a tensor whose sign carries the physics: piezo)
+    learning_curve_metrics  metrics kept per learning-curve point besides the headline (zoo.nn.learning_curve)
     model_limitations lines the model card adds to its limitations
     printed_decimals  decimals `zoo predict` prints the predicted value with, in `units`
     snapshot, mp_api  where the values come from (SnapshotSource, MPSource)
+    more_snapshots    further snapshot files of the property (elastic: two newer MP sets), read into the same raw
+                      file; ``snapshots`` is all of them, `snapshot` first
 
     Models:
     predicted_parts   the parts a model of the property predicts by default (a ModelConfig may choose fewer);
@@ -361,9 +370,11 @@ class PropertySpec:
     parity: tuple[str, str] = ("voigt", "components")
     zero_baseline: bool = False
     signed: bool = False
+    learning_curve_metrics: tuple[str, ...] = ()
     model_limitations: tuple[str, ...] = ()
     printed_decimals: int = 3
     snapshot: SnapshotSource | None = None
+    more_snapshots: tuple[SnapshotSource, ...] = ()
     mp_api: MPSource | None = None
     suite_file: Path | None = None
     predicted_parts: tuple[str, ...] = ()
@@ -375,6 +386,10 @@ class PropertySpec:
     def __post_init__(self):
         if not self.predicted_parts:
             object.__setattr__(self, "predicted_parts", (self.target_part,))
+
+    @property
+    def snapshots(self) -> tuple[SnapshotSource, ...]:
+        return (self.snapshot, *self.more_snapshots) if self.snapshot is not None else ()
 
     @property
     def dataset_name(self) -> str:

@@ -89,6 +89,10 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
     if "baseline_settings" in metrics:
         test_metrics["baseline_settings"] = metrics["baseline_settings"]
     dataset_path = (HUB_DATASETS_DIR / spec.dataset_name).as_posix()
+    # The external split (materials no training source holds) and the learning curve, where evaluate measured them.
+    beyond = {key: metrics[key] for key in ("external", "learning_curve") if key in metrics}
+    if "external" in beyond:
+        beyond["external"] = {"split": "external", **beyond["external"]}
     dependencies = dict((lineage or {}).get("deps") or {})
     return {
         "license": LICENSE,
@@ -107,6 +111,7 @@ def card_metadata(info: Mapping[str, Any], metrics: Mapping[str, Any], version: 
         "dataset_fingerprint": info["dataset"]["fingerprint"],
         "weights_sha256": info["weights"]["sha256"],
         "test_metrics": test_metrics,
+        **{f"{key}_metrics" if key == "external" else key: value for key, value in beyond.items()},
         "provenance": {"dvc_stage": (lineage or {}).get("stage"), "dependencies": dependencies,
                        "params": dict((lineage or {}).get("params") or {}),
                        "dataset_path": dataset_path, "dataset_dvc_md5": dependencies.get(dataset_path)},
@@ -143,7 +148,22 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     systems = sorted(per_system.get("model", {}))
     signs = metrics.get("sign_of_largest_component") or {}
     sign_groups = sorted(signs.get("model", {}), key=lambda group: (group != "all", group))
+    external = metrics.get("external")
+    external_predictors = {MODEL_LABEL: external["model"], **external["baselines"]} if external else {}
+    breakdown = metrics.get("rare_element_breakdown", {})
+    rare_keys = [key for key in (headline, "k_voigt_mae", "g_voigt_mae") if key in metrics["model"]]
+    rare_rows = [(split, name if name != "model" else MODEL_LABEL, groups["rare"]["n"],
+                  [format_metric(groups["rare"].get(key)) for key in rare_keys], groups["common"]["n"],
+                  [format_metric(groups["common"].get(key)) for key in rare_keys])
+                 for split, table in breakdown.items() if isinstance(table, dict)
+                 for name, groups in table.items() if isinstance(groups, dict) and "rare" in groups]
     body = templates.environment().get_template(TEMPLATE).render(
+        external=external,
+        external_predictor_names=list(external_predictors),
+        external_rows=[(key, [format_metric(scores.get(key)) for scores in external_predictors.values()])
+                       for key in metric_names],
+        rare_keys=rare_keys, rare_rows=rare_rows, rare_definition=breakdown.get("definition"),
+        learning_curve=metrics.get("learning_curve"), format_metric=format_metric,
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
         predictor_names=list(predictors),
         metric_rows=[(key, [format_metric(scores.get(key)) for scores in predictors.values()])

@@ -67,9 +67,11 @@ Units: elastic GPa, piezo C/m^2 and dielectric (dimensionless) are stored as the
     Stored parts a source does not give are the spec's ``derived_parts`` (the dielectric ionic part, total -
     electronic), taken after the source parts are in the chosen frame.
 
-Duplicates (same material_id): the first record in record_id order whose structure and values parsed is kept; a
-    later one gets ``duplicate_identical`` if all its values equal the kept one's within ``duplicate_rtol`` (relative
-    to the larger Frobenius norm, source values as given), else ``duplicate_conflict``. Records with no material_id
+Duplicates (same material_id in one source file): the first record in record_id order whose structure and values
+    parsed is kept; a later one gets ``duplicate_identical`` if all its values equal the kept one's within
+    ``duplicate_rtol`` (relative to the larger Frobenius norm, source values as given), else ``duplicate_conflict``.
+    Records of one material from different source files are all kept here: validate merges them once it knows which
+    are physically valid (``zoo.data.merging``). Records with no material_id
     (the phonon snapshot's row 1521, Mg3Bi2) are keyed by record_id and kept: their data are complete.
 
 Issue codes, first found wins, structure before values: ``missing_field`` (a structure or value field absent or
@@ -206,17 +208,20 @@ def clean_records(records: Sequence[Mapping[str, Any]], spec: properties.Propert
         raise ValueError(f"records: expected only property {spec.name!r}, found {wrong}")
 
     measured = measure_all(ordered, spec.name, params, progress)
-    kept_values: dict[str, dict[str, np.ndarray]] = {}
+    # Duplicates within one source file are clean's; records of one material from several files are merged by
+    # validate (zoo.data.merging).
+    kept_values: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     issues: list[CleanIssue | None] = []
     for record, item in zip(ordered, measured):
         issue = item.issue
         material_id = record.get("material_id")
         if issue is None and material_id is not None:
-            if material_id in kept_values:
-                code = duplicate_issue(kept_values[material_id], item.parts, params.duplicate_rtol)
-                issue = CleanIssue(code, f"material {material_id} already kept from an earlier record")
+            key = (evidence.source_key(record.get("provenance")), material_id)
+            if key in kept_values:
+                code = duplicate_issue(kept_values[key], item.parts, params.duplicate_rtol)
+                issue = CleanIssue(code, f"material {material_id} already kept from an earlier record of {key[0]}")
             else:
-                kept_values[material_id] = item.parts
+                kept_values[key] = item.parts
         issues.append(issue)
 
     # The frame decision learns its per-source rules from the usable records only; a duplicate (quarantined anyway)

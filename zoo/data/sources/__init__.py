@@ -29,11 +29,21 @@ class Exclusion:
 
 
 @dataclass(frozen=True)
+class SourceCount:
+    """What one source file contributed: rows read = records written + rows excluded."""
+
+    rows_read: int
+    records_written: int
+    rows_excluded: int = 0
+
+
+@dataclass(frozen=True)
 class FetchReport:
     """What one fetch read and wrote. rows_read == records_written + sum of the exclusions' counts.
 
     inputs: source file (or endpoint) -> sha256. unreadable_fields: record location -> number of records
-    in which that field was kept as an unreadable marker (clean quarantines those records).
+    in which that field was kept as an unreadable marker (clean quarantines those records). by_source: source
+    file -> its SourceCount, for a property read from several files (empty for the MP API: one source).
     """
 
     property: str
@@ -45,6 +55,7 @@ class FetchReport:
     inputs: Mapping[str, str]
     excluded: tuple[Exclusion, ...] = ()
     unreadable_fields: Mapping[str, int] = field(default_factory=dict)
+    by_source: Mapping[str, SourceCount] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         accounted = self.records_written + sum(exclusion.count for exclusion in self.excluded)
@@ -53,6 +64,10 @@ class FetchReport:
                 f"fetch of {self.property!r} from {self.source!r} read {self.rows_read} rows but accounts for "
                 f"{accounted} ({self.records_written} written + excluded {[asdict(e) for e in self.excluded]})"
             )
+        if self.by_source and (sum(c.rows_read for c in self.by_source.values()) != self.rows_read
+                               or sum(c.records_written for c in self.by_source.values()) != self.records_written):
+            raise ValueError(f"fetch of {self.property!r}: the per-source counts {self.by_source} do not add up to "
+                             f"{self.rows_read} rows read and {self.records_written} records written")
 
     @property
     def rows_excluded(self) -> int:
@@ -67,6 +82,7 @@ class FetchReport:
         ]
         report["inputs"] = dict(sorted(self.inputs.items()))
         report["unreadable_fields"] = dict(sorted(self.unreadable_fields.items()))
+        report["by_source"] = {name: asdict(count) for name, count in sorted(self.by_source.items())}
         report["rows_excluded"] = self.rows_excluded
         return report
 

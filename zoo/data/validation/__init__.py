@@ -36,6 +36,7 @@ Tolerances: params.yaml sections ``symmetry`` (symprec, angle_tolerance, neumann
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ import great_expectations as gx  # noqa: E402
 from zoo import properties  # noqa: E402
 from zoo.core import paths, tensors
 from zoo.core.io import atomic_write_bytes, write_json  # noqa: E402
+from zoo.data import merging  # noqa: E402
 from zoo.properties.spec import PropertySpec  # noqa: E402
 from zoo.data.validation.expectations import is_symmetric_positive_definite, is_zero_tensor
 from zoo.data.validation.metrics import (
@@ -134,8 +136,11 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams, n_raw: in
             for i in outcome.unexpected_index:
                 reasons[i].add(outcome.reason_code)
 
+    merged = merging.merge(clean, reasons, spec, [column.name for column in value_columns(spec)],
+                           params.merge_params())
+    clean = clean.assign(provenance_json=merged.provenance_json, **{merging.HOLDOUT_COLUMN: merged.holdout})
     rank = {code: position for position, code in enumerate(reason_priority(spec))}
-    ordered = [sorted(codes, key=rank.__getitem__) for codes in reasons]
+    ordered = [sorted(codes, key=rank.__getitem__) for codes in merged.reasons]
     full = pd.concat([clean, _output_types(metrics, spec)], axis=1)
     is_bad = np.array([bool(codes) for codes in ordered], dtype=bool)
     accepted = full.loc[~is_bad].reset_index(drop=True)
@@ -146,6 +151,8 @@ def validate(clean: pd.DataFrame, prop: str, params: ValidationParams, n_raw: in
         raise ValueError(f"validate {spec.name}: n_raw={n_raw} but {len(accepted)} accepted + {len(quarantined)} "
                          f"quarantined = {len(accepted) + len(quarantined)}: records were lost or invented upstream")
     report = _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes)
+    report["merge"] = merged.report
+    report["by_source"] = _by_source(accepted, quarantined, spec)
     return ValidationResult(accepted=accepted, quarantined=quarantined, report=report)
 
 
@@ -155,6 +162,21 @@ def _output_types(metrics: pd.DataFrame, spec: PropertySpec) -> pd.DataFrame:
     for name, kind, _ in metric_columns(spec):
         if kind == "flag":
             out[name] = out[name].astype("boolean")
+    return out
+
+
+def _by_source(accepted: pd.DataFrame, quarantined: pd.DataFrame, spec: PropertySpec) -> dict[str, dict[str, Any]]:
+    """Per source file: raw records, accepted, quarantined, and the quarantined by primary reason (they add up)."""
+    def file_of(frame: pd.DataFrame) -> list[str]:
+        return [str(json.loads(text).get("file")) for text in frame["provenance_json"]]
+
+    accepted_files, quarantined_files = file_of(accepted), file_of(quarantined)
+    out = {}
+    for file in sorted(set(accepted_files) | set(quarantined_files)):
+        codes = [code for code, where in zip(quarantined["primary_reason"], quarantined_files) if where == file]
+        n_accepted = accepted_files.count(file)
+        out[file] = {"n_raw": n_accepted + len(codes), "n_accepted": n_accepted, "n_quarantined": len(codes),
+                     "reasons": _count(codes, spec)}
     return out
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from pymatgen.core import Element, Structure
 
 from zoo import properties
+from zoo.core import symmetry
 from zoo.properties.spec import NEUMANN_METRIC, PropertySpec, as_float_array, is_missing
 from zoo.data.validation.params import ValidationParams, ValueColumn, value_columns
 

@@ -17,6 +17,7 @@ from zoo.core.config import (
     check_positive,
     load_section,
 )
+from zoo.data import merging
 from zoo.data.cleaning import ISSUE_CODES
 from zoo.properties.spec import PropertySpec
 
@@ -29,19 +30,23 @@ VALUE_CODES: tuple[str, ...] = ("nan_value",)
 STRUCTURE_CODES: tuple[str, ...] = ("structure_nonpositive_volume", "structure_overlapping_atoms",
                                     "symmetry_undetermined")
 NEUMANN_CODES: tuple[str, ...] = ("neumann_violation",)
+# After every check: only a record that passed them takes part in the merge of a material's sources.
+MERGE_CODES: tuple[str, ...] = merging.MERGE_CODES
 
 
 def reason_priority(spec: PropertySpec) -> tuple[str, ...]:
     """A property's quarantine codes in priority order: clean's issues, the value checks (shared, then the
-    spec's value_codes), the structure and symmetry checks, the spec's physics_codes, the Neumann check."""
+    spec's value_codes), the structure and symmetry checks, the spec's physics_codes, the Neumann check, the merge
+    of several sources (zoo.data.merging)."""
     return (CLEAN_ISSUE_CODES + VALUE_CODES + spec.value_codes + STRUCTURE_CODES + spec.physics_codes
-            + NEUMANN_CODES)
+            + NEUMANN_CODES + MERGE_CODES)
 
 
 def _every_property_in_order() -> tuple[str, ...]:
     specs = list(properties.PROPERTIES.values())
     return (CLEAN_ISSUE_CODES + VALUE_CODES + tuple(code for spec in specs for code in spec.value_codes)
-            + STRUCTURE_CODES + tuple(code for spec in specs for code in spec.physics_codes) + NEUMANN_CODES)
+            + STRUCTURE_CODES + tuple(code for spec in specs for code in spec.physics_codes) + NEUMANN_CODES
+            + MERGE_CODES)
 
 
 # Every code of the registered properties in one order that restricts to each property's reason_priority.
@@ -73,6 +78,10 @@ class ValidationParams:
     symprec, angle_tolerance    spglib tolerances of the point group the Neumann residual is measured against
     neumann_tolerance           max relative Neumann residual of an accepted tensor record
     min_interatomic_distance_a  shortest allowed distance between two sites (periodic images included), A
+    holdout_sources             source files kept out of training: their materials that no other file holds form
+                                the dataset's external split (zoo.data.merging)
+    merge_atol, merge_rtol      when two records of one material agree (zoo.data.merging; atol in the property's
+                                units)
     workers                     processes computing the metrics (1: in this process); does not change results
     thresholds                  the properties' own thresholds, by key (each named by one registered spec's
                                 validate_thresholds, checked by its check_thresholds; zoo/properties/<property>.py
@@ -83,13 +92,21 @@ class ValidationParams:
     angle_tolerance: float
     neumann_tolerance: float
     min_interatomic_distance_a: float
+    holdout_sources: tuple[str, ...]
+    merge_atol: float
+    merge_rtol: float
     workers: int
     thresholds: Mapping[str, Any]
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"validate.workers must be a positive integer, got {self.workers!r}")
-        for name in ("neumann_tolerance", "min_interatomic_distance_a"):
+        sources = self.holdout_sources
+        if isinstance(sources, str) or not isinstance(sources, (list, tuple)) \
+                or not all(isinstance(item, str) and item for item in sources):
+            raise ValueError(f"validate.holdout_sources must be a list of source file paths, got {sources!r}")
+        object.__setattr__(self, "holdout_sources", tuple(sources))
+        for name in ("neumann_tolerance", "min_interatomic_distance_a", "merge_atol", "merge_rtol"):
             check_non_negative(getattr(self, name), f"validate.{name}")
         for name in ("symprec", "angle_tolerance"):
             check_positive(getattr(self, name), f"symmetry.{name}")
@@ -98,12 +115,16 @@ class ValidationParams:
     @classmethod
     def from_config(cls, symmetry_settings: SymmetryConfig, validate: ValidateConfig) -> ValidationParams:
         return cls(**asdict(symmetry_settings), min_interatomic_distance_a=validate.min_interatomic_distance_a,
-                   workers=validate.workers, thresholds=validate.thresholds)
+                   holdout_sources=validate.holdout_sources, merge_atol=validate.merge_atol,
+                   merge_rtol=validate.merge_rtol, workers=validate.workers, thresholds=validate.thresholds)
 
     @classmethod
     def from_params(cls, path: str | os.PathLike | None = None) -> ValidationParams:
         """From a params file (default: the checkout's params.yaml)."""
         return cls.from_config(load_section("symmetry", path), load_section("validate", path))
+
+    def merge_params(self) -> merging.MergeParams:
+        return merging.MergeParams(self.holdout_sources, self.merge_atol, self.merge_rtol)
 
     def analyze(self, structure) -> symmetry.SymmetryInfo:
         """The structure's symmetry with these tolerances."""
@@ -123,12 +144,15 @@ class ValidationParams:
         fast, never what)."""
         return {"symprec": self.symprec, "angle_tolerance": self.angle_tolerance,
                 "neumann_tolerance": self.neumann_tolerance,
-                "min_interatomic_distance_a": self.min_interatomic_distance_a, **self.thresholds}
+                "min_interatomic_distance_a": self.min_interatomic_distance_a,
+                "holdout_sources": list(self.holdout_sources), "merge_atol": self.merge_atol,
+                "merge_rtol": self.merge_rtol, **self.thresholds}
 
     @classmethod
     def from_reported(cls, reported: Mapping[str, Any], workers: int = 1) -> ValidationParams:
         """The settings a validation report records (``reported``), e.g. to measure a dataset's records again."""
-        shared = ("symprec", "angle_tolerance", "neumann_tolerance", "min_interatomic_distance_a")
+        shared = ("symprec", "angle_tolerance", "neumann_tolerance", "min_interatomic_distance_a", "holdout_sources",
+                  "merge_atol", "merge_rtol")
         named = _named_thresholds()
         return cls(**{key: reported[key] for key in shared}, workers=workers,
                    thresholds={key: value for key, value in reported.items() if key in named})

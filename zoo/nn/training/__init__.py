@@ -67,9 +67,11 @@ from zoo.nn.training.artifacts import (
     training_log,
 )
 from zoo.nn.training.data import (
+    FITTING_SPLITS,
     DatasetInfo,
     SplitData,
     for_parts,
+    fitting_splits,
     load_splits,
     make_model_config,
     split_domain,
@@ -82,11 +84,11 @@ from zoo.nn.training.loss import Loss, loss_weights
 
 # The package's API: the stage below, and the parts its modules hold.
 __all__ = [
-    "CONFIG_FILE", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE", "WEIGHTS_FILE",
-    "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit", "fit_model",
-    "for_parts",
-    "load_model", "load_splits", "loss_weights", "make_model_config", "network", "save_model", "select_profile",
-    "split_domain", "subset", "target_column", "target_columns", "train_property", "training_log",
+    "CONFIG_FILE", "FITTING_SPLITS", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE",
+    "WEIGHTS_FILE", "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit",
+    "fit_model", "fitting_splits", "for_parts", "load_model", "load_splits", "loss_weights", "make_model_config",
+    "network", "save_model", "select_profile", "split_domain", "subset", "target_column", "target_columns",
+    "train_property", "training_log",
 ]
 
 MODELS_DIR = Path("data/models")
@@ -139,8 +141,8 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
     spec = properties.get(property_name)
     data, dataset = load_splits(spec.name, datasets_root)
     resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
-    fitted = fit_model(data, settings, resume_dir=resume_root / spec.model_name, dataset=dataset, live_dir=live_dir,
-                       stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+    fitted = fit_model(fitting_splits(data), settings, resume_dir=resume_root / spec.model_name, dataset=dataset,
+                       live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
     if not fitted.complete or fitted.global_rank != 0:
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}

@@ -45,7 +45,8 @@ class SplitData:
     structures                   pymatgen Structures (the frame of the tensors)
     targets                      (n, n_parts * dim) float64: target_columns in irreps form, one block per part of
                                  `parts` (the DOS for phonon)
-    parts                        the parts of `targets`, in order (PropertySpec.predicted_parts; ``for_parts``)
+    parts                        the parts of `targets`, in order (default PropertySpec.predicted_parts;
+                                 ``for_parts``)
     """
 
     property: str
@@ -54,6 +55,10 @@ class SplitData:
     structures: tuple[Any, ...]
     targets: np.ndarray
     parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.parts:  # built without naming them: the targets are those of the parts a model predicts
+            object.__setattr__(self, "parts", properties.get(self.property).predicted_parts)
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -92,7 +97,7 @@ def load_splits(property_name: str, datasets_root: str | os.PathLike = zoo_datas
     dataset = zoo_datasets.load_local(spec.name, datasets_root)
     columns = target_columns(spec.name)
     out = {}
-    for split in splits.SPLITS:
+    for split in (name for name in splits.ALL_SPLITS if name in dataset):
         table = dataset[split].select_columns(["record_id", "crystal_system", "lattice", "species", "frac_coords",
                                                *columns]).to_dict()
         rows = [dict(zip(table, values)) for values in zip(*table.values())]
@@ -113,6 +118,15 @@ def split_domain(data: SplitData) -> dict[str, Any]:
     predictions outside it carry warnings (zoo.release.applicability)."""
     return model_files.training_domain((structure.lattice.matrix, [site.specie.symbol for site in structure])
                                        for structure in data.structures)
+
+
+FITTING_SPLITS = ("train", "validation")
+
+
+def fitting_splits(data: Mapping[str, SplitData]) -> dict[str, SplitData]:
+    """The splits a fit may see: train (fitting) and validation (early stopping, model selection). The test and
+    external splits are never handed to a fit."""
+    return {name: data[name] for name in FITTING_SPLITS}
 
 
 def subset(data: SplitData, indices: Sequence[int]) -> SplitData:
@@ -142,5 +156,5 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     if not spec.is_tensor:
         return config
     encoded = models.encode_targets(config, for_parts(train, config.parts).targets)
-    scale, shift = models.fit_output_normalisation(spec.name, encoded, n_parts=len(config.parts))
+    scale, shift = models.fit_output_normalisation(spec.name, encoded, config.head, n_parts=len(config.parts))
     return dataclasses.replace(config, output_scale=scale, output_shift=shift)

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from zoo import properties
 from zoo.core.config import TrainSettings
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
 from zoo.nn import graphs, models
-from zoo.nn.training.data import DatasetInfo, SplitData, for_parts, make_model_config
+from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config
 from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
 
@@ -41,8 +40,10 @@ def _lightning():
     return lightning
 
 
-def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: int | None = None):
-    """The LightningModule: the network, the per-block loss, Adam + plateau schedule, best-weight tracking.
+def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: int | None = None,
+                block_scales: Sequence[float] | None = None):
+    """The LightningModule: the network, the per-block loss (block_scales: of the training targets; default the
+    config's output scale), Adam + plateau schedule, best-weight tracking.
 
     Every process of a data-parallel run holds the same module state: its own losses are summed per epoch and the
     sums added over the processes (``_epoch_means``), so the validation loss that early stopping, the plateau
@@ -57,7 +58,7 @@ def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: i
         def __init__(self):
             super().__init__()
             self.net = net
-            self.loss = Loss(net.config, settings.loss)
+            self.loss = Loss(net.config, settings.loss, block_scales)
             self.history: list[dict[str, float]] = []
             self.best: dict[str, Any] = {"epoch": None, "val_loss": math.inf, "state": None}
             self._sums: dict[str, torch.Tensor] = {}
@@ -245,9 +246,11 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     started = time.perf_counter()
-    for split in ("train", "validation"):
+    for split in FITTING_SPLITS:
         if split not in data or len(data[split]) == 0:
             raise ValueError(f"data must hold a non-empty {split!r} split")
+    if set(data) - set(FITTING_SPLITS):  # the held-out splits must not even reach a fit (fitting_splits)
+        raise ValueError(f"data for a fit must hold only {FITTING_SPLITS}, got {sorted(data)}")
     prop = data["train"].property
     with _torch_threads(settings.threads):
         lightning.seed_everything(settings.seed, workers=True, verbose=False)
@@ -257,6 +260,11 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
         config = make_model_config(prop, settings, data["train"], datamodule.graphs["train"],
                                    **(config_overrides or {}))
         net = models.MattenNet(config)
+        # The loss is normalised by the blocks of the targets it compares the output with (those of the network's
+        # output map: log-space for spd_log), also where the head works on their logarithm (equivariant_spd).
+        block_scales = models.fit_output_normalisation(
+            prop, models.encode_targets(config, for_parts(data["train"], config.parts).targets),
+            n_parts=len(config.parts))[0] if properties.get(prop).is_tensor else None
 
         with contextlib.ExitStack() as stack:
             if resume_dir is None:
@@ -291,7 +299,7 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
                                                  resume=checkpoint is not None)]
             if rank_zero:
                 _write_run_file(resume_dir, key)
-            module = make_module(net, settings, resumed_after)
+            module = make_module(net, settings, resumed_after, block_scales)
             setup_seconds = time.perf_counter() - started
             with warnings.catch_warnings():
                 # The resume folder holds run.json beside the checkpoint by design.

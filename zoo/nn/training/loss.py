@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
 import torch
 
@@ -10,14 +11,20 @@ from zoo.core.config import LOSSES
 from zoo.nn import models
 
 
-def loss_weights(config: models.ModelConfig) -> torch.Tensor:
+def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | None = None,
+                 kind: str = "mse") -> torch.Tensor:
     """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
-    1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS."""
+    1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS; for 'mandel' one weight 1 / (sum_b dim_b s_b^2)
+    for every component. block_scales: s_b of the training targets (default: the config's output_scale, which is
+    the same for the linear heads)."""
     spec = properties.get(config.property)
     irreps = models.output_irreps(config)
     if not spec.is_tensor:
         return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
-    scale = config.output_scale or (1.0,) * irreps.num_irreps
+    scale = block_scales or config.output_scale or (1.0,) * irreps.num_irreps
+    if kind == "mandel":
+        total = sum(ir.dim * s * s for (mul, ir), block in zip(irreps, _instances(irreps, scale)) for s in block)
+        return torch.full((irreps.dim,), 1.0 / total, dtype=torch.float64)
     weights = []
     for (mul, ir), block_scales in zip(irreps, _instances(irreps, scale)):
         for s in block_scales:
@@ -39,15 +46,18 @@ class Loss(torch.nn.Module):
     block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
                 its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
                 a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
+    mandel      |e|^2 / sum_b dim_b s_b^2: the squared Frobenius norm of the Cartesian error, which for a stiffness
+                is the squared Mandel (Kelvin) norm, over one data-set constant. Every block weighs as in the
+                tensor itself, so the isotropic (0e) part, which carries the bulk and shear moduli, counts most
     """
 
-    def __init__(self, config: models.ModelConfig, kind: str = "mse"):
+    def __init__(self, config: models.ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
         self.kind = kind
         dtype = models.DTYPES[config.dtype]
-        weights = loss_weights(config)
+        weights = loss_weights(config, block_scales, kind)
         self.register_buffer("weights", weights.to(dtype), persistent=False)
         blocks = block_index(config) if properties.get(config.property).is_tensor else \
             torch.arange(weights.numel())
@@ -58,7 +68,7 @@ class Loss(torch.nn.Module):
         self.register_buffer("inverse_square_scale", (weights * self.n_blocks * dims).to(dtype), persistent=False)
 
     def forward(self, errors: torch.Tensor) -> torch.Tensor:
-        if self.kind == "mse":
+        if self.kind in ("mse", "mandel"):
             return (errors.square() * self.weights).sum(dim=1)
         scaled = errors.square() * self.inverse_square_scale
         per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)

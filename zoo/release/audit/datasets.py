@@ -62,7 +62,8 @@ def recompute_fingerprint(folder: Path, spec: properties.PropertySpec) -> str:
     """The content fingerprint (zoo.data.datasets) of a dataset folder, from its Parquet files."""
     import pyarrow.parquet as pq
 
-    tables = {split: pq.read_table(folder / dataset_schema.parquet_path(split)) for split in splits.SPLITS}
+    tables = {split: pq.read_table(folder / dataset_schema.parquet_path(split)) for split in splits.ALL_SPLITS
+              if split in splits.SPLITS or (folder / dataset_schema.parquet_path(split)).is_file()}
     return dataset_schema.content_fingerprint(spec.dataset_name, dataset_schema.dataset_features(spec), tables)
 
 

@@ -87,13 +87,13 @@ def metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, An
             unchecked.append((f"metrics {name}", "card vs refitted baseline", "re-derivable", missing, False))
         else:
             with step(f"fitting the {name} baseline" + (" (training a network)" if name == NON_EQUIVARIANT else "")):
-                predictions[name] = predictors[name]()
+                predictions[name] = predictors[name]()(test)
     if retrain:
         settings = _cpu(TrainSettings.from_record(
             {key: value for key, value in info["training"].items() if key != "profile"}))
         with step(f"retraining {info['model_name']} with the recorded settings (seed {settings.seed}, up to "
                   f"{settings.max_epochs} epochs on {settings.accelerator})"):
-            result = training.fit_model(data, settings)
+            result = training.fit_model(training.fitting_splits(data), settings)
         _weight_check(report, loaded.net, result.net)
         predictions[RETRAINED_KEY] = evaluation.predict(result.net, test)
     infos = None
