@@ -46,7 +46,7 @@ def test_piezo_alone_is_scored_against_the_zero_tensor():
     predictors = evaluation.baseline_predictors({"train": split, "test": split},
                                                 models.ModelConfig("piezo"), settings=None, gbm=None)
     assert set(predictors) == {"crystal_system_mean", "zero_tensor"}
-    np.testing.assert_array_equal(predictors["zero_tensor"](), np.zeros_like(targets))
+    np.testing.assert_array_equal(predictors["zero_tensor"]()(split), np.zeros_like(targets))
     overall, _, _, _ = evaluation.score("piezo", {"zero_tensor": np.zeros_like(targets)}, split,
                                         [symmetry.analyze(structure)] * 2)
     scores = overall["zero_tensor"]
