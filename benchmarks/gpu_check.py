@@ -158,7 +158,7 @@ def check_property(prop: str, args, device: torch.device) -> dict:
     data, _ = training.load_splits(prop, args.datasets_root)
     data = shrunk(data, args.max_records)
     started = time.perf_counter()
-    fitted = training.fit_model(data, settings)
+    fitted = training.fit_model(training.fitting_splits(data), settings)
     train_seconds = time.perf_counter() - started
     net, test = fitted.net, data["test"]
     sample = list(test.structures[:EQUIVARIANCE_STRUCTURES])

@@ -417,8 +417,9 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
     the data do not determine, zoo.data.cleaning.evidence)."""
     from zoo.data.sources import snapshot
 
-    # share of all records stored consistent; elastic: the three source files (2832 records), 80 fit no frame
-    floors = {"elastic": 0.97, "dielectric": 0.99, "piezo": 0.45}
+    # share of all records stored consistent. Elastic (three source files, 2832 records): 80 fit no frame, and 337 of
+    # the two newer files (no structure-frame column, too few records to measure a convention) are frame_ambiguous
+    floors = {"elastic": 0.85, "dielectric": 0.99, "piezo": 0.45}
     for prop, floor in floors.items():
         spec = properties.get(prop)
         raw_path, out = tmp_path / f"{prop}.jsonl", tmp_path / f"{prop}.parquet"
@@ -439,13 +440,18 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
             assert outcome["frame_ambiguous"] > 0.4 * len(rows) and result.report["frames"]["unstable_derived_frame"] > 300
             conventions = result.report["frames"]["conventions"]["matminer-0.4.1/piezoelectric_tensor.csv"]
             assert conventions["standard"]["holds"] and not conventions["ieee"]["holds"]
+        elif prop == "elastic":
+            # the 2015 file settles every frame (its structure-frame column); only the newer files leave some open
+            ambiguous_files = {json.loads(row["provenance_json"])["file"] for row in rows
+                               if row["clean_issue"] == "frame_ambiguous"}
+            assert ambiguous_files <= {"mp-elastic-extra/elatbot_val.jsonl", "mp-elastic-extra/straintensornet_val.jsonl"}
         else:
             assert outcome["frame_ambiguous"] == 0, prop
         if prop == "elastic":
             raw_by_id = {record["record_id"]: record for record in read_raw(raw_path)}
             # only the 2015 file has a column claimed in the structure frame (the newer files give none)
             rotated = [row for row in accepted if not row["frame_action"].startswith("used_original_column")
-                       and raw_by_id[row["record_id"]]["values"]["stiffness_voigt_original"] is not None]
+                       and raw_by_id[row["record_id"]]["values"].get("stiffness_voigt_original") is not None]
             original = {row["record_id"]: given_cartesian(raw_by_id[row["record_id"]], "stiffness_voigt_original",
                                                           "stiffness") for row in rotated}
             # As given within the Neumann tolerance: the rotation taken agrees with the column claimed in the

@@ -397,8 +397,8 @@ def test_a_config_that_is_not_json_is_refused(tiny_store, tmp_path):
 def test_the_schema_names_every_model_config_field():
     import dataclasses
 
-    assert set(model_files.MODEL_CONFIG_KEYS) | set(model_files.MODEL_CONFIG_OPTIONAL_KEYS) == \
-        {"format"} | {f.name for f in dataclasses.fields(models.ModelConfig)}
+    named = set(model_files.MODEL_CONFIG_KEYS) | set(model_files.MODEL_CONFIG_OPTIONAL_KEYS)
+    assert named == {"format"} | {f.name for f in dataclasses.fields(models.ModelConfig)}
     for name in ("elastic", "dielectric", "piezo", "phonon"):
         config = json.loads((paths.PACKAGE_DIR / "releases" / f"matten-{name}" / "1.0.0" / "config.json").read_text())
         model_files.check_config(config, name, name)

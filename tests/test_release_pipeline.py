@@ -35,8 +35,10 @@ PROP, MODEL = "piezo", "matten-piezo"
 STAGE = f"releases/dvc.yaml:release@{PROP}"
 VERSION, NEXT = "9.0.0", "9.0.1"
 # Many short epochs: the interrupted run pauses after the first (interrupt_once_checkpointed), the rerun resumes.
+# per_property {}: one network (params.yaml's release settings for piezo average an ensemble), so that the run has one
+# resume folder.
 TINY_RELEASE = {"max_epochs": 30, "early_stopping_patience": 30, "batch_size": 8, "learning_rate": 0.01,
-                "progress_bar": False, "model": TINY_MODEL}
+                "progress_bar": False, "model": TINY_MODEL, "per_property": {}}
 RESUME = Path("data/releases/models/.resume") / MODEL
 
 
@@ -217,9 +219,11 @@ def test_release_settings_name_what_is_missing(tmp_path):
 def test_make_release_reproduces_the_listed_release_stages_and_refuses_none(tmp_path, capsys):
     """`make release` reproduces the stages zoo.release.shipping lists; with none listed it must stop, as DVC would
     reproduce the whole default pipeline for a target that names no stage."""
-    listed = write_params(tmp_path / "listed.yaml", release={"versions": {PROP: VERSION}})
-    assert shipping.main([str(listed)]) == 0 and capsys.readouterr().out.split() == [STAGE]
-    mapping = yaml.safe_load(listed.read_text(encoding="utf-8"))
+    # versions replaced as a whole (write_params merges key by key, and the checkout may list other releases)
+    mapping = yaml.safe_load(write_params(tmp_path / "checkout.yaml").read_text(encoding="utf-8"))
+    mapping["release"]["versions"] = {PROP: VERSION}
+    (tmp_path / "listed.yaml").write_text(yaml.safe_dump(mapping), encoding="utf-8")
+    assert shipping.main([str(tmp_path / "listed.yaml")]) == 0 and capsys.readouterr().out.split() == [STAGE]
     mapping["release"]["versions"] = {}
     (tmp_path / "none.yaml").write_text(yaml.safe_dump(mapping), encoding="utf-8")
     assert shipping.main([str(tmp_path / "none.yaml")]) == 1

@@ -24,11 +24,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pymatgen.core import Structure
 
 from zoo.core import symmetry, tensors
+
+if TYPE_CHECKING:  # annotations only: `zoo list` / `zoo info` import the property specs and must not load pymatgen
+    from pymatgen.core import Structure
 
 # A tetrahedron's four bonds are equal by symmetry; in the snapshot's wurtzites the apex bond is at most 1% longer
 # than the basal ones, while the next shell (cation-cation) is ~60% further.
