@@ -36,7 +36,7 @@ from tests.params_file import SYMMETRY, params_mapping, write_params
 from zoo import properties
 from zoo.core import derived, polarity, symmetry, tensors
 from zoo.core.io import canonical_json, sha256_file
-from zoo.data import splits, validation
+from zoo.data import dataset_rows, splits, validation
 from zoo.data import datasets as zd
 from zoo.data import dataset_schema as schema
 from zoo import datasets as user_datasets
@@ -454,8 +454,8 @@ def test_rebuild_is_byte_identical_and_one_changed_record_changes_the_fingerprin
 def test_worker_processes_compute_the_same_derived_values():
     rows = clean_rows("dielectric", 24)
     tasks = [("dielectric", r["record_id"], (r["electronic"], r["ionic"], r["total"])) for r in rows]
-    serial = zd.compute_derived(tasks, workers=1)
-    assert zd.compute_derived(tasks, workers=2, pool_start_s=0.0) == serial  # forced onto the pool
+    serial = dataset_rows.compute_derived(tasks, workers=1)
+    assert dataset_rows.compute_derived(tasks, workers=2, pool_start_s=0.0) == serial  # forced onto the pool
     assert serial[5] == derived.dielectric_properties(rows[5]["electronic"], rows[5]["ionic"], rows[5]["total"])
 
 
