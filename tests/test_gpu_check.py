@@ -2,7 +2,7 @@
 `gpu` profile: selected for every property and trained for one step of each on the CPU with the profile's
 MatTen-size model, so a broken profile fails here and not on a user's GPU.
 
-Data: real builds (tests/test_datasets.py) of 32 synthetic records per property, shrunk to 12 per split by the
+Data: real builds (tests/dataset_builds.py) of 32 synthetic records per property, shrunk to 12 per split by the
 script's --max-records: one step of 12 structures per network (batch_size 32).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import test_datasets
+from tests import dataset_builds
 from tests.params_file import PARAMS
 from zoo import properties
 from zoo.nn import training
@@ -40,7 +40,7 @@ def report(tmp_path_factory) -> dict:
     """The script's JSON report of a --device cpu run over every property (and its exit status)."""
     root = tmp_path_factory.mktemp("gpu-check")
     for prop in properties.PROPERTIES:
-        result = test_datasets.build(root / f"work-{prop}", prop, test_datasets.clean_rows(prop, 32))
+        result = dataset_builds.build(root / f"work-{prop}", prop, dataset_builds.clean_rows(prop, 32))
         result.path.rename(root / result.path.name)
     path = root / "report.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--datasets-root", str(root), "--epochs",

@@ -1,6 +1,6 @@
 """The train and evaluate stages: zoo.nn.training, zoo.nn.evaluation, zoo.nn.baselines.
 
-Datasets here are real builds (the validate and build stages' code, through tests/test_datasets.py's helpers) of 32
+Datasets here are real builds (the validate and build stages' code, through tests/dataset_builds.py's helpers) of 32
 synthetic records on the test structures: tensors obeying Neumann's principle, so an equivariant model's
 predictions must obey it too. Models are tiny and train for a few epochs: these tests check the machinery
 (outputs, determinism, resume, metrics), not accuracy.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import test_datasets
+from tests import dataset_builds
 from tests.params_file import PARAMS, SYMMETRY, train_settings
 from zoo import properties
 from zoo.core import derived, tensors
@@ -39,7 +39,7 @@ def datasets_root(tmp_path_factory):
     """Built 32-record datasets of dielectric and phonon: <root>/mp-<prop>-irreps."""
     root = tmp_path_factory.mktemp("datasets")
     for prop in ("dielectric", "phonon"):
-        result = test_datasets.build(root / f"work-{prop}", prop, test_datasets.clean_rows(prop, N_RECORDS))
+        result = dataset_builds.build(root / f"work-{prop}", prop, dataset_builds.clean_rows(prop, N_RECORDS))
         result.path.rename(root / result.path.name)
     return root
 

@@ -442,10 +442,10 @@ def test_datasets_load_works_from_any_directory_through_the_local_store(local, n
 
 def test_datasets_load_falls_back_to_the_hub(hub_published, nothing_built_here, tmp_path):
     import zoo.datasets
-    from tests import test_datasets
+    from tests import dataset_builds
 
     double = hub_published[0]
-    built = test_datasets.build(tmp_path / "build", "dielectric", test_datasets.clean_rows("dielectric", 20))
+    built = dataset_builds.build(tmp_path / "build", "dielectric", dataset_builds.clean_rows("dielectric", 20))
     hub.publish_folder(built.path, "zoo-test/mp-dielectric-irreps", "dataset", "1.2.3", endpoint=double.endpoint,
                        token=double.token)
     dataset = zoo.datasets.load("zoo-test/mp-dielectric-irreps", version="1.2.3", endpoint=double.endpoint,
