@@ -167,6 +167,8 @@ def rotated_about_z(tensor: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def build_corpus(prop: str, seed: int = 7) -> Corpus:
+    # Longer than ~60 lines: a table of cases, one line per good or corrupt record (with its reason code), grouped by
+    # property; splitting it would scatter the table the corpus is.
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
     expected: dict[str, str | None] = {}

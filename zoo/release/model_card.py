@@ -123,6 +123,19 @@ def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
     return "-" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
 
 
+def rare_element_rows(metrics: Mapping[str, Any], headline: str) -> tuple[list[str], list[tuple]]:
+    """The metric keys and the rows (split, predictor, n rare, rare values, n common, common values) of the card's
+    rare-element table, from metrics["rare_element_breakdown"]."""
+    breakdown = metrics.get("rare_element_breakdown", {})
+    rare_keys = [key for key in (headline, "k_voigt_mae", "g_voigt_mae") if key in metrics["model"]]
+    rare_rows = [(split, name if name != "model" else MODEL_LABEL, groups["rare"]["n"],
+                  [format_metric(groups["rare"].get(key)) for key in rare_keys], groups["common"]["n"],
+                  [format_metric(groups["common"].get(key)) for key in rare_keys])
+                 for split, table in breakdown.items() if isinstance(table, dict)
+                 for name, groups in table.items() if isinstance(groups, dict) and "rare" in groups]
+    return rare_keys, rare_rows
+
+
 def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_system: Mapping[str, Any],
                       *, version: str, dataset_repo: str, lineage: Mapping[str, Any] | None) -> str:
     """The complete README.md text (YAML header + markdown body).
@@ -151,12 +164,7 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     external = metrics.get("external")
     external_predictors = {MODEL_LABEL: external["model"], **external["baselines"]} if external else {}
     breakdown = metrics.get("rare_element_breakdown", {})
-    rare_keys = [key for key in (headline, "k_voigt_mae", "g_voigt_mae") if key in metrics["model"]]
-    rare_rows = [(split, name if name != "model" else MODEL_LABEL, groups["rare"]["n"],
-                  [format_metric(groups["rare"].get(key)) for key in rare_keys], groups["common"]["n"],
-                  [format_metric(groups["common"].get(key)) for key in rare_keys])
-                 for split, table in breakdown.items() if isinstance(table, dict)
-                 for name, groups in table.items() if isinstance(groups, dict) and "rare" in groups]
+    rare_keys, rare_rows = rare_element_rows(metrics, headline)
     body = templates.environment().get_template(TEMPLATE).render(
         external=external,
         external_predictor_names=list(external_predictors),
