@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pymatgen.core import Lattice, Structure
 
 import zoo
@@ -302,6 +303,28 @@ def test_a_dielectric_prediction_holds_three_parts_that_add_up(tmp_path):
     described = json.loads(json.dumps(prediction.as_dict()))
     assert described["parts"] == ["electronic", "ionic", "total"]
     assert described["derived_units"]["eps_poly_total"] == "1"
+
+
+def test_a_model_of_one_network_per_part_loads_with_each_networks_own_output_normalisation(tmp_path):
+    """separate_parts (the release dielectric): each network's output scale and shift come from its own part's
+    training targets and are kept in its weights only (the config's model_config has none), so loading accepts them."""
+    config = models.ModelConfig("dielectric", **TINY, output_map="spd_log")
+    net = models.build(config, seeds=[0, 0], member_parts=[("electronic",), ("ionic",)])
+    for factor, member in zip((2.0, 3.0), net.members):
+        member.output_scale.mul_(factor)  # as fit from the part's targets
+        member.output_shift.add_(0.5)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse", ensemble_size=1, separate_parts=True)
+    dataset = training.DatasetInfo(name="mp-dielectric-irreps", version="1.0.0", fingerprint=FINGERPRINT)
+    folder = training.save_model(tmp_path / "models" / "matten-dielectric", net, settings=settings, dataset=dataset,
+                                 log={"members": []}, profile="test")
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, "matten-dielectric", "0.1.0")
+    model = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT)
+    batch = graphs.GraphBatch.collate(graphs.GraphCache(config.r_cut).graphs([silicon()]))
+    torch.testing.assert_close(model.net.predict_cartesian(batch), net.predict_cartesian(batch))
+    prediction = model.predict(silicon())
+    np.testing.assert_array_equal(prediction.tensors["total"], np.asarray(prediction.tensors["electronic"])
+                                  + np.asarray(prediction.tensors["ionic"]))
 
 
 def test_a_metal_through_the_dielectric_model_and_diamond_through_the_phonon_model_carry_warnings(tmp_path):

@@ -252,8 +252,16 @@ class ModelConfig:
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_json(self) -> str:
-        """Deterministic JSON (sorted keys) with the config format version."""
-        return json.dumps({"format": CONFIG_FORMAT, **dataclasses.asdict(self)}, sort_keys=True, indent=2) + "\n"
+        """Deterministic JSON (sorted keys) with the config format version. parts and output_map are left out where
+        they hold the value a config without them is read as (``from_json``): a model of the target part alone with
+        the linear map writes the config it wrote before these fields existed, so a shipped release (piezo and
+        phonon 1.1.0) retrained on this code reproduces its config.json byte for byte."""
+        data = dataclasses.asdict(self)
+        if data["parts"] == (properties.get(self.property).target_part,):
+            del data["parts"]
+        if data["output_map"] == _ADDED_FIELDS["output_map"]:
+            del data["output_map"]
+        return json.dumps({"format": CONFIG_FORMAT, **data}, sort_keys=True, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
