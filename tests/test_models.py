@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.nn import graphs, models
+from zoo.nn import blocks, graphs, models
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 TENSOR_PROPERTIES = ("elastic", "dielectric", "piezo")
@@ -134,7 +134,7 @@ def test_inference_in_edge_chunks_equals_one_pass(monkeypatch):
     model = tiny_model("piezo")
     batch = batch_of(*all_structures())
     whole = model(batch)
-    monkeypatch.setattr(models, "INFERENCE_EDGE_CHUNK", 7)  # many uneven chunks
+    monkeypatch.setattr(blocks, "INFERENCE_EDGE_CHUNK", 7)  # many uneven chunks
     with torch.no_grad():
         assert relative_error(model(batch), whole) < 1e-12
 
