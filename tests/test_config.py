@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 from tests.params_file import PARAMS, params_mapping, write_params
 from zoo import properties
 from zoo.core import config, environment, paths, symmetry
-from zoo.data import cleaning, dataset_schema, datasets, splits, validation
+from zoo.data import cleaning, dataset_schema, splits, validation
 from zoo.data.sources import mp_api
 
 REPO = Path(__file__).resolve().parents[1]
