@@ -77,7 +77,9 @@ def transformed(structure, rotation: np.ndarray, displacements: np.ndarray):
 def as_dtype(net, dtype: str, device: torch.device):
     """A copy of the network (or ensemble) in `dtype` on `device`, with the same weights."""
     seeds = net.seeds if isinstance(net, models.Ensemble) else None
-    copy = models.build(dataclasses.replace(net.config, dtype=dtype), seeds)
+    # members predicting different parts (one network per dielectric part) keep their parts
+    member_parts = net.member_parts if isinstance(net, models.Ensemble) and len(net.groups) > 1 else None
+    copy = models.build(dataclasses.replace(net.config, dtype=dtype), seeds, member_parts)
     copy.load_state_dict(net.state_dict())
     return copy.to(device).eval()
 
@@ -100,7 +102,7 @@ def equivariance_error(net, structures, device: torch.device, tf32: bool = False
         output, output_of_rotated = (net.predict_cartesian(batch).double().cpu() for batch in batches)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = allowed
-    expected = tensors.rotate(output, torch.from_numpy(rotation), rank=output.ndim - 1) \
+    expected = tensors.rotate(output, torch.from_numpy(rotation), rank=net.spec.rank) \
         if net.spec.is_tensor else output
     difference = (output_of_rotated - expected).reshape(len(structures), -1).norm(dim=1)
     return float(difference.max() / expected.reshape(len(structures), -1).norm(dim=1).max())
@@ -115,9 +117,10 @@ def training_rate(config: models.ModelConfig, loss_kind: str, split: training.Sp
                   batch_size: int, steps: int) -> float:
     """Training structures/s on `device`: Adam steps on random batches of the split (module docstring, step 4)."""
     net = models.MattenNet(config).to(device)
+    split = training.for_parts(split, config.parts) if config.parts else split
     full = net.attach_geometry(graphs.GraphBatch.collate(graphs.GraphCache(config.r_cut).graphs(split.structures))
                                .to(device))
-    targets = torch.as_tensor(split.targets, dtype=net.dtype, device=device)
+    targets = torch.as_tensor(models.encode_targets(config, split.targets), dtype=net.dtype, device=device)
     loss = training.Loss(config, loss_kind).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)

@@ -234,6 +234,8 @@ def compare_with_matten(report: dict) -> None:
 
 
 def main() -> None:
+    # Longer than ~60 lines: the arguments, the shared graph timings, then one worker process per model size, in
+    # the order the report prints them.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="structures in the data set")
     parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per pipeline")

@@ -9,29 +9,17 @@ data/hub/datasets/mp-<property>-irreps/ (README.md card, dataset_version.json, d
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
-
-from rich.console import Console
 
 from zoo import properties
+from zoo.core import stage_cli
 from zoo.data import pipeline
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("property", choices=sorted(properties.PROPERTIES))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        pipeline.build_stage(args.property, args.params, console)
-    except (ValueError, FileNotFoundError) as err:  # bad params, missing or inconsistent validate outputs
-        console.print(f"[bold red]build {args.property} failed:[/] {err}")
-        return 1
-    return 0
+    # ValueError, FileNotFoundError: bad params, missing or inconsistent validate outputs
+    return stage_cli.main(__doc__, "build", properties.PROPERTIES, (ValueError, FileNotFoundError),
+                          lambda prop, args, console: pipeline.build_stage(prop, args.params, console), argv=argv)
 
 
 if __name__ == "__main__":

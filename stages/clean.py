@@ -8,29 +8,17 @@ data/reports/<property>-clean.json (zoo.data.pipeline.clean_stage; the rules are
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
-
-from rich.console import Console
 
 from zoo import properties
+from zoo.core import stage_cli
 from zoo.data import pipeline
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("property", choices=sorted(properties.PROPERTIES))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        pipeline.clean_stage(args.property, args.params, console)
-    except pipeline.STAGE_ERRORS as err:  # bad params, missing or malformed raw file
-        console.print(f"[bold red]clean {args.property} failed:[/] {err}")
-        return 1
-    return 0
+    # STAGE_ERRORS: bad params, missing or malformed raw file
+    return stage_cli.main(__doc__, "clean", properties.PROPERTIES, pipeline.STAGE_ERRORS,
+                          lambda prop, args, console: pipeline.clean_stage(prop, args.params, console), argv=argv)
 
 
 if __name__ == "__main__":

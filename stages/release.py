@@ -10,34 +10,21 @@ zoo/registry.json; trains and evaluates in data/releases/ (zoo.release.shipping.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from zoo.core import environment
+from zoo.core import environment, stage_cli
 
 # Passive OpenMP waiting (environment.env) must be chosen before torch is imported.
 environment.apply()
 
-from rich.console import Console  # noqa: E402
-
 from zoo import properties  # noqa: E402
 from zoo.release import shipping  # noqa: E402
 
-console = Console(stderr=True, soft_wrap=True)
-
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("property", choices=sorted(properties.PROPERTIES))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        shipping.release_stage(args.property, args.params, log=console.print)
-    except shipping.STAGE_ERRORS as err:
-        console.print(f"[bold red]release {args.property} failed:[/] {err}")
-        return 1
-    return 0
+    return stage_cli.main(__doc__, "release", properties.PROPERTIES, shipping.STAGE_ERRORS,
+                          lambda prop, args, console: shipping.release_stage(prop, args.params, log=console.print),
+                          argv=argv)
 
 
 if __name__ == "__main__":

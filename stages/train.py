@@ -13,33 +13,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from zoo.core import environment
+from zoo.core import environment, stage_cli
 
 # Passive OpenMP waiting (environment.env) must be chosen before torch is imported.
 environment.apply()
 
-from rich.console import Console  # noqa: E402
-
 from zoo import properties  # noqa: E402
 from zoo.nn import pipeline  # noqa: E402
 
-console = Console(stderr=True, soft_wrap=True)
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("property", choices=sorted(properties.PROPERTIES))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    parser.add_argument("--profile", default=None, help="training profile (default: train.profile of the params)")
-    args = parser.parse_args(argv)
-    try:
-        pipeline.train_stage(args.property, args.params, args.profile)
-    except pipeline.STAGE_ERRORS as err:
-        console.print(f"[bold red]train {args.property} failed:[/] {err}")
-        return 1
-    return 0
+    return stage_cli.main(__doc__, "train", properties.PROPERTIES, pipeline.STAGE_ERRORS,
+                          lambda prop, args, console: pipeline.train_stage(prop, args.params, args.profile),
+                          options=_options, argv=argv)
 
 
 if __name__ == "__main__":

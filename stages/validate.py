@@ -11,26 +11,17 @@ Exits non-zero with a message if the records do not add up (n_raw != n_accepted 
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from zoo import properties
+from zoo.core import stage_cli
 from zoo.data import pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("properties", nargs="+", choices=sorted(properties.PROPERTIES), metavar="property")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    for prop in args.properties:
-        try:
-            pipeline.validate_stage(prop, args.params)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"validate {prop} failed: {err}", file=sys.stderr)
-            return 1
-    return 0
+    return stage_cli.main(__doc__, "validate", properties.PROPERTIES, (ValueError, FileNotFoundError),
+                          lambda prop, args, console: pipeline.validate_stage(prop, args.params), several=True,
+                          argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`zoo audit` (zoo.release.audit and the `audit` command) on a small DVC project made here.
 
 The project runs the real build and train stages through `dvc repro` on 20 synthetic elastic records (made and
-validated with tests/test_datasets.py's helpers; the "raw" input of this project is the validate stage's output),
+validated with tests/dataset_builds.py's helpers; the "raw" input of this project is the validate stage's output),
 a 1-epoch tiny model; then the real evaluate and publish code (in this process) put version 1.0.0 into the project's
 local store with its card. Each test audits that, or a copy of the project in which one thing was changed, and
 checks that the audit passes, or fails naming what differs.
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pymatgen.core import Structure
 
-from tests import test_datasets
+from tests import dataset_builds
 from tests.params_file import PARAMS as PROJECT_PARAMS
 from tests.params_file import SYMMETRY, train_settings, write_params
 from tests.test_training import TINY_MODEL
@@ -42,7 +42,7 @@ DATASET = "mp-elastic-irreps"
 PROFILE = train_settings(max_epochs=1, batch_size=8, learning_rate=0.01, seed=0, accelerator="cpu", threads=1,
                          deterministic=True, progress_bar=False, loss="mse", model=TINY_MODEL).as_dict()
 # The synthetic records have no previous release to keep the splits of (the checkout pins elastic's 1.0.0 splits).
-PARAMS = {"build": {"dataset_version": "1.0.0", "split_salt": test_datasets.SALT, "pinned_splits_from": None,
+PARAMS = {"build": {"dataset_version": "1.0.0", "split_salt": dataset_builds.SALT, "pinned_splits_from": None,
                     "workers": 1},
           "train": {"profile": "test", "profiles": {"test": PROFILE}}}
 # The build and train stages of the project's dvc.yaml, run by the project's own scripts.
@@ -60,7 +60,7 @@ DVC_YAML = {"stages": {
 def write_inputs(project: Path, rows: list[dict]) -> None:
     """The validate stage's outputs for `rows` (clean-stage records), where the build stage reads them."""
     work = project / "work"
-    accepted, report, _ = test_datasets.validate_into(work, "elastic", rows)
+    accepted, report, _ = dataset_builds.validate_into(work, "elastic", rows)
     (project / "data" / "clean").mkdir(parents=True, exist_ok=True)
     (project / "data" / "reports").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(accepted, project / "data" / "clean" / "elastic.accepted.parquet")
@@ -71,7 +71,7 @@ def write_inputs(project: Path, rows: list[dict]) -> None:
 def project_rows() -> list[dict]:
     """The project's synthetic elastic records, the cubic structures strained by 0.5% along x: still cubic at the
     Materials Project's symprec (0.1 A), tetragonal at 0.001 A, so that a change of symprec shows in the metrics."""
-    rows = test_datasets.clean_rows("elastic", N_RECORDS)
+    rows = dataset_builds.clean_rows("elastic", N_RECORDS)
     for row in rows:
         if row["crystal_system"] == "cubic":
             structure = Structure.from_dict(json.loads(row["structure_json"]))
@@ -229,10 +229,10 @@ def tampered_card(text: str, header_value: float | None = None, printed: str | N
     if printed is not None:
         lines = body.splitlines()
         start = lines.index(model_card.METRICS_HEADING)
-        columns = next(line for line in lines[start:] if line.startswith("| predictor")).split("|")
-        row = next(i for i, line in enumerate(lines) if line.startswith(f"| {model_card.MODEL_LABEL} |"))
+        columns = next(line for line in lines[start:] if line.startswith(f"| {model_card.METRIC_COLUMN} |")).split("|")
+        row = next(i for i, line in enumerate(lines) if i > start and line.startswith("| k_vrh_mae |"))
         cells = lines[row].split("|")
-        cells[columns.index(" k_vrh_mae ")] = f" {printed} "
+        cells[columns.index(f" {model_card.MODEL_LABEL} ")] = f" {printed} "
         lines[row] = "|".join(cells)
         body = "\n".join(lines) + "\n"
     return f"---\n{yaml.safe_dump(header, sort_keys=False)}---\n{body}"

@@ -415,6 +415,8 @@ def test_whole_snapshot_meets_the_neumann_target(tmp_path):
     against their own stored structure, recomputed from the parquet; every one of them names the evidence that
     settled its frame; and the share settled matches what was measured (piezo: about half the records have a frame
     the data do not determine, zoo.data.cleaning.evidence)."""
+    # Longer than ~60 lines: cleaning the whole snapshot takes minutes, so every check of its result sits in this
+    # one test, each figure with the comment that says where it comes from.
     from zoo.data.sources import snapshot
 
     # share of all records stored consistent. Elastic (three source files, 2832 records): 80 fit no frame, and 16 of

@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 from tests.params_file import PARAMS, params_mapping, write_params
 from zoo import properties
 from zoo.core import config, environment, paths, symmetry
-from zoo.data import cleaning, datasets, splits, validation
+from zoo.data import cleaning, dataset_schema, splits, validation
 from zoo.data.sources import mp_api
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_changing_symprec_in_params_changes_every_stage_together(tmp_path):
     assert cleaning.CleanParams.from_params(path).symprec == 0.001
     assert validation.ValidationParams.from_params(path).analyze(structure).crystal_system == "tetragonal"
     # build: the dataset card's glossary states the tolerances the crystal systems were found with.
-    column = next(c for c in datasets.dataset_columns("elastic", tight) if c.name == "crystal_system")
+    column = next(c for c in dataset_schema.dataset_columns("elastic", tight) if c.name == "crystal_system")
     assert "symprec 0.001 A" in column.description
     # The one Neumann tolerance: clean's neumann_rtol and validate's neumann_tolerance are the same setting.
     path = write_params(tmp_path / "params.yaml", symmetry={"neumann_tolerance": 2e-3})

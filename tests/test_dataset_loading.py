@@ -11,7 +11,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.test_datasets import SALTED, clean_rows, validate_into
+from tests.dataset_builds import SALTED, clean_rows, validate_into
 from zoo.data import datasets as zd
 from zoo.data.dataset_schema import parquet_path, write_parquet
 

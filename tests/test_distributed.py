@@ -3,7 +3,7 @@ the same decisions everywhere, one resume folder and one model folder written by
 
 The runs use 2 CPU processes (DDP over gloo) in a subprocess (tests/ddp_training.py), because Lightning's launcher
 starts the second process by running the same command again. The dataset is a real 32-record build of
-tests/test_datasets.py; the model is tiny.
+tests/dataset_builds.py; the model is tiny.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import zoo
-from tests import test_datasets
+from tests import dataset_builds
 from tests.ddp_training import PROPERTY, run_settings
 from tests.test_zoo_load import DEAD_ENDPOINT, silicon
 from zoo.nn import training
@@ -57,7 +57,7 @@ def test_each_step_is_shared_out_among_the_processes(n, step_size, world_size):
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
-    result = test_datasets.build(root / "work", PROPERTY, test_datasets.clean_rows(PROPERTY, 32))
+    result = dataset_builds.build(root / "work", PROPERTY, dataset_builds.clean_rows(PROPERTY, 32))
     result.path.rename(root / result.path.name)
     return root
 

@@ -17,7 +17,7 @@ from tests.params_file import PARAMS, train_settings
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.core.io import canonical_json, sha256_file
-from zoo.data import cleaning, datasets, merging, splits, validation
+from zoo.data import cleaning, dataset_rows, datasets, merging, splits, validation
 from zoo.data.records import read_raw
 from zoo.data.sources.snapshot import fetch_property, load_manifest
 from zoo.nn import training
@@ -239,18 +239,18 @@ def accepted_rows(material_ids, systems, holdout):
 def test_holdout_records_form_the_external_split_and_move_no_pinned_record():
     ids = [f"mp-{i}" for i in range(60)]
     systems = ["cubic"] * 30 + ["hexagonal"] * 30
-    first = datasets._splits(accepted_rows(ids[:40], systems[:40], [False] * 40), "salt", splits.DEFAULT_FRACTIONS,
+    first = dataset_rows._splits(accepted_rows(ids[:40], systems[:40], [False] * 40), "salt", splits.DEFAULT_FRACTIONS,
                              None)
     pinned = dict(zip(ids[:40], first))
     holdout = [False] * 50 + [True] * 10
-    second = datasets._splits(accepted_rows(ids, systems, holdout), "salt", splits.DEFAULT_FRACTIONS, pinned)
+    second = dataset_rows._splits(accepted_rows(ids, systems, holdout), "salt", splits.DEFAULT_FRACTIONS, pinned)
     assert second[:40] == first  # nothing pinned moves
     assert second[50:] == [splits.EXTERNAL] * 10 and splits.EXTERNAL not in second[:50]
     with pytest.raises(ValueError, match="two splits"):
-        datasets._splits(accepted_rows(ids[:3] + ids[:1], ["cubic"] * 4, [False] * 3 + [True]), "salt",
+        dataset_rows._splits(accepted_rows(ids[:3] + ids[:1], ["cubic"] * 4, [False] * 3 + [True]), "salt",
                          splits.DEFAULT_FRACTIONS, None)
     with pytest.raises(ValueError, match="pinned split"):
-        datasets._splits(accepted_rows(ids[:40], systems[:40], [True] + [False] * 39), "salt",
+        dataset_rows._splits(accepted_rows(ids[:40], systems[:40], [True] + [False] * 39), "salt",
                          splits.DEFAULT_FRACTIONS, pinned)
 
 

@@ -2,7 +2,7 @@
 `gpu` profile: selected for every property and trained for one step of each on the CPU with the profile's
 MatTen-size model, so a broken profile fails here and not on a user's GPU.
 
-Data: real builds (tests/test_datasets.py) of 32 synthetic records per property, shrunk to 12 per split by the
+Data: real builds (tests/dataset_builds.py) of 32 synthetic records per property, shrunk to 12 per split by the
 script's --max-records: one step of 12 structures per network (batch_size 32).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import test_datasets
+from tests import dataset_builds
 from tests.params_file import PARAMS
 from zoo import properties
 from zoo.nn import training
@@ -40,7 +40,7 @@ def report(tmp_path_factory) -> dict:
     """The script's JSON report of a --device cpu run over every property (and its exit status)."""
     root = tmp_path_factory.mktemp("gpu-check")
     for prop in properties.PROPERTIES:
-        result = test_datasets.build(root / f"work-{prop}", prop, test_datasets.clean_rows(prop, 32))
+        result = dataset_builds.build(root / f"work-{prop}", prop, dataset_builds.clean_rows(prop, 32))
         result.path.rename(root / result.path.name)
     path = root / "report.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--datasets-root", str(root), "--epochs",
@@ -75,7 +75,8 @@ def test_the_gpu_profile_trains_one_step_of_every_property(report):
         profile, settings = training.select_profile(PARAMS.train, "gpu", prop)
         expected = dataclasses.replace(settings, max_epochs=1, accelerator="cpu", progress_bar=False)
         assert (result["profile"], result["settings"]) == (profile, expected.as_dict()), prop
-        assert len(result["members"]) == settings.ensemble_size, prop
+        networks_per_seed = len(properties.get(prop).predicted_parts) if settings.separate_parts else 1
+        assert len(result["members"]) == settings.ensemble_size * networks_per_seed, prop
         assert result["records"]["train"] == MAX_RECORDS <= settings.batch_size, prop  # one step per network
         for member in result["members"]:
             assert member["epochs_run"] == 1 and len(member["history"]) == 1, prop

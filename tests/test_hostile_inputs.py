@@ -457,9 +457,9 @@ def test_the_cli_with_a_silent_or_malformed_endpoint_answers_one_line(short_dead
 
 def test_a_config_without_a_domain_takes_it_from_the_local_build_of_its_exact_dataset(tmp_path, monkeypatch):
     """The 1.0.0 releases' case, when the dataset they name is built here with the same fingerprint."""
-    from tests import test_datasets
+    from tests import dataset_builds
 
-    built = test_datasets.build(tmp_path / "build", "dielectric", test_datasets.clean_rows("dielectric", 20))
+    built = dataset_builds.build(tmp_path / "build", "dielectric", dataset_builds.clean_rows("dielectric", 20))
     version = json.loads((built.path / "dataset_version.json").read_text())
     monkeypatch.chdir(tmp_path)
     shutil.copytree(built.path, tmp_path / "data" / "hub" / "datasets" / built.path.name)

@@ -1,4 +1,5 @@
-"""Neighbour graphs (zoo.nn.graphs) and the equivariant models (zoo.nn.models): symmetry, caching, training, config.
+"""The equivariant models (zoo.nn.models): symmetry, caching, training, config (the graphs:
+tests/test_graphs.py; the dielectric parts and the positive definite head: tests/test_model_heads.py).
 
 Models are tiny and float64 where a symmetry is checked, so rounding sits far below the tolerances.
 """
@@ -19,7 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.nn import graphs, models
+from zoo.nn import blocks, graphs, models
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 TENSOR_PROPERTIES = ("elastic", "dielectric", "piezo")
@@ -78,108 +79,22 @@ def tiny_model(property_name: str, head: str = "equivariant", dtype: str = "floa
     return models.MattenNet(tiny_config(property_name, head=head, dtype=dtype))
 
 
+def rotated_output(property_name: str, output: torch.Tensor, rotation: np.ndarray) -> torch.Tensor:
+    """The output of one structure rotated as the property's tensors rotate (each part of a dielectric output)."""
+    spec = properties.get(property_name)
+    if not spec.is_tensor:
+        return output
+    return tensors.rotate(output, torch.from_numpy(rotation), rank=spec.rank)
+
+
+def part_tensors(property_name: str, output) -> list:
+    """The Cartesian tensors of one structure's output: each part of a dielectric output, else the one tensor."""
+    return list(output) if properties.get(property_name).has_parts else [output]
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     actual, expected = actual.detach(), expected.detach()
     return float((actual - expected).norm() / expected.norm())
-
-
-# --------------------------------------------------------------------------------------------------- graphs
-def brute_force_edges(structure: Structure, r_cut: float) -> set[tuple[int, int, tuple[int, int, int]]]:
-    """(receiver, sender, shift) of every pair closer than r_cut, by trying every lattice translation that can reach."""
-    lattice = structure.lattice.matrix
-    widths = structure.volume / np.linalg.norm(np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]]), axis=1)
-    reach = np.ceil(r_cut / widths).astype(int) + 1  # positions lie anywhere in the cell: one more translation
-    shifts = np.stack(np.meshgrid(*[np.arange(-n, n + 1) for n in reach], indexing="ij"), -1).reshape(-1, 3)
-    positions = structure.cart_coords
-    vectors = positions[None, :, None, :] + (shifts @ lattice)[None, None] - positions[:, None, None, :]
-    receivers, senders, which = np.nonzero((np.linalg.norm(vectors, axis=-1) < r_cut)
-                                           & (np.linalg.norm(vectors, axis=-1) > 1e-8))
-    return set(zip(receivers.tolist(), senders.tolist(), map(tuple, shifts[which].tolist())))
-
-
-def test_graph_matches_brute_force_search():
-    for structure in all_structures():
-        graph = graphs.build_graph(structure, R_CUT)
-        senders, receivers = graph.edge_index
-        found = set(zip(receivers.tolist(), senders.tolist(), map(tuple, graph.edge_shifts.tolist())))
-        assert found == brute_force_edges(structure, R_CUT), structure.composition.reduced_formula
-        assert len(found) == graph.n_edges  # no duplicate edges
-
-
-def test_graph_vectors_and_canonical_order():
-    structure = load("trigonal-mp-12699")
-    graph = graphs.build_graph(structure, R_CUT)
-    senders, receivers = graph.edge_index
-    positions = structure.cart_coords
-    vectors = positions[senders] + graph.edge_shifts @ structure.lattice.matrix - positions[receivers]
-    np.testing.assert_allclose(graph.edge_vectors, vectors, atol=1e-12)
-    lengths = np.linalg.norm(graph.edge_vectors, axis=1)
-    assert lengths.min() > 0 and lengths.max() < R_CUT
-    keys = np.column_stack([receivers, senders, graph.edge_shifts])
-    assert [tuple(k) for k in keys] == sorted(tuple(k) for k in keys)
-    assert graph.edge_vectors.dtype == np.float64
-
-
-def test_structure_key_changes_with_any_change():
-    structure = load("cubic-mp-101")
-    moved = Structure(structure.lattice, structure.species, structure.cart_coords + [1e-9, 0, 0],
-                      coords_are_cartesian=True)
-    key = graphs.structure_key(structure, R_CUT)
-    assert key == graphs.structure_key(load("cubic-mp-101").copy(), R_CUT)
-    assert key != graphs.structure_key(moved, R_CUT)
-    assert key != graphs.structure_key(structure, 4.0)
-
-
-@pytest.mark.parametrize("bad, message", [
-    (lambda s: graphs.build_graph(s, -1.0), "r_cut"),
-    (lambda s: graphs.build_graph(s, "far"), "r_cut"),
-    (lambda s: graphs.build_graph(s.as_dict(), R_CUT), "structure"),
-    (lambda s: graphs.build_graph(Structure(s.lattice, [{"Ga": 0.5, "Sb": 0.5}] * len(s), s.frac_coords), R_CUT),
-     "partially occupied"),
-    (lambda s: graphs.GraphBatch.collate([]), "graphs"),
-    (lambda s: batch_of(s).select([5]), "graph_indices"),
-    (lambda s: batch_of(s).select("first"), "graph_indices"),
-])
-def test_graph_input_errors(bad, message):
-    with pytest.raises(ValueError, match=message):
-        bad(load("cubic-mp-1156"))
-
-
-def test_select_equals_collating_the_selected_graphs():
-    model = tiny_model("elastic")
-    structure_list = all_structures()
-    graph_list = [graphs.build_graph(s, R_CUT) for s in structure_list]
-    full = model.attach_geometry(graphs.GraphBatch.collate(graph_list))
-    picked = [7, 2, 11, 2]
-    selected = full.select(picked)
-    expected = model.attach_geometry(graphs.GraphBatch.collate([graph_list[i] for i in picked]))
-    for name in ("atomic_numbers", "edge_index", "edge_vectors", "batch", "node_ptr", "edge_ptr"):
-        assert torch.equal(getattr(selected, name), getattr(expected, name)), name
-    assert torch.equal(selected.geometry.spherical_harmonics, expected.geometry.spherical_harmonics)
-    assert torch.equal(selected.geometry.radial_basis, expected.geometry.radial_basis)
-
-
-def test_graph_cache_memory_and_disk(tmp_path):
-    path = tmp_path / "graphs-v1.safetensors"
-    cache = graphs.GraphCache(R_CUT, path)
-    structure_list = all_structures()
-    built = cache.graphs(structure_list)
-    assert cache.graph(structure_list[0]) is built[0]  # memory hit
-    cache.save()
-    reloaded = graphs.GraphCache(R_CUT, path)
-    assert len(reloaded) == len(structure_list)
-    for structure, graph in zip(structure_list, built):
-        again = reloaded.graph(structure)
-        for name in ("atomic_numbers", "positions", "lattice", "edge_index", "edge_shifts", "edge_vectors"):
-            assert np.array_equal(getattr(again, name), getattr(graph, name)), name
-    with pytest.raises(ValueError, match="r_cut"):
-        graphs.GraphCache(4.0, path)
-    other = tmp_path / "other.safetensors"
-    from safetensors.numpy import save_file
-
-    save_file({"n_atoms": np.zeros(1, dtype=np.int64)}, str(other), metadata={"format": "zoo-graphs/0"})
-    with pytest.raises(ValueError, match="format"):
-        graphs.GraphCache(R_CUT, other)
 
 
 # --------------------------------------------------------------------------------------------- equivariance
@@ -190,10 +105,8 @@ def test_rotating_the_structure_rotates_the_output(property_name):
     structure = generic_structure()
     output = model.predict_cartesian(batch_of(structure))[0]
     rotated = model.predict_cartesian(batch_of(transformed(structure, rotation)))[0]
-    spec = properties.get(property_name)
-    expected = tensors.rotate(output, torch.from_numpy(rotation)) if spec.is_tensor else output
     assert float(output.norm()) > 1e-3  # a generic structure gives a generic, non-zero output
-    assert relative_error(rotated, expected) < EQUIVARIANCE_RTOL
+    assert relative_error(rotated, rotated_output(property_name, output, rotation)) < EQUIVARIANCE_RTOL
 
 
 def test_inversion_flips_piezo_only():
@@ -221,7 +134,7 @@ def test_inference_in_edge_chunks_equals_one_pass(monkeypatch):
     model = tiny_model("piezo")
     batch = batch_of(*all_structures())
     whole = model(batch)
-    monkeypatch.setattr(models, "INFERENCE_EDGE_CHUNK", 7)  # many uneven chunks
+    monkeypatch.setattr(blocks, "INFERENCE_EDGE_CHUNK", 7)  # many uneven chunks
     with torch.no_grad():
         assert relative_error(model(batch), whole) < 1e-12
 
@@ -255,8 +168,9 @@ def test_cubic_structure_gives_cubic_tensors(name):
             # 432 and m-3m allow no piezoelectric tensor: the model must give zero, to rounding.
             assert np.abs(output).max() < 1e-12
             continue
-        assert np.linalg.norm(output) > 1e-4
-        assert symmetry.neumann_residual(output, info) < 1e-5, property_name
+        for part in part_tensors(property_name, output):
+            assert np.linalg.norm(part) > 1e-4
+            assert symmetry.neumann_residual(part, info) < 1e-5, property_name
     if info.point_group != "-43m":
         return
     # -43m piezo: one independent constant, e_14 = e_25 = e_36 in the cubic axes (the cell's own here).
@@ -276,7 +190,7 @@ def test_invariant_voigt_baseline_is_not_equivariant():
         output = model.predict_cartesian(batch_of(structure))[0]
         rotated = model.predict_cartesian(batch_of(transformed(structure, rotation)))[0]
         assert relative_error(rotated, output) < 1e-10  # invariant outputs...
-        assert relative_error(rotated, tensors.rotate(output, torch.from_numpy(rotation))) > 0.1  # ...not rotated
+        assert relative_error(rotated, rotated_output(property_name, output, rotation)) > 0.1  # ...not rotated
 
 
 # ------------------------------------------------------------------------------------------ heads and dtype
@@ -435,64 +349,6 @@ def test_config_json_errors(text, message):
 def test_config_errors(property_name, overrides, message):
     with pytest.raises(ValueError, match=message):
         models.ModelConfig(property_name, **overrides)
-
-
-# ------------------------------------------------------------------------------------ positive definite head
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra.numpy import arrays  # noqa: E402
-
-ELASTIC_FORMULA = properties.get("elastic").formula
-
-
-@functools.lru_cache(maxsize=None)
-def spd_model(seed: int = 0) -> models.MattenNet:
-    return models.MattenNet(tiny_config("elastic", head="equivariant_spd", seed=seed))
-
-
-def voigt_of(irreps) -> np.ndarray:
-    return tensors.cartesian_to_voigt(tensors.irreps_to_cartesian(np.asarray(irreps), ELASTIC_FORMULA), "stiffness")
-
-
-@settings(max_examples=200, deadline=None)
-@given(arrays(np.float64, (4, 21), elements=st.floats(-3.0, 3.0)))
-def test_spd_head_output_is_positive_definite_for_any_logarithm(logarithm):
-    """Whatever the network produces (here: any irreps vector with components up to 3, i.e. eigenvalues of the
-    logarithm up to about +-14, stiffness eigenvalues from 1e-6 to 1e6 GPa; real ones lie in 1..1000), the
-    stiffness it outputs is symmetric positive definite. (Beyond a condition number of ~1e15, float64 itself
-    cannot tell the smallest eigenvalue from zero.)"""
-    output = spd_model()._exponential(torch.as_tensor(logarithm)).detach().numpy()
-    eigenvalues = np.linalg.eigvalsh(tensors.stiffness_voigt_to_mandel(voigt_of(output)))
-    assert (eigenvalues > 0).all()
-    mandel = (logarithm @ models.mandel_maps(ELASTIC_FORMULA)[0]).reshape(-1, 6, 6)
-    np.testing.assert_allclose(np.log(eigenvalues), np.sort(np.linalg.eigvalsh(mandel), axis=1), atol=1e-8)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_spd_head_is_positive_definite_and_equivariant_on_real_structures(seed):
-    model = spd_model(seed)
-    rotation = Rotation.random(random_state=seed).as_matrix()
-    structures = [generic_structure(), *all_structures()]
-    output = model.predict_cartesian(batch_of(*structures))
-    assert (np.linalg.eigvalsh(tensors.cartesian_to_voigt(output, "stiffness").numpy()) > 0).all()
-    rotated = model.predict_cartesian(batch_of(transformed(structures[0], rotation)))[0]
-    assert relative_error(rotated, tensors.rotate(output[0], torch.from_numpy(rotation))) < EQUIVARIANCE_RTOL
-
-
-def test_spd_head_logarithm_round_trip_and_normalisation():
-    rng = np.random.default_rng(0)
-    factors = rng.normal(size=(5, 6, 6))
-    stiffness = np.einsum("nij,nkj->nik", factors, factors) * 30 + np.eye(6) * 5  # positive definite, GPa
-    targets = tensors.voigt_to_irreps(stiffness, "stiffness", ELASTIC_FORMULA)
-    logarithm = models.log_stiffness_irreps(targets, ELASTIC_FORMULA)
-    back = spd_model()._exponential(torch.as_tensor(logarithm)).detach().numpy()
-    np.testing.assert_allclose(back, targets, rtol=1e-9, atol=1e-9)
-    scale, shift = models.fit_output_normalisation("elastic", targets, "equivariant_spd")
-    assert scale == models.fit_output_normalisation("elastic", logarithm)[0]
-    with pytest.raises(ValueError, match="positive definite"):
-        models.log_stiffness_irreps(-targets, ELASTIC_FORMULA)
-    with pytest.raises(ValueError, match="stiffness"):
-        tiny_config("dielectric", head="equivariant_spd")
 
 
 def test_lean_e3nn_import_defers_sympy_and_e3nn_legendre_still_works():

@@ -3,7 +3,7 @@
 and dvc.lock records every stage. DVC releases its repository lock while a stage's command runs and locks only that
 stage's dependencies and outputs, so stages with disjoint outputs run side by side.
 
-Two copies of the repository (tests/repo_copy.py), each with the same tiny datasets (tests/test_datasets.py builds)
+Two copies of the repository (tests/repo_copy.py), each with the same tiny datasets (tests/dataset_builds.py builds)
 and a tiny cpu profile; the train stages of two properties run serially in one, at the same time in the other.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_datasets
+from tests import dataset_builds
 from tests.params_file import write_params
 from tests.repo_copy import copy_repository, isolate_dvc
 from zoo.core import environment
@@ -45,7 +45,7 @@ def finished(process: subprocess.Popen) -> str:
 def datasets(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("datasets")
     for prop in PROPERTIES:
-        result = test_datasets.build(root / f"work-{prop}", prop, test_datasets.clean_rows(prop, 32))
+        result = dataset_builds.build(root / f"work-{prop}", prop, dataset_builds.clean_rows(prop, 32))
         result.path.rename(root / result.path.name)
     return root
 

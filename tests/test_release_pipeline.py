@@ -1,7 +1,7 @@
 """The release pipeline (releases/dvc.yaml, `make release`) end to end, in a copy of the repository.
 
 The copy (tests/repo_copy.py: the files git would commit) gets a tiny release profile and a version of its own for
-piezo, and a piezo dataset built by the real build stage from 20 synthetic records (tests/test_datasets.py). Then
+piezo, and a piezo dataset built by the real build stage from 20 synthetic records (tests/dataset_builds.py). Then
 `dvc repro` of the real `release@piezo` stage, run the way `make release` runs it: interrupted by Ctrl-C once it has
 checkpointed, rerun (it resumes), forced to rerun from scratch (the same bytes: nothing is rewritten), rerun with
 other training settings under the same version (refused), and with a new version (a second folder). After each, the
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import test_datasets, training_pause
+from tests import dataset_builds, training_pause
 from tests.params_file import write_params
 from tests.repo_copy import REPO, copy_repository, isolate_dvc
 from tests.test_training import TINY_MODEL
@@ -45,7 +45,7 @@ RESUME = Path("data/releases/models/.resume") / MODEL
 def tiny_params(release_profile: dict, version: str) -> dict:
     """The params sections the copy changes: the split of the synthetic records, the release profile and version,
     a smaller gradient-boosting baseline."""
-    return {"build": {"split_salt": test_datasets.SALT, "workers": 1},
+    return {"build": {"split_salt": dataset_builds.SALT, "workers": 1},
             "train": {"profiles": {"release": release_profile}}, "evaluate": {"composition_gbm": {"max_iter": 10}},
             "release": {"versions": {PROP: version}}}
 
@@ -126,8 +126,8 @@ def synthetic_copy(root: Path, params: dict) -> Path:
     real build stage and recorded in the copy's dvc.lock."""
     copy = copy_repository(root)
     write_params(copy / "params.yaml", **params)
-    accepted, report, _ = test_datasets.validate_into(root.parent / f"{root.name}-validated", PROP,
-                                                      test_datasets.clean_rows(PROP, test_datasets.SIZES[PROP]))
+    accepted, report, _ = dataset_builds.validate_into(root.parent / f"{root.name}-validated", PROP,
+                                                      dataset_builds.clean_rows(PROP, dataset_builds.SIZES[PROP]))
     for source, target in ((accepted, f"data/clean/{PROP}.accepted.parquet"),
                            (report, f"data/reports/{PROP}-validation.json")):
         (copy / target).parent.mkdir(parents=True, exist_ok=True)

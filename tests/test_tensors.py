@@ -193,3 +193,29 @@ def test_cached_change_of_basis_is_e3nns(spec, tmp_path, monkeypatch):
         np.testing.assert_array_equal(T.change_of_basis(spec.formula), fresh)  # now read back from disk
     finally:
         T._change_of_basis.cache_clear()
+
+
+# ------------------------------------------------------------------------ functions of symmetric matrices
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), floor=st.sampled_from([0.0, 1.0]), spread=st.floats(0.1, 1.5))
+def test_symmetric_exp_is_above_its_floor_equivariant_and_inverted_by_log(seed, floor, spread):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(scale=spread, size=(3, 3))
+    a = a + a.T
+    value = T.symmetric_exp(a, floor)
+    assert np.linalg.eigvalsh(value).min() > floor
+    np.testing.assert_allclose(T.symmetric_log(value, floor, minimum=1e-300), a, atol=1e-8 * max(1, np.abs(a).max()))
+    R = Rotation.random(random_state=seed % 1000).as_matrix() * (-1) ** (seed % 2)  # proper and improper
+    np.testing.assert_allclose(T.symmetric_exp(T.rotate(a, R), floor), T.rotate(value, R), atol=1e-9 * value.max())
+    torch_value = T.symmetric_exp(torch.tensor(a), floor).numpy()
+    np.testing.assert_allclose(torch_value, value, rtol=1e-10, atol=1e-12)
+
+
+def test_symmetric_log_clips_eigenvalues_and_handles_repeated_ones():
+    np.testing.assert_allclose(T.symmetric_log(np.eye(3) * 5.0, 1.0), np.eye(3) * np.log(4.0), atol=1e-14)
+    zero = T.symmetric_log(np.zeros((3, 3)), 0.0, minimum=0.1)
+    np.testing.assert_allclose(zero, np.eye(3) * np.log(0.1), atol=1e-14)
+    with pytest.raises(ValueError, match="minimum"):
+        T.symmetric_log(np.eye(3), 0.0, minimum=0.0)
+    with pytest.raises(ValueError, match="symmetric"):
+        T.symmetric_exp(np.arange(9.0).reshape(3, 3))

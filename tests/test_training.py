@@ -1,6 +1,6 @@
 """The train and evaluate stages: zoo.nn.training, zoo.nn.evaluation, zoo.nn.baselines.
 
-Datasets here are real builds (the validate and build stages' code, through tests/test_datasets.py's helpers) of 32
+Datasets here are real builds (the validate and build stages' code, through tests/dataset_builds.py's helpers) of 32
 synthetic records on the test structures: tensors obeying Neumann's principle, so an equivariant model's
 predictions must obey it too. Models are tiny and train for a few epochs: these tests check the machinery
 (outputs, determinism, resume, metrics), not accuracy.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests import test_datasets
+from tests import dataset_builds
 from tests.params_file import PARAMS, SYMMETRY, train_settings
 from zoo import properties
 from zoo.core import derived, tensors
@@ -39,7 +39,7 @@ def datasets_root(tmp_path_factory):
     """Built 32-record datasets of dielectric and phonon: <root>/mp-<prop>-irreps."""
     root = tmp_path_factory.mktemp("datasets")
     for prop in ("dielectric", "phonon"):
-        result = test_datasets.build(root / f"work-{prop}", prop, test_datasets.clean_rows(prop, N_RECORDS))
+        result = dataset_builds.build(root / f"work-{prop}", prop, dataset_builds.clean_rows(prop, N_RECORDS))
         result.path.rename(root / result.path.name)
     return root
 
@@ -69,7 +69,9 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
     version = json.loads((datasets_root / "mp-dielectric-irreps" / "dataset_version.json").read_text())
     assert config["format_version"] == training.MODEL_FORMAT
     assert config["dataset"]["fingerprint"] == version["fingerprint"]
-    assert config["irreps"] == "1x0e+1x2e" and config["target_column"] == "eps_electronic_irreps"
+    assert config["irreps"] == "1x0e+1x2e"
+    assert config["target_columns"] == ["eps_electronic_irreps", "eps_ionic_irreps"]
+    assert config["parts"] == ["electronic", "ionic", "total"]
     assert config["training"]["max_epochs"] == 3 and config["model_config"]["hidden_irreps"] == "4x0o+4x0e+2x1o+2x1e+2x2o+2x2e"
     # The training split's applicability domain, for the warnings of zoo.release.applicability
     data, _ = training.load_splits("dielectric", datasets_root)
@@ -149,6 +151,37 @@ def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(train
     members = [evaluation.predict(member, data["test"]) for member in loaded.net.members]
     np.testing.assert_allclose(evaluation.predict(loaded.net, data["test"]), np.mean(members, axis=0), atol=1e-6)
     assert not np.allclose(members[0], members[1])
+
+
+def test_separate_parts_train_one_network_per_part_and_predict_their_sum(trained, datasets_root, tmp_path):
+    """separate_parts: an electronic and an ionic network (two seeds each), each selected on its own validation
+    loss; saved and loaded as one model whose parts are the groups' means and whose total is their sum."""
+    settings, _, _, _ = trained
+    separate = training.TrainSettings(**{**settings.as_dict(), "ensemble_size": 2, "separate_parts": True,
+                                         "model": {**settings.model, "output_map": "spd_log"}})
+    folder, fitted = training.train_property("dielectric", separate, datasets_root=datasets_root,
+                                             models_root=tmp_path / "models")
+    assert [member.config.parts for member in fitted.members] == [("electronic",)] * 2 + [("ionic",)] * 2
+    config = json.loads((folder / "config.json").read_text())
+    assert config["ensemble_parts"] == [["electronic"], ["electronic"], ["ionic"], ["ionic"]]
+    assert config["parts"] == ["electronic", "ionic", "total"] and config["model_config"]["output_scale"] is None
+    log = json.loads((folder / "training_log.json").read_text())
+    assert [member["parts"] for member in log["members"]] == [["electronic"], ["electronic"], ["ionic"], ["ionic"]]
+    loaded = training.load_model(folder).net
+    assert loaded.parts == ("electronic", "ionic") and loaded.has_spread
+    data, _ = training.load_splits("dielectric", datasets_root)
+    electronic = np.mean([evaluation.predict(m, data["test"]) for m in loaded.members[:2]], axis=0)
+    ionic = np.mean([evaluation.predict(m, data["test"]) for m in loaded.members[2:]], axis=0)
+    np.testing.assert_allclose(evaluation.predict(loaded, data["test"]), np.concatenate([electronic, ionic], axis=1),
+                               atol=1e-9)
+    from zoo.nn import graphs
+
+    batch = graphs.GraphBatch.collate(graphs.GraphCache(loaded.config.r_cut).graphs(data["test"].structures[:3]))
+    mean, spread = loaded.predict_with_spread(batch)
+    assert torch.equal(mean[:, 2], mean[:, 0] + mean[:, 1])
+    torch.testing.assert_close(spread[:, 2], (spread[:, 0] ** 2 + spread[:, 1] ** 2).sqrt())
+    with pytest.raises(ValueError, match="separate_parts needs"):
+        training.fit_model(data, training.TrainSettings(**{**separate.as_dict(), "model": {"parts": ["ionic"]}}))
 
 
 def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
@@ -243,7 +276,11 @@ def test_evaluate_writes_metrics_with_baselines_and_plots(trained, datasets_root
     assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm", "non_equivariant"}
     for metrics in [document["model"], *document["baselines"].values()]:
         assert metrics["eps_poly_mae"] >= 0 and metrics["n"] == document["n_test"]
-        assert {"component_mae", "relative_frobenius_error", "anisotropy_ratio_mae"} <= set(metrics)
+        assert {"component_mae", "relative_frobenius_error", "anisotropy_ratio_mae", "eps_poly_mae_eps15",
+                "eps_poly_mae_ionic", "eps_poly_mae_total", "component_mae_total", "eigenvalue_violation_rate_ionic",
+                "n_eps15"} <= set(metrics)
+        assert "anisotropy_ratio_mae_ionic" not in metrics  # a ratio of near-zero eigenvalues: not reported
+    assert {row["metric"] for row in document["published"]} == {"eps_poly_mae_eps15", "anisotropy_ratio_mae_eps15"}
     # Equivariance: the model obeys each test crystal's point group (to float32 rounding); the invariant-head
     # baseline does not.
     assert document["model"]["symmetry_violation"] < 1e-4
@@ -300,8 +337,53 @@ def test_evaluate_phonon_model(datasets_root, tmp_path):
     assert set(document["baselines"]) == {"crystal_system_mean", "composition_gbm"}
     assert "symmetry_violation" not in document["model"]
     for key in ("dos_mse", "mean_frequency_relative_error", "fraction_mean_frequency_error_below_10pct",
-                "cv_300k_mae_kb_per_atom"):
+                "cv_300k_mae_kb_per_atom", "r2_max_normalised", "wasserstein_cm", "mean_frequency_mae_cm",
+                "cv_300k_mae_j_per_mol_k"):
         assert document["model"][key] is not None
+    assert [row["published"] for row in document["published"]] == [0.70, 0.56, 0.63, 21.0, 1.32, 10.6]
+
+
+def test_dielectric_metrics_per_part_on_known_values():
+    """Electronic 2 I and ionic 3 I for every record, predicted as 2.5 I and 3 I: eps_poly errors 0.5 / 0 / 0.5;
+    the one record with true electronic eps 20 is left out of the _eps15 subset; the linear baseline's ionic
+    eigenvalue below 0 counts as a violation."""
+    spec = properties.get("dielectric")
+    eye = tensors.cartesian_to_irreps(np.eye(3), spec.formula)
+    true = np.concatenate([np.stack([2 * eye] * 3 + [20 * eye]), np.stack([3 * eye] * 4)], axis=1)
+    pred = true.copy()
+    pred[:, :6] += 0.5 * eye
+    pred[3, 6:] = -0.1 * eye  # an ionic tensor below 0
+    structures = [None] * 4
+    quantities = evaluation.record_quantities("dielectric", pred, structures)
+    truth = evaluation.record_quantities("dielectric", true, structures)
+    metrics = evaluation.group_metrics("dielectric", quantities, truth, np.ones(4, dtype=bool))
+    assert metrics["eps_poly_mae"] == pytest.approx(0.5) and metrics["eps_poly_mae_eps15"] == pytest.approx(0.5)
+    assert metrics["n_eps15"] == 3 and metrics["eps_poly_mae_ionic_eps15"] == pytest.approx(0.0)
+    assert metrics["eps_poly_mae_ionic"] == pytest.approx(3.1 / 4)
+    assert metrics["eps_poly_mae_total"] == pytest.approx((0.5 * 3 + abs(20.4 - 23)) / 4)
+    assert metrics["eigenvalue_violation_rate_ionic"] == 0.25 and metrics["eigenvalue_violation_rate"] == 0.0
+    assert metrics["anisotropy_ratio_mae"] == pytest.approx(0.0)
+
+
+def test_phonon_metrics_on_known_spectra():
+    """A spectrum shifted by one 20 cm^-1 bin: Wasserstein distance 20 cm^-1 and mean frequency 20 cm^-1 off;
+    the same spectrum predicted exactly: zero; R^2 against sklearn's variance-weighted definition."""
+    from pymatgen.core import Lattice, Structure
+    from sklearn.metrics import r2_score
+
+    grid = properties.PHONON_GRID_CM
+    true = np.stack([np.exp(-((grid - centre) / 60.0) ** 2) for centre in (200.0, 400.0, 600.0)])
+    true[:, -5:] = 0.0  # nothing reaches the grid's end: no grid warning to score
+    pred = true.copy()
+    pred[0] = np.roll(true[0], 1)
+    structure = Structure(Lattice.cubic(3.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    quantities, truth = (evaluation.record_quantities("phonon", values, [structure] * 3) for values in (pred, true))
+    metrics = evaluation.group_metrics("phonon", quantities, truth, np.ones(3, dtype=bool))
+    assert metrics["wasserstein_cm"] == pytest.approx(20.0 / 3, rel=1e-6)
+    assert metrics["mean_frequency_mae_cm"] == pytest.approx(20.0 / 3, rel=1e-3)
+    assert metrics["r2_max_normalised"] == pytest.approx(r2_score(true, pred, multioutput="variance_weighted"))
+    assert metrics["fraction_mean_frequency_error_below_10pct"] == 1.0
+    assert metrics["cv_300k_mae_j_per_mol_k"] > 0 and metrics["grid_warning_recall"] is None
 
 
 def test_evaluate_refuses_a_model_of_another_dataset_version(trained, datasets_root, tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pymatgen.core import Lattice, Structure
 
 import zoo
@@ -43,9 +44,9 @@ def silicon() -> Structure:
                      [[0, 0, 0], [0.25, 0.25, 0.25]])
 
 
-def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0) -> Path:
+def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0, **config) -> Path:
     overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
-    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, seed=seed))
+    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, **config, seed=seed))
     settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
@@ -278,15 +279,69 @@ def test_predict_reads_files_and_lists_and_names_bad_input(local, tmp_path):
         model.predict(tmp_path / "missing.cif")
 
 
-@pytest.mark.parametrize("prop, part, kind", [("dielectric", "electronic", "Tensor"), ("piezo", "total", "PiezoTensor"),
-                                              ("phonon", "dos", "PhononDos")])
-def test_each_property_returns_its_pymatgen_object(prop, part, kind, tmp_path):
+@pytest.mark.parametrize("prop, parts, kind", [("dielectric", ["electronic", "ionic", "total"], "Tensor"),
+                                               ("piezo", ["total"], "PiezoTensor"), ("phonon", ["dos"], "PhononDos")])
+def test_each_property_returns_its_pymatgen_object(prop, parts, kind, tmp_path):
     folder = save_tiny_model(tmp_path / "models", prop)
     store = registry.LocalStore(tmp_path / "store")
     store.publish(folder, f"matten-{prop}", "0.1.0")
     prediction = zoo.load(f"matten-{prop}", store=store.root).predict(silicon())
-    assert list(prediction.tensors) == [part] and type(prediction.value).__name__ == kind
+    assert list(prediction.tensors) == parts and type(prediction.value).__name__ == kind
     assert json.loads(json.dumps(prediction.as_dict()))["property"] == prop
+
+
+def test_a_dielectric_prediction_holds_three_parts_that_add_up(tmp_path):
+    folder = save_tiny_model(tmp_path / "models", "dielectric", output_map="spd_log")
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, "matten-dielectric", "0.1.0")
+    prediction = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT).predict(silicon())
+    electronic, ionic, total = (np.asarray(prediction.tensors[part]) for part in ("electronic", "ionic", "total"))
+    np.testing.assert_array_equal(total, electronic + ionic)
+    assert prediction.raw.shape == (3, 6) and "likely_metal" not in [flag.code for flag in prediction.warnings]
+    assert prediction.derived["eps_poly_total"] == pytest.approx(prediction.derived["eps_poly_electronic"]
+                                                                 + prediction.derived["eps_poly_ionic"])
+    described = json.loads(json.dumps(prediction.as_dict()))
+    assert described["parts"] == ["electronic", "ionic", "total"]
+    assert described["derived_units"]["eps_poly_total"] == "1"
+
+
+def test_a_model_of_one_network_per_part_loads_with_each_networks_own_output_normalisation(tmp_path):
+    """separate_parts (the release dielectric): each network's output scale and shift come from its own part's
+    training targets and are kept in its weights only (the config's model_config has none), so loading accepts them."""
+    config = models.ModelConfig("dielectric", **TINY, output_map="spd_log")
+    net = models.build(config, seeds=[0, 0], member_parts=[("electronic",), ("ionic",)])
+    for factor, member in zip((2.0, 3.0), net.members):
+        member.output_scale.mul_(factor)  # as fit from the part's targets
+        member.output_shift.add_(0.5)
+    settings = train_settings(max_epochs=1, progress_bar=False, loss="mse", ensemble_size=1, separate_parts=True)
+    dataset = training.DatasetInfo(name="mp-dielectric-irreps", version="1.0.0", fingerprint=FINGERPRINT)
+    folder = training.save_model(tmp_path / "models" / "matten-dielectric", net, settings=settings, dataset=dataset,
+                                 log={"members": []}, profile="test")
+    store = registry.LocalStore(tmp_path / "store")
+    store.publish(folder, "matten-dielectric", "0.1.0")
+    model = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT)
+    batch = graphs.GraphBatch.collate(graphs.GraphCache(config.r_cut).graphs([silicon()]))
+    torch.testing.assert_close(model.net.predict_cartesian(batch), net.predict_cartesian(batch))
+    prediction = model.predict(silicon())
+    np.testing.assert_array_equal(prediction.tensors["total"], np.asarray(prediction.tensors["electronic"])
+                                  + np.asarray(prediction.tensors["ionic"]))
+
+
+def test_a_metal_through_the_dielectric_model_and_diamond_through_the_phonon_model_carry_warnings(tmp_path):
+    store = registry.LocalStore(tmp_path / "store")
+    for prop in ("dielectric", "phonon"):
+        store.publish(save_tiny_model(tmp_path / "models", prop), f"matten-{prop}", "0.1.0")
+    copper = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.615), ["Cu"], [[0, 0, 0]])
+    dielectric = zoo.load("matten-dielectric", store=store.root, endpoint=DEAD_ENDPOINT)
+    flags = {flag.code: flag.message for flag in dielectric.predict(copper).warnings}
+    assert flags["likely_metal"].startswith("Cu is probably a metal")
+    # Si is a metalloid: no warning
+    assert "likely_metal" not in [flag.code for flag in dielectric.predict(silicon()).warnings]
+    phonon = zoo.load("matten-phonon", store=store.root, endpoint=DEAD_ENDPOINT)
+    water_ice_like = Structure(Lattice.cubic(4.0), ["O", "H", "H"], [[0, 0, 0], [0.24, 0, 0], [0, 0.24, 0]])
+    (flag,) = [flag for flag in phonon.predict(water_ice_like).warnings if flag.code == "beyond_phonon_grid"]
+    assert "hydrogen" in flag.message
+    assert flag.as_dict() in json.loads(json.dumps(phonon.predict(water_ice_like).as_dict()))["warnings"]
 
 
 @pytest.mark.parametrize("prop", ["piezo", "phonon"])
@@ -410,10 +465,10 @@ def test_datasets_load_works_from_any_directory_through_the_local_store(local, n
 
 def test_datasets_load_falls_back_to_the_hub(hub_published, nothing_built_here, tmp_path):
     import zoo.datasets
-    from tests import test_datasets
+    from tests import dataset_builds
 
     double = hub_published[0]
-    built = test_datasets.build(tmp_path / "build", "dielectric", test_datasets.clean_rows("dielectric", 20))
+    built = dataset_builds.build(tmp_path / "build", "dielectric", dataset_builds.clean_rows("dielectric", 20))
     hub.publish_folder(built.path, "zoo-test/mp-dielectric-irreps", "dataset", "1.2.3", endpoint=double.endpoint,
                        token=double.token)
     dataset = zoo.datasets.load("zoo-test/mp-dielectric-irreps", version="1.2.3", endpoint=double.endpoint,

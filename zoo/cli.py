@@ -142,7 +142,8 @@ def _info(name: str, version: str | None) -> None:
         shapes = [handle.get_slice(key).get_shape() for key in handle.keys()]
     n_values = sum(int(_product(shape)) for shape in shapes)
     print(f"{found.name} {found.version or ''}  (from the {found.source}: {found.folder})")
-    print(f"property  {info['property']} ({info['units']}), irreps {info['irreps']}, target {info['target_column']}")
+    print(f"property  {info['property']} ({info['units']}), irreps {info['irreps']}, "
+          f"target {', '.join(info.get('target_columns') or [info['target_column']])}")
     print(f"dataset   {info['dataset']['name']} {info['dataset']['version']} ({info['dataset']['fingerprint']})")
     print(f"training  profile {info['training'].get('profile')}, {config['n_layers']} layers, hidden "
           f"{config['hidden_irreps']}, r_cut {config['r_cut']} A, {n_values} stored values in {len(shapes)} tensors")
@@ -211,20 +212,26 @@ def prediction_lines(prediction) -> list[str]:
 
     spec = properties.get(prediction.property)
     shown = prediction.as_dict()
-    lines = [f"{prediction.source} ({shown['formula']}): {spec.title}, {shown['part']} part"]
+    parts = shown["parts"]
+    lines = [f"{prediction.source} ({shown['formula']}): {spec.title}, {', '.join(parts)} part"
+             f"{'s' if len(parts) > 1 else ''}"]
     if spec.is_tensor:
         decimals = spec.printed_decimals
-        if prediction.raw.ndim == 2:  # the Voigt matrix: 6x6 stiffness, 3x6 piezo
-            rows, form = prediction.raw, f"Voigt {'x'.join(map(str, prediction.raw.shape))}, order 11, 22, 33, 23, 13, 12"
-        else:  # a symmetric rank-2 tensor: its Cartesian 3x3 matrix
-            from zoo.core import tensors
+        # one Voigt row per part for a property with several (dielectric), else the value's own Voigt form
+        values = [(f"{part}: ", row) for part, row in zip(parts, prediction.raw)] if spec.has_parts \
+            else [("", prediction.raw)]
+        for label, raw in values:
+            if raw.ndim == 2:  # the Voigt matrix: 6x6 stiffness, 3x6 piezo
+                rows, form = raw, f"Voigt {'x'.join(map(str, raw.shape))}, order 11, 22, 33, 23, 13, 12"
+            else:  # a symmetric rank-2 tensor: its Cartesian 3x3 matrix
+                from zoo.core import tensors
 
-            rows, form = tensors.voigt_to_cartesian(prediction.raw, spec.voigt_kind), "3x3 Cartesian"
-        lines.append(f"  {form} [{spec.units}], rounded to {10 ** -decimals:.{decimals}f}, Cartesian frame of the "
-                     "input:")
-        cells = [[f"{round(float(value), decimals) + 0.0:.{decimals}f}" for value in row] for row in rows]
-        width = max(len(cell) for row in cells for cell in row)
-        lines += ["    " + "  ".join(cell.rjust(width) for cell in row) for row in cells]
+                rows, form = tensors.voigt_to_cartesian(raw, spec.voigt_kind), "3x3 Cartesian"
+            lines.append(f"  {label}{form} [{spec.units}], rounded to {10 ** -decimals:.{decimals}f}, Cartesian frame "
+                         "of the input:")
+            cells = [[f"{round(float(value), decimals) + 0.0:.{decimals}f}" for value in row] for row in rows]
+            width = max(len(cell) for row in cells for cell in row)
+            lines += ["    " + "  ".join(cell.rjust(width) for cell in row) for row in cells]
     else:
         decimals = spec.printed_decimals
         lines.append(f"  DOS, max-normalised, on {len(shown['frequencies_cm'])} points of 0-1000 cm^-1 (rounded to "

@@ -42,7 +42,6 @@ this module has no heavy imports, so client subprocesses can install it cheaply.
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import json
 import re
@@ -51,14 +50,33 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import cached_property
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 import yaml
 
+from tests.fakes.hub_store import (  # Fault, Served: re-exported for the tests
+    GITATTRIBUTES,
+    LFS_MIN_SIZE,
+    LFS_SUFFIXES,
+    REPO_TYPES,
+    TREE_PAGE_SIZE,
+    URL_PREFIX,
+    Answer,
+    Commit,
+    ErrorAnswer,
+    Fault,
+    Repo,
+    Served,
+    StoredFile,
+    card_data,
+    front_matter,
+    json_answer,
+    make_commit,
+    now,
+    object_id,
+)
 from tests.fakes.loopback import LoopbackHTTPDouble
 
 # The loopback guard lives in tests/fakes/loopback.py; these names are re-exported for the tests.
@@ -66,161 +84,6 @@ from tests.fakes.loopback import guarded_connect as guarded_connect
 from tests.fakes.loopback import guarded_getaddrinfo as guarded_getaddrinfo
 from tests.fakes.loopback import install_loopback_guard as install_loopback_guard
 from tests.fakes.loopback import refused_hosts as refused_hosts
-
-REPO_TYPES = ("model", "dataset")
-URL_PREFIX = {"model": "", "dataset": "datasets/"}
-# Stored through LFS whatever their size, like the patterns of the Hub's default .gitattributes.
-LFS_SUFFIXES = (".parquet", ".arrow", ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".npy", ".npz",
-                ".onnx", ".msgpack", ".zip", ".gz", ".tar", ".zst")
-LFS_MIN_SIZE = 10 * 1024 * 1024  # larger files go to LFS too (the Hub's threshold)
-GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
-TREE_PAGE_SIZE = 1000  # the Hub's page size for tree listings
-COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """The content of one file at one commit, and whether it is stored through LFS."""
-
-    data: bytes
-    lfs: bool
-
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-    @cached_property
-    def lfs_pointer(self) -> bytes:
-        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {len(self.data)}\n"
-        return pointer.encode()
-
-    @cached_property
-    def blob_id(self) -> str:
-        """The git blob sha1: of the content, or of the LFS pointer file for LFS files (as git stores them)."""
-        stored = self.lfs_pointer if self.lfs else self.data
-        return hashlib.sha1(b"blob %d\0" % len(stored) + stored).hexdigest()
-
-    @property
-    def etag(self) -> str:
-        """What the client caches by: the sha256 for LFS files, the git blob sha1 for regular ones."""
-        return self.sha256 if self.lfs else self.blob_id
-
-    def entry(self, path: str) -> dict[str, Any]:
-        """A file entry as the tree and paths-info routes list it."""
-        out: dict[str, Any] = {"type": "file", "oid": self.blob_id, "size": len(self.data), "path": path}
-        if self.lfs:
-            out["lfs"] = {"oid": self.sha256, "size": len(self.data), "pointerSize": len(self.lfs_pointer)}
-        return out
-
-
-@dataclass(frozen=True)
-class Commit:
-    sha: str
-    parent: str | None
-    title: str
-    description: str
-    date: str
-    files: Mapping[str, StoredFile]
-
-
-def make_commit(parent: str | None, title: str, description: str, files: Mapping[str, StoredFile]) -> Commit:
-    manifest = {"parent": parent, "title": title, "description": description,
-                "files": sorted((path, stored.blob_id) for path, stored in files.items())}
-    sha = hashlib.sha1(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return Commit(sha, parent, title, description, _now(), dict(files))
-
-
-@dataclass
-class Repo:
-    repo_type: str
-    repo_id: str
-    private: bool
-    created_at: str
-    commits: dict[str, Commit] = field(default_factory=dict)
-    branches: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
-
-    def commit_at(self, revision: str) -> Commit | None:
-        sha = self.branches.get(revision) or self.tags.get(revision)
-        if sha is None and COMMIT_SHA.fullmatch(revision):
-            sha = revision
-        return self.commits.get(sha) if sha else None
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One scheduled misbehaviour of a file download (see the module docstring)."""
-
-    kind: str
-    status: int = 200
-
-    @classmethod
-    def http(cls, status: int) -> Fault:
-        return cls("http", status=status)
-
-    @classmethod
-    def cut_body(cls) -> Fault:
-        return cls("cut_body")
-
-    @classmethod
-    def corrupt_byte(cls) -> Fault:
-        return cls("corrupt_byte")
-
-
-@dataclass(frozen=True)
-class Served:
-    """One request the double received and what it did with it."""
-
-    method: str
-    path: str
-    outcome: str  # the HTTP status sent, or the fault kind
-
-
-class ErrorAnswer(Exception):
-    """An error answer: HTTP status, the Hub's X-Error-Code (if any), and a message."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.extra = status, message, code, extra
-
-
-@dataclass
-class _Answer:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    fault: Fault | None = None
-
-
-def _json_answer(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> _Answer:
-    return _Answer(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-def _object_id(repo: Repo) -> str:
-    """The Hub's 24-hex database id of a repo (made up, stable)."""
-    return hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:24]
-
-
-def _card_data(files: Mapping[str, StoredFile]) -> dict[str, Any] | None:
-    readme = files.get("README.md")
-    if readme is None:
-        return None
-    try:
-        metadata = _front_matter(readme.data.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return metadata if isinstance(metadata, dict) else None
-
-
-def _front_matter(text: str) -> Any:
-    """The YAML header of a card (between a first line `---` and the next `---` line), None if there is none."""
-    match = re.match(r"^---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|$)", text, flags=re.S)
-    return yaml.safe_load(match.group(1)) if match else None
 
 
 class HubDouble(LoopbackHTTPDouble):
@@ -279,7 +142,7 @@ class HubDouble(LoopbackHTTPDouble):
             headers = {"X-Error-Message": error.message}
             if error.code:
                 headers["X-Error-Code"] = error.code
-            answer = _json_answer({"error": error.message, **error.extra}, error.status, headers)
+            answer = json_answer({"error": error.message, **error.extra}, error.status, headers)
         outcome = answer.fault.kind if answer.fault and answer.fault.kind != "http" else str(answer.status)
         with self._lock:
             self.log.append(Served(handler.command, url.path, outcome))
@@ -295,7 +158,7 @@ class HubDouble(LoopbackHTTPDouble):
             raise ErrorAnswer(411, "the Hub double reads request bodies with a Content-Length only")
         return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
 
-    def _send(self, handler: BaseHTTPRequestHandler, answer: _Answer) -> None:
+    def _send(self, handler: BaseHTTPRequestHandler, answer: Answer) -> None:
         body, kind = answer.body, answer.fault.kind if answer.fault else None
         if kind == "corrupt_byte" and body:
             middle = len(body) // 2
@@ -315,7 +178,7 @@ class HubDouble(LoopbackHTTPDouble):
             handler.close_connection = True
 
     def _route(self, method: str, raw: list[str], query: dict[str, str], body: bytes,
-               headers: Mapping[str, str]) -> _Answer:
+               headers: Mapping[str, str]) -> Answer:
         seg, requested = [unquote(s) for s in raw], "/".join(raw)
         with self._lock:
             if method == "POST" and seg == ["api", "repos", "create"]:
@@ -340,10 +203,10 @@ class HubDouble(LoopbackHTTPDouble):
                 repo = self._readable(repo_type, f"{seg[0]}/{seg[1]}", headers)
                 return self._resolve(repo, seg[3], "/".join(seg[4:]), method)
         self.unhandled.append(f"{method} {requested}")
-        return _json_answer({"error": "the Hub double has no such route"}, 404)
+        return json_answer({"error": "the Hub double has no such route"}, 404)
 
     def _api_route(self, method: str, repo_type: str, repo_id: str, raw: list[str], query: dict[str, str],
-                   body: bytes, headers: Mapping[str, str]) -> _Answer:
+                   body: bytes, headers: Mapping[str, str]) -> Answer:
         action, rev = (unquote(raw[0]) if raw else None), (unquote(raw[1]) if len(raw) > 1 else None)
         path = unquote("/".join(raw[2:])).strip("/")
         if method == "GET" and action is None:
@@ -363,7 +226,7 @@ class HubDouble(LoopbackHTTPDouble):
         if method == "POST" and action == "tag" and rev is not None:
             return self._tag(self._writable(repo_type, repo_id, headers), rev, json.loads(body))
         self.unhandled.append(f"{method} api/{repo_type}s/{repo_id}/{'/'.join(raw)}")
-        return _json_answer({"error": "the Hub double has no such route"}, 404)
+        return json_answer({"error": "the Hub double has no such route"}, 404)
 
     # -- access
 
@@ -401,7 +264,7 @@ class HubDouble(LoopbackHTTPDouble):
 
     # -- repos, cards, refs
 
-    def _create_repo(self, payload: dict[str, Any], headers: Mapping[str, str]) -> _Answer:
+    def _create_repo(self, payload: dict[str, Any], headers: Mapping[str, str]) -> Answer:
         self._check_token(headers)
         repo_type = payload.get("type") or "model"
         if repo_type not in REPO_TYPES:
@@ -414,27 +277,27 @@ class HubDouble(LoopbackHTTPDouble):
             raise ErrorAnswer(409, f"You already created this {repo_type} repo: {repo_id}",
                               url=self._repo_url(self.repos[(repo_type, repo_id)]))
         private = payload.get("visibility") == "private" or bool(payload.get("private"))
-        repo = Repo(repo_type, repo_id, private, _now())
+        repo = Repo(repo_type, repo_id, private, now())
         first = make_commit(None, "initial commit", "", {".gitattributes": StoredFile(GITATTRIBUTES.encode(), False)})
         repo.commits[first.sha] = first
         repo.branches["main"] = first.sha
         self.repos[(repo_type, repo_id)] = repo
-        return _json_answer({"url": self._repo_url(repo), "name": repo_id, "id": _object_id(repo)})
+        return json_answer({"url": self._repo_url(repo), "name": repo_id, "id": object_id(repo)})
 
     @staticmethod
-    def _validate_yaml(payload: dict[str, Any]) -> _Answer:
+    def _validate_yaml(payload: dict[str, Any]) -> Answer:
         try:
-            metadata = _front_matter(payload.get("content", ""))
+            metadata = front_matter(payload.get("content", ""))
         except yaml.YAMLError as error:
-            return _json_answer({"errors": [{"message": f"Invalid YAML in the card header: {error}"}]}, 400)
+            return json_answer({"errors": [{"message": f"Invalid YAML in the card header: {error}"}]}, 400)
         if metadata is None:
             warning = {"message": "Empty or missing yaml metadata in repo card"}
-            return _json_answer({"errors": [], "warnings": [warning]})
+            return json_answer({"errors": [], "warnings": [warning]})
         if not isinstance(metadata, dict):
-            return _json_answer({"errors": [{"message": "The card header must be a YAML mapping"}]}, 400)
-        return _json_answer({"errors": [], "warnings": []})
+            return json_answer({"errors": [{"message": "The card header must be a YAML mapping"}]}, 400)
+        return json_answer({"errors": [], "warnings": []})
 
-    def _info(self, repo: Repo, revision: str, query: dict[str, str]) -> _Answer:
+    def _info(self, repo: Repo, revision: str, query: dict[str, str]) -> Answer:
         commit = self._commit_at(repo, revision)
         with_blobs = query.get("blobs", "").lower() in ("1", "true")
         siblings = []
@@ -447,29 +310,29 @@ class HubDouble(LoopbackHTTPDouble):
                                       "pointerSize": len(stored.lfs_pointer)}
             siblings.append(sibling)
         info: dict[str, Any] = {
-            "_id": _object_id(repo), "id": repo.repo_id,
+            "_id": object_id(repo), "id": repo.repo_id,
             "author": repo.repo_id.split("/")[0], "sha": commit.sha, "lastModified": commit.date,
             "createdAt": repo.created_at, "private": repo.private, "gated": False, "disabled": False,
             "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
             "usedStorage": sum(len(s.data) for s in commit.files.values()),
         }
-        card = _card_data(commit.files)
+        card = card_data(commit.files)
         if card is not None:
             info["cardData"] = card
         if repo.repo_type == "model":
             info["modelId"] = repo.repo_id
-        return _json_answer(info)
+        return json_answer(info)
 
     @staticmethod
-    def _refs(repo: Repo) -> _Answer:
-        return _json_answer({
+    def _refs(repo: Repo) -> Answer:
+        return json_answer({
             "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s}
                          for n, s in sorted(repo.branches.items())],
             "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in sorted(repo.tags.items())],
             "converts": [], "pullRequests": [],
         })
 
-    def _tag(self, repo: Repo, revision: str, payload: dict[str, Any]) -> _Answer:
+    def _tag(self, repo: Repo, revision: str, payload: dict[str, Any]) -> Answer:
         commit = self._commit_at(repo, revision)
         tag = payload.get("tag") or ""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", tag):
@@ -477,7 +340,7 @@ class HubDouble(LoopbackHTTPDouble):
         if tag in repo.tags:
             raise ErrorAnswer(409, f"Tag reference {tag} already exists (at {repo.tags[tag]})")
         repo.tags[tag] = commit.sha
-        return _json_answer({})
+        return json_answer({})
 
     # -- listing
 
@@ -493,7 +356,7 @@ class HubDouble(LoopbackHTTPDouble):
         return {"type": "directory", "oid": hashlib.sha1(json.dumps(content).encode()).hexdigest(), "size": 0,
                 "path": path}
 
-    def _tree(self, repo: Repo, revision: str, path: str, query: dict[str, str]) -> _Answer:
+    def _tree(self, repo: Repo, revision: str, path: str, query: dict[str, str]) -> Answer:
         commit = self._commit_at(repo, revision)
         directories = self._directories(commit.files)
         if path and path not in directories:
@@ -511,16 +374,16 @@ class HubDouble(LoopbackHTTPDouble):
             url = f"{self.endpoint}/api/{repo.repo_type}s/{repo.repo_id}/tree/{quote(revision, safe='')}"
             url += f"/{quote(path, safe='')}" if path else ""
             headers["Link"] = f'<{url}?{next_query}>; rel="next"'
-        return _json_answer(page, headers=headers)
+        return json_answer(page, headers=headers)
 
-    def _paths_info(self, repo: Repo, revision: str, body: bytes, headers: Mapping[str, str]) -> _Answer:
+    def _paths_info(self, repo: Repo, revision: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         commit = self._commit_at(repo, revision)
         if headers.get("Content-Type", "").startswith("application/json"):
             paths = json.loads(body).get("paths", [])
         else:  # huggingface_hub sends a form: paths=a&paths=b&expand=false
             paths = parse_qs(body.decode()).get("paths", [])
         known = set(commit.files) | self._directories(commit.files)
-        return _json_answer([self._entry(commit, p.strip("/")) for p in paths if p.strip("/") in known])
+        return json_answer([self._entry(commit, p.strip("/")) for p in paths if p.strip("/") in known])
 
     # -- upload
 
@@ -529,7 +392,7 @@ class HubDouble(LoopbackHTTPDouble):
         binary = b"\0" in sample
         return "lfs" if path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE or binary else "regular"
 
-    def _preupload(self, repo: Repo, revision: str, payload: dict[str, Any], query: dict[str, str]) -> _Answer:
+    def _preupload(self, repo: Repo, revision: str, payload: dict[str, Any], query: dict[str, str]) -> Answer:
         if query.get("create_pr"):
             raise ErrorAnswer(400, "the Hub double does not open pull requests")
         commit = self._commit_at(repo, revision)
@@ -539,9 +402,9 @@ class HubDouble(LoopbackHTTPDouble):
             sample = base64.b64decode(item.get("sample", ""))
             files.append({"path": path, "uploadMode": self._upload_mode(path, int(item["size"]), sample),
                           "shouldIgnore": False, "oid": existing.etag if existing else None})
-        return _json_answer({"files": files, "commitOid": commit.sha})
+        return json_answer({"files": files, "commitOid": commit.sha})
 
-    def _lfs_batch(self, repo: Repo, payload: dict[str, Any]) -> _Answer:
+    def _lfs_batch(self, repo: Repo, payload: dict[str, Any]) -> Answer:
         if payload.get("operation") != "upload":
             raise ErrorAnswer(400, "the Hub double only answers LFS upload batches")
         objects = []
@@ -555,10 +418,10 @@ class HubDouble(LoopbackHTTPDouble):
                 answer["actions"] = {"upload": {"href": f"{self.endpoint}/lfs-storage/{ticket}", "header": {}},
                                      "verify": {"href": f"{git}/info/lfs/objects/verify", "header": {}}}
             objects.append(answer)
-        return _json_answer({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
+        return json_answer({"transfer": "basic", "objects": objects, "hash_algo": "sha256"},
                             headers={"Content-Type": "application/vnd.git-lfs+json"})
 
-    def _lfs_store(self, ticket: str, body: bytes) -> _Answer:
+    def _lfs_store(self, ticket: str, body: bytes) -> Answer:
         if ticket not in self._lfs_tickets:
             raise ErrorAnswer(403, "unknown or used LFS upload ticket")
         key, oid, size = self._lfs_tickets[ticket]
@@ -566,16 +429,16 @@ class HubDouble(LoopbackHTTPDouble):
             raise ErrorAnswer(400, f"LFS upload does not match its announced oid {oid} and size {size}")
         del self._lfs_tickets[ticket]
         self.repos[key].lfs_objects[oid] = body
-        return _Answer(200, b"", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+        return Answer(200, b"", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
 
     @staticmethod
-    def _lfs_verify(repo: Repo, payload: dict[str, Any]) -> _Answer:
+    def _lfs_verify(repo: Repo, payload: dict[str, Any]) -> Answer:
         stored = repo.lfs_objects.get(payload.get("oid", ""))
         if stored is None or len(stored) != payload.get("size"):
             raise ErrorAnswer(404, f"LFS object {payload.get('oid')} not found")
-        return _json_answer({})
+        return json_answer({})
 
-    def _commit(self, repo: Repo, revision: str, body: bytes, query: dict[str, str]) -> _Answer:
+    def _commit(self, repo: Repo, revision: str, body: bytes, query: dict[str, str]) -> Answer:
         if query.get("create_pr"):
             raise ErrorAnswer(400, "the Hub double does not open pull requests")
         if revision not in repo.branches:
@@ -608,12 +471,12 @@ class HubDouble(LoopbackHTTPDouble):
         commit = make_commit(head.sha, header.get("summary") or "", header.get("description") or "", files)
         repo.commits[commit.sha] = commit
         repo.branches[revision] = commit.sha
-        return _json_answer({"commitUrl": f"{self._repo_url(repo)}/commit/{commit.sha}", "commitOid": commit.sha,
+        return json_answer({"commitUrl": f"{self._repo_url(repo)}/commit/{commit.sha}", "commitOid": commit.sha,
                              "success": True, "pullRequestUrl": None})
 
     # -- download
 
-    def _resolve(self, repo: Repo, revision: str, path: str, method: str) -> _Answer:
+    def _resolve(self, repo: Repo, revision: str, path: str, method: str) -> Answer:
         commit = self._commit_at(repo, revision)
         stored = commit.files.get(path)
         if stored is None:
@@ -621,13 +484,13 @@ class HubDouble(LoopbackHTTPDouble):
         queue = self._download_faults.get((method, path))
         fault = queue.popleft() if queue else None
         if fault is not None and fault.kind == "http":
-            answer = _json_answer({"error": f"double: HTTP {fault.status}"}, fault.status)
+            answer = json_answer({"error": f"double: HTTP {fault.status}"}, fault.status)
             answer.fault = fault
             return answer
         out = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.sha, "ETag": f'"{stored.etag}"'}
         if stored.lfs:
             out.update({"X-Linked-Etag": f'"{stored.sha256}"', "X-Linked-Size": str(len(stored.data))})
-        return _Answer(200, stored.data, out, fault)
+        return Answer(200, stored.data, out, fault)
 
 
 @contextmanager

@@ -289,6 +289,8 @@ def build_corpus(snapshot_root: Path) -> dict[str, Any]:
     summary: SummaryDoc (structure, has_props, phonon_IDs) for every dielectric, piezo and phonon
     material except one dielectric material, left out so that its structure lookup comes back empty.
     """
+    # Longer than ~60 lines: one block per route, each a few lines of the documents it serves; split, the corpus would
+    # no longer read as the one table the docstring describes.
     import ast
     import datetime
 

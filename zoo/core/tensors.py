@@ -21,7 +21,7 @@ Rotation
     the inversion, which is what makes the piezo irreps odd (``1o``, ``3o``).
 
 Every function takes numpy arrays or torch tensors, batched over leading dimensions, and returns the same
-kind in float64 (torch tensors keep their device).
+kind in float64 (torch tensors keep their device); the argument checks are in zoo.core.tensor_checks.
 """
 
 from __future__ import annotations
@@ -32,30 +32,23 @@ import importlib
 import importlib.metadata
 import json
 import os
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-Array = Any  # numpy.ndarray or torch.Tensor
-
-
-class _LazyModule:
-    """Imports a module on first attribute access.
-
-    Importing torch costs ~2.5 s; the data stages only ever pass numpy arrays, so they should not pay for it.
-    A torch tensor can only reach these functions once torch is imported, so `_is_torch` never imports it.
-    """
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self._name), attr)
-
-
-torch = _LazyModule("torch")
+from zoo.core.tensor_checks import (  # noqa: F401 (re-exported: tensors.SYMMETRY_RTOL, tensors.as_float64 ...)
+    ROTATION_ATOL,
+    SYMMETRY_RTOL,
+    Array,
+    as_float64,
+    check_rotation,
+    torch,
+)
+from zoo.core.tensor_checks import contiguous as _contiguous
+from zoo.core.tensor_checks import is_torch as _is_torch
+from zoo.core.tensor_checks import like as _like
+from zoo.core.tensor_checks import max_abs as _max_abs
+from zoo.core.tensor_checks import require_symmetric as _require_symmetric
 
 VOIGT_PAIRS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 # Voigt index of each Cartesian pair (i, j): symmetric, so (1, 2) and (2, 1) both map to 3.
@@ -64,93 +57,10 @@ for _m, (_i, _j) in enumerate(VOIGT_PAIRS):
     VOIGT_INDEX[_i, _j] = VOIGT_INDEX[_j, _i] = _m
 COMPLIANCE_VOIGT_FACTORS = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
 
-# Relative tolerance for "this tensor has the symmetry its kind requires". Published tensors are printed to
-# ~6 significant figures, so asymmetries below 1e-6 of the norm are rounding; larger ones are real data problems
-# and are refused here (the validate stage quarantines them before they reach these functions).
 MANDEL_FACTORS = np.array([1.0, 1.0, 1.0, np.sqrt(2.0), np.sqrt(2.0), np.sqrt(2.0)])
-SYMMETRY_RTOL = 1e-6
-ROTATION_ATOL = 1e-6
 
 _PAIR_I = np.array([p[0] for p in VOIGT_PAIRS])
 _PAIR_J = np.array([p[1] for p in VOIGT_PAIRS])
-
-
-# --------------------------------------------------------------------------------------------------- checks
-def _is_torch(x: Array) -> bool:
-    loaded = sys.modules.get("torch")
-    return loaded is not None and isinstance(x, loaded.Tensor)
-
-
-def as_float64(x: Array, name: str, trailing_shape: tuple[int, ...], check_finite: bool = True) -> Array:
-    """Return `x` as a float64 array (numpy or torch as given) whose last dims are `trailing_shape`.
-
-    Raises ValueError naming `name` for a wrong shape or (unless the caller checks it more cheaply itself)
-    non-finite values.
-    """
-    if _is_torch(x):
-        arr = x.to(torch.float64)
-        finite = not check_finite or bool(torch.isfinite(arr).all())
-    else:
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be an array of numbers with shape (..., {_shape_text(trailing_shape)}): {exc}") from None
-        finite = not check_finite or bool(np.isfinite(arr).all())
-    shape = tuple(arr.shape)
-    k = len(trailing_shape)
-    if len(shape) < k or shape[len(shape) - k :] != tuple(trailing_shape):
-        raise ValueError(f"{name} must have shape (..., {_shape_text(trailing_shape)}), got {shape}")
-    if not finite:
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return ", ".join(str(s) for s in shape)
-
-
-def _max_abs(x: Array) -> float:
-    """max |x| (NaN if x has one); numpy's max and min avoid an |x| temporary of x's size."""
-    if _is_torch(x):
-        return float(x.abs().max()) if x.numel() else 0.0
-    return float(max(x.max(), -x.min())) if x.size else 0.0
-
-
-def _require_symmetric(t: Array, perm_axes: tuple[int, ...], name: str, what: str) -> None:
-    """Refuse `t` unless it equals its transpose over the last len(perm_axes) axes (relative SYMMETRY_RTOL)."""
-    n = len(perm_axes)
-    lead = t.ndim - n
-    axes = tuple(range(lead)) + tuple(lead + a for a in perm_axes)
-    swapped = t.permute(*axes) if _is_torch(t) else np.transpose(t, axes)
-    scale = _max_abs(t)
-    if scale == 0.0:
-        return
-    asym = _max_abs(t - swapped) / scale
-    if asym > SYMMETRY_RTOL:
-        raise ValueError(f"{name} is not {what}: relative asymmetry {asym:.3g} > {SYMMETRY_RTOL:g}")
-
-
-def check_rotation(R: Array, name: str = "R") -> Array:
-    """Return R as float64 after checking it is orthogonal (proper or improper), shape (..., 3, 3)."""
-    R = as_float64(R, name, (3, 3))
-    if _is_torch(R):
-        eye = torch.eye(3, dtype=R.dtype, device=R.device)
-        err = _max_abs(R @ R.transpose(-1, -2) - eye)
-    else:
-        err = _max_abs(R @ np.swapaxes(R, -1, -2) - np.eye(3))
-    if err > ROTATION_ATOL:
-        raise ValueError(f"{name} is not an orthogonal matrix: max |R R^T - I| = {err:.3g} > {ROTATION_ATOL:g}")
-    return R
-
-
-def _contiguous(x: Array) -> Array:
-    """Fancy indexing can return strided views; later reshapes and matrix products want C order."""
-    return x.contiguous() if _is_torch(x) else np.ascontiguousarray(x)
-
-
-def _like(x: Array, values: np.ndarray) -> Array:
-    """A numpy constant in the array kind (and device) of `x`."""
-    return torch.as_tensor(values, dtype=torch.float64, device=x.device) if _is_torch(x) else values
 
 
 # ---------------------------------------------------------------------------------------------------- Voigt
@@ -491,3 +401,38 @@ def rotate(t: Array, R: Array, rank: int | None = None) -> Array:
     for axis in range(rank):
         t = einsum(_axis_rotation_subscripts(rank, axis), R, t)
     return t
+
+
+# ------------------------------------------------------------------------ functions of symmetric matrices
+def symmetric_log(t: Array, floor: float = 0.0, minimum: float = 1e-6) -> Array:
+    """log(T - floor I) of symmetric (..., 3, 3) matrices, eigenvalues of T - floor I clipped below at `minimum`
+    (> 0) first: the inverse of ``symmetric_exp`` for matrices whose eigenvalues exceed floor + minimum.
+
+    Functional calculus through the eigendecomposition, Q diag(log max(lambda, minimum)) Q^T: well defined for
+    repeated eigenvalues and rotation-equivariant, log(R T R^T) = R log(T) R^T.
+    """
+    if not minimum > 0:
+        raise ValueError(f"minimum must be positive, got {minimum!r}")
+    t = as_float64(t, "t", (3, 3))
+    _require_symmetric(t, (1, 0), "t", "a symmetric 3x3 matrix")
+    module = torch if _is_torch(t) else np
+    eye = module.eye(3, dtype=t.dtype, **({"device": t.device} if _is_torch(t) else {}))
+    eigenvalues, vectors = module.linalg.eigh(t - floor * eye)
+    logs = module.log(module.clip(eigenvalues, minimum, None))
+    return (vectors * logs[..., None, :]) @ module.swapaxes(vectors, -1, -2)
+
+
+def symmetric_exp(a: Array, floor: float = 0.0) -> Array:
+    """floor I + exp(A) of symmetric (..., 3, 3) matrices: every eigenvalue exceeds `floor`, whatever A is.
+
+    The matrix exponential maps the symmetric matrices one to one onto the positive definite ones and commutes
+    with rotations, exp(R A R^T) = R exp(A) R^T, so a network predicting A equivariantly predicts a positive
+    definite tensor equivariantly. torch: torch.linalg.matrix_exp (differentiable, no eigenvector derivative).
+    """
+    a = as_float64(a, "a", (3, 3))
+    _require_symmetric(a, (1, 0), "a", "a symmetric 3x3 matrix")
+    if _is_torch(a):
+        exp = torch.linalg.matrix_exp(0.5 * (a + a.transpose(-1, -2)))
+        return exp + floor * torch.eye(3, dtype=a.dtype, device=a.device)
+    eigenvalues, vectors = np.linalg.eigh(a)
+    return (vectors * np.exp(eigenvalues)[..., None, :]) @ np.swapaxes(vectors, -1, -2) + floor * np.eye(3)

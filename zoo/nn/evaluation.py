@@ -12,13 +12,24 @@ Metrics (every predictor, every group; quantities from zoo.core.derived, convent
                  scaled error); fraction_not_positive_definite of the predicted 6x6. A prediction that is not
                  positive definite, or nearly singular, has no Hill moduli: counted in n_moduli_undefined, not
                  scored (zoo.properties.elastic.HILL_EIGENVALUE_FLOOR)
-    dielectric   eps_poly_mae and anisotropy_ratio_mae (a_r = lambda_max/lambda_min) of the target part
-                 (electronic); a predicted tensor with lambda_min <= 0 has no a_r and is counted, not scored
+    dielectric   per part (electronic, then ionic and total when the model predicts them; metric names without a
+                 part suffix are the electronic part's, the headline part, as in release 1.0.0 and AnisoNet):
+                 eps_poly_mae, anisotropy_ratio_mae (a_r = lambda_max/lambda_min; a predicted tensor with
+                 lambda_min <= 0 has no a_r and is counted, not scored), component_mae, relative_frobenius_error,
+                 eigenvalue_violation_rate (the fraction of predictions with an eigenvalue below the part's floor:
+                 1 for electronic and total, 0 for ionic; 1e-6 slack). The same eps_poly and a_r MAEs again with the
+                 suffix _eps15 on the records whose true electronic eps_poly <= 15 (n_eps15 of them): AnisoNet's
+                 data set filter, for comparability with its published figures (PropertySpec.published)
     piezo        max_longitudinal_mae: the largest longitudinal coefficient max_n |e_ijk n_i n_j n_k| (C/m^2)
-    phonon       dos_mse (max-normalised DOS, mean over bins and records); mean-frequency relative error and
-                 the fraction of records below 10% (Chen et al.'s figure); C_V(300 K) MAE in k_B per atom.
-                 A baseline's DOS is clipped at 0 before scoring (a DOS cannot be negative; the model's softplus
-                 output already is)
+    phonon       dos_mse (max-normalised DOS, mean over bins and records); r2_max_normalised (sklearn r2_score
+                 over records x bins, variance_weighted: 1 - SSE / the true DOS's per-bin variance, Mat2Spec and
+                 Chen et al.'s setting); mean frequency (zoo.core.derived.mean_frequency): MAE in cm^-1, mean
+                 relative error and the fraction of records below 10% (Chen et al.'s figure);
+                 wasserstein_cm: the mean over records of the 1-D Wasserstein distance (scipy) between the true and
+                 predicted DOS as distributions over the grid (each normalised to sum 1, Mat2Spec's setting), cm^-1;
+                 C_V at 300 K (zoo.core.derived.heat_capacity_cv, DOS normalised to 3N states): MAE in J/(K mol of
+                 atoms) and in k_B per atom. A baseline's DOS is clipped at 0 before scoring (a DOS cannot be
+                 negative; the model's softplus output already is)
     symmetry_violation (tensors)  mean over test records of zoo.core.symmetry.neumann_residual of the predicted tensor
                  under the record's point group (spglib analysis done once per structure and shared by all
                  predictors). The equivariant model's residual is not exactly 0: the structures are symmetric
@@ -54,7 +65,7 @@ from zoo.core.io import write_json
 from zoo.data import splits
 from zoo.data.datasets import HUB_DATASETS_DIR
 from zoo.nn import baselines, graphs, learning_curve, models, training
-from zoo.properties.spec import finite_mean
+from zoo.properties.spec import finite_mean, tensor_errors
 
 REPORTS_DIR = Path("data/reports")
 SCORED_SPLITS = ("test", splits.EXTERNAL)
@@ -65,31 +76,57 @@ PREDICT_BATCH = 64
 TOP_FRACTION = 0.01  # set aside for <headline>_without_top_1pct
 
 
+def published_comparison(spec: properties.PropertySpec, model: Mapping[str, Any],
+                         baselines_scores: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per published result of the property (PropertySpec.published): the paper's value beside ours and
+    the best baseline's (lowest error, or highest R^2 and fraction below 10%)."""
+    higher_is_better = {"r2_max_normalised", "fraction_mean_frequency_error_below_10pct"}
+    rows = []
+    for result in spec.published:
+        scores = {name: values.get(result.metric) for name, values in baselines_scores.items()
+                  if values.get(result.metric) is not None}
+        pick = max if result.metric in higher_is_better else min
+        best = pick(scores, key=scores.get) if scores else None
+        rows.append({"metric": result.metric, "published": result.value, "source": result.source,
+                     "setting": result.setting, "model": model.get(result.metric),
+                     "best_baseline": best, "best_baseline_value": scores.get(best)})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ predict
 def predict(net, split: training.SplitData, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """(n, dim) float64 predictions of `net` (irreps vector, or the DOS) for every record of `split`."""
+    """(n, n_parts * dim) float64 predictions of `net` (the tensors' irreps, per predicted part, or the DOS) for
+    every record of `split`."""
     net.eval()
     full = graphs.GraphBatch.collate(graphs.GraphCache(net.config.r_cut).graphs(split.structures))
     full = net.attach_geometry(full)
     out = []
-    with torch.no_grad():
-        for start in range(0, len(split), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(split)))
-            out.append(net(full.select(index)).to(torch.float64).numpy())
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)))
+        out.append(net.predict_irreps(full.select(index)).numpy())
     return np.concatenate(out) if out else np.zeros((0, net.irreps_out.dim))
 
 
 # ------------------------------------------------------------------------------------- per-record values
-def record_quantities(property_name: str, values: np.ndarray, structures: Sequence[Any]) -> dict[str, np.ndarray]:
-    """Per-record quantities of predicted or true values (irreps vectors, or DOS), NaN where undefined: a tensor's
-    Cartesian and Voigt forms, and the spec's ``prediction_quantities``."""
+def record_quantities(property_name: str, values: np.ndarray, structures: Sequence[Any],
+                      parts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Per-record quantities of predicted or true values (irreps vectors of `parts`, concatenated, default the
+    property's predicted_parts; or the DOS), NaN where undefined: a tensor's Cartesian and Voigt forms, and the
+    spec's ``prediction_quantities``. For a property with several parts, the forms are passed to the spec as
+    'parts' and 'cartesian_parts' (n, n_parts, *shape), and the spec names the per-part quantities."""
     spec = properties.get(property_name)
     values = np.asarray(values, dtype=np.float64)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     if spec.is_tensor:
-        cartesian = tensors.irreps_to_cartesian(values, spec.formula)
-        out = {"cartesian": cartesian, "voigt": tensors.cartesian_to_voigt(cartesian, spec.voigt_kind)}
+        parts = tuple(spec.predicted_parts if parts is None else parts)
+        cartesian = tensors.irreps_to_cartesian(values.reshape(len(values), len(parts), -1), spec.formula)
+        if spec.has_parts:
+            out = {"parts": parts, "cartesian_parts": cartesian}
+        else:
+            single = cartesian[:, 0]
+            out = {"cartesian": single, "voigt": tensors.cartesian_to_voigt(single, spec.voigt_kind)}
     out.update(spec.prediction_quantities(values, structures, out))
+    out.pop("parts", None)
     return out
 
 
@@ -103,24 +140,23 @@ def group_metrics(property_name: str, pred: Mapping[str, np.ndarray], true: Mapp
     out: dict[str, Any] = {"n": int(mask.sum())}
     if not mask.any():
         return out  # an empty group (e.g. no record with a rare element) has no metrics
-    if spec.is_tensor:
-        true_cart, pred_cart = pick(true, "cartesian"), pick(pred, "cartesian")
-        out["component_mae"] = finite_mean(np.abs(pick(pred, "voigt") - pick(true, "voigt"))
-                                           .reshape(len(true_cart), -1).mean(axis=1))
-        axes = tuple(range(1, true_cart.ndim))
-        norms = np.sqrt((true_cart ** 2).sum(axis=axes))
-        nonzero = norms > 0
-        out["relative_frobenius_error"] = finite_mean(np.sqrt(((pred_cart - true_cart) ** 2).sum(axis=axes))[nonzero]
-                                                      / norms[nonzero])
+    if spec.is_tensor and "voigt" in pred:  # (a model of the ionic part alone has no headline-part tensor)
+        out.update(tensor_errors(pick(pred, "voigt"), pick(true, "voigt"), pick(pred, "cartesian"),
+                                 pick(true, "cartesian")))
     out.update(spec.group_metrics(pred, true, pick, mask))
     return out
 
 
 def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
                        infos: Sequence[symmetry.SymmetryInfo]) -> float | None:
-    """Mean Neumann residual of the predicted tensors under each record's point group; None for the DOS."""
-    if not properties.get(property_name).is_tensor:
+    """Mean Neumann residual of the predicted tensors under each record's point group (the largest over the parts
+    of a property with several); None for the DOS and without `infos`."""
+    spec = properties.get(property_name)
+    if not spec.is_tensor or infos is None:
         return None
+    if "cartesian_parts" in pred:
+        return finite_mean([max(symmetry.neumann_residual(t, info) for t in parts)
+                            for parts, info in zip(pred["cartesian_parts"], infos)])
     return finite_mean([symmetry.neumann_residual(t, info) for t, info in zip(pred["cartesian"], infos)])
 
 
@@ -174,8 +210,9 @@ def score(property_name: str, predictions: Mapping[str, np.ndarray], test: train
     quantities / true: record_quantities of the predictions / of the targets (for the plots).
     """
     spec = properties.get(property_name)
-    true = record_quantities(spec.name, test.targets, test.structures)
-    quantities = {name: record_quantities(spec.name, values, test.structures) for name, values in predictions.items()}
+    true = record_quantities(spec.name, test.targets, test.structures, test.parts)
+    quantities = {name: record_quantities(spec.name, values, test.structures, test.parts)
+                  for name, values in predictions.items()}
     systems = np.asarray(test.crystal_systems)
     everything = np.ones(len(test), dtype=bool)
     overall, per_system = {}, {}
@@ -263,6 +300,7 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     model_dir = training.MODELS_DIR / spec.model_name if model_dir is None else Path(model_dir)
     loaded = training.load_model(model_dir)
     data, dataset = training.load_splits(spec.name, datasets_root)
+    data = {name: training.for_parts(split, loaded.net.parts) for name, split in data.items()}
     if loaded.info["dataset"]["fingerprint"] != dataset.fingerprint:
         raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {loaded.info['dataset']['fingerprint']}, "
                          f"but the dataset now is {dataset.fingerprint}: retrain it (dvc repro train@{spec.name})")
@@ -291,8 +329,8 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     document = _document(spec, dataset, loaded, settings, gbm, data, results, symmetry_infos["test"])
     if curve is not None and spec.name in curve.properties:
         def scores(net, split: training.SplitData) -> dict[str, Any]:
-            true = record_quantities(spec.name, split.targets, split.structures)
-            found = record_quantities(spec.name, predict(net, split), split.structures)
+            true = record_quantities(spec.name, split.targets, split.structures, split.parts)
+            found = record_quantities(spec.name, predict(net, split), split.structures, split.parts)
             return group_metrics(spec.name, found, true, np.ones(len(split), dtype=bool))
 
         document["learning_curve"] = timed("learning curve", lambda: learning_curve.measure(
@@ -361,6 +399,8 @@ def _document(spec, dataset, loaded, settings, gbm, data, results, test_infos) -
     if not spec.is_tensor:
         document["definitions"]["non_equivariant"] = ("not applicable: the DOS is invariant, so the model's own head "
                                                       "is already invariant")
+    document["definitions"].update(dict(spec.metric_definitions))
+    document["published"] = published_comparison(spec, document[MODEL_KEY], document["baselines"])
     return document
 
 

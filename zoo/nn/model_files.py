@@ -9,6 +9,8 @@ A model folder holds ``model.safetensors`` (the weights) and ``config.json``, wr
     target_column    the dataset column the model predicts
     model_config     the zoo.nn.models.ModelConfig fields (its JSON, with "format": CONFIG_FORMAT)
     ensemble_seeds   (optional) the member seeds of an Ensemble, two or more distinct
+    ensemble_parts   (optional) the parts each member predicts, when members predict different parts
+    target_columns   (optional) the dataset columns of every predicted part; parts: the parts a prediction holds
     training         the training settings (profile and zoo.nn.training.TrainSettings; a record, not read back)
     dataset          {name, version, fingerprint} of the training data
     weights          {file: "model.safetensors", sha256}
@@ -40,15 +42,18 @@ LOG_FILE = "training_log.json"
 
 REQUIRED_KEYS = ("format_version", "model_name", "property", "irreps", "formula", "units", "target_column",
                  "target_part", "model_config", "training", "dataset", "weights")
-OPTIONAL_KEYS = ("ensemble_seeds", "training_data")
+OPTIONAL_KEYS = ("ensemble_seeds", "training_data", "target_columns", "parts", "ensemble_parts")
 MODEL_CONFIG_KEYS = ("format", "property", "head", "r_cut", "n_radial", "cutoff_power", "hidden_irreps",
                      "readout_irreps", "l_max", "n_layers", "species_dim", "radial_hidden", "avg_num_neighbors",
                      "invariant_hidden", "output_scale", "output_shift", "dtype", "seed")
-# Added after the first configs were written (zoo.nn.models reads an older config without them as 'learned').
-MODEL_CONFIG_OPTIONAL_KEYS = ("species_embedding",)
-# The heads and species embeddings zoo.nn.models builds (here, without torch, so that the CLI can check a config).
+# ModelConfig fields added after the 1.0.0 releases (absent there: their defaults apply, see ModelConfig.from_json:
+# an older config reads as species embedding 'learned', the target part alone, output map 'linear')
+MODEL_CONFIG_OPTIONAL_KEYS = ("species_embedding", "parts", "output_map")
+# The heads, species embeddings (zoo.nn.species) and output maps zoo.nn.models builds (here, without torch, so that
+# the CLI can check a config).
 HEADS = ("equivariant", "invariant_voigt", "equivariant_spd")
 SPECIES_EMBEDDINGS = ("learned", "descriptors", "descriptors+learned")
+OUTPUT_MAPS = ("linear", "spd_log")
 
 # Ranges of the ModelConfig fields a served model may have. MatTen (REFERENCE.md) uses r_cut 5 A, l_max 4,
 # 3 layers, 8 radial functions, multiplicities up to 32; the bounds leave room above that while keeping one
@@ -135,6 +140,12 @@ def check_model_config(config: Any, where: str, prop: str) -> None:
     field = "model_config"
     _check_mapping(config, where, field, MODEL_CONFIG_KEYS, MODEL_CONFIG_OPTIONAL_KEYS)
     spec = properties.get(prop)
+    if config.get("output_map", "linear") not in OUTPUT_MAPS:
+        raise _fail(where, f"{field}.output_map", f"must be one of {OUTPUT_MAPS}, got {config['output_map']!r}")
+    parts = config.get("parts") or [spec.target_part]
+    if not isinstance(parts, list) or not parts or not all(part in spec.tensor_parts for part in parts):
+        raise _fail(where, f"{field}.parts", f"must be a list of parts of {prop} {list(spec.tensor_parts)}, got "
+                    f"{config.get('parts')!r}")
     if config["format"] != CONFIG_FORMAT:
         raise _fail(where, f"{field}.format", f"must be {CONFIG_FORMAT!r}, got {config['format']!r}")
     if config["property"] != prop:
@@ -166,8 +177,10 @@ def check_model_config(config: Any, where: str, prop: str) -> None:
     n_instances = sum(int(m.group(1) or 1) for m in _IRREPS_TERM.finditer(spec.irreps))
     n_scalars = sum(int(m.group(1) or 1) for m in _IRREPS_TERM.finditer(spec.irreps) if m.group(2, 3) == ("0", "e"))
     tensor = spec.is_tensor
-    _check_numbers(config["output_scale"], where, f"{field}.output_scale", n_instances if tensor else 0, True)
-    _check_numbers(config["output_shift"], where, f"{field}.output_shift", n_scalars if tensor else 0, False)
+    _check_numbers(config["output_scale"], where, f"{field}.output_scale", n_instances * len(parts) if tensor else 0,
+                   True)
+    _check_numbers(config["output_shift"], where, f"{field}.output_shift", n_scalars * len(parts) if tensor else 0,
+                   False)
 
 
 def check_config(info: Any, where: str, expected_property: str | None = None) -> dict[str, Any]:
@@ -192,10 +205,20 @@ def check_config(info: Any, where: str, expected_property: str | None = None) ->
     check_model_config(info["model_config"], where, prop)
     if "ensemble_seeds" in info:
         seeds = info["ensemble_seeds"]
+        # members predicting different parts (ensemble_parts) may share a seed: distinct per part group
+        groups = info.get("ensemble_parts")
+        keys = [(s, str(g)) for s, g in zip(seeds, groups)] if isinstance(seeds, list) and isinstance(groups, list) \
+            else seeds
         if (not isinstance(seeds, list) or not 2 <= len(seeds) <= MAX_ENSEMBLE_SIZE
-                or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) != len(seeds)):
-            raise _fail(where, "ensemble_seeds", f"must be 2..{MAX_ENSEMBLE_SIZE} distinct non-negative integers, "
-                        f"got {seeds!r}")
+                or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(keys)) != len(keys)):
+            raise _fail(where, "ensemble_seeds", f"must be 2..{MAX_ENSEMBLE_SIZE} non-negative integers, distinct "
+                        f"(per part group with ensemble_parts), got {seeds!r}")
+    if "ensemble_parts" in info:
+        groups = info["ensemble_parts"]
+        if (not isinstance(groups, list) or len(groups) != len(info.get("ensemble_seeds") or [])
+                or not all(isinstance(g, list) and g and all(part in spec.tensor_parts for part in g) for g in groups)):
+            raise _fail(where, "ensemble_parts", f"must list the parts of {prop} {list(spec.tensor_parts)} each "
+                        f"member predicts, one list per ensemble seed, got {groups!r}")
     if not isinstance(info["training"], Mapping):
         raise _fail(where, "training", f"must be a JSON object, got {type(info['training']).__name__}")
     _check_mapping(info["dataset"], where, "dataset", ("name", "version", "fingerprint"))

@@ -18,6 +18,18 @@ Architecture (Wen et al. 2024, after Tensor Field Networks / NequIP), irreps dec
                            input. A rotation acts on Mandel matrices as S -> Q S Q^T with Q orthogonal, and
                            expm(Q S Q^T) = Q expm(S) Q^T, so the output stays equivariant
         phonon:            o3.Linear onto 51x0e -> softplus (non-negative DOS; why not ReLU: see ``forward``)
+    A property with several parts (dielectric) gets one block of its irreps per predicted part (ModelConfig.parts).
+
+Output maps (ModelConfig.output_map, tensors):
+    "linear"   the head's irreps are the tensor's (the default).
+    "spd_log"  the head's irreps, per part, are those of A = log(T - floor I), the matrix logarithm of the part's
+               excess over its eigenvalue floor (PropertySpec.eigenvalue_floors: eps >= 1 electronic, ionic >= 0);
+               the tensor is T = floor I + exp(A) (zoo.core.tensors.symmetric_exp), so every prediction satisfies
+               the bound by construction, equivariantly (exp(R A R^T) = R exp(A) R^T). Training compares A with
+               the log of the targets (``encode_targets``): a squared error in log-eigenvalue space, in which the
+               heavy tail (eps up to 257) weighs like relative errors instead of dominating.
+
+The settings live in zoo.nn.model_config (ModelConfig, re-exported here), the e3nn layers in zoo.nn.blocks.
 
 Outputs are irreps vectors in the e3nn CartesianTensor basis of ``zoo.core.tensors``; ``predict_cartesian`` maps them to
 Cartesian tensors with its cached change of basis. Differences from MatTen: no equivariant batch norm (outputs
@@ -30,11 +42,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,44 +52,32 @@ import torch
 
 from zoo import properties
 from zoo.core import tensors
-from zoo.nn import e3nn_import
+from zoo.nn import e3nn_import, species
+from zoo.nn.blocks import EdgeEmbedding, Interaction
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
-from zoo.nn.model_files import CONFIG_FORMAT, HEADS
+from zoo.nn.model_config import (  # noqa: F401 (re-exported: models.ModelConfig ...)
+    DEFAULT_HIDDEN_IRREPS,
+    DEFAULT_READOUT_MULTIPLICITY,
+    DTYPES,
+    MATTEN_HIDDEN_IRREPS,
+    ModelConfig,
+    fit_output_normalisation,
+    head_irreps,
+    log_stiffness_irreps,
+    mandel_maps,
+    output_irreps,
+)
+from zoo.nn.model_files import CONFIG_FORMAT  # noqa: F401 (re-exported: models.CONFIG_FORMAT)
 
 with e3nn_import.lean():  # without torch._dynamo and sympy, which no network here needs (see there)
     from e3nn import nn as e3nn_nn
     from e3nn import o3
 
-from zoo.nn import species  # noqa: E402  (after e3nn's lean import: species uses o3)
-
-# Fields added to ModelConfig after CONFIG_FORMAT 1 was first written, with the value that reproduces older models.
-_ADDED_FIELDS = {"species_embedding": "learned"}
-MATTEN_HIDDEN_IRREPS = "32x0o+32x0e+16x1o+16x1e+4x2o+4x2e+2x3o+2x3e+2x4e"  # REFERENCE.md
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# Edges per chunk in inference (no gradients): bounds memory at ~chunk x irreps_mid floats per temporary, a few
-# hundred MB for MatTen's size, with no loss of speed (CPU throughput per edge does not grow with batch size).
-INFERENCE_EDGE_CHUNK = 8192
+# spd_log targets: eigenvalues of T - floor I below this are raised to it before the logarithm (1.4% of the ionic
+# eigenvalues of the dielectric training split are below it, 0.4% exactly 0; log 0.1 = -2.3 against a bulk of
+# log eps_ionic in 0..4.3). The prediction's error from the clip is at most 0.1 per eigenvalue.
+SPD_LOG_MINIMUM = 0.1
 MAX_ATOMIC_NUMBER = species.MAX_ATOMIC_NUMBER
-
-# The small CPU model. Hidden atom features carry l <= 2 in both parities (odd-parity features are what let piezo's
-# 2o and pseudo-scalar paths appear); higher degrees are produced only by the last layer, for the head (elastic's
-# 4e, piezo's 3o), from spherical harmonics up to the output's degree. Measured on the 2-core machine (elastic,
-# snapshot structures, 1 thread): hidden l <= 4 instead of l <= 2 makes training 2x slower with 2 layers (58 vs
-# 115 structures/s) and 2.8x with 3 (13 vs 37).
-DEFAULT_HIDDEN_IRREPS = "16x0o+16x0e+8x1o+8x1e+4x2o+4x2e"
-DEFAULT_READOUT_MULTIPLICITY = 16
-_MIN_L_MAX = 2  # even the invariant DOS needs directional (l > 0) information from its neighbours
-
-
-def head_irreps(property_name: str, head: str = "equivariant") -> o3.Irreps:
-    """The distinct irreps a head reads from the pooled features: the property's own for the equivariant head;
-    scalars (0e) only for the invariant_voigt baseline."""
-    spec = properties.get(property_name)
-    if head == "invariant_voigt":
-        return o3.Irreps("0e")
-    # equivariant_spd reads the same irreps: the logarithm has the stiffness's symmetry
-    return o3.Irreps([(1, ir) for ir in sorted({ir for _, ir in o3.Irreps(spec.irreps)})])
-
 
 class NonFiniteOutputError(ValueError):
     """The network's output holds NaN or infinity for the graphs at `graphs` (indices in the batch)."""
@@ -89,378 +87,16 @@ class NonFiniteOutputError(ValueError):
         self.graphs = graphs
 
 
-# -------------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that defines a model; saved as JSON beside its weights.
-
-    property            'elastic' | 'dielectric' | 'piezo' | 'phonon' (zoo.properties)
-    head                'equivariant' (default), 'invariant_voigt' (non-equivariant baseline, tensors only) or
-                        'equivariant_spd' (elastic: positive definite output, expm of an equivariant logarithm)
-    r_cut               neighbour cutoff, A (the graphs must be built with the same value)
-    n_radial            number of Bessel radial basis functions
-    cutoff_power        p of the polynomial cutoff envelope (NequIP's p = 6: smooth to second derivative)
-    hidden_irreps       irreps of the atom features between interaction layers
-    readout_irreps      irreps the last interaction layer produces, pooled and read by the head: only irreps the
-                        head reads (``head_irreps``); None -> DEFAULT_READOUT_MULTIPLICITY x each of them
-    l_max               highest spherical-harmonic degree of the edge directions; None -> the larger of 2 and the
-                        output's highest degree (elastic 4, piezo 3)
-    n_layers            number of interaction layers
-    species_dim         width of the species embedding (scalars)
-    species_embedding   'learned', 'descriptors' or 'descriptors+learned' (zoo.nn.species)
-    radial_hidden       hidden layer widths of the radial MLP that gives each edge its tensor-product weights
-    avg_num_neighbors   divides the summed messages; set it from the training graphs (zoo.nn.graphs.average_neighbors)
-    invariant_hidden    hidden width of the invariant_voigt head's MLP
-    output_scale        one factor per irrep instance of the property's irreps (5 for elastic 2x0e+2x2e+1x4e) that
-                        multiplies the head's output, so the network itself works with unit-size numbers;
-                        None -> all 1. See ``fit_output_normalisation`` (for equivariant_spd: of the logarithm)
-    output_shift        one offset per 0e instance, added after the scale; None -> all 0
-    dtype               'float32' (default, fast) or 'float64'
-    seed                seeds the weight initialisation (the global RNG is left untouched)
-    """
-
-    property: str
-    head: str = "equivariant"
-    r_cut: float = 5.0
-    n_radial: int = 8
-    cutoff_power: int = 6
-    hidden_irreps: str = DEFAULT_HIDDEN_IRREPS
-    readout_irreps: str | None = None
-    l_max: int | None = None
-    n_layers: int = 2
-    species_dim: int = 16
-    species_embedding: str = "learned"
-    radial_hidden: tuple[int, ...] = (32,)
-    avg_num_neighbors: float = 34.0  # elastic snapshot at r_cut 5 A: 33.6
-    invariant_hidden: int = 32
-    output_scale: tuple[float, ...] | None = None
-    output_shift: tuple[float, ...] | None = None
-    dtype: str = "float32"
-    seed: int = 0
-
-    def __post_init__(self):
-        # Longer than ~60 lines: one check per ModelConfig field, each with its own message.
-        spec = properties.get(self.property)  # ValueError naming the known properties
-        set_field = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
-        if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-        if self.head == "invariant_voigt" and not spec.is_tensor:
-            raise ValueError(f"head 'invariant_voigt' needs a tensor property; {self.property!r} is invariant")
-        if self.head == "equivariant_spd" and spec.voigt_kind != "stiffness":
-            raise ValueError(f"head 'equivariant_spd' needs a stiffness (elastic); {self.property!r} is not")
-        if self.species_embedding not in species.SPECIES_EMBEDDINGS:
-            raise ValueError(f"species_embedding must be one of {species.SPECIES_EMBEDDINGS}, "
-                             f"got {self.species_embedding!r}")
-        set_field("r_cut", _positive_float(self.r_cut, "r_cut"))
-        set_field("avg_num_neighbors", _positive_float(self.avg_num_neighbors, "avg_num_neighbors"))
-        for name in ("n_radial", "cutoff_power", "n_layers", "species_dim", "invariant_hidden"):
-            set_field(name, _positive_int(getattr(self, name), name))
-        set_field("seed", _nonnegative_int(self.seed, "seed"))
-        try:
-            widths = tuple(self.radial_hidden)
-        except TypeError:
-            raise ValueError(f"radial_hidden must be a list of positive integers, got {self.radial_hidden!r}") from None
-        set_field("radial_hidden", tuple(_positive_int(width, "radial_hidden[...]") for width in widths))
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
-
-        hidden = _irreps_field(self.hidden_irreps, "hidden_irreps")
-        if "0e" not in hidden:
-            raise ValueError(f"hidden_irreps must contain scalars (0e) to gate the other features, got {hidden}")
-        set_field("hidden_irreps", str(hidden))
-        output = o3.Irreps(spec.irreps)
-        l_max = max(_MIN_L_MAX, output.lmax) if self.l_max is None else self.l_max
-        set_field("l_max", _nonnegative_int(l_max, "l_max"))
-        reads = head_irreps(self.property, self.head)
-        if self.readout_irreps is None:
-            readout = o3.Irreps([(DEFAULT_READOUT_MULTIPLICITY, ir) for _, ir in reads])
-        else:
-            readout = _irreps_field(self.readout_irreps, "readout_irreps")
-        missing = [str(ir) for _, ir in reads if ir not in readout]
-        unread = [str(ir) for _, ir in readout if ir not in reads]
-        if missing or unread:
-            raise ValueError(f"readout_irreps must hold exactly the irreps the {self.head} head of {self.property} "
-                             f"reads ({reads}): {readout} lacks {missing} and has unread {unread}")
-        set_field("readout_irreps", str(readout))
-        # The last layer can only produce irreps in (its input) x (spherical harmonics up to l_max).
-        last_input = hidden if self.n_layers > 1 else o3.Irreps(f"{self.species_dim}x0e")
-        reachable = {ir_out for _, ir_in in last_input for _, ir_sh in o3.Irreps.spherical_harmonics(l_max)
-                     for ir_out in ir_in * ir_sh}
-        unreachable = [str(ir) for _, ir in readout if ir not in reachable]
-        if unreachable:
-            raise ValueError(f"readout irreps {unreachable} cannot come out of a layer whose input is {last_input} "
-                             f"with l_max {l_max}: raise l_max, add odd-parity hidden_irreps or use n_layers >= 2")
-
-        n_instances = output.num_irreps
-        n_scalars = sum(mul for mul, ir in output if ir == o3.Irrep("0e"))
-        for name, length in (("output_scale", n_instances), ("output_shift", n_scalars)):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not spec.is_tensor:
-                raise ValueError(f"{name} applies to tensor properties only; {self.property!r} is a "
-                                 "non-negative DOS that the softplus head keeps on its own scale")
-            try:
-                value = tuple(float(v) for v in value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be {length} numbers for {spec.irreps}, got {value!r}") from None
-            if len(value) != length or not all(math.isfinite(v) for v in value):
-                raise ValueError(f"{name} must be {length} finite numbers for {spec.irreps}, got {value!r}")
-            if name == "output_scale" and min(value) <= 0:
-                raise ValueError(f"output_scale must be positive, got {value!r}")
-            set_field(name, value)
-
-    # ---------------------------------------------------------------------------------------------- JSON
-    def to_json(self) -> str:
-        """Deterministic JSON (sorted keys) with the config format version."""
-        return json.dumps({"format": CONFIG_FORMAT, **dataclasses.asdict(self)}, sort_keys=True, indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        """Inverse of ``to_json``; refuses another format version and unknown or missing fields."""
-        try:
-            data = json.loads(text)
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"text is not a JSON model config: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"text must hold a JSON object, got {type(data).__name__}")
-        found = data.pop("format", None)
-        if found != CONFIG_FORMAT:
-            raise ValueError(f"text has config format {found!r}; this code reads {CONFIG_FORMAT!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        data = {**{name: value for name, value in _ADDED_FIELDS.items() if name not in data}, **data}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data))
-        if unknown or missing:
-            raise ValueError(f"text does not match ModelConfig: unknown fields {unknown}, missing fields {missing}")
-        for name in ("radial_hidden", "output_scale", "output_shift"):
-            if isinstance(data[name], list):
-                data[name] = tuple(data[name])
-        return cls(**data)
-
-    @classmethod
-    def matten_reference(cls, property_name: str, **overrides) -> ModelConfig:
-        """MatTen's published training configuration (REFERENCE.md) for a property."""
-        settings = dict(
-            property=property_name, r_cut=5.0, n_radial=8, n_layers=3, species_dim=16, radial_hidden=(32, 32),
-            hidden_irreps=MATTEN_HIDDEN_IRREPS, l_max=4,
-        )
-        # MatTen's head selects the output's irreps from the last layer's pooled features; the rest of that layer
-        # is never read, so ours computes only those irreps, with the multiplicities MatTen's hidden irreps give.
-        hidden = o3.Irreps(MATTEN_HIDDEN_IRREPS)
-        reads = head_irreps(property_name, overrides.get("head", "equivariant"))
-        settings["readout_irreps"] = str(o3.Irreps([(mul, ir) for mul, ir in hidden if ir in reads]))
-        settings.update(overrides)
-        return cls(**settings)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _irreps_field(value, name: str) -> o3.Irreps:
-    try:
-        irreps = o3.Irreps(value).sort().irreps.simplify()
-    except (ValueError, AssertionError, TypeError) as exc:
-        raise ValueError(f"{name} must be an e3nn irreps string such as '16x0e+8x1o', got {value!r}: {exc}") from None
-    if irreps.dim == 0:
-        raise ValueError(f"{name} must not be empty, got {value!r}")
-    return irreps
-
-
-def _nonnegative_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
-@functools.cache
-def mandel_maps(formula: str) -> tuple[np.ndarray, np.ndarray]:
-    """(A, B) with mandel.flatten() = irreps @ A and irreps = mandel.flatten() @ B for symmetric Mandel matrices of a
-    stiffness (zoo.core.tensors conventions): the linear maps the equivariant_spd head applies around expm."""
-    dim = tensors.change_of_basis(formula).shape[0]
-    to_mandel = lambda x: tensors.stiffness_voigt_to_mandel(  # noqa: E731
-        tensors.cartesian_to_voigt(tensors.irreps_to_cartesian(x, formula), "stiffness"))
-    forward = to_mandel(np.eye(dim)).reshape(dim, 36)
-    flat = np.eye(36).reshape(36, 6, 6)
-    backward = tensors.voigt_to_irreps(tensors.mandel_to_stiffness_voigt((flat + np.swapaxes(flat, 1, 2)) / 2),
-                                       "stiffness", formula)
-    return forward, backward
-
-
-def log_stiffness_irreps(targets, formula: str) -> np.ndarray:
-    """Irreps of logm of each (positive definite) stiffness's Mandel matrix: what an equivariant_spd head predicts."""
-    forward, backward = mandel_maps(formula)
-    mandel = (np.asarray(targets, dtype=np.float64) @ forward).reshape(-1, 6, 6)
-    eigenvalues, vectors = np.linalg.eigh(mandel)
-    if (eigenvalues <= 0).any():
-        raise ValueError("targets must be positive definite stiffness tensors to take their logarithm")
-    logarithm = np.einsum("nij,nj,nkj->nik", vectors, np.log(eigenvalues), vectors)
-    return logarithm.reshape(-1, 36) @ backward
-
-
-def fit_output_normalisation(property_name: str, targets, head: str = "equivariant",
-                             ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(output_scale, output_shift) for ModelConfig from training targets in irreps form, shape (n, dim).
-
-    shift: the mean of each 0e component (a rotation-invariant offset). scale: per irrep instance, the RMS of
-    its components after the shift, so each block reaches the network with unit size. Both are invariants of
-    the data set, so the normalised model stays equivariant. For the equivariant_spd head they are those of the
-    targets' logarithms (``log_stiffness_irreps``), what that head's linear layer produces.
-    """
-    spec = properties.get(property_name)
-    if head == "equivariant_spd":
-        targets = log_stiffness_irreps(targets, spec.formula)
-    if not spec.is_tensor:
-        raise ValueError(f"property_name {property_name!r}: output normalisation applies to tensor properties only")
-    irreps = o3.Irreps(spec.irreps)
-    values = np.asarray(targets, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != irreps.dim or len(values) == 0:
-        raise ValueError(f"targets must have shape (n >= 1, {irreps.dim}) for {spec.irreps}, got {values.shape}")
-    scale, shift, start = [], [], 0
-    for mul, ir in irreps:
-        for _ in range(mul):
-            block = values[:, start : start + ir.dim]
-            if ir == o3.Irrep("0e"):
-                shift.append(float(block.mean()))
-                block = block - shift[-1]
-            rms = float(np.sqrt(np.mean(block**2)))
-            scale.append(rms if rms > 0 else 1.0)  # an all-zero block (e.g. one irrep never present) keeps 1
-            start += ir.dim
-    return tuple(scale), tuple(shift)
-
-
-# ------------------------------------------------------------------------------------------------- modules
-class RadialBasis(torch.nn.Module):
-    """Bessel functions sqrt(2/r_cut) sin(n pi d / r_cut) / d, n = 1..n_radial (MatTen eq. 6), times NequIP's
-    polynomial envelope u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2), x = d / r_cut, so
-    every feature goes to zero smoothly at the cutoff (no jump when an atom crosses r_cut)."""
-
-    def __init__(self, r_cut: float, n_radial: int, cutoff_power: int):
-        super().__init__()
-        self.r_cut, self.p = r_cut, cutoff_power
-        self.register_buffer("frequencies", torch.arange(1, n_radial + 1, dtype=torch.float64) * math.pi / r_cut)
-
-    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
-        x = lengths / self.r_cut
-        p = self.p
-        envelope = (1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2))
-        envelope = envelope * (x < 1)
-        bessel = math.sqrt(2 / self.r_cut) * torch.sin(lengths[:, None] * self.frequencies) / lengths[:, None]
-        return bessel * envelope[:, None]
-
-
-class EdgeEmbedding(torch.nn.Module):
-    """Edge vectors -> EdgeGeometry (spherical harmonics of the direction, enveloped Bessel basis of the length).
-
-    Nothing here is trained, so for fixed structures the result can be computed once and cached.
-    """
-
-    def __init__(self, r_cut: float, n_radial: int, cutoff_power: int, l_max: int):
-        super().__init__()
-        self.irreps_sh = o3.Irreps.spherical_harmonics(l_max)
-        self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
-        self.radial = RadialBasis(r_cut, n_radial, cutoff_power)
-        self.settings = f"sh{l_max}:component:normalized|bessel{n_radial}:r_cut={r_cut!r}:p={cutoff_power}"
-
-    def key(self, dtype: torch.dtype) -> str:
-        return f"{self.settings}|{dtype}"
-
-    def forward(self, edge_vectors: torch.Tensor) -> EdgeGeometry:
-        lengths = torch.linalg.norm(edge_vectors, dim=1)
-        return EdgeGeometry(
-            key=self.key(edge_vectors.dtype),
-            spherical_harmonics=self.spherical_harmonics(edge_vectors),
-            radial_basis=self.radial(lengths),
-        )
-
-
-def _gate_for(irreps_out: o3.Irreps) -> e3nn_nn.Gate:
-    """Gate whose output is `irreps_out` (sorted): SiLU on 0e, tanh on 0o (an odd function keeps the parity),
-    and each l > 0 irrep multiplied by the sigmoid of its own extra 0e gate scalar."""
-    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
-    gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
-    activations = {1: torch.nn.functional.silu, -1: torch.tanh}
-    return e3nn_nn.Gate(
-        scalars, [activations[ir.p] for _, ir in scalars],
-        o3.Irreps(f"{gated.num_irreps}x0e") if gated.num_irreps else o3.Irreps(""), [torch.sigmoid] if gated else [],
-        gated,
-    )
-
-
-class Interaction(torch.nn.Module):
-    """One message-passing layer, irreps_in -> irreps_out (module docstring)."""
-
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, n_radial: int,
-                 radial_hidden: tuple[int, ...], avg_num_neighbors: float):
-        super().__init__()
-        self.irreps_in, self.irreps_out = irreps_in, irreps_out
-        self.avg_num_neighbors = avg_num_neighbors
-        self.gate = _gate_for(irreps_out)
-        wanted = {ir for _, ir in self.gate.irreps_in}
-        # uvu paths: each input channel u is multiplied by one spherical harmonic and weighted per edge, keeping
-        # its multiplicity (NequIP). Every output irrep the gate needs is kept, sorted, then mixed by a Linear.
-        mid, instructions = [], []
-        for i, (mul, ir_in) in enumerate(irreps_in):
-            for j, (_, ir_sh) in enumerate(irreps_sh):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in wanted:
-                        instructions.append((i, j, len(mid), "uvu", False))
-                        mid.append((mul, ir_out))
-        irreps_mid, permutation, _ = o3.Irreps(mid).sort()
-        instructions = [(i, j, permutation[k], mode, train) for i, j, k, mode, train in instructions]
-        self.linear_in = o3.Linear(irreps_in, irreps_in)
-        # The per-edge uvu weight w[e, path, u] scales the whole output block (u, all m) of its path, so the
-        # product is computed unweighted and multiplied by the weights spread over the m components. Identical to
-        # e3nn's weighted uvu, but e3nn slices one weight tensor per path and each slice's backward fills a
-        # zero tensor of the full (n_edges, n_weights) size: O(paths^2 x edges), most of the step time on CPU.
-        self.tensor_product = o3.TensorProduct(irreps_in, irreps_sh, irreps_mid, instructions)
-        mid_slices = irreps_mid.slices()
-        spread, offset = np.zeros(irreps_mid.dim, dtype=np.int64), 0
-        for instruction in self.tensor_product.instructions:
-            mul, ir = irreps_mid[instruction.i_out]
-            block = mid_slices[instruction.i_out]
-            spread[block] = offset + np.repeat(np.arange(mul), ir.dim)  # layout of a block is [u][m]
-            offset += mul
-        self.register_buffer("weight_spread", torch.from_numpy(spread))
-        self.radial_mlp = e3nn_nn.FullyConnectedNet([n_radial, *radial_hidden, offset], torch.nn.functional.silu)
-        self.linear_out = o3.Linear(irreps_mid, self.gate.irreps_in)
-        self.self_interaction = o3.Linear(irreps_in, self.gate.irreps_in)
-        self.residual = irreps_in == irreps_out
-
-    def forward(self, features: torch.Tensor, geometry: EdgeGeometry, edge_index: torch.Tensor) -> torch.Tensor:
-        mixed = self.linear_in(features)
-        summed = mixed.new_zeros(features.shape[0], self.tensor_product.irreps_out.dim)
-        # Without gradients nothing per edge has to be kept, so edges go through in chunks and the largest
-        # temporaries (n_edges x irreps_mid) stay bounded whatever the batch size. Training needs them all.
-        chunk = max(edge_index.shape[1], 1) if torch.is_grad_enabled() else INFERENCE_EDGE_CHUNK
-        for start in range(0, edge_index.shape[1], chunk):
-            edges = slice(start, start + chunk)
-            senders, receivers = edge_index[0, edges], edge_index[1, edges]
-            weights = torch.index_select(self.radial_mlp(geometry.radial_basis[edges]), 1, self.weight_spread)
-            messages = self.tensor_product(mixed[senders], geometry.spherical_harmonics[edges]) * weights
-            summed.index_add_(0, receivers, messages)
-        update = self.gate(self.linear_out(summed / self.avg_num_neighbors) + self.self_interaction(features))
-        return features + update if self.residual else update
-
-
 # ------------------------------------------------------------------------------------------------- network
 class MattenNet(torch.nn.Module):
     """One network for any property in zoo.properties, shaped by a ModelConfig (module docstring).
 
-    ``forward(batch)`` -> (n_graphs, dim) irreps in the property's e3nn basis (the DOS for phonon), in the model
-    dtype; ``predict_cartesian(batch)`` -> float64 Cartesian tensors (the DOS for phonon), without gradients.
+    ``forward(batch)`` -> (n_graphs, n_parts * dim) irreps in the property's e3nn basis, per part (log-space ones
+    for output_map spd_log; the DOS for phonon), in the model dtype. Without gradients, float64:
+    ``predict_irreps(batch)`` -> the tensors' irreps (n_graphs, n_parts * dim), whatever the output map;
+    ``predict_cartesian(batch)`` -> Cartesian tensors (n_graphs, *cartesian_shape), with a parts axis
+    (n_graphs, n_output_parts, *cartesian_shape) for a property with several parts (the predicted parts and their
+    sum, PropertySpec.output_parts); the DOS (n_graphs, 51) for phonon.
     """
 
     def __init__(self, config: ModelConfig):
@@ -471,7 +107,8 @@ class MattenNet(torch.nn.Module):
         self.spec = properties.get(config.property)
         self.dtype = DTYPES[config.dtype]
         hidden = o3.Irreps(config.hidden_irreps)
-        self.irreps_out = o3.Irreps(self.spec.irreps)
+        self.irreps_out = output_irreps(config)
+        self.parts = config.parts
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the caller's RNG
             torch.manual_seed(config.seed)
             self.embedding = species.SpeciesEmbedding(config.species_dim, config.species_embedding)
@@ -508,8 +145,9 @@ class MattenNet(torch.nn.Module):
         else:
             positions = np.arange(int(np.prod(voigt_shape)))
         self.register_buffer("voigt_positions", torch.as_tensor(positions, dtype=torch.int64))
-        self.head = e3nn_nn.FullyConnectedNet([len(scalar_columns), self.config.invariant_hidden, len(positions)],
-                                              torch.nn.functional.silu)
+        self.head = e3nn_nn.FullyConnectedNet(
+            [len(scalar_columns), self.config.invariant_hidden, len(positions) * len(self.parts)],
+            torch.nn.functional.silu)
 
     def _init_output_normalisation(self) -> None:
         config = self.config
@@ -573,25 +211,74 @@ class MattenNet(torch.nn.Module):
         return (stiffness.reshape(-1, 36) @ self.from_mandel).to(logarithm.dtype)
 
     def _invariant_voigt(self, pooled: torch.Tensor) -> torch.Tensor:
-        components = self.head(pooled[:, self.scalar_columns])
-        size = int(np.prod(self.spec.voigt_shape))
-        voigt = components.new_zeros(len(pooled), size).index_copy(1, self.voigt_positions, components)
-        voigt = voigt.reshape(len(pooled), *self.spec.voigt_shape)
-        if self.voigt_symmetric:
-            voigt = voigt + voigt.transpose(1, 2) - torch.diag_embed(torch.diagonal(voigt, dim1=1, dim2=2))
-        return tensors.voigt_to_irreps(voigt, self.spec.voigt_kind, self.spec.formula).to(self.dtype)
+        all_components = self.head(pooled[:, self.scalar_columns])
+        size, n = int(np.prod(self.spec.voigt_shape)), len(self.voigt_positions)
+        out = []
+        for k in range(len(self.parts)):
+            components = all_components[:, k * n:(k + 1) * n]
+            voigt = components.new_zeros(len(pooled), size).index_copy(1, self.voigt_positions, components)
+            voigt = voigt.reshape(len(pooled), *self.spec.voigt_shape)
+            if self.voigt_symmetric:
+                voigt = voigt + voigt.transpose(1, 2) - torch.diag_embed(torch.diagonal(voigt, dim1=1, dim2=2))
+            out.append(tensors.voigt_to_irreps(voigt, self.spec.voigt_kind, self.spec.formula).to(self.dtype))
+        return torch.cat(out, dim=1)
 
-    def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
-        """Inference: float64 Cartesian tensors (n_graphs, *cartesian_shape), or the DOS (n_graphs, 51).
+    def predict_irreps(self, batch: GraphBatch) -> torch.Tensor:
+        """Inference: float64 irreps of the predicted tensors, (n_graphs, n_parts * dim); the DOS for phonon.
         NonFiniteOutputError names the graphs whose output holds NaN or infinity."""
         with torch.no_grad():
             output = self(batch)
         finite = torch.isfinite(output).all(dim=1)
         if not bool(finite.all()):
             raise NonFiniteOutputError(torch.nonzero(~finite).flatten().tolist())
-        if not self.spec.is_tensor:
-            return output.to(torch.float64)
-        return tensors.irreps_to_cartesian(output, self.spec.formula)
+        return decode_outputs(self.config, output.to(torch.float64))
+
+    def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
+        """Inference: float64 Cartesian tensors (class docstring), or the DOS (n_graphs, 51). The parts axis holds
+        ``spec.output_parts(parts)``: the predicted parts, then their sum (dielectric total = electronic + ionic)."""
+        cartesian = irreps_to_cartesian_parts(self.config, self.predict_irreps(batch))
+        if len(self.spec.output_parts(self.parts)) > len(self.parts):
+            summands = [self.parts.index(part) for part in self.spec.summed_part[1]]
+            cartesian = torch.cat([cartesian, cartesian[:, summands].sum(dim=1, keepdim=True)], dim=1)
+        return cartesian
+
+
+def encode_targets(config: ModelConfig, targets):
+    """Targets as the network outputs them: tensor irreps (n, n_parts * dim) -> per part the irreps of
+    log(T - floor I) for output_map spd_log (eigenvalues clipped at SPD_LOG_MINIMUM); unchanged otherwise.
+    numpy or torch, float64 out."""
+    if config.output_map == "linear":
+        return targets
+    spec = properties.get(config.property)
+    cartesian = irreps_to_cartesian_parts(config, targets, parts_axis=True)
+    logs = [tensors.symmetric_log(cartesian[:, k], spec.eigenvalue_floor(part), SPD_LOG_MINIMUM)
+            for k, part in enumerate(config.parts)]
+    return _concatenate([tensors.cartesian_to_irreps(log, spec.formula) for log in logs])
+
+
+def decode_outputs(config: ModelConfig, outputs):
+    """Network outputs -> the tensors' irreps, the inverse of ``encode_targets`` (float64)."""
+    if config.output_map == "linear":
+        return outputs
+    spec = properties.get(config.property)
+    logs = irreps_to_cartesian_parts(config, outputs, parts_axis=True)
+    values = [tensors.symmetric_exp(logs[:, k], spec.eigenvalue_floor(part)) for k, part in enumerate(config.parts)]
+    return _concatenate([tensors.cartesian_to_irreps(value, spec.formula) for value in values])
+
+
+def irreps_to_cartesian_parts(config: ModelConfig, values, parts_axis: bool | None = None):
+    """Irreps (n, n_parts * dim) -> Cartesian (n, n_parts, *shape), or (n, *shape) for a property with a single
+    part (parts_axis None: as ``MattenNet.predict_cartesian`` returns them); the DOS is returned as it is."""
+    spec = properties.get(config.property)
+    if not spec.is_tensor:
+        return values
+    cartesian = tensors.irreps_to_cartesian(values.reshape(len(values), len(config.parts), -1), spec.formula)
+    keep = spec.has_parts if parts_axis is None else parts_axis
+    return cartesian if keep else cartesian[:, 0]
+
+
+def _concatenate(arrays):
+    return torch.cat(arrays, dim=1) if isinstance(arrays[0], torch.Tensor) else np.concatenate(arrays, axis=1)
 
 
 class Ensemble(torch.nn.Module):
@@ -601,8 +288,15 @@ class Ensemble(torch.nn.Module):
     order, which on our small training sets is a large part (phonon DOS test MSE: one network 0.0261, two 0.0239).
     The mean of equivariant members is equivariant, and the mean of non-negative DOS non-negative.
 
-    Same interface as MattenNet for inference and evaluation: ``config`` (member 0's), ``spec``, ``dtype``,
-    ``irreps_out``, ``attach_geometry``, ``forward``, ``predict_cartesian``.
+    Members may predict different parts of a property (ModelConfig.parts; TrainSettings.separate_parts): each part
+    is then the mean of the members that predict it (a group), and the parts of the groups are concatenated in
+    order. A summed part (dielectric total) is the sum of its summands' means; its spread across groups, whose
+    networks are trained independently, is the root sum of the summands' variances.
+
+    Same interface as MattenNet for inference and evaluation: ``config`` (member 0's; for groups of parts, with the
+    parts of all groups and no output normalisation, which each member keeps in its weights), ``spec``, ``dtype``,
+    ``parts``, ``irreps_out``, ``attach_geometry``, ``predict_irreps``, ``predict_cartesian``. The mean is taken of
+    the members' tensors (not of their log-space outputs), as is the spread.
     """
 
     def __init__(self, members):
@@ -610,37 +304,68 @@ class Ensemble(torch.nn.Module):
         members = list(members)
         if len(members) < 2 or not all(isinstance(m, MattenNet) for m in members):
             raise ValueError("an Ensemble needs at least two MattenNet members")
-        shared = {dataclasses.replace(m.config, seed=0) for m in members}
+        shared = {dataclasses.replace(m.config, seed=0, parts=None, output_scale=None, output_shift=None)
+                  for m in members}
         if len(shared) != 1:
-            raise ValueError("ensemble members must share one ModelConfig apart from the seed")
-        seeds = [m.config.seed for m in members]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"ensemble members need distinct seeds, got {seeds}")
+            raise ValueError("ensemble members must share one ModelConfig apart from the seed and the parts")
+        keys = [(m.config.parts, m.config.seed) for m in members]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"ensemble members need distinct seeds (per parts), got {keys}")
         self.members = torch.nn.ModuleList(members)
-        self.config, self.spec = members[0].config, members[0].spec
-        self.dtype, self.irreps_out = members[0].dtype, members[0].irreps_out
+        self.groups = {}  # parts -> indices of the members that predict them
+        for index, member in enumerate(members):
+            self.groups.setdefault(member.parts, []).append(index)
+        self.parts = tuple(part for parts in self.groups for part in parts)
+        if len(set(self.parts)) != len(self.parts):
+            raise ValueError(f"ensemble member groups must predict disjoint parts, got {list(self.groups)}")
+        first = members[0].config
+        self.config = first if len(self.groups) == 1 else dataclasses.replace(
+            first, parts=self.parts, output_scale=None, output_shift=None)
+        self.spec, self.dtype = members[0].spec, members[0].dtype
+        self.irreps_out = output_irreps(self.config)
 
     @property
     def seeds(self) -> list[int]:
         return [member.config.seed for member in self.members]
 
+    @property
+    def member_parts(self) -> list[tuple[str, ...]]:
+        return [member.config.parts for member in self.members]
+
+    @property
+    def has_spread(self) -> bool:
+        """Every part is predicted by two or more members (a standard deviation needs two)."""
+        return all(len(indices) > 1 for indices in self.groups.values())
+
     def attach_geometry(self, batch: GraphBatch) -> GraphBatch:
         return self.members[0].attach_geometry(batch)  # one geometry serves all: it depends on the shared config
 
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        return torch.stack([member(batch) for member in self.members]).mean(dim=0)
+    def predict_irreps(self, batch: GraphBatch) -> torch.Tensor:
+        batch = self.attach_geometry(batch) if batch.geometry is None else batch
+        return torch.cat([torch.stack([self.members[i].predict_irreps(batch) for i in indices]).mean(dim=0)
+                          for indices in self.groups.values()], dim=1)
 
     def predict_cartesian(self, batch: GraphBatch) -> torch.Tensor:
-        return self._member_predictions(batch).mean(dim=0)
+        return self.predict_with_spread(batch)[0]
 
     def predict_with_spread(self, batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, standard deviation) across members of the Cartesian prediction, from one pass over the members."""
-        members = self._member_predictions(batch)
-        return members.mean(dim=0), members.std(dim=0)
-
-    def _member_predictions(self, batch: GraphBatch) -> torch.Tensor:
         batch = self.attach_geometry(batch) if batch.geometry is None else batch
-        return torch.stack([member.predict_cartesian(batch) for member in self.members])
+        if len(self.groups) == 1:
+            members = torch.stack([member.predict_cartesian(batch) for member in self.members])
+            return members.mean(dim=0), members.std(dim=0)
+        means, spreads = [], []
+        for indices in self.groups.values():
+            members = torch.stack([irreps_to_cartesian_parts(self.members[i].config, self.members[i].predict_irreps(
+                batch), parts_axis=True) for i in indices])
+            means.append(members.mean(dim=0))
+            spreads.append(members.std(dim=0) if len(indices) > 1 else torch.full_like(members[0], math.nan))
+        mean, spread = torch.cat(means, dim=1), torch.cat(spreads, dim=1)
+        if len(self.spec.output_parts(self.parts)) > len(self.parts):
+            summands = [self.parts.index(part) for part in self.spec.summed_part[1]]
+            mean = torch.cat([mean, mean[:, summands].sum(dim=1, keepdim=True)], dim=1)
+            spread = torch.cat([spread, spread[:, summands].square().sum(dim=1, keepdim=True).sqrt()], dim=1)
+        return mean, spread
 
 
 @contextlib.contextmanager
@@ -666,15 +391,22 @@ def serving(threads: int = 1):
 
 
 def network(info: Mapping[str, Any]) -> MattenNet | Ensemble:
-    """The untrained network a config.json (zoo.nn.model_files) describes (an Ensemble when it lists ensemble_seeds)."""
-    return build(ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"))
+    """The untrained network a config.json (zoo.nn.model_files) describes (an Ensemble when it lists ensemble_seeds;
+    members of different parts with ensemble_parts)."""
+    return build(ModelConfig.from_json(json.dumps(info["model_config"])), info.get("ensemble_seeds"),
+                 info.get("ensemble_parts"))
 
 
-def build(config: ModelConfig, seeds=None) -> MattenNet | Ensemble:
-    """The network of `config`, or with `seeds` (two or more) the Ensemble of config with each seed."""
+def build(config: ModelConfig, seeds=None, member_parts=None) -> MattenNet | Ensemble:
+    """The network of `config`, or with `seeds` (two or more) the Ensemble of config with each seed; `member_parts`
+    (one tuple of parts per seed) makes members predicting different parts, whose output normalisation comes with
+    their weights."""
     if seeds is None or len(seeds) == 1:
         return MattenNet(config if seeds is None else dataclasses.replace(config, seed=int(seeds[0])))
-    return Ensemble(MattenNet(dataclasses.replace(config, seed=int(seed))) for seed in seeds)
+    if member_parts is None:
+        return Ensemble(MattenNet(dataclasses.replace(config, seed=int(seed))) for seed in seeds)
+    return Ensemble(MattenNet(dataclasses.replace(config, seed=int(seed), parts=tuple(parts), output_scale=None,
+                                                  output_shift=None)) for seed, parts in zip(seeds, member_parts))
 
 
 def _check_batch(batch) -> None:

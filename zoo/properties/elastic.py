@@ -232,7 +232,8 @@ class ElasticSpec(PropertySpec):
             if mask.any() else None
         return out
 
-    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+    def prediction_parts(self, value: np.ndarray, structure: Any, parts: tuple[str, ...] | None = None,
+                         ) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
         def stiffness():
             from pymatgen.analysis.elasticity import ElasticTensor
 
@@ -240,10 +241,12 @@ class ElasticSpec(PropertySpec):
 
         return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {"total": stiffness}
 
-    def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
+    def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any,
+                           parts: tuple[str, ...] | None = None) -> dict[str, Any]:
         return derived.elastic_properties(raw)
 
-    def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str]) -> list[tuple[str, str]]:
+    def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str],
+                         raw: np.ndarray | None = None) -> list[tuple[str, str]]:
         if derived.get("born_stable") is False:
             return [("not_born_stable", "the predicted stiffness is not positive definite (smallest eigenvalue "
                      f"{derived['min_eigenvalue']:.3g} GPa): not mechanically (Born) stable; the derived moduli "

@@ -119,7 +119,8 @@ class PiezoSpec(PropertySpec):
         mae, _ = mae_where_defined(pick(pred, "max_longitudinal"), pick(true, "max_longitudinal"))
         return {"max_longitudinal_mae": mae}
 
-    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+    def prediction_parts(self, value: np.ndarray, structure: Any, parts: tuple[str, ...] | None = None,
+                         ) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
         def piezo_tensor():
             from pymatgen.analysis.piezo import PiezoTensor
 
@@ -127,7 +128,8 @@ class PiezoSpec(PropertySpec):
 
         return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {"total": piezo_tensor}
 
-    def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
+    def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any,
+                           parts: tuple[str, ...] | None = None) -> dict[str, Any]:
         return derived.piezo_properties(raw)
 
     def row_value(self, row: Mapping[str, Any], part: str | None):

@@ -7,6 +7,8 @@ prediction. The stages are property-agnostic: they read these fields and call th
 those of a tensor property; ``zoo.properties.phonon`` overrides them for its invariant (the DOS). A new property is
 one spec (a module beside the four, or a test's own spec): see ``tests/test_fifth_property.py``.
 
+The source mappings (SnapshotSource, MPSource, Citation) live in ``zoo.properties.source_fields``.
+
 Layering: this package imports ``zoo.core``, numpy and pymatgen only; the data, nn and release layers import it.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,138 +24,15 @@ import numpy as np
 
 from zoo.core import derived, paths, symmetry, tensors
 from zoo.core.config import check_non_negative
-
-
-# ------------------------------------------------------------------------------------------ source mappings
-@dataclass(frozen=True)
-class RawValue:
-    """A value of the property's raw records (``values.<key>``, schemas/raw-record.schema.json): numbers of `shape`
-    (or the unreadable marker; null too where `nullable`)."""
-
-    key: str
-    shape: tuple[int, ...]
-    description: str
-    nullable: bool = False
-
-
-@dataclass(frozen=True)
-class SnapshotField:
-    """One field of a raw record read from a snapshot CSV column.
-
-    key     the raw record's key (under ``values`` or ``reported``)
-    column  the CSV column (the key of a JSON-lines object)
-    kind    'tensor' (JSON nested list of `shape`), 'number', 'integer', 'boolean', 'text' (stripped, None when
-            empty) or 'meta_point_group' (the point group inside a Python-literal 'meta' column); in a JSON-lines
-            file 'json_tensor' (nested list of `shape`) or 'json_text'
-    """
-
-    key: str
-    column: str
-    kind: str = "number"
-    shape: tuple[int, ...] = ()
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class SnapshotSource:
-    """Where a property's records are in the pinned offline snapshot (``zoo.data.sources.snapshot`` reads them).
-
-    layout  'matminer': one CSV row per record, material_id and formula columns, the structure as a POSCAR;
-            'ase-table': the structure as a Python-literal ASE dict, material ids recovered in `ids_file` (by row),
-            trailing rows excluded as the manifest says; 'cif-jsonl' / 'sites-jsonl': one JSON object per line
-            with material_id (and formula) keys, the structure as a CIF ('cif') or as lattice rows, symbols and
-            Cartesian sites ('lattice_angstrom', 'species', 'cart_coords_angstrom')
-    frames  the frame the source claims for each value key (checked by clean, not trusted)
-    record_tag  prefix of the record_id key of a file's rows ('elatbot-row-00042'); the first file of a property
-            keeps the bare 'row-NNNNN' of release 1.0.0
-    """
-
-    file: str
-    layout: str
-    values: tuple[SnapshotField, ...]
-    frames: Mapping[str, str] = field(default_factory=dict)
-    reported: tuple[SnapshotField, ...] = ()
-    ids_file: str | None = None
-    record_tag: str = ""
-
-
-@dataclass(frozen=True)
-class MPValue:
-    """A value of a raw record from a served Materials Project document: the nested list at `field` (dotted), of
-    `shape`, times `scale` (unit conversion); an optional value is null when the document has none."""
-
-    key: str
-    field: str
-    shape: tuple[int, ...]
-    scale: float | None = None
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class MPSpectrum:
-    """A spectrum served as (frequencies, densities) lists, averaged onto `grid` (``mp_api.resample_dos``) after
-    multiplying the frequencies by `to_grid_units`, then max-normalised: values `grid_key` (the grid) and
-    `values_key`."""
-
-    frequencies: str
-    densities: str
-    grid_key: str
-    values_key: str
-    grid: np.ndarray
-    to_grid_units: float
-
-
-@dataclass(frozen=True)
-class MPSource:
-    """How ``zoo.data.sources.mp_api`` reads a property from the Materials Project API.
-
-    route, fields          the REST route paged (or looked up per task) and the fields asked for
-    values                 record values read from each document (MPValue), or `spectrum`
-    frames                 the frame emmet serves each value in
-    reported               record name -> dotted document field, kept for cross-checks
-    structure_from_summary the route's documents carry no structure: each page's structures are looked up in
-                           materials/summary by material id
-    task_ids_field         documents are tasks listed per material in this materials/summary field (by method);
-                           the listing pages summary with has_props=`has_props`, each page's tasks of the selected
-                           method are looked up in `route` by identifier, filtered on `method_criterion`
-    """
-
-    route: str
-    fields: tuple[str, ...]
-    values: tuple[MPValue, ...] = ()
-    frames: Mapping[str, str] = field(default_factory=dict)
-    reported: Mapping[str, str] = field(default_factory=dict)
-    structure_from_summary: bool = False
-    spectrum: MPSpectrum | None = None
-    task_ids_field: str | None = None
-    has_props: str | None = None
-    method_criterion: str | None = None
-
-
-@dataclass(frozen=True)
-class Citation:
-    """A source of a property's data: bibliography key, a line on what it contributes, BibTeX."""
-
-    key: str
-    note: str
-    bibtex: str
-
-
-MATERIALS_PROJECT = Citation(
-    "materialsproject2013",
-    "Jain et al., APL Mater. 1, 011002 (2013): the Materials Project",
-    """@article{materialsproject2013,
-  author  = {Jain, Anubhav and Ong, Shyue Ping and Hautier, Geoffroy and Chen, Wei and Richards, William Davidson
-             and Dacek, Stephen and Cholia, Shreyas and Gunter, Dan and Skinner, David and Ceder, Gerbrand and
-             Persson, Kristin A.},
-  title   = {Commentary: The Materials Project: A materials genome approach to accelerating materials innovation},
-  journal = {APL Materials},
-  volume  = {1},
-  number  = {1},
-  pages   = {011002},
-  year    = {2013},
-  doi     = {10.1063/1.4812323}
-}""",
+from zoo.properties.source_fields import (  # noqa: F401 (re-exported: spec.MPSource ...)
+    MATERIALS_PROJECT,
+    Citation,
+    MPSource,
+    MPSpectrum,
+    MPValue,
+    RawValue,
+    SnapshotField,
+    SnapshotSource,
 )
 
 
@@ -236,6 +115,18 @@ def finite_mean(values) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def tensor_errors(voigt_pred: np.ndarray, voigt_true: np.ndarray, cart_pred: np.ndarray,
+                  cart_true: np.ndarray) -> dict[str, float | None]:
+    """component_mae (over the Voigt components) and relative_frobenius_error (records with a non-zero true tensor)."""
+    n = len(cart_true)
+    axes = tuple(range(1, cart_true.ndim))
+    norms = np.sqrt((cart_true ** 2).sum(axis=axes))
+    nonzero = norms > 0
+    return {"component_mae": finite_mean(np.abs(voigt_pred - voigt_true).reshape(n, -1).mean(axis=1)),
+            "relative_frobenius_error": finite_mean(np.sqrt(((cart_pred - cart_true) ** 2).sum(axis=axes))[nonzero]
+                                                    / norms[nonzero])}
+
+
 def mae_where_defined(pred: np.ndarray, true: np.ndarray) -> tuple[float | None, int]:
     """MAE over records where both are defined, and the number of records where the prediction is not."""
     defined = np.isfinite(pred) & np.isfinite(true)
@@ -244,6 +135,22 @@ def mae_where_defined(pred: np.ndarray, true: np.ndarray) -> tuple[float | None,
 
 
 # ------------------------------------------------------------------------------------------------ the spec
+@dataclass(frozen=True)
+class PublishedResult:
+    """A published test result on the same data, printed beside ours (model cards, metrics JSON).
+
+    metric   the name of our metric that measures the same quantity (zoo.nn.evaluation)
+    value    the published number, as printed in the paper
+    source   who, where
+    setting  what differs from our evaluation (split, data filter, normalisation)
+    """
+
+    metric: str
+    value: float
+    source: str
+    setting: str
+
+
 @dataclass(frozen=True)
 class PropertySpec:
     """Everything the pipeline needs to know about one property (the defaults and methods are a tensor's).
@@ -296,6 +203,16 @@ class PropertySpec:
     snapshot, mp_api  where the values come from (SnapshotSource, MPSource)
     more_snapshots    further snapshot files of the property (elastic: two newer MP sets), read into the same raw
                       file; ``snapshots`` is all of them, `snapshot` first
+
+    Models:
+    predicted_parts   the parts a model of the property predicts by default (a ModelConfig may choose fewer);
+                      () -> (target_part,)
+    summed_part       (part, (summands...)): a stored part that is the sum of others, which a model derives from its
+                      predictions instead of predicting it (dielectric total = electronic + ionic), or None
+    eigenvalue_floors part -> the lower bound of its eigenvalues (physics: eps >= 1 for electronic and total, the
+                      ionic part >= 0), for the output map that guarantees them (ModelConfig.output_map 'spd_log')
+    published         published results on the same data (PublishedResult), the anchors our metrics are compared to
+    metric_definitions (name, what it means) of the property's own metrics, written into its metrics document
     """
 
     name: str
@@ -339,6 +256,15 @@ class PropertySpec:
     more_snapshots: tuple[SnapshotSource, ...] = ()
     mp_api: MPSource | None = None
     suite_file: Path | None = None
+    predicted_parts: tuple[str, ...] = ()
+    summed_part: tuple[str, tuple[str, ...]] | None = None
+    eigenvalue_floors: tuple[tuple[str, float], ...] = ()
+    published: tuple[PublishedResult, ...] = ()
+    metric_definitions: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        if not self.predicted_parts:
+            object.__setattr__(self, "predicted_parts", (self.target_part,))
 
     @property
     def snapshots(self) -> tuple[SnapshotSource, ...]:
@@ -359,6 +285,24 @@ class PropertySpec:
     @property
     def rank(self) -> int:
         return len(self.cartesian_shape) if self.is_tensor else 0
+
+    @property
+    def has_parts(self) -> bool:
+        """Several stored tensor parts (dielectric): predictions carry a parts axis and per-part metrics."""
+        return len(self.tensor_parts) > 1
+
+    def output_parts(self, parts: tuple[str, ...]) -> tuple[str, ...]:
+        """The parts a model predicting `parts` returns: those, then the summed part when all its summands are."""
+        if self.summed_part is not None and set(self.summed_part[1]) <= set(parts):
+            return (*parts, self.summed_part[0])
+        return tuple(parts)
+
+    def eigenvalue_floor(self, part: str) -> float:
+        """The lower bound of `part`'s eigenvalues; ValueError when the property states none."""
+        floors = dict(self.eigenvalue_floors)
+        if part not in floors:
+            raise ValueError(f"{self.name} states no eigenvalue floor for part {part!r} (known: {sorted(floors)})")
+        return floors[part]
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -449,10 +393,11 @@ class PropertySpec:
         return {}
 
     # ---- predictions (zoo.load)
-    def prediction_parts(self, value: np.ndarray, structure: Any) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
+    def prediction_parts(self, value: np.ndarray, structure: Any, parts: tuple[str, ...] | None = None,
+                         ) -> tuple[np.ndarray, dict[str, Callable[[], Any]]]:
         """(raw form, {part: a callable building its pymatgen object}) of one predicted Cartesian value (raw: the
-        Voigt form). Built on demand: pymatgen's tensor modules take a second to import, and most predictions are
-        read as numbers."""
+        Voigt form; `parts`: the parts along the value's first axis, for a property with several). Built on demand:
+        pymatgen's tensor modules take a second to import, and most predictions are read as numbers."""
         def tensor():
             from pymatgen.core.tensors import Tensor
 
@@ -460,13 +405,16 @@ class PropertySpec:
 
         return np.asarray(tensors.cartesian_to_voigt(value, self.voigt_kind)), {self.target_part: tensor}
 
-    def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any) -> dict[str, Any]:
+    def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any,
+                           parts: tuple[str, ...] | None = None) -> dict[str, Any]:
         """``zoo.core.derived`` quantities of one prediction (ValueError where they are undefined)."""
         return {}
 
-    def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str]) -> list[tuple[str, str]]:
+    def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str],
+                         raw: np.ndarray | None = None) -> list[tuple[str, str]]:
         """(code, message) of each reason to distrust one prediction that is the property's own (a metal for the
-        dielectric model, an unstable stiffness, ...); zoo.release.applicability adds the shared ones."""
+        dielectric model, an unstable stiffness, a phonon spectrum past the grid, ...; `raw`: the prediction's raw
+        form); zoo.release.applicability adds the shared ones."""
         return []
 
     def prediction_dict(self, raw: np.ndarray) -> dict[str, Any]:

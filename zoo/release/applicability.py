@@ -18,6 +18,8 @@ none of the checks below fired, not that the number is right. Codes:
     likely_metal             (dielectric) every element is a metal (zoo.properties.dielectric.likely_metal): the
                              training data are materials with a band gap, and a metal's permittivity diverges
     not_born_stable          (elastic) the predicted stiffness is not positive definite: not mechanically stable
+    beyond_phonon_grid       (phonon) the spectrum likely extends past the 0-1000 cm^-1 grid (hydrogen, or a predicted
+                             DOS still high at the edge: zoo.properties.phonon.beyond_phonon_grid), so modes are missing
 
 The training domain (``zoo.nn.model_files.training_domain``: structures per element, ranges of volume per atom and
 density) comes from config.json's ``training_data``; for a config without it, from the training split of the
@@ -148,13 +150,13 @@ def range_flags(volume_per_atom: float, density: float, domain: TrainingDomain) 
 
 
 def prediction_flags(spec, structure, derived: dict[str, Any], derived_error: str | None, domain: TrainingDomain,
-                     limits: ApplicabilityLimits = ApplicabilityLimits()) -> tuple[Flag, ...]:
-    """Every flag of one prediction (spec: its zoo.properties spec), in the order: elements, ranges, the property's
-    own (``PropertySpec.prediction_flags``), undefined derived quantities."""
+                     limits: ApplicabilityLimits = ApplicabilityLimits(), raw=None) -> tuple[Flag, ...]:
+    """Every flag of one prediction (spec: its zoo.properties spec; raw: the prediction's raw form), in the order:
+    elements, ranges, the property's own (``PropertySpec.prediction_flags``), undefined derived quantities."""
     from zoo.nn import model_files
 
     symbols = [site.specie.symbol for site in structure]
     volume, density = model_files.cell_volume_and_density(structure.lattice.matrix, symbols)
-    own = [Flag(code, message) for code, message in spec.prediction_flags(derived, symbols)]
+    own = [Flag(code, message) for code, message in spec.prediction_flags(derived, symbols, raw)]
     undefined = [Flag("derived_undefined", f"derived quantities are undefined: {derived_error}")] if derived_error else []
     return tuple(element_flags(symbols, domain, limits) + range_flags(volume, density, domain) + own + undefined)

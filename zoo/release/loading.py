@@ -97,16 +97,19 @@ class Prediction:
     """One structure's prediction.
 
     tensors  pymatgen objects per part (a mapping, each built on first access): elastic {'total': ElasticTensor}
-             (GPa); dielectric {'electronic': Tensor} (the part the model predicts; ionic and total are not
-             predicted); piezo {'total': PiezoTensor} (C/m^2); phonon {'dos': PhononDos} (THz, 3N-normalised
-             states/THz per cell, pymatgen's units)
-    derived  zoo.core.derived quantities (units in zoo.core.derived.UNITS; dielectric includes refractive_index
-             sqrt(eps_poly) of the electronic part); {} with `derived_error` set where undefined (e.g. a singular
-             predicted stiffness)
+             (GPa); dielectric {'electronic', 'ionic', 'total': Tensor} (total = electronic + ionic exactly; a 1.0.0
+             model gives {'electronic'} only); piezo {'total': PiezoTensor} (C/m^2); phonon {'dos': PhononDos} (THz,
+             3N-normalised states/THz per cell, pymatgen's units)
+    derived  zoo.core.derived quantities (units in zoo.core.derived.UNITS; dielectric: per part, keyed
+             <quantity>_<part>, and refractive_index sqrt(eps_poly) of the electronic part); {} with `derived_error`
+             set where undefined (e.g. a singular predicted stiffness)
+    raw      the Voigt form (dielectric: one row per part, in the order of `tensors`), or the max-normalised DOS on
+             PHONON_GRID_CM
     spread   for an ensemble model (config.json lists ensemble_seeds): the standard deviation of the members'
              predictions, in the form of `raw` (Voigt, or the DOS); None for a single network
     warnings zoo.release.applicability.Flag (code, message) for each reason to distrust the number: outside the
-             training domain, a metal for the dielectric model, an unstable stiffness, ... (empty: none found)
+             training domain, a metal for the dielectric model, an unstable stiffness, a phonon spectrum past the
+             grid, ... (empty: none found)
     """
 
     source: str
@@ -127,18 +130,24 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable: the Voigt form (or DOS), the derived quantities and the warnings."""
-        from zoo.core import derived
-
         spec = properties.get(self.property)
         out = {"source": self.source, "formula": self.structure.composition.reduced_formula,
-               "property": self.property, "units": self.units, "part": next(iter(self.tensors)),
-               "derived": self.derived, "derived_units": {k: derived.UNITS.get(k, "") for k in self.derived},
+               "property": self.property, "units": self.units, "parts": list(self.tensors),
+               "derived": self.derived, "derived_units": {k: _units(k, spec) for k in self.derived},
                "warnings": [flag.as_dict() for flag in self.warnings], **spec.prediction_dict(self.raw)}
         if self.spread is not None:
             out["ensemble_spread"] = self.spread.tolist()  # std across ensemble members, same form as the value
         if self.derived_error:
             out["derived_error"] = self.derived_error
         return out
+
+
+def _units(key: str, spec: properties.PropertySpec) -> str:
+    """Units of a derived key; per-part keys (dielectric eps_poly_total) take their base quantity's."""
+    from zoo.core import derived
+
+    base, _, part = key.rpartition("_")
+    return derived.UNITS.get(key) or (derived.UNITS.get(base, "") if part in spec.tensor_parts else "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +200,7 @@ class ZooModel:
             for start in range(0, len(labelled), batch_size):
                 batch = graphs.GraphBatch.collate(built[start:start + batch_size])
                 try:
-                    if isinstance(self.net, models.Ensemble):
+                    if isinstance(self.net, models.Ensemble) and self.net.has_spread:
                         mean, spread = self.net.predict_with_spread(batch)
                         outputs.append(mean.numpy())
                         spreads.append(spread.numpy())
@@ -204,30 +213,34 @@ class ZooModel:
                     progress(min(start + batch_size, len(labelled)), len(labelled))
         values = np.concatenate(outputs) if outputs else np.zeros((0,))
         spread = np.concatenate(spreads) if spreads else [None] * len(values)
-        out = [_prediction(self.net.spec, label, structure, value, member_spread, self.training_domain, warn)
+        parts = self.net.spec.output_parts(self.net.parts)
+        out = [_prediction(self.net.spec, label, structure, value, member_spread, self.training_domain, warn, parts)
                for (label, structure), value, member_spread in zip(labelled, values, spread)]
         return out[0] if single else out
 
 
 def _prediction(spec: properties.PropertySpec, label: str, structure, value: np.ndarray,
                 spread: np.ndarray | None = None, domain: applicability.TrainingDomain | None = None,
-                warn: applicability.ApplicabilityLimits = applicability.ApplicabilityLimits()) -> Prediction:
+                warn: applicability.ApplicabilityLimits = applicability.ApplicabilityLimits(),
+                parts: tuple[str, ...] | None = None) -> Prediction:
+    """The Prediction of one structure from the network's float64 output (``MattenNet.predict_cartesian``: Cartesian,
+    with a parts axis holding `parts` for a property with several, or the DOS)."""
     from zoo.core import tensors
 
     if not np.isfinite(value).all():
         raise PredictionError(f"{label}: the network produced non-finite values; no prediction is returned")
     error = None
-    raw, parts = spec.prediction_parts(value, structure)
+    raw, objects = spec.prediction_parts(value, structure, parts)
     try:
-        quantities = spec.prediction_derived(raw, value, structure)
+        quantities = spec.prediction_derived(raw, value, structure, parts)
     except ValueError as err:  # e.g. a singular stiffness: the tensor stands, its derived quantities do not
         quantities, error = {}, str(err)
     if spread is not None and spec.is_tensor:
         # Voigt form of the members' Cartesian standard deviation (the Voigt map only selects components)
         spread = tensors.cartesian_to_voigt(spread, spec.voigt_kind)
     domain = domain or applicability.TrainingDomain(None, "not given")
-    flags = applicability.prediction_flags(spec, structure, quantities, error, domain, warn)
-    return Prediction(label, structure, spec.name, spec.units, _Parts(parts), quantities, error, np.asarray(raw),
+    flags = applicability.prediction_flags(spec, structure, quantities, error, domain, warn, raw)
+    return Prediction(label, structure, spec.name, spec.units, _Parts(objects), quantities, error, np.asarray(raw),
                       spread, flags)
 
 
@@ -287,8 +300,11 @@ def _check_state(net, state: dict[str, Any], config_path: Path, weights_path: Pa
         raise CheckpointMismatchError(f"{where}: {key} has shape {stored} in the weights and {needed} in the "
                                       f"configured network ({len(shapes)} tensor(s) differ)")
     buffers = {name for name, _ in net.named_buffers()}
-    differ = [key for key in sorted(buffers & set(expected))
-              if not torch.equal(state[key].to(expected[key].dtype), expected[key])]
+    # The networks of an ensemble of one network per part (zoo.nn.models.build with member_parts) keep their output
+    # normalisation in their weights only: the config computes no scale or shift to compare them with.
+    stored_only = ("output_scale", "output_shift") if len(getattr(net, "groups", ())) > 1 else ()
+    differ = [key for key in sorted(buffers & set(expected)) if not key.endswith(stored_only)
+              and not torch.equal(state[key].to(expected[key].dtype), expected[key])]
     if differ:
         fields = sorted({f for part, f in _BUFFER_FIELDS.items() for key in differ if key.endswith(part)})
         raise CheckpointMismatchError(

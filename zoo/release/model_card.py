@@ -66,6 +66,8 @@ PRINTED_FORMAT = ".4g"
 # The model's row label in the body's metrics table (the per-crystal-system table says "model").
 MODEL_LABEL = "model (this)"
 METRICS_HEADING = "## Test metrics"
+# First header cell of the test metrics table, which has one row per metric and one column per predictor.
+METRIC_COLUMN = "metric"
 _PER_SYSTEM_HEADING = re.compile(r"### `(\w+)` per crystal system")
 _SYSTEM_COLUMN = re.compile(r"(.+) \(n=(\d+)\)")
 
@@ -121,6 +123,19 @@ def format_metric(value: Any, float_format: str = PRINTED_FORMAT) -> str:
     return "-" if value is None else format(value, float_format) if isinstance(value, float) else str(value)
 
 
+def rare_element_rows(metrics: Mapping[str, Any], headline: str) -> tuple[list[str], list[tuple]]:
+    """The metric keys and the rows (split, predictor, n rare, rare values, n common, common values) of the card's
+    rare-element table, from metrics["rare_element_breakdown"]."""
+    breakdown = metrics.get("rare_element_breakdown", {})
+    rare_keys = [key for key in (headline, "k_voigt_mae", "g_voigt_mae") if key in metrics["model"]]
+    rare_rows = [(split, name if name != "model" else MODEL_LABEL, groups["rare"]["n"],
+                  [format_metric(groups["rare"].get(key)) for key in rare_keys], groups["common"]["n"],
+                  [format_metric(groups["common"].get(key)) for key in rare_keys])
+                 for split, table in breakdown.items() if isinstance(table, dict)
+                 for name, groups in table.items() if isinstance(groups, dict) and "rare" in groups]
+    return rare_keys, rare_rows
+
+
 def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_system: Mapping[str, Any],
                       *, version: str, dataset_repo: str, lineage: Mapping[str, Any] | None) -> str:
     """The complete README.md text (YAML header + markdown body).
@@ -140,28 +155,28 @@ def render_model_card(info: Mapping[str, Any], metrics: Mapping[str, Any], per_s
     predictors = {MODEL_LABEL: metrics["model"], **metrics["baselines"]}
     metric_names = sorted({key for scores in predictors.values() for key in scores if key != "n"})
     headline = metrics["headline"]
+    published = [{**row, "model": format_metric(row["model"]),
+                  "best_baseline": f"{format_metric(row['best_baseline_value'])} ({row['best_baseline']})"
+                  if row.get("best_baseline") else "-"} for row in metrics.get("published", [])]
     systems = sorted(per_system.get("model", {}))
     signs = metrics.get("sign_of_largest_component") or {}
     sign_groups = sorted(signs.get("model", {}), key=lambda group: (group != "all", group))
     external = metrics.get("external")
     external_predictors = {MODEL_LABEL: external["model"], **external["baselines"]} if external else {}
     breakdown = metrics.get("rare_element_breakdown", {})
-    rare_keys = [key for key in (headline, "k_voigt_mae", "g_voigt_mae") if key in metrics["model"]]
-    rare_rows = [(split, name if name != "model" else MODEL_LABEL, groups["rare"]["n"],
-                  [format_metric(groups["rare"].get(key)) for key in rare_keys], groups["common"]["n"],
-                  [format_metric(groups["common"].get(key)) for key in rare_keys])
-                 for split, table in breakdown.items() if isinstance(table, dict)
-                 for name, groups in table.items() if isinstance(groups, dict) and "rare" in groups]
+    rare_keys, rare_rows = rare_element_rows(metrics, headline)
     body = templates.environment().get_template(TEMPLATE).render(
         external=external,
-        external_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
-                       for name, scores in external_predictors.items()],
+        external_predictor_names=list(external_predictors),
+        external_rows=[(key, [format_metric(scores.get(key)) for scores in external_predictors.values()])
+                       for key in metric_names],
         rare_keys=rare_keys, rare_rows=rare_rows, rare_definition=breakdown.get("definition"),
         learning_curve=metrics.get("learning_curve"), format_metric=format_metric,
         spec=spec, info=info, version=version, metrics=metrics, headline=headline, dataset_repo=dataset_repo,
-        metric_names=metric_names,
-        metric_rows=[(name, [format_metric(scores.get(key)) for key in metric_names])
-                     for name, scores in predictors.items()],
+        predictor_names=list(predictors),
+        metric_rows=[(key, [format_metric(scores.get(key)) for scores in predictors.values()])
+                     for key in metric_names],
+        definitions=sorted((metrics.get("definitions") or {}).items()), published=published,
         systems=systems,
         system_rows=[(name, [format_metric(scores.get(s, {}).get(headline)) for s in systems])
                      for name, scores in per_system.items()],
@@ -208,14 +223,18 @@ def printed_metrics(text: str) -> dict[str, Any]:
             continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if header is None:
-            header = cells[1:]
+            header = cells
         elif not all(set(cell) <= {"-"} for cell in cells):  # the |---| rule under the header
+            if section == "metrics" and header[0] == METRIC_COLUMN:  # one row per metric, one column per predictor
+                for predictor, value in zip(header[1:], cells[1:]):
+                    out["metrics"].setdefault("model" if predictor == MODEL_LABEL else predictor, {})[cells[0]] = value
+                continue
             predictor = "model" if cells[0] == MODEL_LABEL else cells[0]
-            values = dict(zip(header, cells[1:]))
-            if section == "metrics":
+            values = dict(zip(header[1:], cells[1:]))
+            if section == "metrics":  # cards before 1.1.0: one row per predictor
                 out["metrics"][predictor] = values
             else:
-                columns = {column: _SYSTEM_COLUMN.fullmatch(column) for column in header}
+                columns = {column: _SYSTEM_COLUMN.fullmatch(column) for column in header[1:]}
                 out["per_crystal_system"]["n"] = {m.group(1): m.group(2) for m in columns.values() if m}
                 out["per_crystal_system"]["values"][predictor] = {
                     (m.group(1) if m else column): value for (column, m), value in zip(columns.items(), cells[1:])}

@@ -70,12 +70,14 @@ from zoo.nn.training.data import (
     FITTING_SPLITS,
     DatasetInfo,
     SplitData,
+    for_parts,
     fitting_splits,
     load_splits,
     make_model_config,
     split_domain,
     subset,
     target_column,
+    target_columns,
 )
 from zoo.nn.training.loop import LAST_CHECKPOINT, RUN_FILE, FitResult, ModelFit, fit, fit_model
 from zoo.nn.training.loss import Loss, loss_weights
@@ -84,9 +86,9 @@ from zoo.nn.training.loss import Loss, loss_weights
 __all__ = [
     "CONFIG_FILE", "FITTING_SPLITS", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE",
     "WEIGHTS_FILE", "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit",
-    "fit_model", "fitting_splits", "load_model", "load_splits", "loss_weights", "make_model_config", "network",
-    "save_model", "select_profile",
-    "split_domain", "subset", "target_column", "train_property", "training_log",
+    "fit_model", "fitting_splits", "for_parts", "load_model", "load_splits", "loss_weights", "make_model_config",
+    "network", "save_model", "select_profile", "split_domain", "subset", "target_column", "target_columns",
+    "train_property", "training_log",
 ]
 
 MODELS_DIR = Path("data/models")

@@ -17,7 +17,7 @@ from zoo.core.io import atomic_write_bytes, sha256_bytes, staged_folder, write_j
 from zoo.nn import model_files, models
 from zoo.nn.model_files import CONFIG_FILE, LOG_FILE, MODEL_FORMAT, WEIGHTS_FILE  # noqa: F401 (the package's names)
 from zoo.nn.models import network  # noqa: F401 (zoo.nn.training.network: the network a config.json describes)
-from zoo.nn.training.data import DatasetInfo, target_column
+from zoo.nn.training.data import DatasetInfo, target_column, target_columns
 from zoo.nn.training.loop import ModelFit
 
 
@@ -30,6 +30,7 @@ def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[s
     """The deterministic training log (no wall times): per-epoch values and the selection, per ensemble member."""
     logs = [{
         "seed": result.config.seed,
+        **({"parts": list(result.config.parts)} if settings.separate_parts else {}),
         "epochs": result.history,
         "best_epoch": result.best_epoch,
         "best_val_loss": min(entry["val_loss"] for entry in result.history),
@@ -47,8 +48,9 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
                training_data: Mapping[str, Any] | None = None) -> Path:
     """Write model.safetensors, config.json and training_log.json into `folder`, replacing it only once complete.
 
-    config.json (schema: zoo.nn.model_files): model_config is the network's (member 0's for an Ensemble, whose
-    members differ only in the seed: ``ensemble_seeds`` lists them); training_data, the training split's
+    config.json (schema: zoo.nn.model_files): model_config is the network's (for an Ensemble, member 0's, whose
+    members differ only in the seed, ``ensemble_seeds``; with groups of parts, Ensemble.config and
+    ``ensemble_parts``, the parts of each member); training_data, the training split's
     applicability domain (``zoo.nn.training.data.split_domain``), when given."""
     from safetensors.torch import save
 
@@ -66,9 +68,17 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         "units": spec.units,
         "target_column": target_column(spec.name),
         "target_part": spec.target_part,
+        **({"target_columns": [column for column, part in zip(target_columns(spec.name), spec.predicted_parts)
+                               if part in net.config.parts],
+            "parts": list(spec.output_parts(net.config.parts))} if spec.has_parts else {}),
         "model_config": json.loads(net.config.to_json()),
         **({"ensemble_seeds": net.seeds} if isinstance(net, models.Ensemble) else {}),
-        "training": {"profile": profile, **settings.as_dict()},
+        **({"ensemble_parts": [list(parts) for parts in net.member_parts]}
+           if isinstance(net, models.Ensemble) and len(net.groups) > 1 else {}),
+        # separate_parts only where set: a config without it reads as false (TrainSettings.from_record), as the
+        # shipped releases trained before it record
+        "training": {"profile": profile, **{key: value for key, value in settings.as_dict().items()
+                                            if key != "separate_parts" or value}},
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
         **({"training_data": dict(training_data)} if training_data is not None else {}),

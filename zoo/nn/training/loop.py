@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
+from zoo import properties
 from zoo.core.config import TrainSettings
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
 from zoo.nn import graphs, models
-from zoo import properties
-from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, make_model_config
+from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config
 from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
 
@@ -73,8 +73,9 @@ def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: i
             for split in ("train", "validation"):
                 # Fixed per-edge features computed once per run, on the training device.
                 self._graphs[split] = self.net.attach_geometry(datamodule.graphs[split].to(self.device))
-                self._targets[split] = torch.as_tensor(datamodule.data[split].targets, dtype=self.net.dtype,
-                                                       device=self.device)
+                targets = models.encode_targets(self.net.config,
+                                                for_parts(datamodule.data[split], self.net.config.parts).targets)
+                self._targets[split] = torch.as_tensor(targets, dtype=self.net.dtype, device=self.device)
             self._reset_sums()
 
         def _reset_sums(self) -> None:
@@ -259,9 +260,11 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
         config = make_model_config(prop, settings, data["train"], datamodule.graphs["train"],
                                    **(config_overrides or {}))
         net = models.MattenNet(config)
-        # The loss is normalised by the blocks of the targets themselves, also where the head works on their logarithm.
-        block_scales = models.fit_output_normalisation(prop, data["train"].targets)[0] \
-            if properties.get(prop).is_tensor else None
+        # The loss is normalised by the blocks of the targets it compares the output with (those of the network's
+        # output map: log-space for spd_log), also where the head works on their logarithm (equivariant_spd).
+        block_scales = models.fit_output_normalisation(
+            prop, models.encode_targets(config, for_parts(data["train"], config.parts).targets),
+            n_parts=len(config.parts))[0] if properties.get(prop).is_tensor else None
 
         with contextlib.ExitStack() as stack:
             if resume_dir is None:
@@ -367,34 +370,51 @@ def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
               config_overrides: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
               dataset: DatasetInfo | None = None, live_dir: str | os.PathLike | None = None,
               stop_after_epochs: int | None = None, callbacks: Sequence[Any] = ()) -> ModelFit:
-    """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``).
+    """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``); with
+    settings.separate_parts, that for each predicted part in turn (model parts one by one).
 
-    With a resume_dir, member k resumes in <resume_dir>/member-<k>/ and, once complete, leaves its weights and
-    result there (written by rank 0), so an interrupted ensemble continues with the member it was training.
-    dvclive: member 0 logs to live_dir, member k > 0 to live_dir/member-<k>.
+    With a resume_dir, each member resumes in <resume_dir>/member-<k>/ (member-<part>-<k> for separate parts) and,
+    once complete, leaves its weights and result there (written by rank 0), so an interrupted ensemble continues
+    with the member it was training. dvclive: the first member logs to live_dir, the others to
+    live_dir/<their folder name>.
     """
-    if settings.ensemble_size == 1:
+    groups = _part_groups(data, settings, config_overrides)
+    if settings.ensemble_size == 1 and len(groups) == 1:
         result = fit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir, dataset=dataset,
                      live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
         return ModelFit([result], result.net if result.complete else None)
     members = []
-    for k in range(settings.ensemble_size):
-        member_settings = dataclasses.replace(settings, seed=settings.seed + k, ensemble_size=1)
-        folder = None if resume_dir is None else Path(resume_dir) / f"member-{k}"
-        result = None if folder is None else _completed_member(folder, member_settings, dataset)
-        if result is None:
-            result = fit(data, member_settings, config_overrides=config_overrides,
-                         resume_dir=None if folder is None else folder / "run", dataset=dataset,
-                         live_dir=None if live_dir is None else Path(live_dir) / f"member-{k}" if k else live_dir,
-                         stop_after_epochs=stop_after_epochs, callbacks=callbacks)
-            if not result.complete:
-                return ModelFit(members + [result], None)
-            if folder is not None and result.global_rank == 0:
-                _save_member(folder, result, member_settings, dataset)
-        members.append(result)
+    for parts in groups:
+        overrides = {**(config_overrides or {}), **({"parts": parts} if len(groups) > 1 else {})}
+        for k in range(settings.ensemble_size):
+            name = f"member-{k}" if len(groups) == 1 else f"member-{'-'.join(parts)}-{k}"
+            member_settings = dataclasses.replace(settings, seed=settings.seed + k, ensemble_size=1,
+                                                  separate_parts=False)
+            folder = None if resume_dir is None else Path(resume_dir) / name
+            result = None if folder is None else _completed_member(folder, member_settings, dataset)
+            if result is None:
+                result = fit(data, member_settings, config_overrides=overrides,
+                             resume_dir=None if folder is None else folder / "run", dataset=dataset,
+                             live_dir=None if live_dir is None else Path(live_dir) / name if members else live_dir,
+                             stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+                if not result.complete:
+                    return ModelFit(members + [result], None)
+                if folder is not None and result.global_rank == 0:
+                    _save_member(folder, result, member_settings, dataset)
+            members.append(result)
     if resume_dir is not None and members[-1].global_rank == 0:
         shutil.rmtree(resume_dir, ignore_errors=True)
     return ModelFit(members, models.Ensemble(member.net for member in members))
+
+
+def _part_groups(data: Mapping[str, SplitData], settings: TrainSettings,
+                 config_overrides: Mapping[str, Any] | None) -> list[tuple[str, ...]]:
+    """The parts each network predicts: all the model's parts in one network, or one network per part."""
+    spec = properties.get(data["train"].property)
+    parts = {**settings.model, **(config_overrides or {})}.get("parts") or spec.predicted_parts
+    if settings.separate_parts and len(parts) < 2:
+        raise ValueError(f"separate_parts needs a model of several parts; {spec.name} predicts {tuple(parts)}")
+    return [(part,) for part in parts] if settings.separate_parts else [tuple(parts)]
 
 
 def _save_member(folder: Path, result: FitResult, settings: TrainSettings, dataset: DatasetInfo | None) -> None:

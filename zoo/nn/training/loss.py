@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from e3nn import o3
 
 from zoo import properties
 from zoo.core.config import LOSSES
@@ -19,7 +18,7 @@ def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | Non
     for every component. block_scales: s_b of the training targets (default: the config's output_scale, which is
     the same for the linear heads)."""
     spec = properties.get(config.property)
-    irreps = o3.Irreps(spec.irreps)
+    irreps = models.output_irreps(config)
     if not spec.is_tensor:
         return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
     scale = block_scales or config.output_scale or (1.0,) * irreps.num_irreps
@@ -35,7 +34,7 @@ def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | Non
 
 def block_index(config: models.ModelConfig) -> torch.Tensor:
     """For each output component, the irrep instance (block) it belongs to: 0..n_blocks-1."""
-    irreps = o3.Irreps(properties.get(config.property).irreps)
+    irreps = models.output_irreps(config)
     return torch.tensor([block for block, ir in enumerate(ir for mul, ir in irreps for _ in range(mul))
                          for _ in range(ir.dim)], dtype=torch.long)
 

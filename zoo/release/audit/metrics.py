@@ -65,6 +65,7 @@ def metric_checks(report: Report, card: Mapping[str, Any], info: Mapping[str, An
     with step(f"loading {spec.dataset_name} and the checkpoint"):
         data, _ = training.load_splits(spec.name, datasets_root)
         loaded = training.load_model(model_folder)
+        data = {name: training.for_parts(split, loaded.net.parts) for name, split in data.items()}
     test = data["test"]
     recorded = test_metrics.get("baseline_settings") or {}
     gbm = GBMSettings.from_params(recorded["composition_gbm"]) if "composition_gbm" in recorded else None
