@@ -202,6 +202,14 @@ def test_loss_weights_count_every_irreps_block_equally():
         assert weights[block].sum() * scale**2 == pytest.approx(1 / 5)
 
 
+def test_every_loss_is_described_in_the_training_log():
+    # the elastic profiles' mandel loss once had no description: its train stage failed after training (KeyError)
+    from zoo.core.train_config import LOSSES
+    from zoo.nn.training.artifacts import LOSS_DESCRIPTIONS
+
+    assert set(LOSS_DESCRIPTIONS) == set(LOSSES)
+
+
 def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_invariant():
     config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     loss = training.Loss(config, "block_norm").double()

@@ -23,7 +23,9 @@ from zoo.nn.training.loop import ModelFit
 
 # --------------------------------------------------------------------------------------------- checkpoints
 LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.nn.training.Loss); phonon: MSE over the 51 DOS bins",
-                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)"}
+                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)",
+                     "mandel": "squared Frobenius norm of the Cartesian error over the summed block scales: rotation "
+                               "invariant, the Mandel (Kelvin) norm for a stiffness (zoo.nn.training.Loss)"}
 
 
 def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
