@@ -15,10 +15,21 @@ def is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_positive(value: Any, name: str) -> float:
-    if not is_real(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
+def check_positive(value: Any, name: str, unit: str = "", *, convert: bool = False) -> float:
+    """`value` if it is a finite number > 0; else ValueError naming `name` (and the `unit` the number is in).
+    With `convert`, anything float() takes counts (a numpy scalar, a numeric string) and the float is returned:
+    the function arguments (r_cut, symprec, the ModelConfig fields) take those; the params schemas do not, so a
+    quoted number in params.yaml is refused."""
+    number = value
+    if convert:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+    if not is_real(number) or number <= 0:
+        of_unit = f" of {unit}" if unit else ""
+        raise ValueError(f"{name} must be a positive number{of_unit}, got {value!r}")
+    return number
 
 
 def check_non_negative(value: Any, name: str) -> float:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from zoo.core.schema_checks import check_positive
 from zoo.core.tensors import (
     cartesian_to_irreps,
     change_of_basis,
@@ -87,16 +88,6 @@ def _check_structure(structure, name: str = "structure"):
     return structure
 
 
-def _check_tolerance(value, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
-
-
 def _symmetric_lattice(lattice: np.ndarray, rotations: np.ndarray) -> np.ndarray:
     """The lattice strained (no rotation) to make its metric exactly invariant under `rotations` (fractional W)."""
     metric = lattice @ lattice.T
@@ -115,8 +106,8 @@ def analyze(structure, symprec: float = SYMPREC, angle_tolerance: float = ANGLE_
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     structure = _check_structure(structure)
-    symprec = _check_tolerance(symprec, "symprec")
-    angle_tolerance = _check_tolerance(angle_tolerance, "angle_tolerance")
+    symprec = check_positive(symprec, "symprec", convert=True)
+    angle_tolerance = check_positive(angle_tolerance, "angle_tolerance", convert=True)
     try:
         analyzer = SpacegroupAnalyzer(structure, symprec=symprec, angle_tolerance=angle_tolerance)
         dataset = analyzer.get_symmetry_dataset()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ import torch
 from pymatgen.core.structure import IStructure
 
 from zoo.core.io import atomic_write_bytes
+from zoo.core.schema_checks import check_positive
 
 # Version of the on-disk cache layout: a file written by another layout is refused, never misread.
 CACHE_FORMAT = "zoo-graphs/1"
@@ -65,16 +65,6 @@ class StructureGraph:
         return self.edge_index.shape[1]
 
 
-def _check_r_cut(r_cut) -> float:
-    try:
-        value = float(r_cut)
-    except (TypeError, ValueError):
-        raise ValueError(f"r_cut must be a positive number of angstroms, got {r_cut!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"r_cut must be a positive number of angstroms, got {r_cut!r}")
-    return value
-
-
 def _check_structure(structure, name: str = "structure") -> IStructure:
     if not isinstance(structure, IStructure):  # IStructure is also the base of the mutable Structure
         raise ValueError(f"{name} must be a pymatgen Structure, got {type(structure).__name__}")
@@ -95,7 +85,7 @@ def structure_key(structure, r_cut: float) -> str:
     not hit a stale entry.
     """
     structure = _check_structure(structure)
-    r_cut = _check_r_cut(r_cut)
+    r_cut = check_positive(r_cut, "r_cut", "angstroms", convert=True)
     digest = hashlib.sha256()
     digest.update(np.asarray(structure.atomic_numbers, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64).tobytes())
@@ -106,7 +96,7 @@ def structure_key(structure, r_cut: float) -> str:
 def build_graph(structure, r_cut: float) -> StructureGraph:
     """The periodic neighbour graph of `structure` within `r_cut` (A), edges in canonical order."""
     structure = _check_structure(structure)
-    r_cut = _check_r_cut(r_cut)
+    r_cut = check_positive(r_cut, "r_cut", "angstroms", convert=True)
     lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64)
     positions = np.ascontiguousarray(structure.cart_coords, dtype=np.float64)
     # pymatgen pairs (center, point, image) with the point's image at pos[point] + image @ lattice: the point is
@@ -297,7 +287,7 @@ class GraphCache:
     """
 
     def __init__(self, r_cut: float, path: str | os.PathLike | None = None):
-        self.r_cut = _check_r_cut(r_cut)
+        self.r_cut = check_positive(r_cut, "r_cut", "angstroms", convert=True)
         self.path = None if path is None else os.fspath(path)
         self._graphs: dict[str, StructureGraph] = {}
         if self.path is not None and os.path.exists(self.path):
@@ -328,7 +318,7 @@ def save_graphs(path: str | os.PathLike, graphs: dict[str, StructureGraph], r_cu
     deterministic for the same graphs."""
     from safetensors.numpy import save
 
-    r_cut = _check_r_cut(r_cut)
+    r_cut = check_positive(r_cut, "r_cut", "angstroms", convert=True)
     keys = sorted(graphs)
     for key in keys:
         if graphs[key].r_cut != r_cut:
@@ -358,7 +348,7 @@ def load_graphs(path: str | os.PathLike, r_cut: float) -> dict[str, StructureGra
     """Read a file written by ``save_graphs``; refuse another layout version or another r_cut."""
     from safetensors import safe_open
 
-    r_cut = _check_r_cut(r_cut)
+    r_cut = check_positive(r_cut, "r_cut", "angstroms", convert=True)
     try:
         with safe_open(os.fspath(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}

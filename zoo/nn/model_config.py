@@ -14,6 +14,7 @@ import torch
 
 from zoo import properties
 from zoo.core import tensors
+from zoo.core.schema_checks import check_positive
 from zoo.nn import e3nn_import, species
 from zoo.nn.model_files import CONFIG_FORMAT, HEADS, OUTPUT_MAPS
 
@@ -112,8 +113,8 @@ class ModelConfig:
         if self.species_embedding not in species.SPECIES_EMBEDDINGS:
             raise ValueError(f"species_embedding must be one of {species.SPECIES_EMBEDDINGS}, "
                              f"got {self.species_embedding!r}")
-        set_field("r_cut", _positive_float(self.r_cut, "r_cut"))
-        set_field("avg_num_neighbors", _positive_float(self.avg_num_neighbors, "avg_num_neighbors"))
+        set_field("r_cut", check_positive(self.r_cut, "r_cut", convert=True))
+        set_field("avg_num_neighbors", check_positive(self.avg_num_neighbors, "avg_num_neighbors", convert=True))
         for name in ("n_radial", "cutoff_power", "n_layers", "species_dim", "invariant_hidden"):
             set_field(name, _positive_int(getattr(self, name), name))
         set_field("seed", _nonnegative_int(self.seed, "seed"))
@@ -267,16 +268,6 @@ def _nonnegative_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return number
 
 
 def output_irreps(config: ModelConfig) -> o3.Irreps:
