@@ -24,7 +24,7 @@ from pymatgen.core import Structure
 
 from zoo.core import tensors
 from zoo.data.cleaning import CleanParams
-from zoo.data.cleaning.frames import _standard_rotation
+from zoo.data.cleaning.frames import standard_rotation
 
 OLD_FILE = "matminer-0.4.1/elastic_tensor.csv"
 
@@ -39,7 +39,7 @@ def _classes(row) -> dict[str, int | None]:
 
 def _in_standard_frame(row, voigt: np.ndarray, params: CleanParams) -> np.ndarray:
     structure = Structure.from_dict(json.loads(row.structure_json))
-    rotation = _standard_rotation(structure, params.symprec, params.angle_tolerance)
+    rotation = standard_rotation(structure, params.symprec, params.angle_tolerance)
     return tensors.rotate(tensors.stiffness_voigt_to_cartesian(voigt), rotation)
 
 

@@ -84,7 +84,7 @@ def _analyse_structure(structure_key: str, symprec: float, angle_tolerance: floa
     rotations = {"none": np.eye(3)}
     if stability_strain is not None:
         builders = {"ieee": symmetry.ieee_rotation,
-                    "standard": functools.partial(_standard_rotation, symprec=symprec, angle_tolerance=angle_tolerance)}
+                    "standard": functools.partial(standard_rotation, symprec=symprec, angle_tolerance=angle_tolerance)}
         rotations = evidence.candidate_rotations(structure, builders, stability_strain)
     columns = {
         "crystal_system": info.crystal_system,
@@ -101,7 +101,7 @@ def _analyse_structure(structure_key: str, symprec: float, angle_tolerance: floa
     )
 
 
-def _standard_rotation(structure: Structure, symprec: float, angle_tolerance: float) -> np.ndarray:
+def standard_rotation(structure: Structure, symprec: float, angle_tolerance: float) -> np.ndarray:
     """S taking the structure's frame to that of its spglib-standardised conventional cell: T_std = rotate(T, S).
 
     spglib's ``std_rotation_matrix`` (v_std = S v); the same spglib call as ``symmetry.analyze`` (pymatgen caches
