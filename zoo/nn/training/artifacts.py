@@ -19,15 +19,10 @@ from zoo.nn.model_files import CONFIG_FILE, LOG_FILE, MODEL_FORMAT, WEIGHTS_FILE
 from zoo.nn.models import network  # noqa: F401 (zoo.nn.training.network: the network a config.json describes)
 from zoo.nn.training.data import DatasetInfo, target_column, target_columns
 from zoo.nn.training.loop import ModelFit
+from zoo.nn.training.loss import LOSS_KINDS
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-LOSS_DESCRIPTIONS = {"mse": "per-irreps-block normalised MSE (zoo.nn.training.Loss); phonon: MSE over the 51 DOS bins",
-                     "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)",
-                     "mandel": "squared Frobenius norm of the Cartesian error over the summed block scales: rotation "
-                               "invariant, the Mandel (Kelvin) norm for a stiffness (zoo.nn.training.Loss)"}
-
-
 def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[str, int]) -> dict[str, Any]:
     """The deterministic training log (no wall times): per-epoch values and the selection, per ensemble member."""
     logs = [{
@@ -39,7 +34,7 @@ def training_log(fitted: ModelFit, settings: TrainSettings, n_records: Mapping[s
         "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early,
     } for result in fitted.members]
-    shared = {"max_epochs": settings.max_epochs, "n_records": dict(n_records), "loss": LOSS_DESCRIPTIONS[settings.loss]}
+    shared = {"max_epochs": settings.max_epochs, "n_records": dict(n_records), "loss": LOSS_KINDS[settings.loss]}
     if len(logs) == 1:
         return {**{k: v for k, v in logs[0].items() if k != "seed"}, **shared}
     return {"members": logs, **shared}

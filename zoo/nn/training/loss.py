@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 
 from zoo import properties
-from zoo.core.config import LOSSES
 from zoo.nn import models
 
 
@@ -39,22 +38,30 @@ def block_index(config: models.ModelConfig) -> torch.Tensor:
                          for _ in range(ir.dim)], dtype=torch.long)
 
 
-class Loss(torch.nn.Module):
-    """Per-structure loss of prediction errors (n, dim) -> (n,).
+# The loss kinds, each with the description the training log (training_log.json, shipped in the releases) records:
+# change no text, or the trained models' folders stop reproducing byte for byte. zoo.core.train_config.LOSSES, which
+# the params schema checks (zoo.core cannot import zoo.nn), names the same kinds in the same order (a test holds it).
+LOSS_KINDS = {
+    # sum_c w_c e_c^2 (``loss_weights``)
+    "mse": "per-irreps-block normalised MSE (zoo.nn.training.Loss); phonon: MSE over the 51 DOS bins",
+    # mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of its scale: an
+    # L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under a square, and still
+    # rotation invariant (a norm per irrep, not a sum of |components|)
+    "block_norm": "mean of per-irreps-block error norms over the block scales (zoo.nn.training.Loss)",
+    # |e|^2 / sum_b dim_b s_b^2, over one data-set constant. Every block weighs as in the tensor itself, so the
+    # isotropic (0e) part, which carries the bulk and shear moduli, counts most
+    "mandel": "squared Frobenius norm of the Cartesian error over the summed block scales: rotation "
+              "invariant, the Mandel (Kelvin) norm for a stiffness (zoo.nn.training.Loss)",
+}
 
-    mse         sum_c w_c e_c^2 (``loss_weights``): the per-block normalised mean squared error
-    block_norm  mean over blocks b of |e_b| / s_b, the Euclidean norm of each irrep instance's error in units of
-                its scale: an L1-like loss over blocks, so a few extreme targets (eps up to 257) pull less than under
-                a square, and still rotation invariant (a norm per irrep, not a sum of |components|)
-    mandel      |e|^2 / sum_b dim_b s_b^2: the squared Frobenius norm of the Cartesian error, which for a stiffness
-                is the squared Mandel (Kelvin) norm, over one data-set constant. Every block weighs as in the
-                tensor itself, so the isotropic (0e) part, which carries the bulk and shear moduli, counts most
-    """
+
+class Loss(torch.nn.Module):
+    """Per-structure loss of prediction errors (n, dim) -> (n,); `kind` is one of LOSS_KINDS (described there)."""
 
     def __init__(self, config: models.ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None):
         super().__init__()
-        if kind not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
+        if kind not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {tuple(LOSS_KINDS)}, got {kind!r}")
         self.kind = kind
         dtype = models.DTYPES[config.dtype]
         weights = loss_weights(config, block_scales, kind)
