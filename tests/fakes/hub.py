@@ -145,7 +145,7 @@ class HubDouble(LoopbackHTTPDouble):
             answer = json_answer({"error": error.message, **error.extra}, error.status, headers)
         outcome = answer.fault.kind if answer.fault and answer.fault.kind != "http" else str(answer.status)
         with self._lock:
-            self.log.append(Served(handler.command, url.path, outcome))
+            self.log.append(Served(path=url.path, outcome=outcome, method=handler.command))
         try:
             self._send(handler, answer)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up first

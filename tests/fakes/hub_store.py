@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from tests.fakes import faults
+
 REPO_TYPES = ("model", "dataset")
 URL_PREFIX = {"model": "", "dataset": "datasets/"}
 # Stored through LFS whatever their size, like the patterns of the Hub's default .gitattributes.
@@ -101,15 +103,8 @@ class Repo:
 
 
 @dataclass(frozen=True)
-class Fault:
+class Fault(faults.Fault):
     """One scheduled misbehaviour of a file download (see the module docstring)."""
-
-    kind: str
-    status: int = 200
-
-    @classmethod
-    def http(cls, status: int) -> Fault:
-        return cls("http", status=status)
 
     @classmethod
     def cut_body(cls) -> Fault:
@@ -121,12 +116,10 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class Served:
-    """One request the double received and what it did with it."""
+class Served(faults.Served):
+    """One request the double received (its method too) and what it did with it."""
 
     method: str
-    path: str
-    outcome: str  # the HTTP status sent, or the fault kind
 
 
 class ErrorAnswer(Exception):

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from emmet.core.types.typing import format_identifier
 
+from tests.fakes import faults
 from tests.fakes.loopback import LoopbackHTTPDouble
 from tests.fakes.loopback import guarded_connect as loopback_only  # noqa: F401 (the tests' name for it)
 
@@ -56,11 +57,9 @@ DEFAULT_FIELDS = {"materials/phonon": ("identifier", "last_updated")}
 
 
 @dataclass(frozen=True)
-class Fault:
+class Fault(faults.Fault):
     """One scheduled misbehaviour of the double (see the module docstring)."""
 
-    kind: str
-    status: int = 200
     retry_after: str | None = None
     delay_s: float = 0.0
 
@@ -90,12 +89,10 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class Served:
-    """One request the double received and what it did with it."""
+class Served(faults.Served):
+    """One request the double received (its query parameters, whether the API key was right) and what it did."""
 
-    path: str
     params: dict[str, str]
-    outcome: str  # the HTTP status sent, or the fault kind
     key_ok: bool
 
 
@@ -176,7 +173,7 @@ class MPAPIDouble(LoopbackHTTPDouble):
         outcome = str(status) if fault is None or fault.kind == "slow" else (
             str(fault.status) if fault.kind == "http" else fault.kind)
         with self._lock:
-            self.log.append(Served(path, params, outcome, key_ok))
+            self.log.append(Served(path=path, outcome=outcome, params=params, key_ok=key_ok))
         try:
             self._send(handler, status, body, fault)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout) before the answer
