@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from zoo.core import tensors
+from zoo.core import tensor_checks, tensors
 from zoo.core.phonon_derived import (  # noqa: F401 (re-exported: derived.phonon_properties ...)
     CV_REFERENCE_TEMPERATURE_K,
     cm_to_kelvin,
@@ -100,21 +100,21 @@ MATMINER_MILLER_MAX = 7
 # ------------------------------------------------------------------------------------------- input checks
 def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """`value` as a float64 array of exactly `shape`, finite; ValueError naming `name` otherwise."""
-    arr = tensors.as_float64(value, name, shape)
+    arr = tensor_checks.as_float64(value, name, shape)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     return np.array(arr, dtype=np.float64)  # a copy, so callers' arrays are never modified
 
 
 def _symmetric_matrix(value: Any, name: str, size: int) -> np.ndarray:
-    """A finite symmetric (size, size) matrix, symmetrised; asymmetry above tensors.SYMMETRY_RTOL is refused."""
+    """A finite symmetric (size, size) matrix, symmetrised; asymmetry above tensor_checks.SYMMETRY_RTOL is refused."""
     a = _array(value, name, (size, size))
     scale = float(np.abs(a).max())
     asymmetry = float(np.abs(a - a.T).max()) / scale if scale > 0 else 0.0
-    if asymmetry > tensors.SYMMETRY_RTOL:
+    if asymmetry > tensor_checks.SYMMETRY_RTOL:
         raise ValueError(
             f"{name} must be symmetric: relative asymmetry max|a - a^T| / max|a| = {asymmetry:.3g} "
-            f"> {tensors.SYMMETRY_RTOL:g}"
+            f"> {tensor_checks.SYMMETRY_RTOL:g}"
         )
     return 0.5 * (a + a.T)
 
@@ -322,7 +322,7 @@ def directional_youngs_modulus(c_voigt: Any, directions: Any) -> np.ndarray:
 
 
 def _unit_rows(directions: Any, name: str) -> np.ndarray:
-    arr = tensors.as_float64(directions, name, (3,))
+    arr = tensor_checks.as_float64(directions, name, (3,))
     n = np.array(arr, dtype=np.float64).reshape(-1, 3)
     norms = np.linalg.norm(n, axis=1)
     if np.any(norms == 0.0):

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.core.schema_checks import check_positive
+from zoo.core.tensor_checks import check_rotation
 from zoo.core.tensors import (
     cartesian_to_irreps,
     change_of_basis,
-    check_rotation,
     irreps_to_cartesian,
     rotate,
 )

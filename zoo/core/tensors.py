@@ -36,19 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.core.tensor_checks import (  # noqa: F401 (re-exported: tensors.SYMMETRY_RTOL, tensors.as_float64 ...)
-    ROTATION_ATOL,
+from zoo.core.tensor_checks import (
     SYMMETRY_RTOL,
     Array,
     as_float64,
     check_rotation,
+    contiguous,
+    is_torch,
+    like,
+    max_abs,
+    require_symmetric,
     torch,
 )
-from zoo.core.tensor_checks import contiguous as _contiguous
-from zoo.core.tensor_checks import is_torch as _is_torch
-from zoo.core.tensor_checks import like as _like
-from zoo.core.tensor_checks import max_abs as _max_abs
-from zoo.core.tensor_checks import require_symmetric as _require_symmetric
 
 VOIGT_PAIRS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 # Voigt index of each Cartesian pair (i, j): symmetric, so (1, 2) and (2, 1) both map to 3.
@@ -67,37 +66,37 @@ _PAIR_J = np.array([p[1] for p in VOIGT_PAIRS])
 def symmetric2_voigt_to_cartesian(v: Array) -> Array:
     """(..., 6) -> (..., 3, 3), no factors."""
     v = as_float64(v, "v", (6,))
-    return _contiguous(v[..., VOIGT_INDEX])
+    return contiguous(v[..., VOIGT_INDEX])
 
 
 def symmetric2_cartesian_to_voigt(t: Array) -> Array:
     """(..., 3, 3) symmetric -> (..., 6), no factors."""
     t = as_float64(t, "t", (3, 3))
-    _require_symmetric(t, (1, 0), "t", "symmetric (t_ij = t_ji)")
-    return _contiguous(t[..., _PAIR_I, _PAIR_J])
+    require_symmetric(t, (1, 0), "t", "symmetric (t_ij = t_ji)")
+    return contiguous(t[..., _PAIR_I, _PAIR_J])
 
 
 def stiffness_voigt_to_cartesian(c: Array) -> Array:
     """Voigt stiffness (..., 6, 6) -> C_ijkl (..., 3, 3, 3, 3), no factors. c must be symmetric."""
     c = as_float64(c, "c", (6, 6))
-    _require_symmetric(c, (1, 0), "c", "symmetric (c_mn = c_nm)")
-    return _contiguous(c[..., VOIGT_INDEX[:, :, None, None], VOIGT_INDEX[None, None, :, :]])
+    require_symmetric(c, (1, 0), "c", "symmetric (c_mn = c_nm)")
+    return contiguous(c[..., VOIGT_INDEX[:, :, None, None], VOIGT_INDEX[None, None, :, :]])
 
 
 def stiffness_cartesian_to_voigt(C: Array) -> Array:
     """C_ijkl (..., 3, 3, 3, 3) with C_ijkl = C_jikl = C_klij -> Voigt (..., 6, 6)."""
     C = as_float64(C, "C", (3, 3, 3, 3))
     _require_full_elastic_symmetry(C, "C")
-    return _contiguous(C[..., _PAIR_I[:, None], _PAIR_J[:, None], _PAIR_I[None, :], _PAIR_J[None, :]])
+    return contiguous(C[..., _PAIR_I[:, None], _PAIR_J[:, None], _PAIR_I[None, :], _PAIR_J[None, :]])
 
 
 def compliance_voigt_to_cartesian(s: Array) -> Array:
     """Voigt compliance (..., 6, 6) -> S_ijkl, dividing out the factors f_m f_n (see module doc)."""
     s = as_float64(s, "s", (6, 6))
-    _require_symmetric(s, (1, 0), "s", "symmetric (s_mn = s_nm)")
+    require_symmetric(s, (1, 0), "s", "symmetric (s_mn = s_nm)")
     factors = np.outer(COMPLIANCE_VOIGT_FACTORS, COMPLIANCE_VOIGT_FACTORS)
-    scaled = s / _like(s, factors)
-    return _contiguous(scaled[..., VOIGT_INDEX[:, :, None, None], VOIGT_INDEX[None, None, :, :]])
+    scaled = s / like(s, factors)
+    return contiguous(scaled[..., VOIGT_INDEX[:, :, None, None], VOIGT_INDEX[None, None, :, :]])
 
 
 def compliance_cartesian_to_voigt(S: Array) -> Array:
@@ -106,32 +105,32 @@ def compliance_cartesian_to_voigt(S: Array) -> Array:
     _require_full_elastic_symmetry(S, "S")
     factors = np.outer(COMPLIANCE_VOIGT_FACTORS, COMPLIANCE_VOIGT_FACTORS)
     plain = S[..., _PAIR_I[:, None], _PAIR_J[:, None], _PAIR_I[None, :], _PAIR_J[None, :]]
-    return plain * _like(plain, factors)
+    return plain * like(plain, factors)
 
 
 def stiffness_voigt_to_mandel(c: Array) -> Array:
     """Voigt stiffness (..., 6, 6) -> Mandel (..., 6, 6), m_mn = g_m g_n c_mn (module doc)."""
     c = as_float64(c, "c", (6, 6))
-    return c * _like(c, np.outer(MANDEL_FACTORS, MANDEL_FACTORS))
+    return c * like(c, np.outer(MANDEL_FACTORS, MANDEL_FACTORS))
 
 
 def mandel_to_stiffness_voigt(m: Array) -> Array:
     """Inverse of ``stiffness_voigt_to_mandel``."""
     m = as_float64(m, "m", (6, 6))
-    return m / _like(m, np.outer(MANDEL_FACTORS, MANDEL_FACTORS))
+    return m / like(m, np.outer(MANDEL_FACTORS, MANDEL_FACTORS))
 
 
 def piezo_voigt_to_cartesian(e: Array) -> Array:
     """Piezoelectric stress constants, Voigt (..., 3, 6) -> e_ijk (..., 3, 3, 3), no factor 2."""
     e = as_float64(e, "e", (3, 6))
-    return _contiguous(e[..., :, VOIGT_INDEX])
+    return contiguous(e[..., :, VOIGT_INDEX])
 
 
 def piezo_cartesian_to_voigt(E: Array) -> Array:
     """e_ijk (..., 3, 3, 3) with e_ijk = e_ikj -> Voigt (..., 3, 6), no factor 2."""
     E = as_float64(E, "E", (3, 3, 3))
-    _require_symmetric(E, (0, 2, 1), "E", "symmetric in its last two indices (e_ijk = e_ikj)")
-    return _contiguous(E[..., :, _PAIR_I, _PAIR_J])
+    require_symmetric(E, (0, 2, 1), "E", "symmetric in its last two indices (e_ijk = e_ikj)")
+    return contiguous(E[..., :, _PAIR_I, _PAIR_J])
 
 
 _VOIGT_CONVERTERS = {
@@ -163,9 +162,9 @@ def cartesian_to_voigt(t: Array, kind: str) -> Array:
 
 
 def _require_full_elastic_symmetry(C: Array, name: str) -> None:
-    _require_symmetric(C, (1, 0, 2, 3), name, "minor-symmetric (C_ijkl = C_jikl)")
-    _require_symmetric(C, (0, 1, 3, 2), name, "minor-symmetric (C_ijkl = C_ijlk)")
-    _require_symmetric(C, (2, 3, 0, 1), name, "major-symmetric (C_ijkl = C_klij)")
+    require_symmetric(C, (1, 0, 2, 3), name, "minor-symmetric (C_ijkl = C_jikl)")
+    require_symmetric(C, (0, 1, 3, 2), name, "minor-symmetric (C_ijkl = C_ijlk)")
+    require_symmetric(C, (2, 3, 0, 1), name, "major-symmetric (C_ijkl = C_klij)")
 
 
 # --------------------------------------------------------------------------------------------------- irreps
@@ -251,7 +250,7 @@ def wigner_d(formula: str, R: Array) -> np.ndarray:
     e3nn builds D in the default dtype; float32 would cap the equivariance checks at ~1e-6.
     """
     R = check_rotation(R)
-    rotation = torch.as_tensor(np.asarray(R if not _is_torch(R) else R.cpu()), dtype=torch.float64)
+    rotation = torch.as_tensor(np.asarray(R if not is_torch(R) else R.cpu()), dtype=torch.float64)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -262,11 +261,11 @@ def wigner_d(formula: str, R: Array) -> np.ndarray:
 
 def _row_dot(x: Array) -> Array:
     """Squared norm over the last axis without a temporary of x's size."""
-    return torch.einsum("...i,...i->...", x, x) if _is_torch(x) else np.einsum("...i,...i->...", x, x)
+    return torch.einsum("...i,...i->...", x, x) if is_torch(x) else np.einsum("...i,...i->...", x, x)
 
 
 def _q_for(x: Array, formula: str) -> Array:
-    return _change_of_basis_torch(formula, str(x.device)) if _is_torch(x) else _change_of_basis(formula)[0]
+    return _change_of_basis_torch(formula, str(x.device)) if is_torch(x) else _change_of_basis(formula)[0]
 
 
 def cartesian_to_irreps(t: Array, formula: str) -> Array:
@@ -283,7 +282,7 @@ def cartesian_to_irreps(t: Array, formula: str) -> Array:
     # its rounding floor (~1e-8 relative) is far below SYMMETRY_RTOL. A NaN or inf in t makes |t|^2 non-finite.
     norm2 = _row_dot(flat)
     kept2 = _row_dot(x)
-    if _is_torch(t):
+    if is_torch(t):
         if not bool(torch.isfinite(norm2).all()):
             raise ValueError("t contains NaN or infinite values")
         lost = torch.sqrt(torch.clamp(norm2 - kept2, min=0.0)) / torch.sqrt(torch.clamp(norm2, min=1e-300))
@@ -291,7 +290,7 @@ def cartesian_to_irreps(t: Array, formula: str) -> Array:
         if not np.isfinite(norm2).all():
             raise ValueError("t contains NaN or infinite values")
         lost = np.sqrt(np.maximum(norm2 - kept2, 0.0)) / np.sqrt(np.maximum(norm2, 1e-300))
-    worst = _max_abs(lost) if lost.ndim else float(lost)
+    worst = max_abs(lost) if lost.ndim else float(lost)
     if worst > SYMMETRY_RTOL:
         raise ValueError(
             f"t does not have the symmetry of formula {formula!r}: relative residual {worst:.3g} > {SYMMETRY_RTOL:g}"
@@ -354,18 +353,18 @@ def voigt_to_irreps(v: Array, kind: str, formula: str) -> Array:
     shape = VOIGT_SHAPES[kind]
     v = as_float64(v, "v", shape, check_finite=False)
     flat = v.reshape(*v.shape[: v.ndim - len(shape)], int(np.prod(shape)))
-    if _is_torch(v):
+    if is_torch(v):
         take = lambda columns: flat[..., torch.tensor(np.array(columns), device=v.device)]  # noqa: E731
     else:
         take = lambda columns: np.take(flat, columns, axis=-1)  # noqa: E731 (np.take: 3x faster than fancy indexing)
-    scale = _max_abs(flat)
+    scale = max_abs(flat)
     if not np.isfinite(scale):
         raise ValueError("v contains NaN or infinite values")
     if len(upper) and scale > 0:
-        asym = _max_abs(take(upper) - take(lower)) / scale
+        asym = max_abs(take(upper) - take(lower)) / scale
         if asym > SYMMETRY_RTOL:
             raise ValueError(f"v is not symmetric (v_mn = v_nm): relative asymmetry {asym:.3g} > {SYMMETRY_RTOL:g}")
-    q = torch.tensor(folded, device=v.device) if _is_torch(v) else folded
+    q = torch.tensor(folded, device=v.device) if is_torch(v) else folded
     return take(independent) @ q.T
 
 
@@ -388,16 +387,16 @@ def rotate(t: Array, R: Array, rank: int | None = None) -> Array:
     R may be one matrix or a batch broadcastable against t's batch dims.
     """
     if rank is None:
-        rank = t.ndim if _is_torch(t) else np.ndim(t)
+        rank = t.ndim if is_torch(t) else np.ndim(t)
     if not isinstance(rank, int) or rank < 0 or rank > len(_AXES):
         raise ValueError(f"rank must be an integer between 0 and {len(_AXES)}, got {rank!r}")
     t = as_float64(t, "t", (3,) * rank)
     R = check_rotation(R)
-    if _is_torch(t) != _is_torch(R):
-        R = _like(t, R) if _is_torch(t) else R.detach().cpu().numpy()
+    if is_torch(t) != is_torch(R):
+        R = like(t, R) if is_torch(t) else R.detach().cpu().numpy()
     # One axis at a time: rank small products instead of one (rank+1)-operand einsum, whose contraction-order
     # planning (optimize=True) cost more than the arithmetic for single tensors.
-    einsum = torch.einsum if _is_torch(t) else np.einsum
+    einsum = torch.einsum if is_torch(t) else np.einsum
     for axis in range(rank):
         t = einsum(_axis_rotation_subscripts(rank, axis), R, t)
     return t
@@ -414,9 +413,9 @@ def symmetric_log(t: Array, floor: float = 0.0, minimum: float = 1e-6) -> Array:
     if not minimum > 0:
         raise ValueError(f"minimum must be positive, got {minimum!r}")
     t = as_float64(t, "t", (3, 3))
-    _require_symmetric(t, (1, 0), "t", "a symmetric 3x3 matrix")
-    module = torch if _is_torch(t) else np
-    eye = module.eye(3, dtype=t.dtype, **({"device": t.device} if _is_torch(t) else {}))
+    require_symmetric(t, (1, 0), "t", "a symmetric 3x3 matrix")
+    module = torch if is_torch(t) else np
+    eye = module.eye(3, dtype=t.dtype, **({"device": t.device} if is_torch(t) else {}))
     eigenvalues, vectors = module.linalg.eigh(t - floor * eye)
     logs = module.log(module.clip(eigenvalues, minimum, None))
     return (vectors * logs[..., None, :]) @ module.swapaxes(vectors, -1, -2)
@@ -430,8 +429,8 @@ def symmetric_exp(a: Array, floor: float = 0.0) -> Array:
     definite tensor equivariantly. torch: torch.linalg.matrix_exp (differentiable, no eigenvector derivative).
     """
     a = as_float64(a, "a", (3, 3))
-    _require_symmetric(a, (1, 0), "a", "a symmetric 3x3 matrix")
-    if _is_torch(a):
+    require_symmetric(a, (1, 0), "a", "a symmetric 3x3 matrix")
+    if is_torch(a):
         exp = torch.linalg.matrix_exp(0.5 * (a + a.transpose(-1, -2)))
         return exp + floor * torch.eye(3, dtype=a.dtype, device=a.device)
     eigenvalues, vectors = np.linalg.eigh(a)

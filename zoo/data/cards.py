@@ -17,7 +17,7 @@ from datasets import Features
 from datasets.info import DatasetInfo
 from datasets.splits import SplitDict, SplitInfo
 
-from zoo.core import templates, tensors
+from zoo.core import templates, tensor_checks, tensors
 from zoo.core.config import SymmetryConfig
 from zoo.data import dataset_schema
 from zoo.data import splits
@@ -166,7 +166,7 @@ def render_dataset_card(
         voigt_order=dataset_schema.voigt_order_text(),
         voigt_indexing=_VOIGT_INDEXING.get(spec.voigt_kind, ""),
         voigt_factors=voigt_factor_text(spec) if spec.is_tensor else "",
-        symmetry_rtol=tensors.SYMMETRY_RTOL,
+        symmetry_rtol=tensor_checks.SYMMETRY_RTOL,
         columns=columns,
         frame_actions=[(frame or "-", action, count) for (frame, action), count in sorted(
             frame_actions.items(), key=lambda item: (-item[1], str(item[0])))],

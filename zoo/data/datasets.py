@@ -4,7 +4,7 @@ One row per accepted record (``data/clean/<property>.accepted.parquet``, the val
 columns of ``zoo.data.dataset_schema``; the folder is written through a staging folder and renamed into place.
 
 Stored tensors are exactly symmetric: a square Voigt matrix or rank-2 tensor from the source is replaced by
-(a + a^T)/2. The source's asymmetry is at most ``zoo.core.tensors.SYMMETRY_RTOL`` of its norm (larger asymmetry is
+(a + a^T)/2. The source's asymmetry is at most ``zoo.core.tensor_checks.SYMMETRY_RTOL`` of its norm (larger asymmetry is
 refused with a ValueError naming the record), i.e. rounding of the printed values; without this step the
 irreps vector, which keeps only the symmetric part, would not give back the stored tensor.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.core import derived, tensors
+from zoo.core import derived, tensor_checks, tensors
 from zoo.properties.spec import (
     MATERIALS_PROJECT,
     NEUMANN_METRIC,
@@ -120,7 +120,7 @@ class DielectricSpec(PropertySpec):
         for name, matrix in symmetric.items():
             out[f"{name}_min_eig"] = float(np.linalg.eigvalsh(matrix)[0])
         out["neumann_residual"] = None
-        if info is not None and out["dielectric_asymmetry"] <= tensors.SYMMETRY_RTOL:
+        if info is not None and out["dielectric_asymmetry"] <= tensor_checks.SYMMETRY_RTOL:
             out["neumann_residual"] = record_neumann_residual(list(symmetric.values()), info)
         return out
 

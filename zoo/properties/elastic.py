@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.core import derived, tensors
+from zoo.core import derived, tensor_checks, tensors
 from zoo.core.config import is_real
 from zoo.properties.spec import (
     MATERIALS_PROJECT,
@@ -191,7 +191,7 @@ class ElasticSpec(PropertySpec):
         symmetric = 0.5 * (c + c.T)
         out = {"voigt_asymmetry": relative_asymmetry(c), "min_eigenvalue": float(np.linalg.eigvalsh(symmetric)[0]),
                "k_vrh": None, "g_vrh": None, "neumann_residual": None}
-        if out["voigt_asymmetry"] > tensors.SYMMETRY_RTOL:
+        if out["voigt_asymmetry"] > tensor_checks.SYMMETRY_RTOL:
             return out
         if out["min_eigenvalue"] > 0.0:  # Hill moduli of an unstable (non-SPD) stiffness mean nothing
             from pymatgen.analysis.elasticity import ElasticTensor

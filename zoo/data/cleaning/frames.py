@@ -15,7 +15,7 @@ from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from zoo import properties
-from zoo.core import symmetry, tensors
+from zoo.core import symmetry, tensor_checks, tensors
 from zoo.core.io import canonical_json
 from zoo.data.cleaning import evidence
 from zoo.data.cleaning.params import CleanIssue, CleanParams
@@ -109,7 +109,7 @@ def standard_rotation(structure: Structure, symprec: float, angle_tolerance: flo
     """
     dataset = SpacegroupAnalyzer(structure, symprec=symprec, angle_tolerance=angle_tolerance).get_symmetry_dataset()
     left, _, right = np.linalg.svd(np.asarray(dataset.std_rotation_matrix, dtype=np.float64))
-    return tensors.check_rotation(left @ right, name="spglib std_rotation_matrix")
+    return tensor_checks.check_rotation(left @ right, name="spglib std_rotation_matrix")
 
 
 def _measure(record: Mapping[str, Any], spec_name: str, params: CleanParams) -> Measured:

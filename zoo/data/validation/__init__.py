@@ -10,7 +10,7 @@ Flow of ``validate(clean, prop, params)``:
 3. The property's Great Expectations suite, stored as JSON in ``schemas/expectations/<prop>.json``, holds the
    expectations on those columns (and, through the custom expectations defined here, on the tensor columns
    themselves). Thresholds are GX suite parameters (``{"$PARAMETER": name}``) filled from ``ValidationParams``
-   and from ``zoo.core.tensors.SYMMETRY_RTOL``, so each threshold has one home. The suite runs in an ephemeral GX
+   and from ``zoo.core.tensor_checks.SYMMETRY_RTOL``, so each threshold has one home. The suite runs in an ephemeral GX
    context with result format COMPLETE; each failing row index becomes the expectation's ``meta.reason_code``.
    With a docs directory, GX's Data Docs of the run are built there, byte-identical for the same inputs (section
    "reproducible Data Docs").
@@ -53,7 +53,7 @@ environment.apply()  # before GX is imported: it reads GX_ANALYTICS_ENABLED at i
 import great_expectations as gx  # noqa: E402
 
 from zoo import properties  # noqa: E402
-from zoo.core import paths, tensors
+from zoo.core import paths, tensor_checks
 from zoo.core.io import atomic_write_bytes, write_json  # noqa: E402
 from zoo.data import merging  # noqa: E402
 from zoo.properties.spec import PropertySpec  # noqa: E402
@@ -218,7 +218,7 @@ def _report(spec, params, n_raw, accepted, quarantined, metrics, outcomes) -> di
                                             "How many needed a frame rotation or a projection is in "
                                             "<prop>-clean.json",
         # workers does not change results, and the report must not change with it
-        "params": {**params.reported(), "symmetry_rtol": tensors.SYMMETRY_RTOL},
+        "params": {**params.reported(), "symmetry_rtol": tensor_checks.SYMMETRY_RTOL},
         "suite": _project_relative(suite_path(spec.name)),
         "great_expectations_version": gx.__version__,
         "expectations": [outcome.stats() for outcome in outcomes],

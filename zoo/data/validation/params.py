@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from zoo import properties
-from zoo.core import symmetry, tensors
+from zoo.core import symmetry, tensor_checks
 from zoo.core.config import (
     SymmetryConfig,
     ValidateConfig,
@@ -133,7 +133,7 @@ class ValidationParams:
     def expectation_parameters(self, spec: PropertySpec) -> dict[str, float]:
         """The values of the ``$PARAMETER`` references in the property's suite: the shared ones and its own."""
         return {
-            "symmetry_rtol": tensors.SYMMETRY_RTOL,
+            "symmetry_rtol": tensor_checks.SYMMETRY_RTOL,
             "neumann_tolerance": self.neumann_tolerance,
             "min_interatomic_distance_a": self.min_interatomic_distance_a,
             **spec.suite_parameters({key: self.thresholds[key] for key in spec.validate_thresholds}),
