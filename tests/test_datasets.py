@@ -39,7 +39,7 @@ from tests.params_file import params_mapping, write_params
 from tests.test_splits import assert_balanced
 from zoo import datasets as user_datasets
 from zoo import properties
-from zoo.core import derived
+from zoo.core import derived, phonon_derived
 from zoo.core.io import sha256_file
 from zoo.data import dataset_rows, splits
 from zoo.data import dataset_schema as schema
@@ -111,7 +111,7 @@ def test_derived_and_validation_columns(built):
     assert {k: row[k] for k in expected} == expected  # min_eigenvalue: validate's column, the same number
     row = read_rows(built["phonon"][0].path)[0]
     structure = zd.row_structure(row)
-    expected = derived.phonon_properties(row["frequencies_cm"], row["dos"], len(structure),
+    expected = phonon_derived.phonon_properties(row["frequencies_cm"], row["dos"], len(structure),
                                          structure.composition.weight)
     assert {k: row[k] for k in expected} == expected
     assert row["dos_min"] == min(row["dos"])

@@ -17,7 +17,7 @@ from scipy import constants
 from scipy.spatial.transform import Rotation
 
 from zoo import properties
-from zoo.core import derived, tensors
+from zoo.core import derived, phonon_derived, tensors
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "derived" / "matminer_rows.json").read_text())
 
@@ -272,7 +272,7 @@ def _einstein_cv_per_atom_kb(w_cm: float, temperature_k: float) -> float:
 def test_heat_capacity_of_einstein_spike_on_the_project_grid(temperature_k):
     """All weight at one grid point: the trapezoid rule then gives the Einstein C_V exactly."""
     dos = np.where(GRID == 300.0, 0.37, 0.0)
-    out = derived.heat_capacity_cv(GRID, dos, n_atoms=4, temperature_k=temperature_k, cell_mass_amu=100.0)
+    out = phonon_derived.heat_capacity_cv(GRID, dos, n_atoms=4, temperature_k=temperature_k, cell_mass_amu=100.0)
     assert out["cv_per_atom_kb"] == pytest.approx(_einstein_cv_per_atom_kb(300.0, temperature_k), rel=1e-12)
     assert out["cv_j_per_mol_atoms_k"] == pytest.approx(out["cv_per_atom_kb"] * constants.R, rel=1e-12)
 
@@ -281,42 +281,43 @@ def test_heat_capacity_of_einstein_spike_on_the_project_grid(temperature_k):
 def test_heat_capacity_of_narrow_gaussian_is_einstein_within_one_percent(temperature_k):
     w = np.arange(0.0, 1000.5, 0.5)
     dos = np.exp(-0.5 * ((w - 300.0) / 2.0) ** 2)
-    out = derived.heat_capacity_cv(w, dos, n_atoms=3, temperature_k=temperature_k, cell_mass_amu=90.0)
+    out = phonon_derived.heat_capacity_cv(w, dos, n_atoms=3, temperature_k=temperature_k, cell_mass_amu=90.0)
     assert out["cv_per_atom_kb"] == pytest.approx(_einstein_cv_per_atom_kb(300.0, temperature_k), rel=1e-2)
 
 
 def test_heat_capacity_tends_to_dulong_petit_and_vanishes_at_zero_temperature():
     dos = np.exp(-0.5 * ((GRID - 350.0) / 120.0) ** 2)  # a broad band, non-zero at w = 0
     si_mass_amu = 28.0855
-    hot = derived.heat_capacity_cv(GRID, dos, n_atoms=2, temperature_k=1e5, cell_mass_amu=2 * si_mass_amu)
+    hot = phonon_derived.heat_capacity_cv(GRID, dos, n_atoms=2, temperature_k=1e5, cell_mass_amu=2 * si_mass_amu)
     assert hot["cv_per_atom_kb"] == pytest.approx(3.0, rel=1e-4)
     assert hot["cv_j_per_mol_atoms_k"] == pytest.approx(3 * constants.R, rel=1e-4)
     assert hot["cv_j_per_kg_k"] == pytest.approx(3 * constants.R / (si_mass_amu * 1e-3), rel=1e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow / division warnings at either end
-        cold = derived.heat_capacity_cv(GRID, dos, n_atoms=2, temperature_k=0.0, cell_mass_amu=2 * si_mass_amu)
-        assert derived.einstein_cv_kernel(np.array([0.0, 1e-9, 800.0, 1e6])) == pytest.approx([1.0, 1.0, 0.0, 0.0])
+        cold = phonon_derived.heat_capacity_cv(GRID, dos, n_atoms=2, temperature_k=0.0, cell_mass_amu=2 * si_mass_amu)
+        kernel = phonon_derived.einstein_cv_kernel(np.array([0.0, 1e-9, 800.0, 1e6]))
+        assert kernel == pytest.approx([1.0, 1.0, 0.0, 0.0])
     assert cold["cv_per_atom_kb"] == 0.0
     temperatures = [10.0, 100.0, 300.0, 1000.0]
-    values = [derived.heat_capacity_cv(GRID, dos, 2, t, 2 * si_mass_amu)["cv_per_atom_kb"] for t in temperatures]
+    values = [phonon_derived.heat_capacity_cv(GRID, dos, 2, t, 2 * si_mass_amu)["cv_per_atom_kb"] for t in temperatures]
     assert values == sorted(values) and values[-1] < 3.0
 
 
 def test_mean_frequency_of_symmetric_dos_is_its_centre_whatever_the_normalisation():
     dos = np.exp(-0.5 * ((GRID - 400.0) / 60.0) ** 2)
-    assert derived.mean_frequency(GRID, dos) == pytest.approx(400.0, rel=1e-9)
-    assert derived.mean_frequency(GRID, 7.0 * dos / dos.max()) == pytest.approx(400.0, rel=1e-9)
+    assert phonon_derived.mean_frequency(GRID, dos) == pytest.approx(400.0, rel=1e-9)
+    assert phonon_derived.mean_frequency(GRID, 7.0 * dos / dos.max()) == pytest.approx(400.0, rel=1e-9)
     triangle = np.clip(1.0 - np.abs(GRID - 500.0) / 200.0, 0.0, None)
-    assert derived.mean_frequency(GRID, triangle) == pytest.approx(500.0, rel=1e-12)
+    assert phonon_derived.mean_frequency(GRID, triangle) == pytest.approx(500.0, rel=1e-12)
 
 
 def test_normalise_dos_to_3n_and_phonon_properties():
     dos = np.exp(-0.5 * ((GRID - 250.0) / 80.0) ** 2)
-    normalised = derived.normalise_dos_to_3n(GRID, dos, 5)
+    normalised = phonon_derived.normalise_dos_to_3n(GRID, dos, 5)
     assert np.trapezoid(normalised, GRID) == pytest.approx(15.0, rel=1e-12)
-    out = derived.phonon_properties(GRID, dos, n_atoms=5, cell_mass_amu=250.0)
-    cv = derived.heat_capacity_cv(GRID, dos, 5, 300.0, 250.0)
-    assert out["mean_frequency_cm"] == pytest.approx(derived.mean_frequency(GRID, dos))
+    out = phonon_derived.phonon_properties(GRID, dos, n_atoms=5, cell_mass_amu=250.0)
+    cv = phonon_derived.heat_capacity_cv(GRID, dos, 5, 300.0, 250.0)
+    assert out["mean_frequency_cm"] == pytest.approx(phonon_derived.mean_frequency(GRID, dos))
     assert out["cv_300k_per_atom_kb"] == cv["cv_per_atom_kb"]
     assert out["cv_300k_j_per_kg_k"] == cv["cv_j_per_kg_k"]
 
@@ -327,7 +328,7 @@ def _outputs() -> dict[str, dict]:
         "elastic": derived.elastic_properties(ELASTIC["mp-10021"]["elastic_tensor"]),
         "dielectric": derived.dielectric_properties(*_dielectric_parts(DIELECTRIC["mp-441"])),
         "piezo": derived.piezo_properties(PIEZO["mp-7375"]["piezoelectric_tensor"]),
-        "phonon": derived.phonon_properties(GRID, np.exp(-(((GRID - 300.0) / 90.0) ** 2)), 2, 60.0),
+        "phonon": phonon_derived.phonon_properties(GRID, np.exp(-(((GRID - 300.0) / 90.0) ** 2)), 2, 60.0),
     }
 
 
@@ -372,19 +373,19 @@ _DOS = np.exp(-(((GRID - 300.0) / 90.0) ** 2))
         (lambda: derived.piezo_properties(_E_OK.T), r"e_voigt must have shape"),
         (lambda: derived.piezo_properties(np.where(_E_OK == 0, np.inf, _E_OK)), r"e_voigt contains NaN or infinite"),
         (lambda: derived.longitudinal_piezo(_E_OK, [[1.0, 2.0]]), r"directions must have shape"),
-        (lambda: derived.mean_frequency(GRID[::-1], _DOS), r"freq_cm must be strictly increasing"),
-        (lambda: derived.mean_frequency(GRID, -_DOS), r"dos must be non-negative"),
-        (lambda: derived.mean_frequency(GRID, _DOS[:-1]), r"dos must have the shape of freq_cm"),
-        (lambda: derived.mean_frequency(GRID - 20.0, _DOS), r"freq_cm must be >= 0"),
-        (lambda: derived.mean_frequency(np.stack([GRID, GRID]), _DOS), r"freq_cm must be a 1-D grid"),
-        (lambda: derived.mean_frequency(GRID, np.zeros_like(GRID)), r"dos must have a positive integral"),
-        (lambda: derived.mean_frequency(GRID, np.where(GRID == 40.0, np.nan, _DOS)), r"dos contains NaN"),
-        (lambda: derived.mean_frequency("0 20 40", _DOS), r"freq_cm must be an array of numbers"),
-        (lambda: derived.normalise_dos_to_3n(GRID, _DOS, 0), r"n_atoms must be a positive integer"),
-        (lambda: derived.normalise_dos_to_3n(GRID, _DOS, 2.5), r"n_atoms must be a positive integer"),
-        (lambda: derived.heat_capacity_cv(GRID, _DOS, 2, -1.0, 50.0), r"temperature_k must be >= 0"),
-        (lambda: derived.heat_capacity_cv(GRID, _DOS, 2, float("nan"), 50.0), r"temperature_k must be a finite"),
-        (lambda: derived.heat_capacity_cv(GRID, _DOS, 2, 300.0, 0.0), r"cell_mass_amu must be > 0"),
+        (lambda: phonon_derived.mean_frequency(GRID[::-1], _DOS), r"freq_cm must be strictly increasing"),
+        (lambda: phonon_derived.mean_frequency(GRID, -_DOS), r"dos must be non-negative"),
+        (lambda: phonon_derived.mean_frequency(GRID, _DOS[:-1]), r"dos must have the shape of freq_cm"),
+        (lambda: phonon_derived.mean_frequency(GRID - 20.0, _DOS), r"freq_cm must be >= 0"),
+        (lambda: phonon_derived.mean_frequency(np.stack([GRID, GRID]), _DOS), r"freq_cm must be a 1-D grid"),
+        (lambda: phonon_derived.mean_frequency(GRID, np.zeros_like(GRID)), r"dos must have a positive integral"),
+        (lambda: phonon_derived.mean_frequency(GRID, np.where(GRID == 40.0, np.nan, _DOS)), r"dos contains NaN"),
+        (lambda: phonon_derived.mean_frequency("0 20 40", _DOS), r"freq_cm must be an array of numbers"),
+        (lambda: phonon_derived.normalise_dos_to_3n(GRID, _DOS, 0), r"n_atoms must be a positive integer"),
+        (lambda: phonon_derived.normalise_dos_to_3n(GRID, _DOS, 2.5), r"n_atoms must be a positive integer"),
+        (lambda: phonon_derived.heat_capacity_cv(GRID, _DOS, 2, -1.0, 50.0), r"temperature_k must be >= 0"),
+        (lambda: phonon_derived.heat_capacity_cv(GRID, _DOS, 2, float("nan"), 50.0), r"temperature_k must be a finite"),
+        (lambda: phonon_derived.heat_capacity_cv(GRID, _DOS, 2, 300.0, 0.0), r"cell_mass_amu must be > 0"),
         (lambda: derived.fibonacci_sphere(5), r"n_points must be an integer >= 12"),
     ],
 )

@@ -23,15 +23,8 @@ from zoo.core import config, symmetry, tensors
 from zoo.data import cleaning, datasets, validation
 from zoo.data.records import read_raw
 from zoo.data.sources import snapshot
-from zoo.properties.spec import (
-    NEUMANN_METRIC,
-    NEUMANN_TEXT,
-    PropertySpec,
-    RawValue,
-    SnapshotField,
-    SnapshotSource,
-    TensorPart,
-)
+from zoo.properties.source_fields import RawValue, SnapshotField, SnapshotSource
+from zoo.properties.spec import NEUMANN_METRIC, NEUMANN_TEXT, PropertySpec, TensorPart
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 NAME = "thermal_expansion"

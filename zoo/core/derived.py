@@ -25,7 +25,7 @@ Piezoelectric (3x6 Voigt stress constants, C/m^2)
     Also ``eij_max_matminer``/``v_max_matminer``, which reproduce the matminer/de Jong et al. (2015)
     ``eij_max``/``v_max`` columns; see ``matminer_longitudinal_piezo`` for how they differ.
 Phonon (DOS on a frequency grid in cm^-1)
-    Mean frequency and harmonic heat capacity: zoo.core.phonon_derived (re-exported here).
+    Mean frequency and harmonic heat capacity: zoo.core.phonon_derived (the two also under this module's name).
 
 Bad input (wrong shape, NaN, asymmetry where symmetry is required, negative DOS, grid not increasing) raises
 ``ValueError`` naming the argument and what is wrong.
@@ -42,17 +42,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from zoo.core import tensor_checks, tensors
-from zoo.core.phonon_derived import (  # noqa: F401 (re-exported: derived.phonon_properties ...)
-    CV_REFERENCE_TEMPERATURE_K,
-    cm_to_kelvin,
-    dos_r2,
-    dos_wasserstein,
-    einstein_cv_kernel,
-    heat_capacity_cv,
-    mean_frequency,
-    normalise_dos_to_3n,
-    phonon_properties,
-)
+
+# Kept under this module's name too: the shipped model cards (zoo/releases/*/README.md) cite
+# zoo.core.derived.heat_capacity_cv and zoo.core.derived.mean_frequency.
+from zoo.core.phonon_derived import heat_capacity_cv, mean_frequency  # noqa: F401
 
 # scipy (constants, optimize, spatial: ~2 s to import on the shared machine) is imported where it is used, so that
 # importing the property specs, which name these functions, stays cheap (the `zoo list`/`zoo info` fast path).

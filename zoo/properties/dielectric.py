@@ -9,18 +9,20 @@ from typing import Any
 import numpy as np
 
 from zoo.core import derived, tensor_checks, tensors
-from zoo.properties.spec import (
+from zoo.properties.source_fields import (
     MATERIALS_PROJECT,
-    NEUMANN_METRIC,
-    NEUMANN_TEXT,
     Citation,
     MPSource,
     MPValue,
-    PropertySpec,
-    PublishedResult,
     RawValue,
     SnapshotField,
     SnapshotSource,
+)
+from zoo.properties.spec import (
+    NEUMANN_METRIC,
+    NEUMANN_TEXT,
+    PropertySpec,
+    PublishedResult,
     TensorPart,
     derived_column,
     mae_where_defined,

@@ -13,18 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from zoo.core import derived
-from zoo.properties.spec import (
+from zoo.core import phonon_derived
+from zoo.properties.source_fields import (
     MATERIALS_PROJECT,
     Citation,
-    DerivedColumn,
     MPSource,
     MPSpectrum,
-    PropertySpec,
-    PublishedResult,
     RawValue,
     SnapshotField,
     SnapshotSource,
+)
+from zoo.properties.spec import (
+    DerivedColumn,
+    PropertySpec,
+    PublishedResult,
     as_float_array,
     derived_column,
     finite_mean,
@@ -204,14 +206,14 @@ class PhononSpec(PropertySpec):
         columns = {
             "frequencies_cm": frequencies.tolist(),
             "dos": dos.tolist(),
-            "dos_3n": [derived.normalise_dos_to_3n(frequencies[i], dos[i], structures[i]["n_sites"]).tolist()
+            "dos_3n": [phonon_derived.normalise_dos_to_3n(frequencies[i], dos[i], structures[i]["n_sites"]).tolist()
                        for i in range(n)],
         }
         args = [(frequencies[i], dos[i], structures[i]["n_sites"], structures[i]["cell_mass_amu"]) for i in range(n)]
         return columns, args
 
     def derived_quantities(self, *values) -> dict[str, Any]:
-        return derived.phonon_properties(*values)
+        return phonon_derived.phonon_properties(*values)
 
     # ---- evaluate
     def prediction_quantities(self, values, structures, forms) -> dict[str, np.ndarray]:
@@ -223,9 +225,10 @@ class PhononSpec(PropertySpec):
         for i, (g, structure) in enumerate(zip(dos, structures)):
             if np.trapezoid(g, PHONON_GRID_CM) <= 0.0:
                 continue  # an all-zero DOS has no mean frequency
-            mean_frequency[i] = derived.mean_frequency(PHONON_GRID_CM, g)
-            cv = derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure), derived.CV_REFERENCE_TEMPERATURE_K,
-                                          float(structure.composition.weight))
+            mean_frequency[i] = phonon_derived.mean_frequency(PHONON_GRID_CM, g)
+            cv = phonon_derived.heat_capacity_cv(PHONON_GRID_CM, g, len(structure),
+                                                 phonon_derived.CV_REFERENCE_TEMPERATURE_K,
+                                                 float(structure.composition.weight))
             cv_kb[i], cv_molar[i] = cv["cv_per_atom_kb"], cv["cv_j_per_mol_atoms_k"]
         warned = np.array([beyond_phonon_grid([site.specie.symbol for site in structure], g) is not None
                            for structure, g in zip(structures, dos)], dtype=bool)
@@ -238,8 +241,8 @@ class PhononSpec(PropertySpec):
         frequency and C_V errors; and how well the grid warning finds the spectra that reach the grid's end."""
         dos_true, dos_pred = pick(true, "dos"), pick(pred, "dos")
         out: dict[str, Any] = {"dos_mse": finite_mean(((dos_pred - dos_true) ** 2).mean(axis=1))}
-        out["r2_max_normalised"] = derived.dos_r2(dos_true, dos_pred)
-        out["wasserstein_cm"] = finite_mean([derived.dos_wasserstein(PHONON_GRID_CM, g, h)
+        out["r2_max_normalised"] = phonon_derived.dos_r2(dos_true, dos_pred)
+        out["wasserstein_cm"] = finite_mean([phonon_derived.dos_wasserstein(PHONON_GRID_CM, g, h)
                                              for g, h in zip(dos_true, dos_pred)])
         mean_true, mean_pred = pick(true, "mean_frequency_cm"), pick(pred, "mean_frequency_cm")
         out["mean_frequency_mae_cm"], _ = mae_where_defined(mean_pred, mean_true)
@@ -263,14 +266,15 @@ class PhononSpec(PropertySpec):
         def dos():
             from pymatgen.phonon.dos import PhononDos
 
-            dos_3n = derived.normalise_dos_to_3n(PHONON_GRID_CM, value, len(structure))
+            dos_3n = phonon_derived.normalise_dos_to_3n(PHONON_GRID_CM, value, len(structure))
             return PhononDos(PHONON_GRID_CM / CM_PER_THZ, dos_3n * CM_PER_THZ)
 
         return value, {"dos": dos}
 
     def prediction_derived(self, raw: np.ndarray, value: np.ndarray, structure: Any,
                            parts: tuple[str, ...] | None = None) -> dict[str, Any]:
-        return derived.phonon_properties(PHONON_GRID_CM, value, len(structure), float(structure.composition.weight))
+        return phonon_derived.phonon_properties(PHONON_GRID_CM, value, len(structure),
+                                                float(structure.composition.weight))
 
     def prediction_flags(self, derived: Mapping[str, Any], symbols: Sequence[str],
                          raw: np.ndarray | None = None) -> list[tuple[str, str]]:

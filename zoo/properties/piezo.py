@@ -9,17 +9,19 @@ from typing import Any
 import numpy as np
 
 from zoo.core import derived, polarity, tensors
-from zoo.properties.spec import (
+from zoo.properties.source_fields import (
     MATERIALS_PROJECT,
-    NEUMANN_METRIC,
-    NEUMANN_TEXT,
     Citation,
     MPSource,
     MPValue,
-    PropertySpec,
     RawValue,
     SnapshotField,
     SnapshotSource,
+)
+from zoo.properties.spec import (
+    NEUMANN_METRIC,
+    NEUMANN_TEXT,
+    PropertySpec,
     TensorPart,
     derived_column,
     mae_where_defined,

@@ -24,14 +24,10 @@ import numpy as np
 
 from zoo.core import derived, paths, symmetry, tensors
 from zoo.core.config import check_non_negative
-from zoo.properties.source_fields import (  # noqa: F401 (re-exported: spec.MPSource ...)
-    MATERIALS_PROJECT,
+from zoo.properties.source_fields import (
     Citation,
     MPSource,
-    MPSpectrum,
-    MPValue,
     RawValue,
-    SnapshotField,
     SnapshotSource,
 )
 

@@ -56,7 +56,7 @@ from zoo.data.sources.snapshot_rows import (
     tensor_field,
     text_field,
 )
-from zoo.properties.spec import SnapshotField, SnapshotSource
+from zoo.properties.source_fields import SnapshotField, SnapshotSource
 
 SOURCE = "snapshot"
 MANIFEST_PATH = paths.SNAPSHOT_MANIFEST

@@ -71,7 +71,8 @@ from rich.progress import (
 from zoo.core.io import atomic_write_text, canonical_json, sha256_file, write_json
 from zoo.data.records import write_raw
 from zoo.data.sources import FetchReport, count_unreadable_fields
-from zoo.properties.spec import MPSource, PropertySpec
+from zoo.properties.source_fields import MPSource
+from zoo.properties.spec import PropertySpec
 from zoo.data.sources.mp_api.client import SOURCE, SUMMARY_ROUTE, Client, Lookup, MPAPIError, MPAPIKeyError, Query
 from zoo.data.sources.mp_api.records import build_records, resample_dos, task_ids
 

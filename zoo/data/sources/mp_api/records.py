@@ -14,7 +14,8 @@ from emmet.core.types.typing import format_identifier
 from zoo.core.io import canonical_json, sha256_bytes
 from zoo.data.records import retrieved_with, unreadable
 from zoo.data.sources import Exclusion
-from zoo.properties.spec import MPSource, MPSpectrum, PropertySpec
+from zoo.properties.source_fields import MPSource, MPSpectrum
+from zoo.properties.spec import PropertySpec
 from zoo.data.sources.mp_api.client import SOURCE, SUMMARY_ROUTE, Lookup, MPAPIError
 
 
