@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.reference_structures
 
 from zoo import properties  # noqa: E402
-from zoo.core.config import PER_PROPERTY_KEY, read_params  # noqa: E402
+from zoo.core.config import read_params  # noqa: E402
+from zoo.core.train_config import PER_PROPERTY_KEY
 from zoo.nn import evaluation, training  # noqa: E402
 
 

@@ -6,7 +6,7 @@ Reads data/hub/datasets/mp-<property>-irreps/; writes data/models/matten-<proper
 config.json, training_log.json) and the per-epoch metrics with dvclive into data/reports/train/<property>/
 (zoo.nn.pipeline.train_stage). An interrupted run continues from data/models/.resume/matten-<property>/ when
 settings, model config and dataset fingerprint are unchanged (zoo.nn.training). params.yaml: section `train`
-(zoo.core.config.TrainConfig; --profile overrides train.profile for one run).
+(zoo.core.train_config.TrainConfig; --profile overrides train.profile for one run).
 """
 
 from __future__ import annotations

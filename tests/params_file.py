@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from zoo.core import config, paths
+from zoo.core import config, paths, train_config
 
 PARAMS = config.load()
 SYMMETRY = PARAMS.symmetry
@@ -33,6 +33,6 @@ def write_params(path: str | Path, **sections: Mapping[str, Any]) -> Path:
     return path
 
 
-def train_settings(profile: str = "cpu", **changes: Any) -> config.TrainSettings:
+def train_settings(profile: str = "cpu", **changes: Any) -> train_config.TrainSettings:
     """A profile's settings (without its per-property changes), with `changes`."""
-    return config.TrainSettings.from_params({**PARAMS.train.resolve(profile), **changes})
+    return train_config.TrainSettings.from_params({**PARAMS.train.resolve(profile), **changes})

@@ -15,7 +15,7 @@ from pymatgen.core import Structure
 
 from tests.params_file import PARAMS, params_mapping, write_params
 from zoo import properties
-from zoo.core import config, environment, paths, symmetry
+from zoo.core import config, environment, paths, symmetry, train_config
 from zoo.data import cleaning, dataset_schema, splits, validation
 from zoo.data.sources import mp_api
 
@@ -28,7 +28,7 @@ ALLOWED_DEFAULTS = {
 
 def _schemas() -> set[type]:
     nested = {cls for fields in config._NESTED.values() for cls in fields.values()}  # noqa: SLF001
-    return set(config.SCHEMAS.values()) | nested | {config.TrainSettings, config.Params}
+    return set(config.SCHEMAS.values()) | nested | {train_config.TrainSettings, config.Params}
 
 
 def test_the_schemas_hold_no_defaults():
@@ -41,7 +41,7 @@ def test_params_yaml_fills_every_schema():
     params = config.load()
     assert params.properties == tuple(properties.PROPERTIES)
     for name in params.train.profiles:
-        assert config.TrainSettings.from_params(params.train.resolve(name)).seed == 0, name
+        assert train_config.TrainSettings.from_params(params.train.resolve(name)).seed == 0, name
 
 
 @pytest.mark.parametrize(("sections", "message"), [
@@ -154,7 +154,7 @@ def test_every_profile_resolves_to_complete_settings_for_every_property():
     for name in PARAMS.train.profiles:
         for prop in PARAMS.properties:
             settings = training.select_profile(PARAMS.train, name, prop)[1]
-            assert isinstance(settings, config.TrainSettings)
+            assert isinstance(settings, train_config.TrainSettings)
             models.ModelConfig(prop, **settings.model)  # the model fields make a valid config for the property
 
 
@@ -165,7 +165,7 @@ def test_the_gpu_profile_takes_release_s_per_property_choices():
     from zoo.nn import training
 
     gpu_profile = PARAMS.train.profiles["gpu"]
-    assert gpu_profile[config.EXTENDS_KEY] == "release"
+    assert gpu_profile[train_config.EXTENDS_KEY] == "release"
     assert not {"loss", "ensemble_size"} & set(gpu_profile), "gpu would override release's per-property choices"
     ensembles = set()
     for prop in PARAMS.properties:
@@ -182,7 +182,7 @@ def test_the_gpu_profile_takes_release_s_per_property_choices():
 
 def test_extends_resolution_order_and_its_errors():
     base = {key: value for key, value in PARAMS.train.profiles["cpu"].items()
-            if key not in (config.PER_PROPERTY_KEY, config.EXTENDS_KEY)}
+            if key not in (train_config.PER_PROPERTY_KEY, train_config.EXTENDS_KEY)}
     profiles = {
         "a": {**base, "max_epochs": 5, "loss": "block_norm", "model": {"n_layers": 2, "species_dim": 8},
               "per_property": {"phonon": {"loss": "mse", "max_epochs": 7, "model": {"species_dim": 4}}}},
@@ -190,7 +190,7 @@ def test_extends_resolution_order_and_its_errors():
               "per_property": {"elastic": {"batch_size": 8}}},
         "c": {"extends": "b", "learning_rate": 0.1},
     }
-    train = config.TrainConfig("c", profiles)
+    train = train_config.TrainConfig("c", profiles)
     phonon = train.resolve("c", "phonon")
     # a < a.per_property < b < b.per_property < c: b's own max_epochs beats a's per-property 7; model field by field
     assert (phonon["loss"], phonon["max_epochs"], phonon["learning_rate"]) == ("mse", 50, 0.1)
@@ -200,25 +200,25 @@ def test_extends_resolution_order_and_its_errors():
                                                                                           "species_dim": 8})
     assert train.resolve("b")["batch_size"] == base["batch_size"]  # no property: no per-property settings
     with pytest.raises(ValueError, match="extends names 'z', which is not a profile"):
-        config.TrainConfig("a", {**profiles, "d": {"extends": "z"}})
+        train_config.TrainConfig("a", {**profiles, "d": {"extends": "z"}})
     with pytest.raises(ValueError, match="cycle: a -> b -> a"):
-        config.TrainConfig("a", {**profiles, "a": {**profiles["a"], "extends": "b"}})
+        train_config.TrainConfig("a", {**profiles, "a": {**profiles["a"], "extends": "b"}})
     with pytest.raises(ValueError, match="per_property must map property names"):
-        config.TrainConfig("a", {"a": {**base, "per_property": {"phonon": 3}}})
+        train_config.TrainConfig("a", {"a": {**base, "per_property": {"phonon": 3}}})
     with pytest.raises(ValueError, match=r"training profile: missing key\(s\) \['devices'\]"):
-        config.TrainSettings.from_params({k: v for k, v in base.items() if k != "devices"})
+        train_config.TrainSettings.from_params({k: v for k, v in base.items() if k != "devices"})
 
 
 def test_settings_recorded_before_a_setting_existed_read_with_its_old_value():
-    recorded = {k: v for k, v in PARAMS.train.resolve("cpu").items() if k not in config.RECORDED_DEFAULTS}
-    settings = config.TrainSettings.from_record(recorded)
+    recorded = {k: v for k, v in PARAMS.train.resolve("cpu").items() if k not in train_config.RECORDED_DEFAULTS}
+    settings = train_config.TrainSettings.from_record(recorded)
     assert (settings.devices, settings.num_nodes, settings.strategy, settings.ensemble_size) == (1, 1, "auto", 1)
-    assert set(config.RECORDED_DEFAULTS) <= {item.name for item in dataclasses.fields(config.TrainSettings)}
+    assert set(train_config.RECORDED_DEFAULTS) <= {item.name for item in dataclasses.fields(train_config.TrainSettings)}
     shipped = sorted((REPO / "zoo" / "releases").glob("*/*/config.json"))
     assert shipped
     for path in shipped:  # the shipped models' recorded settings
         training = {k: v for k, v in json.loads(path.read_text())["training"].items() if k != "profile"}
-        assert config.TrainSettings.from_record(training).world_size == 1, path
+        assert train_config.TrainSettings.from_record(training).world_size == 1, path
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -229,4 +229,4 @@ def test_settings_recorded_before_a_setting_existed_read_with_its_old_value():
 ])
 def test_bad_parallel_settings_are_refused_by_name(changes, message):
     with pytest.raises(ValueError, match=message):
-        config.TrainSettings.from_params({**PARAMS.train.resolve("cpu"), **changes})
+        train_config.TrainSettings.from_params({**PARAMS.train.resolve("cpu"), **changes})

@@ -93,7 +93,7 @@ def test_a_made_release_rerun_on_this_code_writes_its_config_byte_for_byte(prop,
     settings (a field added since is left out where it holds the value an older config is read as)."""
     from safetensors.torch import load_file
 
-    from zoo.core.config import TrainSettings
+    from zoo.core.train_config import TrainSettings
     from zoo.nn import models, training
 
     spec = properties.get(prop)

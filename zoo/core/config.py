@@ -13,8 +13,8 @@ file, so what a stage reads is what ``dvc status`` compares. Sections and who re
     evaluate   EvaluateConfig (composition_gbm: GBMSettings); publish: PublishConfig
     release    ReleaseConfig: the profile and the version of each release `make release` ships (releases/dvc.yaml)
 
-The training schemas live in zoo.core.train_config and the value checks in zoo.core.schema_checks; this module
-re-exports their names, so ``config.TrainSettings`` reads as before.
+The training schemas live in zoo.core.train_config and the value checks in zoo.core.schema_checks; import them from
+there (``config.TrainSettings`` stays importable: the shipped model cards name it).
 """
 
 from __future__ import annotations
@@ -29,22 +29,15 @@ from typing import Any
 import yaml
 
 from zoo.core import paths, symmetry
-from zoo.core.schema_checks import (  # noqa: F401 (re-exported: zoo.properties use config.is_real ...)
+from zoo.core.schema_checks import (
     check_int,
     check_keys,
-    check_non_negative,
     check_positive,
     is_real,
 )
-from zoo.core.train_config import (  # noqa: F401 (re-exported: config.TrainSettings ...)
-    EXTENDS_KEY,
-    LOSSES,
-    PER_PROPERTY_KEY,
-    RECORDED_DEFAULTS,
-    RESERVED_MODEL_FIELDS,
-    STRATEGIES,
+from zoo.core.train_config import (
     TrainConfig,
-    TrainSettings,
+    TrainSettings,  # noqa: F401 (kept here too: the shipped model cards cite zoo.core.config.TrainSettings)
 )
 from zoo.core.versions import check_version
 

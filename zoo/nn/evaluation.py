@@ -60,7 +60,8 @@ import torch
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.core.config import GBMSettings, LearningCurveSettings, SymmetryConfig, TrainSettings
+from zoo.core.config import GBMSettings, LearningCurveSettings, SymmetryConfig
+from zoo.core.train_config import TrainSettings
 from zoo.core.io import write_json
 from zoo.data import splits
 from zoo.data.datasets import HUB_DATASETS_DIR

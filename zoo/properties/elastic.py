@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from zoo.core import derived, tensor_checks, tensors
-from zoo.core.config import is_real
+from zoo.core.schema_checks import is_real
 from zoo.properties.source_fields import (
     MATERIALS_PROJECT,
     Citation,

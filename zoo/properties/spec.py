@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from zoo.core import derived, paths, symmetry, tensors
-from zoo.core.config import check_non_negative
+from zoo.core.schema_checks import check_non_negative
 from zoo.properties.source_fields import (
     Citation,
     MPSource,

@@ -10,13 +10,8 @@ from typing import Any
 
 from zoo import properties
 from zoo.core import symmetry, tensor_checks
-from zoo.core.config import (
-    SymmetryConfig,
-    ValidateConfig,
-    check_non_negative,
-    check_positive,
-    load_section,
-)
+from zoo.core.config import SymmetryConfig, ValidateConfig, load_section
+from zoo.core.schema_checks import check_non_negative, check_positive
 from zoo.data import merging
 from zoo.data.cleaning import ISSUE_CODES
 from zoo.properties.spec import PropertySpec

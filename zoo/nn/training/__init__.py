@@ -52,7 +52,8 @@ from typing import Any
 
 
 from zoo import properties
-from zoo.core.config import PER_PROPERTY_KEY, TrainConfig, TrainSettings, parse
+from zoo.core.config import parse
+from zoo.core.train_config import PER_PROPERTY_KEY, TrainConfig, TrainSettings
 from zoo.data import datasets as zoo_datasets
 from zoo.nn import models
 from zoo.nn.training.artifacts import (

@@ -12,7 +12,7 @@ from typing import Any
 
 
 from zoo import properties
-from zoo.core.config import TrainSettings
+from zoo.core.train_config import TrainSettings
 from zoo.core.io import atomic_write_bytes, sha256_bytes, staged_folder, write_json
 from zoo.nn import model_files, models
 from zoo.nn.model_files import CONFIG_FILE, LOG_FILE, MODEL_FORMAT, WEIGHTS_FILE  # noqa: F401 (the package's names)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from zoo import properties
-from zoo.core.config import TrainSettings
+from zoo.core.train_config import TrainSettings
 from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits

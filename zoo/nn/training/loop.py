@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from zoo import properties
-from zoo.core.config import TrainSettings
+from zoo.core.train_config import TrainSettings
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
 from zoo.nn import graphs, models
 from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo import properties
-from zoo.core.config import GBMSettings, SymmetryConfig, TrainSettings
+from zoo.core.config import GBMSettings, SymmetryConfig
+from zoo.core.train_config import TrainSettings
 from zoo.nn import evaluation, training
 from zoo.release import model_card
 from zoo.release.audit.report import Report, Step, listed
