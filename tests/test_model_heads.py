@@ -31,7 +31,7 @@ from tests.test_models import (
 )
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.nn import models
+from zoo.nn import model_config, models
 
 
 # ------------------------------------------------------------------------------------------ dielectric parts
@@ -145,7 +145,7 @@ def test_spd_head_output_is_positive_definite_for_any_logarithm(logarithm):
     output = spd_model()._exponential(torch.as_tensor(logarithm)).detach().numpy()
     eigenvalues = np.linalg.eigvalsh(tensors.stiffness_voigt_to_mandel(voigt_of(output)))
     assert (eigenvalues > 0).all()
-    mandel = (logarithm @ models.mandel_maps(ELASTIC_FORMULA)[0]).reshape(-1, 6, 6)
+    mandel = (logarithm @ model_config.mandel_maps(ELASTIC_FORMULA)[0]).reshape(-1, 6, 6)
     np.testing.assert_allclose(np.log(eigenvalues), np.sort(np.linalg.eigvalsh(mandel), axis=1), atol=1e-8)
 
 
@@ -165,13 +165,13 @@ def test_spd_head_logarithm_round_trip_and_normalisation():
     factors = rng.normal(size=(5, 6, 6))
     stiffness = np.einsum("nij,nkj->nik", factors, factors) * 30 + np.eye(6) * 5  # positive definite, GPa
     targets = tensors.voigt_to_irreps(stiffness, "stiffness", ELASTIC_FORMULA)
-    logarithm = models.log_stiffness_irreps(targets, ELASTIC_FORMULA)
+    logarithm = model_config.log_stiffness_irreps(targets, ELASTIC_FORMULA)
     back = spd_model()._exponential(torch.as_tensor(logarithm)).detach().numpy()
     np.testing.assert_allclose(back, targets, rtol=1e-9, atol=1e-9)
-    scale, shift = models.fit_output_normalisation("elastic", targets, "equivariant_spd")
-    assert scale == models.fit_output_normalisation("elastic", logarithm)[0]
+    scale, shift = model_config.fit_output_normalisation("elastic", targets, "equivariant_spd")
+    assert scale == model_config.fit_output_normalisation("elastic", logarithm)[0]
     with pytest.raises(ValueError, match="positive definite"):
-        models.log_stiffness_irreps(-targets, ELASTIC_FORMULA)
+        model_config.log_stiffness_irreps(-targets, ELASTIC_FORMULA)
     with pytest.raises(ValueError, match="stiffness"):
         tiny_config("dielectric", head="equivariant_spd")
 

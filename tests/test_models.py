@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.nn import blocks, graphs, models
+from zoo.nn import blocks, graphs, model_config, model_files, models
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 TENSOR_PROPERTIES = ("elastic", "dielectric", "piezo")
@@ -66,7 +66,7 @@ def batch_of(*structures: Structure) -> graphs.GraphBatch:
 
 def tiny_config(property_name: str, **overrides) -> models.ModelConfig:
     head = overrides.get("head", "equivariant")
-    readout = "+".join(f"4x{ir}" for _, ir in models.head_irreps(property_name, head))
+    readout = "+".join(f"4x{ir}" for _, ir in model_config.head_irreps(property_name, head))
     settings = dict(hidden_irreps="4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", readout_irreps=readout, n_radial=4,
                     radial_hidden=(8,), species_dim=8, invariant_hidden=8, avg_num_neighbors=20.0, dtype="float64")
     settings.update(overrides)
@@ -224,11 +224,11 @@ def test_output_normalisation_is_invariant_and_applied():
     spec = properties.get("elastic")
     rng = np.random.default_rng(5)
     targets = rng.normal(size=(20, 21)) * np.array([50.0] * 2 + [20.0] * 10 + [5.0] * 9) + np.r_[100, 40, [0] * 19]
-    scale, shift = models.fit_output_normalisation("elastic", targets)
+    scale, shift = model_config.fit_output_normalisation("elastic", targets)
     rotated = tensors.cartesian_to_irreps(
         tensors.rotate(tensors.irreps_to_cartesian(targets, spec.formula), Rotation.random(random_state=2).as_matrix(),
                        rank=4), spec.formula)
-    rotated_scale, rotated_shift = models.fit_output_normalisation("elastic", rotated)
+    rotated_scale, rotated_shift = model_config.fit_output_normalisation("elastic", rotated)
     np.testing.assert_allclose(rotated_scale, scale, rtol=1e-10)
     np.testing.assert_allclose(rotated_shift, shift, rtol=1e-10)
     plain = tiny_model("elastic")
@@ -262,7 +262,7 @@ def test_overfits_eight_structures():
         random_tensor = tensors.irreps_to_cartesian(rng.normal(size=21), spec.formula)
         targets.append(tensors.cartesian_to_irreps(symmetry.symmetrize(random_tensor, structure), spec.formula))
     targets = np.array(targets)
-    scale, shift = models.fit_output_normalisation("elastic", targets)
+    scale, shift = model_config.fit_output_normalisation("elastic", targets)
     graph_list = [graphs.build_graph(s, R_CUT) for s in structure_list]
     config = models.ModelConfig(
         "elastic", hidden_irreps="8x0o+8x0e+4x1o+4x1e+4x2o+4x2e", readout_irreps="8x0e+8x2e+8x4e", n_radial=6,
@@ -303,7 +303,7 @@ def test_config_json_round_trip():
         text = config.to_json()
         assert models.ModelConfig.from_json(text) == config
         assert models.ModelConfig.from_json(text).to_json() == text
-        assert json.loads(text)["format"] == models.CONFIG_FORMAT
+        assert json.loads(text)["format"] == model_files.CONFIG_FORMAT
 
 
 def test_defaults_are_resolved_into_the_saved_config():

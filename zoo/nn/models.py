@@ -29,7 +29,7 @@ Output maps (ModelConfig.output_map, tensors):
                the log of the targets (``encode_targets``): a squared error in log-eigenvalue space, in which the
                heavy tail (eps up to 257) weighs like relative errors instead of dominating.
 
-The settings live in zoo.nn.model_config (ModelConfig, re-exported here), the e3nn layers in zoo.nn.blocks.
+The settings live in zoo.nn.model_config (ModelConfig, importable from here too), the e3nn layers in zoo.nn.blocks.
 
 Outputs are irreps vectors in the e3nn CartesianTensor basis of ``zoo.core.tensors``; ``predict_cartesian`` maps them to
 Cartesian tensors with its cached change of basis. Differences from MatTen: no equivariant batch norm (outputs
@@ -55,19 +55,12 @@ from zoo.core import tensors
 from zoo.nn import e3nn_import, species
 from zoo.nn.blocks import EdgeEmbedding, Interaction
 from zoo.nn.graphs import EdgeGeometry, GraphBatch
-from zoo.nn.model_config import (  # noqa: F401 (re-exported: models.ModelConfig ...)
-    DEFAULT_HIDDEN_IRREPS,
-    DEFAULT_READOUT_MULTIPLICITY,
+from zoo.nn.model_config import (
     DTYPES,
-    MATTEN_HIDDEN_IRREPS,
-    ModelConfig,
-    fit_output_normalisation,
-    head_irreps,
-    log_stiffness_irreps,
+    ModelConfig,  # also zoo.nn.models.ModelConfig, the path the model cards (zoo/templates/model_card.md.j2) print
     mandel_maps,
     output_irreps,
 )
-from zoo.nn.model_files import CONFIG_FORMAT  # noqa: F401 (re-exported: models.CONFIG_FORMAT)
 
 with e3nn_import.lean():  # without torch._dynamo and sympy, which no network here needs (see there)
     from e3nn import nn as e3nn_nn

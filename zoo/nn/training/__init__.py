@@ -11,7 +11,7 @@ no per-step Python loop over structures and no recomputed edge features. The dat
 
 Loss, per irreps block. For a tensor property, the mean over irrep instances b (5 for elastic 2x0e+2x2e+1x4e)
 of mean_m (pred_bm - y_bm)^2 / s_b^2, where s_b is the block's RMS over the training targets (after removing the
-mean of 0e blocks; ``zoo.nn.models.fit_output_normalisation``). Each block then counts equally, whatever its size
+mean of 0e blocks; ``zoo.nn.model_config.fit_output_normalisation``). Each block then counts equally, whatever its size
 and dimension: the bulk-like 0e terms of the stiffness are ~10x the 4e part and would otherwise dominate. The
 scale factors are invariants of the data set, so the loss stays rotation invariant. Phonon: the plain MSE over
 the 51 bins of the max-normalised DOS (already O(1); a per-bin scale would blow up the nearly empty high bins).

@@ -18,7 +18,7 @@ from zoo.core.train_config import TrainSettings
 from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
-from zoo.nn import graphs, model_files, models
+from zoo.nn import graphs, model_config, model_files, models
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -156,5 +156,5 @@ def make_model_config(property_name: str, settings: TrainSettings, train: SplitD
     if not spec.is_tensor:
         return config
     encoded = models.encode_targets(config, for_parts(train, config.parts).targets)
-    scale, shift = models.fit_output_normalisation(spec.name, encoded, config.head, n_parts=len(config.parts))
+    scale, shift = model_config.fit_output_normalisation(spec.name, encoded, config.head, n_parts=len(config.parts))
     return dataclasses.replace(config, output_scale=scale, output_shift=shift)

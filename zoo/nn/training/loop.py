@@ -24,7 +24,7 @@ import torch
 from zoo import properties
 from zoo.core.train_config import TrainSettings
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
-from zoo.nn import graphs, models
+from zoo.nn import graphs, model_config, models
 from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config
 from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
@@ -262,7 +262,7 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
         net = models.MattenNet(config)
         # The loss is normalised by the blocks of the targets it compares the output with (those of the network's
         # output map: log-space for spd_log), also where the head works on their logarithm (equivariant_spd).
-        block_scales = models.fit_output_normalisation(
+        block_scales = model_config.fit_output_normalisation(
             prop, models.encode_targets(config, for_parts(data["train"], config.parts).targets),
             n_parts=len(config.parts))[0] if properties.get(prop).is_tensor else None
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from zoo import properties
-from zoo.nn import models
+from zoo.nn import model_config, models
 
 
 def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | None = None,
@@ -17,7 +17,7 @@ def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | Non
     for every component. block_scales: s_b of the training targets (default: the config's output_scale, which is
     the same for the linear heads)."""
     spec = properties.get(config.property)
-    irreps = models.output_irreps(config)
+    irreps = model_config.output_irreps(config)
     if not spec.is_tensor:
         return torch.full((irreps.dim,), 1.0 / irreps.dim, dtype=torch.float64)
     scale = block_scales or config.output_scale or (1.0,) * irreps.num_irreps
@@ -33,7 +33,7 @@ def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | Non
 
 def block_index(config: models.ModelConfig) -> torch.Tensor:
     """For each output component, the irrep instance (block) it belongs to: 0..n_blocks-1."""
-    irreps = models.output_irreps(config)
+    irreps = model_config.output_irreps(config)
     return torch.tensor([block for block, ir in enumerate(ir for mul, ir in irreps for _ in range(mul))
                          for _ in range(ir.dim)], dtype=torch.long)
 
@@ -63,7 +63,7 @@ class Loss(torch.nn.Module):
         if kind not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {tuple(LOSS_KINDS)}, got {kind!r}")
         self.kind = kind
-        dtype = models.DTYPES[config.dtype]
+        dtype = model_config.DTYPES[config.dtype]
         weights = loss_weights(config, block_scales, kind)
         self.register_buffer("weights", weights.to(dtype), persistent=False)
         blocks = block_index(config) if properties.get(config.property).is_tensor else \
