@@ -44,6 +44,7 @@ from zoo.core import tensors  # noqa: E402
 from zoo.core.config import load_section  # noqa: E402
 from zoo.data import datasets as zoo_datasets  # noqa: E402
 from zoo.nn import graphs, models, training  # noqa: E402
+from zoo.nn.model_config import ModelConfig
 
 FLOAT32_RTOL = 1e-4
 FLOAT64_RTOL = 1e-9
@@ -113,7 +114,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def training_rate(config: models.ModelConfig, loss_kind: str, split: training.SplitData, device: torch.device,
+def training_rate(config: ModelConfig, loss_kind: str, split: training.SplitData, device: torch.device,
                   batch_size: int, steps: int) -> float:
     """Training structures/s on `device`: Adam steps on random batches of the split (module docstring, step 4)."""
     net = models.MattenNet(config).to(device)

@@ -149,13 +149,14 @@ def test_no_environment_override_of_the_params():
 def test_every_profile_resolves_to_complete_settings_for_every_property():
     """select_profile (TrainConfig.resolve, then TrainSettings with every key and the ModelConfig field check) for
     each profile of params.yaml and each property: a profile missing a setting or naming a wrong one fails here."""
-    from zoo.nn import models, training
+    from zoo.nn import training
+    from zoo.nn.model_config import ModelConfig
 
     for name in PARAMS.train.profiles:
         for prop in PARAMS.properties:
             settings = training.select_profile(PARAMS.train, name, prop)[1]
             assert isinstance(settings, train_config.TrainSettings)
-            models.ModelConfig(prop, **settings.model)  # the model fields make a valid config for the property
+            ModelConfig(prop, **settings.model)  # the model fields make a valid config for the property
 
 
 def test_the_gpu_profile_takes_release_s_per_property_choices():

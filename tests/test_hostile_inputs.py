@@ -31,6 +31,7 @@ from tests.params_file import train_settings
 from tests.test_zoo_load import NAME, TINY, ELASTIC_SHIFT, FINGERPRINT, rehash, save_tiny_model, silicon
 from zoo.core import paths
 from zoo.nn import model_files, models, training
+from zoo.nn.model_config import ModelConfig
 from zoo.release import hub, inputs, loading, registry
 
 CASE_SECONDS = 10.0
@@ -297,7 +298,7 @@ def _store_with(root: Path, net, training_data=None) -> Path:
 def test_a_recorded_training_domain_flags_rare_elements_and_out_of_range_cells(tmp_path):
     domain = {"n_structures": 40, "element_counts": {"Si": 40, "Ge": 3},
               "volume_per_atom_a3": [15.0, 25.0], "density_g_cm3": [2.0, 2.6]}
-    net = models.MattenNet(models.ModelConfig("elastic", **TINY, output_shift=ELASTIC_SHIFT))
+    net = models.MattenNet(ModelConfig("elastic", **TINY, output_shift=ELASTIC_SHIFT))
     model = zoo.load(NAME, "0.1.0", store=_store_with(tmp_path, net, domain))
     inside, germanium, expanded = silicon(), silicon(), silicon()
     germanium.replace_species({"Si": "Ge"})
@@ -311,7 +312,7 @@ def test_a_recorded_training_domain_flags_rare_elements_and_out_of_range_cells(t
 
 
 def test_a_network_that_outputs_nan_returns_no_number(tmp_path):
-    net = models.MattenNet(models.ModelConfig("elastic", **TINY, output_shift=ELASTIC_SHIFT))
+    net = models.MattenNet(ModelConfig("elastic", **TINY, output_shift=ELASTIC_SHIFT))
     dict(net.named_parameters())["head.bias"].data.fill_(float("nan"))
     model = zoo.load(NAME, "0.1.0", store=_store_with(tmp_path, net))
     with bounded(), pytest.raises(loading.PredictionError, match="non-finite"):
@@ -400,7 +401,7 @@ def test_the_schema_names_every_model_config_field():
     import dataclasses
 
     named = set(model_files.MODEL_CONFIG_KEYS) | set(model_files.MODEL_CONFIG_OPTIONAL_KEYS)
-    assert named == {"format"} | {f.name for f in dataclasses.fields(models.ModelConfig)}
+    assert named == {"format"} | {f.name for f in dataclasses.fields(ModelConfig)}
     for name in ("elastic", "dielectric", "piezo", "phonon"):
         config = json.loads((paths.PACKAGE_DIR / "releases" / f"matten-{name}" / "1.0.0" / "config.json").read_text())
         model_files.check_config(config, name, name)
@@ -465,7 +466,7 @@ def test_a_config_without_a_domain_takes_it_from_the_local_build_of_its_exact_da
     version = json.loads((built.path / "dataset_version.json").read_text())
     monkeypatch.chdir(tmp_path)
     shutil.copytree(built.path, tmp_path / "data" / "hub" / "datasets" / built.path.name)
-    net = models.MattenNet(models.ModelConfig("dielectric", **TINY))
+    net = models.MattenNet(ModelConfig("dielectric", **TINY))
     settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     folder = training.save_model(tmp_path / "models" / "matten-dielectric", net, settings=settings, log={},
                                  dataset=training.DatasetInfo("mp-dielectric-irreps", version["version"],

@@ -32,6 +32,7 @@ from tests.test_models import (
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.nn import model_config, models
+from zoo.nn.model_config import ModelConfig
 
 
 # ------------------------------------------------------------------------------------------ dielectric parts
@@ -103,7 +104,7 @@ def test_spd_log_targets_round_trip_through_the_network_output_space():
 def test_a_release_1_0_config_loads_as_the_electronic_part_alone():
     text = (Path(__file__).parents[1] / "zoo/releases/matten-dielectric/1.0.0/config.json").read_text()
     saved = json.loads(text)["model_config"]
-    config = models.ModelConfig.from_json(json.dumps(saved))
+    config = ModelConfig.from_json(json.dumps(saved))
     assert config.parts == ("electronic",) and config.output_map == "linear"
     assert models.MattenNet(config).predict_cartesian(batch_of(load("cubic-mp-101"))).shape == (1, 1, 3, 3)
 
@@ -116,9 +117,9 @@ def test_a_release_1_0_config_loads_as_the_electronic_part_alone():
 ])
 def test_dielectric_parts_config_errors(overrides, message):
     with pytest.raises(ValueError, match=message):
-        models.ModelConfig("dielectric", **overrides)
+        ModelConfig("dielectric", **overrides)
     with pytest.raises(ValueError, match="symmetric rank-2"):
-        models.ModelConfig("elastic", output_map="spd_log")
+        ModelConfig("elastic", output_map="spd_log")
 
 
 # ------------------------------------------------------------------------------------ positive definite head

@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 from zoo import properties
 from zoo.core import symmetry, tensors
 from zoo.nn import blocks, graphs, model_config, model_files, models
+from zoo.nn.model_config import ModelConfig
 
 STRUCTURES = Path(__file__).parent / "data" / "structures"
 TENSOR_PROPERTIES = ("elastic", "dielectric", "piezo")
@@ -64,13 +65,13 @@ def batch_of(*structures: Structure) -> graphs.GraphBatch:
     return graphs.GraphBatch.collate([graphs.build_graph(s, R_CUT) for s in structures])
 
 
-def tiny_config(property_name: str, **overrides) -> models.ModelConfig:
+def tiny_config(property_name: str, **overrides) -> ModelConfig:
     head = overrides.get("head", "equivariant")
     readout = "+".join(f"4x{ir}" for _, ir in model_config.head_irreps(property_name, head))
     settings = dict(hidden_irreps="4x0o+4x0e+2x1o+2x1e+2x2o+2x2e", readout_irreps=readout, n_radial=4,
                     radial_hidden=(8,), species_dim=8, invariant_hidden=8, avg_num_neighbors=20.0, dtype="float64")
     settings.update(overrides)
-    return models.ModelConfig(property_name, **settings)
+    return ModelConfig(property_name, **settings)
 
 
 @functools.lru_cache(maxsize=None)
@@ -264,7 +265,7 @@ def test_overfits_eight_structures():
     targets = np.array(targets)
     scale, shift = model_config.fit_output_normalisation("elastic", targets)
     graph_list = [graphs.build_graph(s, R_CUT) for s in structure_list]
-    config = models.ModelConfig(
+    config = ModelConfig(
         "elastic", hidden_irreps="8x0o+8x0e+4x1o+4x1e+4x2o+4x2e", readout_irreps="8x0e+8x2e+8x4e", n_radial=6,
         radial_hidden=(16,), species_dim=8, avg_num_neighbors=graphs.average_neighbors(graph_list),
         output_scale=scale, output_shift=shift,
@@ -299,30 +300,30 @@ def test_initialisation_is_seeded():
 # ------------------------------------------------------------------------------------------------ config
 def test_config_json_round_trip():
     for config in (tiny_config("piezo", output_scale=(1.0, 2.0, 3.0, 4.0), seed=3),
-                   models.ModelConfig.matten_reference("elastic"), models.ModelConfig("phonon")):
+                   ModelConfig.matten_reference("elastic"), ModelConfig("phonon")):
         text = config.to_json()
-        assert models.ModelConfig.from_json(text) == config
-        assert models.ModelConfig.from_json(text).to_json() == text
+        assert ModelConfig.from_json(text) == config
+        assert ModelConfig.from_json(text).to_json() == text
         assert json.loads(text)["format"] == model_files.CONFIG_FORMAT
 
 
 def test_defaults_are_resolved_into_the_saved_config():
-    assert models.ModelConfig("elastic", n_layers=np.int64(3), r_cut=5).to_json() == \
-        models.ModelConfig("elastic", n_layers=3, r_cut=5.0).to_json()  # numpy and int inputs: plain JSON numbers
-    config = json.loads(models.ModelConfig("elastic").to_json())
+    assert ModelConfig("elastic", n_layers=np.int64(3), r_cut=5).to_json() == \
+        ModelConfig("elastic", n_layers=3, r_cut=5.0).to_json()  # numpy and int inputs: plain JSON numbers
+    config = json.loads(ModelConfig("elastic").to_json())
     assert config["l_max"] == 4 and config["readout_irreps"] == "16x0e+16x2e+16x4e"
-    assert json.loads(models.ModelConfig("dielectric").to_json())["l_max"] == 2
+    assert json.loads(ModelConfig("dielectric").to_json())["l_max"] == 2
 
 
 @pytest.mark.parametrize("text, message", [
     ("not json", "JSON"),
     ("[1, 2]", "object"),
     (json.dumps({"format": "zoo.models.ModelConfig/0", "property": "elastic"}), "format"),
-    (json.dumps({**json.loads(models.ModelConfig("elastic").to_json()), "dropout": 0.1}), "unknown fields"),
+    (json.dumps({**json.loads(ModelConfig("elastic").to_json()), "dropout": 0.1}), "unknown fields"),
 ])
 def test_config_json_errors(text, message):
     with pytest.raises(ValueError, match=message):
-        models.ModelConfig.from_json(text)
+        ModelConfig.from_json(text)
 
 
 @pytest.mark.parametrize("property_name, overrides, message", [
@@ -348,7 +349,7 @@ def test_config_json_errors(text, message):
 ])
 def test_config_errors(property_name, overrides, message):
     with pytest.raises(ValueError, match=message):
-        models.ModelConfig(property_name, **overrides)
+        ModelConfig(property_name, **overrides)
 
 
 def test_lean_e3nn_import_defers_sympy_and_e3nn_legendre_still_works():

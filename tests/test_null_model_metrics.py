@@ -7,7 +7,8 @@ from pymatgen.core import Lattice, Structure
 
 from zoo import properties
 from zoo.core import symmetry, tensors
-from zoo.nn import evaluation, models, training
+from zoo.nn import evaluation, training
+from zoo.nn.model_config import ModelConfig
 
 
 def test_the_top_records_set_aside_are_the_largest_by_norm():
@@ -44,7 +45,7 @@ def test_piezo_alone_is_scored_against_the_zero_tensor():
     targets = np.stack([tensors.cartesian_to_irreps(tensors.piezo_voigt_to_cartesian(e), spec.formula)] * 2)
     split = training.SplitData("piezo", ("a", "b"), ("cubic", "cubic"), (structure, structure), targets)
     predictors = evaluation.baseline_predictors({"train": split, "test": split},
-                                                models.ModelConfig("piezo"), settings=None, gbm=None)
+                                                ModelConfig("piezo"), settings=None, gbm=None)
     assert set(predictors) == {"crystal_system_mean", "zero_tensor"}
     np.testing.assert_array_equal(predictors["zero_tensor"]()(split), np.zeros_like(targets))
     overall, _, _, _ = evaluation.score("piezo", {"zero_tensor": np.zeros_like(targets)}, split,

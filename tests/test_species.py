@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 
 from zoo.core import tensors
 from zoo.nn import models, species
+from zoo.nn.model_config import ModelConfig
 from tests.test_models import batch_of, generic_structure, relative_error, tiny_config, transformed
 
 LANTHANIDES = [Element.from_Z(z).symbol for z in range(58, 72)]  # Ce..Lu
@@ -82,9 +83,9 @@ def test_learned_embedding_keeps_the_weight_names_of_older_models():
 
 def test_config_round_trip_and_older_configs_read_as_learned():
     config = tiny_config("dielectric", species_embedding="descriptors")
-    assert models.ModelConfig.from_json(config.to_json()) == config
+    assert ModelConfig.from_json(config.to_json()) == config
     older = json.loads(tiny_config("elastic").to_json())
     del older["species_embedding"]  # written before the field existed
-    assert models.ModelConfig.from_json(json.dumps(older)).species_embedding == "learned"
+    assert ModelConfig.from_json(json.dumps(older)).species_embedding == "learned"
     with pytest.raises(ValueError, match="species_embedding"):
         tiny_config("elastic", species_embedding="one-hot")

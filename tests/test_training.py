@@ -22,6 +22,7 @@ from zoo import properties
 from zoo.core import derived, tensors
 from zoo.nn import baselines, evaluation, models, training
 from zoo.nn.learning_curve import LearningCurveSettings
+from zoo.nn.model_config import ModelConfig
 from zoo.nn.training import loop
 from zoo.properties import PHONON_GRID_CM
 
@@ -194,7 +195,7 @@ def test_a_resume_folder_of_another_run_is_discarded(tmp_path):
 
 
 def test_loss_weights_count_every_irreps_block_equally():
-    config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    config = ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     weights = training.loss_weights(config).numpy()
     # 2x0e + 2x2e + 1x4e: blocks of 1, 1, 5, 5, 9 components; a unit relative error in one whole block adds 1/5.
     blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
@@ -211,7 +212,7 @@ def test_every_loss_is_described_in_the_training_log():
 
 
 def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_invariant():
-    config = models.ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    config = ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
     loss = training.Loss(config, "block_norm").double()
     errors = torch.as_tensor(np.random.default_rng(1).normal(size=(4, 21)))
     blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]

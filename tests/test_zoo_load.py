@@ -23,6 +23,7 @@ from tests.fakes.hub import Fault, serve
 from tests.fakes.loopback import loopback_guard
 from tests.params_file import train_settings
 from zoo.nn import graphs, models, training
+from zoo.nn.model_config import ModelConfig
 from zoo.release import publishing as publish
 from zoo.release import hub, loading, registry
 
@@ -46,7 +47,7 @@ def silicon() -> Structure:
 
 def save_tiny_model(models_root: Path, prop: str = "elastic", seed: int = 0, **config) -> Path:
     overrides = {"output_shift": ELASTIC_SHIFT} if prop == "elastic" else {}
-    net = models.MattenNet(models.ModelConfig(prop, **TINY, **overrides, **config, seed=seed))
+    net = models.MattenNet(ModelConfig(prop, **TINY, **overrides, **config, seed=seed))
     settings = train_settings(max_epochs=1, progress_bar=False, loss="mse")
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     return training.save_model(models_root / f"matten-{prop}", net, settings=settings, dataset=dataset,
@@ -308,7 +309,7 @@ def test_a_dielectric_prediction_holds_three_parts_that_add_up(tmp_path):
 def test_a_model_of_one_network_per_part_loads_with_each_networks_own_output_normalisation(tmp_path):
     """separate_parts (the release dielectric): each network's output scale and shift come from its own part's
     training targets and are kept in its weights only (the config's model_config has none), so loading accepts them."""
-    config = models.ModelConfig("dielectric", **TINY, output_map="spd_log")
+    config = ModelConfig("dielectric", **TINY, output_map="spd_log")
     net = models.build(config, seeds=[0, 0], member_parts=[("electronic",), ("ionic",)])
     for factor, member in zip((2.0, 3.0), net.members):
         member.output_scale.mul_(factor)  # as fit from the part's targets
@@ -346,7 +347,7 @@ def test_a_metal_through_the_dielectric_model_and_diamond_through_the_phonon_mod
 
 @pytest.mark.parametrize("prop", ["piezo", "phonon"])
 def test_an_ensemble_model_predicts_the_members_mean_and_their_spread(prop, tmp_path):
-    config = models.ModelConfig(prop, **TINY)
+    config = ModelConfig(prop, **TINY)
     settings = train_settings(max_epochs=1, progress_bar=False, loss="mse", ensemble_size=3)
     dataset = training.DatasetInfo(name=f"mp-{prop}-irreps", version="1.0.0", fingerprint=FINGERPRINT)
     folder = training.save_model(tmp_path / "models" / f"matten-{prop}", models.build(config, seeds=[0, 1, 2]),

@@ -20,6 +20,7 @@ import numpy as np
 
 from zoo.core.config import GBMSettings
 from zoo.nn import models
+from zoo.nn.model_config import ModelConfig
 from zoo.nn.training import SplitData
 
 # Composition features: one column per element Z = 1..MAX_ATOMIC_NUMBER.
@@ -81,7 +82,7 @@ class CompositionGBM:
         return out
 
 
-def non_equivariant_overrides(config: models.ModelConfig) -> dict[str, Any]:
+def non_equivariant_overrides(config: ModelConfig) -> dict[str, Any]:
     """ModelConfig fields that turn the model's trunk into the non-equivariant baseline: same trunk (every field
     but the head and the readout it reads), the invariant_voigt head with its default readout (scalars)."""
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}

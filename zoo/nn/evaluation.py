@@ -65,7 +65,8 @@ from zoo.core.train_config import TrainSettings
 from zoo.core.io import write_json
 from zoo.data import splits
 from zoo.data.datasets import HUB_DATASETS_DIR
-from zoo.nn import baselines, graphs, learning_curve, models, training
+from zoo.nn import baselines, graphs, learning_curve, training
+from zoo.nn.model_config import ModelConfig
 from zoo.properties.spec import finite_mean, tensor_errors
 
 REPORTS_DIR = Path("data/reports")
@@ -165,7 +166,7 @@ def symmetry_violation(property_name: str, pred: Mapping[str, np.ndarray],
 Predictor = Callable[[training.SplitData], np.ndarray]
 
 
-def baseline_predictors(data: Mapping[str, training.SplitData], model_config: models.ModelConfig,
+def baseline_predictors(data: Mapping[str, training.SplitData], model_config: ModelConfig,
                         settings: TrainSettings | None,
                         gbm: GBMSettings | None) -> dict[str, Callable[[], Predictor]]:
     """name -> a function fitting that baseline on data['train'] (and, for the network, selecting on

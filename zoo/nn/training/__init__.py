@@ -55,7 +55,7 @@ from zoo import properties
 from zoo.core.config import parse
 from zoo.core.train_config import PER_PROPERTY_KEY, TrainConfig, TrainSettings
 from zoo.data import datasets as zoo_datasets
-from zoo.nn import models
+from zoo.nn.model_config import ModelConfig
 from zoo.nn.training.artifacts import (
     CONFIG_FILE,
     LOG_FILE,
@@ -121,7 +121,7 @@ def select_profile(section: TrainConfig | Mapping[str, Any], profile: str | None
 
 def check_model_fields(fields: Mapping[str, Any]) -> None:
     """Refuse `model` settings that are not ModelConfig fields (by name)."""
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(models.ModelConfig)})
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ModelConfig)})
     if unknown:
         raise ValueError(f"model has unknown ModelConfig fields {unknown}")
 

@@ -19,6 +19,7 @@ from zoo.data import dataset_schema
 from zoo.data import datasets as zoo_datasets
 from zoo.data import splits
 from zoo.nn import graphs, model_config, model_files, models
+from zoo.nn.model_config import ModelConfig
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -145,13 +146,13 @@ def split_graphs(data: Mapping[str, SplitData], r_cut: float) -> dict[str, graph
 
 # -------------------------------------------------------------------------------------------- model config
 def make_model_config(property_name: str, settings: TrainSettings, train: SplitData,
-                      train_graphs: graphs.GraphBatch, **overrides) -> models.ModelConfig:
+                      train_graphs: graphs.GraphBatch, **overrides) -> ModelConfig:
     """The ModelConfig for `settings.model` with what training derives from the training split: the message
     normalisation (mean neighbours per atom) and, for tensors, the output scale and shift (of the targets as the
     network outputs them: ``zoo.nn.models.encode_targets``)."""
     spec = properties.get(property_name)
     fields = {**settings.model, **overrides}
-    config = models.ModelConfig(spec.name, **fields, seed=settings.seed,
+    config = ModelConfig(spec.name, **fields, seed=settings.seed,
                                 avg_num_neighbors=train_graphs.n_edges / max(train_graphs.n_atoms, 1))
     if not spec.is_tensor:
         return config

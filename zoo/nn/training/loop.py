@@ -25,6 +25,7 @@ from zoo import properties
 from zoo.core.train_config import TrainSettings
 from zoo.core.io import atomic_write_bytes, canonical_json, write_json
 from zoo.nn import graphs, model_config, models
+from zoo.nn.model_config import ModelConfig
 from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config
 from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
@@ -194,7 +195,7 @@ class FitResult:
     """global_rank: this process's rank in a data-parallel run (0 for a single process): only rank 0 writes."""
 
     net: models.MattenNet
-    config: models.ModelConfig
+    config: ModelConfig
     history: list[dict[str, float]]
     best_epoch: int
     epochs_run: int
@@ -206,7 +207,7 @@ class FitResult:
     global_rank: int = 0
 
 
-def run_key(config: models.ModelConfig, settings: TrainSettings, dataset: DatasetInfo | None) -> str:
+def run_key(config: ModelConfig, settings: TrainSettings, dataset: DatasetInfo | None) -> str:
     """sha256 naming a training run: what a resume checkpoint must match to be continued."""
     described = {"config": json.loads(config.to_json()), "settings": settings.as_dict(),
                  "dataset": None if dataset is None else dataclasses.asdict(dataset)}
@@ -254,7 +255,7 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
     prop = data["train"].property
     with _torch_threads(settings.threads):
         lightning.seed_everything(settings.seed, workers=True, verbose=False)
-        r_cut = {**settings.model, **(config_overrides or {})}.get("r_cut", models.ModelConfig.r_cut)
+        r_cut = {**settings.model, **(config_overrides or {})}.get("r_cut", ModelConfig.r_cut)
         datamodule = make_datamodule(data, settings.batch_size, settings.seed, r_cut)
         datamodule.setup("fit")
         config = make_model_config(prop, settings, data["train"], datamodule.graphs["train"],
@@ -437,7 +438,7 @@ def _completed_member(folder: Path, settings: TrainSettings, dataset: DatasetInf
     if not weights.is_file() or not saved.is_file():
         return None
     recorded = json.loads(saved.read_text(encoding="utf-8"))
-    config = models.ModelConfig.from_json(json.dumps(recorded["config"]))
+    config = ModelConfig.from_json(json.dumps(recorded["config"]))
     if recorded.get("run_key") != run_key(config, settings, dataset):
         return None  # another run's member: trained again
     net = models.MattenNet(config)

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 
 from zoo import properties
-from zoo.nn import model_config, models
+from zoo.nn import model_config
+from zoo.nn.model_config import ModelConfig
 
 
-def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | None = None,
+def loss_weights(config: ModelConfig, block_scales: Sequence[float] | None = None,
                  kind: str = "mse") -> torch.Tensor:
     """Per-component weights w with loss = sum_c w_c (pred_c - y_c)^2 averaged over structures (module docstring):
     1 / (n_blocks dim_b s_b^2) for a tensor, 1 / 51 for the DOS; for 'mandel' one weight 1 / (sum_b dim_b s_b^2)
@@ -31,7 +32,7 @@ def loss_weights(config: models.ModelConfig, block_scales: Sequence[float] | Non
     return torch.tensor(weights, dtype=torch.float64)
 
 
-def block_index(config: models.ModelConfig) -> torch.Tensor:
+def block_index(config: ModelConfig) -> torch.Tensor:
     """For each output component, the irrep instance (block) it belongs to: 0..n_blocks-1."""
     irreps = model_config.output_irreps(config)
     return torch.tensor([block for block, ir in enumerate(ir for mul, ir in irreps for _ in range(mul))
@@ -58,7 +59,7 @@ LOSS_KINDS = {
 class Loss(torch.nn.Module):
     """Per-structure loss of prediction errors (n, dim) -> (n,); `kind` is one of LOSS_KINDS (described there)."""
 
-    def __init__(self, config: models.ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None):
+    def __init__(self, config: ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None):
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {tuple(LOSS_KINDS)}, got {kind!r}")
