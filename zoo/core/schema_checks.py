@@ -1,4 +1,5 @@
-"""The checks the params schemas (zoo.core.config, zoo.core.train_config) apply to a value or a section.
+"""The checks the params schemas (zoo.core.config, zoo.core.train_config) apply to a value or a section; check_positive
+also checks numeric arguments elsewhere (the symmetry tolerances, r_cut, the ModelConfig fields).
 
 Each raises ValueError naming the setting, so a bad params.yaml is refused with a clear message.
 """
