@@ -3,7 +3,7 @@
 Trains the model as the train stage does (zoo.nn.training.fit_model, the profile's seeds and epochs) with the given
 overrides, scores it with the evaluate stage's code (zoo.nn.evaluation.score; no baselines), and prints one JSON
 line: the overrides, the training time, the epochs, the model's validation metrics (what settings are chosen on)
-and test metrics and, for the dielectric property, its eps_poly on the six reference crystals of
+and test metrics (and external, where the dataset has that split; never used to choose) and, for the dielectric property, its eps_poly on the six reference crystals of
 tests/reference_structures.py. Comparisons of settings in the notes and model cards were made with this script, one
 run per setting, on the same machine (the earlier ones printed test metrics only).
 
@@ -94,18 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     per_property[args.property] = own
     profile[PER_PROPERTY_KEY] = per_property
     profiles[args.profile] = profile
-    name, settings = training.select_profile({"profiles": profiles}, args.profile, args.property)
+    name, settings = training.select_profile({**section, "profiles": profiles}, args.profile, args.property)
     settings = training.dataclasses.replace(settings, progress_bar=False)
 
     data, dataset = training.load_splits(args.property, ROOT / "data/hub/datasets")
     if args.train_filter is not None:
         data = filtered(data, args.train_filter)
     started = time.perf_counter()
-    fitted = training.fit_model(data, settings, dataset=dataset)
+    fitted = training.fit_model(training.fitting_splits(data), settings, dataset=dataset)
     seconds = time.perf_counter() - started
     net = fitted.net
     scores = {}
-    for split in ("validation", "test"):
+    for split in ("validation", "test", "external"):
+        if split not in data:  # only elastic has an external split
+            continue
         chosen = training.for_parts(data[split], net.parts)
         scores[split], _, _, _ = evaluation.score(args.property, {"model": evaluation.predict(net, chosen)}, chosen,
                                                   None)
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
               "epochs": [member.epochs_run for member in fitted.members],
               "best_epochs": [member.best_epoch for member in fitted.members],
               "validation_metrics": scores["validation"]["model"], "metrics": scores["test"]["model"]}
+    if "external" in scores:
+        result["external_metrics"] = scores["external"]["model"]
     if args.property == "dielectric":
         result["reference"] = reference_predictions(net)
     print(json.dumps(result))
