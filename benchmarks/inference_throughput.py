@@ -16,8 +16,7 @@ import time
 import torch
 
 import zoo
-from zoo import properties
-from zoo.data import datasets
+from zoo import datasets, properties
 
 
 def mp_structures(property_name: str, n: int) -> list:

@@ -14,7 +14,7 @@ import sys
 
 from zoo.core import environment, stage_cli
 
-# Passive OpenMP waiting (environment.env) must be chosen before torch is imported.
+# Passive OpenMP waiting and the OpenBLAS kernels (environment.env) must be chosen before torch and numpy are imported.
 environment.apply()
 
 from zoo import properties  # noqa: E402

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import sys
 
-from zoo import properties
-from zoo.core import stage_cli
-from zoo.data import pipeline
+from zoo.core import environment, stage_cli
+
+# The OpenBLAS kernels (environment.env) must be chosen before numpy is imported.
+environment.apply()
+
+from zoo import properties  # noqa: E402
+from zoo.data import pipeline  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,9 +8,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoo import properties
-from zoo.core import stage_cli
-from zoo.release import publishing
+from zoo.core import environment, stage_cli
+
+# The OpenBLAS kernels (environment.env) must be chosen before numpy is imported.
+environment.apply()
+
+from zoo import properties  # noqa: E402
+from zoo.release import publishing  # noqa: E402
 
 
 def _options(parser: argparse.ArgumentParser) -> None:

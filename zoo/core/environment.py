@@ -1,6 +1,7 @@
 """The environment every command of the project runs with, from the one file that lists it (environment.env).
 
-Telemetry off for every library the project drives, and passive OpenMP waiting. The Makefile includes the file,
+Telemetry off for every library the project drives, passive OpenMP waiting, and one set of OpenBLAS kernels on
+every x86-64 CPU (the same datasets, byte for byte, on AVX2 and AVX-512 machines). The Makefile includes the file,
 .ci/run sources it, the tests and the stage scripts call ``apply`` before importing the libraries that read it.
 """
 
