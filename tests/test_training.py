@@ -333,7 +333,9 @@ def test_rare_elements_are_counted_over_training_records():
         evaluation.record_quantities("elastic", np.stack([elastic_irreps(isotropic_voigt(100, 50)),
                                                           elastic_irreps(isotropic_voigt(50, 20))]), [None, None]))
     assert breakdown["rare_elements_present"] == ["K"]
-    assert breakdown["model"]["common"]["k_voigt_mae"] == 0.0 and breakdown["model"]["rare"]["k_voigt_mae"] == 50.0
+    # approx: the Voigt average of the irreps round trip is exact only to rounding (which depends on the BLAS kernels)
+    assert breakdown["model"]["common"]["k_voigt_mae"] == pytest.approx(0.0, abs=1e-9)
+    assert breakdown["model"]["rare"]["k_voigt_mae"] == pytest.approx(50.0, rel=1e-12)
 
 
 def test_evaluate_phonon_model(datasets_root, tmp_path):
