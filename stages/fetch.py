@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from zoo.core import environment, stage_cli
+from zoo.core import stage_cli  # first: it applies environment.env before numpy and torch load
 
-# The OpenBLAS kernels (environment.env) must be chosen before numpy is imported.
-environment.apply()
-
-from zoo import properties  # noqa: E402
-from zoo.data import pipeline  # noqa: E402
+from zoo import properties
+from zoo.data import pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoo.core import environment, stage_cli
+from zoo.core import stage_cli  # first: it applies environment.env before numpy and torch load
 
-# The OpenBLAS kernels (environment.env) must be chosen before numpy is imported.
-environment.apply()
-
-from zoo import properties  # noqa: E402
-from zoo.release import publishing  # noqa: E402
+from zoo import properties
+from zoo.release import publishing
 
 
 def _options(parser: argparse.ArgumentParser) -> None:

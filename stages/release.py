@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import sys
 
-from zoo.core import environment, stage_cli
+from zoo.core import stage_cli  # first: it applies environment.env before numpy and torch load
 
-# Passive OpenMP waiting and the OpenBLAS kernels (environment.env) must be chosen before torch and numpy are imported.
-environment.apply()
-
-from zoo import properties  # noqa: E402
-from zoo.release import shipping  # noqa: E402
+from zoo import properties
+from zoo.release import shipping
 
 
 def main(argv: list[str] | None = None) -> int:

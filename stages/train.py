@@ -14,13 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoo.core import environment, stage_cli
+from zoo.core import stage_cli  # first: it applies environment.env before numpy and torch load
 
-# Passive OpenMP waiting and the OpenBLAS kernels (environment.env) must be chosen before torch and numpy are imported.
-environment.apply()
-
-from zoo import properties  # noqa: E402
-from zoo.nn import pipeline  # noqa: E402
+from zoo import properties
+from zoo.nn import pipeline
 
 
 def _options(parser: argparse.ArgumentParser) -> None:

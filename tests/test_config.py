@@ -98,6 +98,34 @@ def test_one_environment_definition_for_makefile_ci_and_tests():
     assert paths.ENVIRONMENT_FILE == REPO / "environment.env"
 
 
+
+def test_stage_scripts_apply_the_environment_before_numpy_and_torch_load():
+    """OpenBLAS's kernels (OPENBLAS_CORETYPE) and OpenMP's waiting policy are read once, when numpy and torch load:
+    importing zoo.core.stage_cli sets them without loading either, and every stage script imports it first."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in environment.variables()}
+    probe = ("import json, os, sys; import zoo.core.stage_cli; "
+             "print(json.dumps({'loaded': sorted(m for m in ('numpy', 'torch') if m in sys.modules), "
+             "'env': {k: os.environ.get(k) for k in ('OPENBLAS_CORETYPE', 'OMP_WAIT_POLICY', 'DVC_NO_ANALYTICS')}}))")
+    result = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, check=True,
+                                       capture_output=True, text=True).stdout)
+    assert result["loaded"] == []
+    assert result["env"] == {key: environment.variables()[key] for key in result["env"]}
+    scripts = sorted((REPO / "stages").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        imports = [node for node in ast.parse(script.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))
+                   and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+        first_third_party = next(node for node in imports if not (isinstance(node, ast.Import) and all(
+            alias.name in sys.stdlib_module_names for alias in node.names)))
+        assert isinstance(first_third_party, ast.ImportFrom), script.name
+        assert (first_third_party.module, [a.name for a in first_third_party.names]) == ("zoo.core", ["stage_cli"]), \
+            f"{script.name}: the first non-standard-library import must be `from zoo.core import stage_cli`"
+
 def _strained_cubic() -> Structure:
     """A cubic crystal strained by 0.5% along x: cubic at the Materials Project's symprec 0.1 A, tetragonal at
     0.001 A."""

@@ -100,15 +100,21 @@ def test_train_stage_writes_a_loadable_model(trained, datasets_root):
 
 def test_interrupted_run_resumes_to_the_same_weights(trained, datasets_root, tmp_path):
     """Stopped after epoch 1 and resumed from last.ckpt, the run ends with the uninterrupted run's exact weights
-    (also: two runs with the same settings give identical weights on the CPU)."""
-    settings, folder, _, _ = trained
-    models_root = tmp_path / "models"
+    (also: two runs with the same settings give identical weights on the CPU), and the dvclive metrics and plots
+    it continues are the uninterrupted run's, row for row."""
+    settings, folder, _, uninterrupted_live = trained
+    models_root, live = tmp_path / "models", tmp_path / "live"
     stopped, partial = training.train_property("dielectric", settings, datasets_root=datasets_root,
-                                               models_root=models_root, stop_after_epochs=1)
+                                               models_root=models_root, stop_after_epochs=1, live_dir=live)
     assert stopped is None and partial.members[-1].epochs_run == 1 and partial.net is None
     assert (models_root / ".resume" / "matten-dielectric" / training.LAST_CHECKPOINT).is_file()
+    # A process killed after logging epoch 1 but before saving its checkpoint leaves that epoch's dvclive rows (here:
+    # the uninterrupted run's); the resumed run trains epoch 1 again and must not log it twice.
+    for table in (uninterrupted_live / "plots").rglob("*.tsv"):
+        logged = live / table.relative_to(uninterrupted_live)
+        logged.write_text(logged.read_text() + table.read_text().splitlines(keepends=True)[2])
     resumed_folder, resumed = training.train_property("dielectric", settings, datasets_root=datasets_root,
-                                                      models_root=models_root)
+                                                      models_root=models_root, live_dir=live)
     (member,) = resumed.members
     assert member.resumed_after_epochs == 1 and member.epochs_run == 3
     expected, actual = weights_of(folder), weights_of(resumed_folder)
@@ -116,6 +122,10 @@ def test_interrupted_run_resumes_to_the_same_weights(trained, datasets_root, tmp
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
     assert (folder / "training_log.json").read_text() == (resumed_folder / "training_log.json").read_text()
+    written = {path.relative_to(live) for path in live.rglob("*") if path.is_file()}
+    assert written == {path.relative_to(uninterrupted_live) for path in uninterrupted_live.rglob("*") if path.is_file()}
+    for name in sorted(written):
+        assert (live / name).read_text() == (uninterrupted_live / name).read_text(), name
 
 
 def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(trained, datasets_root, tmp_path,

@@ -1,8 +1,9 @@
 """The environment every command of the project runs with, from the one file that lists it (environment.env).
 
 Telemetry off for every library the project drives, passive OpenMP waiting, and one set of OpenBLAS kernels on
-every x86-64 CPU (the same datasets, byte for byte, on AVX2 and AVX-512 machines). The Makefile includes the file,
-.ci/run sources it, the tests and the stage scripts call ``apply`` before importing the libraries that read it.
+every x86-64 CPU (fewer last-bit differences between AVX2 and AVX-512 machines, not none: environment.env says which
+outputs it makes identical). The Makefile includes the file, .ci/run sources it, the tests set it in conftest.py and
+the stage scripts apply it by importing zoo.core.stage_cli, before the libraries that read it are imported.
 """
 
 from __future__ import annotations

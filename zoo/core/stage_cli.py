@@ -3,8 +3,11 @@
 A stage script names its stage, the properties it accepts, the errors it expects and the package function it runs;
 ``main`` parses ``<property> [--params params.yaml]`` (plus the stage's own options), runs the function for each
 property given and turns an expected error into one line on stderr, ``<stage> <property> failed: <message>``, and
-exit code 1 (argparse's usage errors exit 2), never a traceback. The stages that import torch call
-``environment.apply()`` themselves, before that import (passive OpenMP waiting must be chosen before torch loads).
+exit code 1 (argparse's usage errors exit 2), never a traceback.
+
+Importing this module applies environment.env (``environment.apply``): every stage script imports it before any
+other zoo module, because OpenBLAS's kernels and OpenMP's waiting policy are read once, when numpy and torch load.
+This module and what it imports load neither (tests/test_config.py checks both).
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ import argparse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
+from zoo.core import environment
+
+environment.apply()
+
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 # stderr, read when printing (so that a test's captured stderr receives it); no wrapping of long paths.
 console = Console(stderr=True, soft_wrap=True)

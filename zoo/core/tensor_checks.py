@@ -72,7 +72,7 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def max_abs(x: Array) -> float:
     """max |x| (NaN if x has one); numpy's max and min avoid an |x| temporary of x's size."""
     if is_torch(x):
-        return float(x.abs().max()) if x.numel() else 0.0
+        return float(x.detach().abs().max()) if x.numel() else 0.0
     return float(max(x.max(), -x.min())) if x.size else 0.0
 
 

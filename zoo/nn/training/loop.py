@@ -294,6 +294,8 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
             if live_dir is not None:
                 from dvclive.lightning import DVCLiveLogger
 
+                if checkpoint is not None and rank_zero:
+                    _drop_live_rows_after(Path(live_dir), resumed_after)
                 # dvcyaml=None: dvclive must not write into the project's dvc.yaml; no experiment bookkeeping. It
                 # logs from rank 0 only.
                 trainer.loggers = [DVCLiveLogger(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
@@ -337,6 +339,24 @@ def resumable_checkpoint(resume_dir: Path, key: str, clear_other_runs: bool = Tr
     if clear_other_runs and resume_dir.exists():
         shutil.rmtree(resume_dir)  # another run's state: never continue it
     return None
+
+
+def _drop_live_rows_after(live_dir: Path, epochs: int) -> None:
+    """Remove the dvclive rows (plots/metrics/**.tsv) of the epochs after the first `epochs`: a process killed
+    between logging an epoch and saving its checkpoint wrote them, and the resumed run logs that epoch again (a
+    duplicated row). Rows are keyed by Lightning's step; epoch.tsv says which step ended which epoch."""
+    metrics = live_dir / "plots" / "metrics"
+    epoch_rows = metrics / "epoch.tsv"
+    if not epoch_rows.is_file():
+        return
+    steps = [(int(step), int(float(epoch))) for step, epoch in
+             (line.split("\t") for line in epoch_rows.read_text(encoding="utf-8").splitlines()[1:] if line)]
+    last_kept = max((step for step, epoch in steps if epoch < epochs), default=-1)
+    for table in sorted(metrics.rglob("*.tsv")):
+        header, *rows = table.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [row for row in rows if int(row.split("\t", 1)[0]) <= last_kept]
+        if len(kept) != len(rows):
+            atomic_write_bytes(table, "".join([header, *kept]).encode("utf-8"))
 
 
 def _write_run_file(resume_dir: Path, key: str) -> None:
