@@ -213,6 +213,35 @@ def test_loss_weights_count_every_irreps_block_equally():
         assert weights[block].sum() * scale**2 == pytest.approx(1 / 5)
 
 
+def test_loss_irrep_weights_scale_each_named_irreps_blocks_share_of_the_loss():
+    """{0e: 3}: the two isotropic blocks of a stiffness weigh three times the others, the weights averaging 1 over
+    the five blocks (so the loss keeps its size); no weights is the unweighted loss exactly."""
+    from zoo.nn.training.loss import block_weights
+
+    config = ModelConfig("elastic", output_scale=(2.0, 3.0, 5.0, 7.0, 11.0))
+    np.testing.assert_allclose(block_weights(config, {"0e": 3}).numpy(), np.array([3, 3, 1, 1, 1]) * 5 / 9)
+    errors = torch.as_tensor(np.random.default_rng(3).normal(size=(4, 21)))
+    blocks = [slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 12), slice(12, 21)]
+    weights = np.array([3, 3, 1, 1, 1]) * 5 / 9
+    norms = np.array([[np.linalg.norm(e[b]) / s for b, s in zip(blocks, config.output_scale)] for e in errors.numpy()])
+    weighted = training.Loss(config, "block_norm", irrep_weights={"0e": 3}).double()
+    np.testing.assert_allclose(weighted(errors).numpy(), (norms * weights).mean(axis=1), atol=2e-6)
+    # mse: each block's mean squared relative error (loss_weights), times its weight
+    squares = np.array([[np.mean(e[b] ** 2) / s**2 for b, s in zip(blocks, config.output_scale)]
+                        for e in errors.numpy()])
+    np.testing.assert_allclose(training.Loss(config, "mse", irrep_weights={"0e": 3}).double()(errors).numpy(),
+                               (squares * weights).mean(axis=1), rtol=1e-6)  # float32 weight buffers
+    for kind in ("mse", "block_norm", "mandel"):
+        plain = training.Loss(config, kind).double()
+        assert torch.equal(training.Loss(config, kind, irrep_weights={}).double()(errors), plain(errors))
+    with pytest.raises(ValueError, match=r"names \['1o'\]"):
+        training.Loss(config, "block_norm", irrep_weights={"1o": 2})
+    with pytest.raises(ValueError, match="predicts a DOS"):
+        training.Loss(ModelConfig("phonon"), "mse", irrep_weights={"0e": 2})
+    with pytest.raises(ValueError, match="loss_irrep_weights must map irreps"):
+        dataclasses.replace(train_settings(), loss_irrep_weights={"0e": -1})
+
+
 def test_every_loss_is_described_in_the_training_log():
     # the elastic profiles' mandel loss once had no description: its train stage failed after training (KeyError)
     from zoo.core.train_config import LOSSES

@@ -54,6 +54,9 @@ class TrainSettings:
     separate_parts           (a property with several predicted parts, dielectric) one network per part, each part
                              selected on its own validation loss, instead of one network with a head per part;
                              ensemble_size networks per part
+    loss_irrep_weights       (a tensor property) irrep -> weight of that irrep's blocks in the loss, e.g. {0e: 2}
+                             (the isotropic blocks, which carry the bulk and shear moduli, count twice); irreps
+                             not named weigh 1, and the weights are scaled to a mean of 1 over the blocks
 
     A model's config.json records these settings; ``from_record`` reads those of models trained before a setting
     existed (RECORDED_DEFAULTS).
@@ -78,6 +81,7 @@ class TrainSettings:
     model: Mapping[str, Any]
     ensemble_size: int
     separate_parts: bool
+    loss_irrep_weights: Mapping[str, float]
 
     def __post_init__(self):
         # Longer than ~60 lines: one check per setting, each with its own message.
@@ -108,6 +112,12 @@ class TrainSettings:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not isinstance(self.separate_parts, bool):
             raise ValueError(f"separate_parts must be true or false, got {self.separate_parts!r}")
+        if not isinstance(self.loss_irrep_weights, Mapping) or not all(
+                isinstance(irrep, str) and is_real(weight) and weight > 0
+                for irrep, weight in self.loss_irrep_weights.items()):
+            raise ValueError("loss_irrep_weights must map irreps (e.g. '0e') to positive numbers, got "
+                             f"{self.loss_irrep_weights!r}")
+        object.__setattr__(self, "loss_irrep_weights", dict(self.loss_irrep_weights))
         if not isinstance(self.model, Mapping):
             raise ValueError(f"model must be a mapping of ModelConfig fields, got {self.model!r}")
         reserved = sorted(set(self.model) & set(RESERVED_MODEL_FIELDS))
@@ -148,7 +158,7 @@ class TrainSettings:
 # network, one process on one device. Only ``TrainSettings.from_record`` uses them:
 # a profile in params.yaml must write every setting.
 RECORDED_DEFAULTS: dict[str, Any] = {"ensemble_size": 1, "devices": 1, "num_nodes": 1, "strategy": "auto",
-                                     "separate_parts": False}
+                                     "separate_parts": False, "loss_irrep_weights": {}}
 
 PER_PROPERTY_KEY = "per_property"
 EXTENDS_KEY = "extends"

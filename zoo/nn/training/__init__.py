@@ -13,7 +13,9 @@ Loss, per irreps block. For a tensor property, the mean over irrep instances b (
 of mean_m (pred_bm - y_bm)^2 / s_b^2, where s_b is the block's RMS over the training targets (after removing the
 mean of 0e blocks; ``zoo.nn.model_config.fit_output_normalisation``). Each block then counts equally, whatever its size
 and dimension: the bulk-like 0e terms of the stiffness are ~10x the 4e part and would otherwise dominate. The
-scale factors are invariants of the data set, so the loss stays rotation invariant. Phonon: the plain MSE over
+scale factors are invariants of the data set, so the loss stays rotation invariant. ``TrainSettings.
+loss_irrep_weights`` then weighs the blocks of named irreps more (elastic {0e: w}: the two isotropic blocks, which
+carry the bulk and shear moduli), the weights scaled to a mean of 1 over the blocks. Phonon: the plain MSE over
 the 51 bins of the max-normalised DOS (already O(1); a per-bin scale would blow up the nearly empty high bins).
 
 Fitting. Adam, ReduceLROnPlateau and EarlyStopping on the validation loss; the weights kept are those of the best

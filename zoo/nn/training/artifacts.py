@@ -72,10 +72,10 @@ def save_model(folder: str | os.PathLike, net: models.MattenNet | models.Ensembl
         **({"ensemble_seeds": net.seeds} if isinstance(net, models.Ensemble) else {}),
         **({"ensemble_parts": [list(parts) for parts in net.member_parts]}
            if isinstance(net, models.Ensemble) and len(net.groups) > 1 else {}),
-        # separate_parts only where set: a config without it reads as false (TrainSettings.from_record), as the
-        # shipped releases trained before it record
+        # separate_parts and loss_irrep_weights only where set: a config without them reads as their default
+        # (TrainSettings.from_record), as the shipped releases trained before them record
         "training": {"profile": profile, **{key: value for key, value in settings.as_dict().items()
-                                            if key != "separate_parts" or value}},
+                                            if key not in ("separate_parts", "loss_irrep_weights") or value}},
         "dataset": dataclasses.asdict(dataset),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_bytes(weights)},
         **({"training_data": dict(training_data)} if training_data is not None else {}),

@@ -59,7 +59,7 @@ def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: i
         def __init__(self):
             super().__init__()
             self.net = net
-            self.loss = Loss(net.config, settings.loss, block_scales)
+            self.loss = Loss(net.config, settings.loss, block_scales, settings.loss_irrep_weights)
             self.history: list[dict[str, float]] = []
             self.best: dict[str, Any] = {"epoch": None, "val_loss": math.inf, "state": None}
             self._sums: dict[str, torch.Tensor] = {}

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from zoo import properties
 from zoo.nn import model_config
 from zoo.nn.model_config import ModelConfig
+
+
+def block_weights(config: ModelConfig, irrep_weights: Mapping[str, float] | None = None) -> torch.Tensor:
+    """The weight of each irreps block (block_index) in the loss: irrep_weights[irrep] (TrainSettings.
+    loss_irrep_weights; 1 for an irrep not named), scaled to a mean of 1 over the blocks so that the loss keeps
+    its size."""
+    irrep_weights = dict(irrep_weights or {})
+    irreps = model_config.output_irreps(config)
+    if not properties.get(config.property).is_tensor:
+        if not irrep_weights:
+            return torch.ones(irreps.dim, dtype=torch.float64)  # the DOS: each bin its own block
+        raise ValueError(f"loss_irrep_weights weighs the irreps blocks of a tensor; {config.property} predicts "
+                         "a DOS")
+    present = {str(ir) for _, ir in irreps}
+    unknown = sorted(set(irrep_weights) - present)
+    if unknown:
+        raise ValueError(f"loss_irrep_weights names {unknown}, which {config.property}'s output irreps "
+                         f"{irreps} do not hold")
+    weights = torch.tensor([float(irrep_weights.get(str(ir), 1.0)) for mul, ir in irreps for _ in range(mul)],
+                           dtype=torch.float64)
+    return weights / weights.mean()
 
 
 def loss_weights(config: ModelConfig, block_scales: Sequence[float] | None = None,
@@ -59,18 +80,25 @@ LOSS_KINDS = {
 class Loss(torch.nn.Module):
     """Per-structure loss of prediction errors (n, dim) -> (n,); `kind` is one of LOSS_KINDS (described there)."""
 
-    def __init__(self, config: ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None):
+    def __init__(self, config: ModelConfig, kind: str = "mse", block_scales: Sequence[float] | None = None,
+                 irrep_weights: Mapping[str, float] | None = None):
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {tuple(LOSS_KINDS)}, got {kind!r}")
         self.kind = kind
         dtype = model_config.DTYPES[config.dtype]
         weights = loss_weights(config, block_scales, kind)
-        self.register_buffer("weights", weights.to(dtype), persistent=False)
         blocks = block_index(config) if properties.get(config.property).is_tensor else \
             torch.arange(weights.numel())
         self.n_blocks = int(blocks.max()) + 1
         self.register_buffer("blocks", blocks, persistent=False)
+        # mse, mandel: the squared error of a block times its weight; block_norm: its norm times its weight
+        self.weighted = bool(irrep_weights)  # unweighted: the arithmetic the shipped models were trained with
+        per_block = block_weights(config, irrep_weights)
+        self.register_buffer("block_weights", per_block.to(dtype), persistent=False)
+        if self.weighted and kind in ("mse", "mandel"):
+            weights = weights * per_block[blocks]
+        self.register_buffer("weights", weights.to(dtype), persistent=False)
         # w_c = 1 / (n_blocks dim_b s_b^2), so n_blocks dim_b w_c = 1 / s_b^2 on every component of block b
         dims = torch.bincount(blocks, minlength=self.n_blocks)[blocks]
         self.register_buffer("inverse_square_scale", (weights * self.n_blocks * dims).to(dtype), persistent=False)
@@ -82,7 +110,8 @@ class Loss(torch.nn.Module):
         per_block = scaled.new_zeros(errors.shape[0], self.n_blocks).index_add_(1, self.blocks, scaled)
         # sqrt(x + eps^2) - eps: the norm with a finite gradient at zero error
         eps = 1e-6
-        return ((per_block + eps * eps).sqrt() - eps).mean(dim=1)
+        norms = (per_block + eps * eps).sqrt() - eps
+        return (norms * self.block_weights).mean(dim=1) if self.weighted else norms.mean(dim=1)
 
 
 def _instances(irreps, values):
