@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_filter is not None:
         data = filtered(data, args.train_filter)
     started = time.perf_counter()
-    fitted = training.fit_model(training.fitting_splits(data), settings, dataset=dataset)
+    with training.FitPool(section["workers"]) as pool:  # an ensemble's members side by side
+        fitted = training.fit_model(training.fitting_splits(data), settings, dataset=dataset, pool=pool)
     seconds = time.perf_counter() - started
     net = fitted.net
     scores = {}

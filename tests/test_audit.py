@@ -44,7 +44,7 @@ PROFILE = train_settings(max_epochs=1, batch_size=8, learning_rate=0.01, seed=0,
 # The synthetic records have no previous release to keep the splits of (the checkout pins elastic's 1.0.0 splits).
 PARAMS = {"build": {"dataset_version": "1.0.0", "split_salt": dataset_builds.SALT, "pinned_splits_from": None,
                     "workers": 1},
-          "train": {"profile": "test", "profiles": {"test": PROFILE}}}
+          "train": {"profile": "test", "workers": 1, "profiles": {"test": PROFILE}}}
 # The build and train stages of the project's dvc.yaml, run by the project's own scripts.
 DVC_YAML = {"stages": {
     "build": {"foreach": ["elastic"], "do": {

@@ -219,7 +219,7 @@ def test_extends_resolution_order_and_its_errors():
               "per_property": {"elastic": {"batch_size": 8}}},
         "c": {"extends": "b", "learning_rate": 0.1},
     }
-    train = train_config.TrainConfig("c", profiles)
+    train = train_config.TrainConfig("c", profiles, 1)
     phonon = train.resolve("c", "phonon")
     # a < a.per_property < b < b.per_property < c: b's own max_epochs beats a's per-property 7; model field by field
     assert (phonon["loss"], phonon["max_epochs"], phonon["learning_rate"]) == ("mse", 50, 0.1)
@@ -229,11 +229,11 @@ def test_extends_resolution_order_and_its_errors():
                                                                                           "species_dim": 8})
     assert train.resolve("b")["batch_size"] == base["batch_size"]  # no property: no per-property settings
     with pytest.raises(ValueError, match="extends names 'z', which is not a profile"):
-        train_config.TrainConfig("a", {**profiles, "d": {"extends": "z"}})
+        train_config.TrainConfig("a", {**profiles, "d": {"extends": "z"}}, 1)
     with pytest.raises(ValueError, match="cycle: a -> b -> a"):
-        train_config.TrainConfig("a", {**profiles, "a": {**profiles["a"], "extends": "b"}})
+        train_config.TrainConfig("a", {**profiles, "a": {**profiles["a"], "extends": "b"}}, 1)
     with pytest.raises(ValueError, match="per_property must map property names"):
-        train_config.TrainConfig("a", {"a": {**base, "per_property": {"phonon": 3}}})
+        train_config.TrainConfig("a", {"a": {**base, "per_property": {"phonon": 3}}}, 1)
     with pytest.raises(ValueError, match=r"training profile: missing key\(s\) \['devices'\]"):
         train_config.TrainSettings.from_params({k: v for k, v in base.items() if k != "devices"})
 

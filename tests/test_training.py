@@ -164,6 +164,27 @@ def test_an_ensemble_is_the_mean_of_its_seeds_and_resumes_member_by_member(train
     assert not np.allclose(members[0], members[1])
 
 
+def test_members_trained_side_by_side_are_the_members_trained_one_after_another(trained, datasets_root, tmp_path):
+    """train.workers 2: the members train in two worker processes (zoo.nn.training.parallel) and come back as the
+    networks, histories and model files that one-after-another training in this process gives, bit for bit."""
+    settings, single_folder, _, _ = trained
+    ensemble = dataclasses.replace(settings, ensemble_size=2)
+    folders, fits = {}, {}
+    for workers in (2, 1):
+        folders[workers], fits[workers] = training.train_property(
+            "dielectric", ensemble, datasets_root=datasets_root, models_root=tmp_path / f"workers-{workers}",
+            workers=workers)
+    for side_by_side, in_turn in zip(fits[2].members, fits[1].members, strict=True):
+        assert side_by_side.history == in_turn.history and side_by_side.best_epoch == in_turn.best_epoch
+        assert side_by_side.config == in_turn.config
+    for name in (training.WEIGHTS_FILE, training.CONFIG_FILE, training.LOG_FILE):
+        assert (folders[2] / name).read_bytes() == (folders[1] / name).read_bytes(), name
+    for name, tensor in weights_of(single_folder).items():  # member 0 is the single run with seed 0
+        assert torch.equal(fits[2].members[0].net.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="train.workers must be an integer >= 1"):
+        training.FitPool(0)
+
+
 def test_separate_parts_train_one_network_per_part_and_predict_their_sum(trained, datasets_root, tmp_path):
     """separate_parts: an electronic and an ionic network (two seeds each), each selected on its own validation
     loss; saved and loaded as one model whose parts are the groups' means and whose total is their sum."""
@@ -285,11 +306,11 @@ def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_in
 ])
 def test_bad_settings_are_refused_by_name(settings, message):
     with pytest.raises(ValueError, match=message):
-        training.select_profile({"profile": "cpu", "profiles": {"cpu": {**BASE, **settings}}})
+        training.select_profile({"profile": "cpu", "workers": 1, "profiles": {"cpu": {**BASE, **settings}}})
 
 
 def test_profile_selection():
-    section = {"profile": "cpu", "profiles": {"cpu": {**BASE, "max_epochs": 5}, "release": {**BASE, "max_epochs": 50}}}
+    section = {"profile": "cpu", "workers": 1, "profiles": {"cpu": {**BASE, "max_epochs": 5}, "release": {**BASE, "max_epochs": 50}}}
     assert training.select_profile(section) == ("cpu", train_settings(max_epochs=5))
     assert training.select_profile(section, "release")[1].max_epochs == 50
     with pytest.raises(ValueError, match="profile must be one of"):
@@ -299,7 +320,7 @@ def test_profile_selection():
 def test_per_property_settings_replace_the_profile_s_for_that_property_only():
     profile = {**BASE, "max_epochs": 5, "loss": "block_norm", "model": {"n_layers": 3, "r_cut": 4.0},
                "per_property": {"phonon": {"loss": "mse", "model": {"readout_irreps": "64x0e"}}}}
-    section = {"profile": "cpu", "profiles": {"cpu": profile}}
+    section = {"profile": "cpu", "workers": 1, "profiles": {"cpu": profile}}
     phonon = training.select_profile(section, property_name="phonon")[1]
     assert (phonon.loss, phonon.max_epochs) == ("mse", 5)
     assert phonon.model == {"n_layers": 3, "r_cut": 4.0, "readout_irreps": "64x0e"}
@@ -307,7 +328,7 @@ def test_per_property_settings_replace_the_profile_s_for_that_property_only():
     assert (elastic.loss, elastic.model) == ("block_norm", {"n_layers": 3, "r_cut": 4.0})
     assert training.select_profile(section)[1] == elastic
     with pytest.raises(ValueError, match="unknown properties \\['phonons'\\]"):
-        training.select_profile({"profile": "cpu", "profiles": {"cpu": {**BASE, "per_property": {"phonons": {}}}}})
+        training.select_profile({"profile": "cpu", "workers": 1, "profiles": {"cpu": {**BASE, "per_property": {"phonons": {}}}}})
 
 
 # ---------------------------------------------------------------------------------------------- evaluate

@@ -178,12 +178,18 @@ class TrainConfig:
 
     Resolution for property p of a profile P extending Q: resolve(Q, p), then P's own settings, then
     P.per_property[p]; later ones win, ``model`` merged field by field.
+
+    workers: processes training independent single-process networks side by side (an ensemble's members, the
+    evaluate stage's learning-curve points and non-equivariant baseline; zoo.nn.training.parallel). Not a training
+    setting: the networks are the same for any value.
     """
 
     profile: str
     profiles: Mapping[str, Mapping[str, Any]]
+    workers: int
 
     def __post_init__(self) -> None:
+        check_int(self.workers, "train.workers", 1)
         if not isinstance(self.profiles, Mapping) or not self.profiles:
             raise ValueError("the train section needs 'profiles', a mapping of profile name -> settings")
         if self.profile not in self.profiles:

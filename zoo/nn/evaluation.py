@@ -167,14 +167,15 @@ Predictor = Callable[[training.SplitData], np.ndarray]
 
 
 def baseline_predictors(data: Mapping[str, training.SplitData], model_config: ModelConfig,
-                        settings: TrainSettings | None,
-                        gbm: GBMSettings | None) -> dict[str, Callable[[], Predictor]]:
+                        settings: TrainSettings | None, gbm: GBMSettings | None,
+                        pool: training.FitPool | None = None) -> dict[str, Callable[[], Predictor]]:
     """name -> a function fitting that baseline on data['train'] (and, for the network, selecting on
     data['validation']) and returning its predictor: a split -> its predictions.
 
     One definition for the evaluate stage and for `zoo audit`, which re-derives a card's baseline metrics: the
     non-equivariant network (tensors only) is the model's trunk (`model_config`) trained with `settings`. A
-    baseline whose settings are None is left out (an audit of a card that does not record them).
+    baseline whose settings are None is left out (an audit of a card that does not record them). The network's
+    members train in `pool` (None: in this process).
     """
     train = data["train"]
     out: dict[str, Callable[[], Predictor]] = {"crystal_system_mean": lambda: baselines.CrystalSystemMean(train).predict}
@@ -186,7 +187,8 @@ def baseline_predictors(data: Mapping[str, training.SplitData], model_config: Mo
         overrides = baselines.non_equivariant_overrides(model_config)
 
         def fit_network() -> Predictor:
-            net = training.fit_model(training.fitting_splits(data), settings, config_overrides=overrides).net
+            net = training.fit_model(training.fitting_splits(data), settings, config_overrides=overrides,
+                                     pool=pool).net
             return lambda split: predict(net, split)
 
         out["non_equivariant"] = fit_network
@@ -288,14 +290,15 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
                       curve: LearningCurveSettings | None = None,
                       model_dir: str | os.PathLike | None = None,
                       datasets_root: str | os.PathLike = HUB_DATASETS_DIR,
-                      reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True,
+                      reports_dir: str | os.PathLike = REPORTS_DIR, plots: bool = True, workers: int = 1,
                       log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """The evaluate stage: score the trained model and the baselines (trained here, on the same split, the
     non-equivariant one with `settings`) on the test split and, where the dataset has one, the external split;
     with `curve`, the learning curve (zoo.nn.learning_curve). Writes ``<reports_dir>/<property>-metrics.json`` and
     ``<property>-metrics-per-crystal-system.json`` and the plots. Returns the metrics document, per_crystal_system
     included. The stage is one process (it writes the reports): a data-parallel profile's baseline is trained in one
-    process, which takes the same steps (TrainSettings.single_process)."""
+    process, which takes the same steps (TrainSettings.single_process). The networks it trains (the learning curve's,
+    the non-equivariant baseline's) train side by side in up to `workers` processes, the curve's first."""
     # Longer than ~60 lines: one sequential flow building the metrics document (its parts are functions already).
     settings = settings.single_process()
     spec = properties.get(property_name)
@@ -306,7 +309,6 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
     if loaded.info["dataset"]["fingerprint"] != dataset.fingerprint:
         raise ValueError(f"{model_dir} was trained on {spec.dataset_name} {loaded.info['dataset']['fingerprint']}, "
                          f"but the dataset now is {dataset.fingerprint}: retrain it (dvc repro train@{spec.name})")
-    scored = [name for name in SCORED_SPLITS if name in data]
     timings: dict[str, float] = {}
 
     def timed(name: str, compute: Callable[[], Any]) -> Any:
@@ -316,8 +318,37 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
         log(f"{name}: {timings[name]:.1f} s")
         return result
 
+    with training.FitPool(workers) as pool:
+        curve_measure = learning_curve.start(data, settings, curve.fractions, pool) \
+            if curve is not None and spec.name in curve.properties else None
+        document, results, scored = _evaluate_splits(spec, data, dataset, loaded, settings, gbm, symmetry_settings,
+                                                      pool, timed)
+        if curve_measure is not None:
+            def scores(net, split: training.SplitData) -> dict[str, Any]:
+                true = record_quantities(spec.name, split.targets, split.structures, split.parts)
+                found = record_quantities(spec.name, predict(net, split), split.structures, split.parts)
+                return group_metrics(spec.name, found, true, np.ones(len(split), dtype=bool))
+
+            document["learning_curve"] = timed("learning curve", lambda: curve_measure(
+                loaded.net, scored[-1], scores, (spec.headline, *spec.learning_curve_metrics), log))
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
+    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
+    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
+    write_json(per_system_json_path(reports_dir, spec.name), document["per_crystal_system"])
+    if plots:
+        timed("plots", lambda: write_plots(spec.name, results, document, reports_dir))
+    return document
+
+
+def _evaluate_splits(spec, data, dataset, loaded, settings, gbm, symmetry_settings, pool, timed,
+                     ) -> tuple[dict[str, Any], dict[str, tuple], list[str]]:
+    """(the metrics document, score's results per split, the scored splits): the baselines fitted (the network's
+    in `pool`), the model and each baseline scored on the test split and the external one where there is one."""
+    scored = [name for name in SCORED_SPLITS if name in data]
     predictors: dict[str, Predictor] = {MODEL_KEY: lambda split: predict(loaded.net, split)}
-    for name, fit_baseline in baseline_predictors(data, loaded.net.config, settings, gbm).items():
+    for name, fit_baseline in baseline_predictors(data, loaded.net.config, settings, gbm, pool).items():
         predictors[name] = timed(f"fitting {name}", fit_baseline)
     predictions = {split: {name: timed(f"{name} on {split}", lambda: predictor(data[split]))
                            for name, predictor in predictors.items()} for split in scored}
@@ -328,25 +359,7 @@ def evaluate_property(property_name: str, settings: TrainSettings, *,
                                       lambda: [symmetry_settings.analyze(s) for s in structures]) \
             if spec.is_tensor else None
         results[split] = score(spec.name, predictions[split], data[split], symmetry_infos[split])
-    document = _document(spec, dataset, loaded, settings, gbm, data, results, symmetry_infos["test"])
-    if curve is not None and spec.name in curve.properties:
-        def scores(net, split: training.SplitData) -> dict[str, Any]:
-            true = record_quantities(spec.name, split.targets, split.structures, split.parts)
-            found = record_quantities(spec.name, predict(net, split), split.structures, split.parts)
-            return group_metrics(spec.name, found, true, np.ones(len(split), dtype=bool))
-
-        document["learning_curve"] = timed("learning curve", lambda: learning_curve.measure(
-            data, settings, loaded.net, curve.fractions, scored[-1], scores,
-            (spec.headline, *spec.learning_curve_metrics), log))
-    reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    # The per-crystal-system tables go to their own file so that `dvc metrics show` stays readable.
-    document["per_crystal_system_file"] = per_system_json_path(reports_dir, spec.name).name
-    write_json(metrics_path(reports_dir, spec.name), {k: v for k, v in document.items() if k != "per_crystal_system"})
-    write_json(per_system_json_path(reports_dir, spec.name), document["per_crystal_system"])
-    if plots:
-        timed("plots", lambda: write_plots(spec.name, results, document, reports_dir))
-    return document
+    return _document(spec, dataset, loaded, settings, gbm, data, results, symmetry_infos["test"]), results, scored
 
 
 def _document(spec, dataset, loaded, settings, gbm, data, results, test_infos) -> dict[str, Any]:

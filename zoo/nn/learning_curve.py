@@ -23,7 +23,7 @@ from zoo import properties
 from zoo.core.config import LearningCurveSettings
 from zoo.nn import models, training
 
-__all__ = ["LearningCurveSettings", "check_properties", "measure", "plot", "training_subset"]
+__all__ = ["LearningCurveSettings", "check_properties", "plot", "start", "training_subset"]
 
 
 def check_properties(settings: LearningCurveSettings) -> LearningCurveSettings:
@@ -40,25 +40,32 @@ def training_subset(train: training.SplitData, fraction: float, seed: int) -> tr
     return training.subset(train, np.sort(order[: max(1, round(fraction * len(train)))]))
 
 
-def measure(data: Mapping[str, training.SplitData], settings: training.TrainSettings, net,
-            fractions: Sequence[float], split: str, scores: Callable[[Any, training.SplitData], Mapping[str, Any]],
-            metrics: Sequence[str], log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """The learning curve of `net` (the trained model) on data[split] (module docstring): `scores`(network, split)
-    gives a network's metrics (zoo.nn.evaluation), of which `metrics` are kept per point."""
+def start(data: Mapping[str, training.SplitData], settings: training.TrainSettings, fractions: Sequence[float],
+          pool: training.FitPool) -> Callable[..., dict[str, Any]]:
+    """The learning curve in two steps: the networks of the points below 100% submitted to `pool` now (so that they
+    train while the caller does other work), and ``measure``, which waits for them and scores the curve."""
     single = dataclasses.replace(settings, ensemble_size=1)
-    full = net.members[0] if isinstance(net, models.Ensemble) else net
-    points = []
-    for fraction in fractions:
-        subset = training_subset(data["train"], fraction, settings.seed)
-        fitted = full if math.isclose(fraction, 1.0) else \
-            training.fit_model({"train": subset, "validation": data["validation"]}, single).net
-        found = scores(fitted, data[split])
-        points.append({"fraction": fraction, "n_train": len(subset), **{key: found[key] for key in metrics}})
-        log(f"learning curve {fraction:.0%}: {metrics[0]} {found[metrics[0]]:.4g}")
-    return {"split": split, "seed": settings.seed, "points": points,
-            "definition": "one network per point, the model's training settings (ensemble_size 1), on a nested "
-                          "seeded subset of the training split; the 100% point is the model (an ensemble's member "
-                          "0); zoo.nn.learning_curve"}
+    subsets = {fraction: training_subset(data["train"], fraction, settings.seed) for fraction in fractions}
+    fits = {fraction: training.submit_model({"train": subset, "validation": data["validation"]}, single, pool=pool)
+            for fraction, subset in subsets.items() if not math.isclose(fraction, 1.0)}
+
+    def measure(net, split: str, scores: Callable[[Any, training.SplitData], Mapping[str, Any]],
+                metrics: Sequence[str], log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+        """The learning curve of `net` (the trained model) on data[split] (module docstring): `scores`(network,
+        split) gives a network's metrics (zoo.nn.evaluation), of which `metrics` are kept per point."""
+        full = net.members[0] if isinstance(net, models.Ensemble) else net
+        points = []
+        for fraction, subset in subsets.items():
+            fitted = full if fraction not in fits else fits[fraction]().net
+            found = scores(fitted, data[split])
+            points.append({"fraction": fraction, "n_train": len(subset), **{key: found[key] for key in metrics}})
+            log(f"learning curve {fraction:.0%}: {metrics[0]} {found[metrics[0]]:.4g}")
+        return {"split": split, "seed": settings.seed, "points": points,
+                "definition": "one network per point, the model's training settings (ensemble_size 1), on a nested "
+                              "seeded subset of the training split; the 100% point is the model (an ensemble's "
+                              "member 0); zoo.nn.learning_curve"}
+
+    return measure
 
 
 def plot(curve: Mapping[str, Any] | None, path: Path, property_name: str) -> None:

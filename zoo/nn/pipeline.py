@@ -22,10 +22,11 @@ def train_stage(prop: str, params_path: Path, profile: str | None = None,
     """data/models/matten-<prop>/ (and the dvclive metrics in data/reports/train/<prop>/) with the `train` profile
     (`profile` overrides train.profile for one run); `models_root` and `live_dir` replace data/models and
     data/reports/train (the release stage trains beside the pipeline's models, resuming in <models_root>/.resume)."""
-    profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
+    section = load_section("train", params_path)
+    profile, settings = training.select_profile(section, profile, prop)
     started = time.perf_counter()
     folder, fitted = training.train_property(prop, settings, profile=profile, models_root=models_root,
-                                             live_dir=Path(live_dir) / prop)
+                                             live_dir=Path(live_dir) / prop, workers=section.workers)
     elapsed = time.perf_counter() - started
     if fitted.global_rank != 0:
         return  # another process of a data-parallel run: rank 0 reports
@@ -46,14 +47,15 @@ def evaluate_stage(prop: str, params_path: Path, profile: str | None = None, say
     """data/reports/<prop>-metrics.json and the plots: the model (in `models_root`) and its baselines on the test
     split and, where the dataset has one, the external split, written to `reports_dir`; the learning curve for the
     properties evaluate.learning_curve names."""
-    profile, settings = training.select_profile(load_section("train", params_path), profile, prop)
+    train_section = load_section("train", params_path)
+    profile, settings = training.select_profile(train_section, profile, prop)
     section = load_section("evaluate", params_path)
     curve = learning_curve.check_properties(section.learning_curve)
     started = time.perf_counter()
     document = evaluation.evaluate_property(prop, settings, gbm=section.composition_gbm, curve=curve,
                                             symmetry_settings=load_section("symmetry", params_path),
                                             model_dir=Path(models_root) / properties.get(prop).model_name,
-                                            reports_dir=reports_dir,
+                                            reports_dir=reports_dir, workers=train_section.workers,
                                             log=lambda line: log(f"evaluate {prop}: {line}"))
     elapsed = time.perf_counter() - started
     headline = document["headline"]

@@ -34,7 +34,8 @@ the gradients, so each step is the single-process step up to float summation ord
 and added over the processes, so every process takes the same early-stopping, learning-rate and best-epoch
 decisions. Rank 0 alone writes: the resume folder (the other processes read it when they resume) and the model
 folder, which is the same artefact as a single-process run's, its config.json recording devices, num_nodes and
-strategy. An ensemble trains member by member, each member data-parallel.
+strategy. An ensemble trains member by member, each member data-parallel; single-process members train side by
+side in ``train.workers`` processes (``parallel``), the same networks as one after another.
 
 Outputs (``save_model``), a folder ``data/models/matten-<property>/``:
     model.safetensors   the best weights (no pickle)
@@ -82,16 +83,17 @@ from zoo.nn.training.data import (
     target_column,
     target_columns,
 )
-from zoo.nn.training.loop import LAST_CHECKPOINT, RUN_FILE, FitResult, ModelFit, fit, fit_model
+from zoo.nn.training.loop import LAST_CHECKPOINT, RUN_FILE, FitResult, ModelFit, fit, fit_model, submit_model
+from zoo.nn.training.parallel import FitPool
 from zoo.nn.training.loss import Loss, loss_weights
 
 # The package's API: the stage below, and the parts its modules hold.
 __all__ = [
     "CONFIG_FILE", "FITTING_SPLITS", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE",
-    "WEIGHTS_FILE", "DatasetInfo", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData", "TrainSettings", "fit",
-    "fit_model", "fitting_splits", "for_parts", "load_model", "load_splits", "loss_weights", "make_model_config",
-    "network", "save_model", "select_profile", "split_domain", "subset", "target_column", "target_columns",
-    "train_property", "training_log",
+    "WEIGHTS_FILE", "DatasetInfo", "FitPool", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData",
+    "TrainSettings", "fit", "fit_model", "fitting_splits", "for_parts", "load_model", "load_splits", "loss_weights", "make_model_config",
+    "network", "save_model", "select_profile", "split_domain", "submit_model", "subset", "target_column",
+    "target_columns", "train_property", "training_log",
 ]
 
 MODELS_DIR = Path("data/models")
@@ -133,19 +135,21 @@ def train_property(property_name: str, settings: TrainSettings, *, profile: str 
                    datasets_root: str | os.PathLike = zoo_datasets.HUB_DATASETS_DIR,
                    models_root: str | os.PathLike = MODELS_DIR, resume_root: str | os.PathLike | None = None,
                    live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
-                   callbacks: Sequence[Any] = ()) -> tuple[Path | None, ModelFit]:
+                   callbacks: Sequence[Any] = (), workers: int = 1) -> tuple[Path | None, ModelFit]:
     """The train stage: load the dataset, fit (resuming a matching interrupted run), write the model folder.
 
     Returns (model folder, the fit); the folder is None when `stop_after_epochs` interrupted the run, and in every
     process but rank 0 of a data-parallel run (rank 0 writes the one model folder).
     resume_root: parent of the per-model resume folder (default ``<models_root>/.resume``).
     callbacks: more Lightning callbacks for every network's fit.
+    workers: an ensemble's members trained side by side in up to this many processes (zoo.nn.training.parallel).
     """
     spec = properties.get(property_name)
     data, dataset = load_splits(spec.name, datasets_root)
     resume_root = Path(models_root) / ".resume" if resume_root is None else Path(resume_root)
-    fitted = fit_model(fitting_splits(data), settings, resume_dir=resume_root / spec.model_name, dataset=dataset,
-                       live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+    with FitPool(workers) as pool:
+        fitted = fit_model(fitting_splits(data), settings, resume_dir=resume_root / spec.model_name, dataset=dataset,
+                           live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks, pool=pool)
     if not fitted.complete or fitted.global_rank != 0:
         return None, fitted
     counts = {name: len(split) for name, split in data.items()}

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from zoo.nn.model_config import ModelConfig
 from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config
 from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
+from zoo.nn.training.parallel import FitPool
 
 LAST_CHECKPOINT = "last.ckpt"
 RUN_FILE = "run.json"
@@ -228,7 +229,7 @@ def _torch_threads(threads: int | None):
 def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overrides: Mapping[str, Any] | None = None,
         resume_dir: str | os.PathLike | None = None, dataset: DatasetInfo | None = None,
         live_dir: str | os.PathLike | None = None, stop_after_epochs: int | None = None,
-        callbacks: Sequence[Any] = ()) -> FitResult:
+        callbacks: Sequence[Any] = (), progress_bar: bool | None = None) -> FitResult:
     """Train a model on data['train'], selecting on data['validation'].
 
     config_overrides: ModelConfig fields on top of settings.model (e.g. head='invariant_voigt' for the baseline).
@@ -237,6 +238,8 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
     stop_after_epochs: end this call after that many epochs (in total) as if interrupted; the resume folder keeps
         the run (for tests of resuming).
     callbacks: more Lightning callbacks (e.g. to stop or time a run).
+    progress_bar: Lightning's progress bar on or off (None: settings.progress_bar); not a training setting, so not
+        part of the run.
 
     With settings.devices x num_nodes > 1 every process runs this function (Lightning's launcher starts the others
     by running the same command, or torchrun / SLURM starts them all); rank 0 alone writes the resume folder, and a
@@ -283,7 +286,8 @@ def fit(data: Mapping[str, SplitData], settings: TrainSettings, *, config_overri
                 max_epochs=max_epochs, accelerator=settings.accelerator, devices=settings.devices,
                 num_nodes=settings.num_nodes, strategy=settings.strategy,
                 deterministic=settings.deterministic, callbacks=[early_stopping, last_checkpoint, timer, *callbacks],
-                logger=False, enable_progress_bar=settings.progress_bar, enable_model_summary=False,
+                logger=False, enable_model_summary=False,
+                enable_progress_bar=settings.progress_bar if progress_bar is None else progress_bar,
                 num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=str(resume_dir),
                 use_distributed_sampler=False,  # the data module gives each process its share (loaders.py)
             )
@@ -390,21 +394,46 @@ class ModelFit:
 def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
               config_overrides: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
               dataset: DatasetInfo | None = None, live_dir: str | os.PathLike | None = None,
-              stop_after_epochs: int | None = None, callbacks: Sequence[Any] = ()) -> ModelFit:
+              stop_after_epochs: int | None = None, callbacks: Sequence[Any] = (),
+              pool: FitPool | None = None) -> ModelFit:
     """``fit`` once per ensemble member: member k with seed settings.seed + k (arguments as for ``fit``); with
-    settings.separate_parts, that for each predicted part in turn (model parts one by one).
+    settings.separate_parts, that for each predicted part in turn (model parts one by one). The members train in
+    `pool` (zoo.nn.training.parallel; None: one after another, in this process), side by side where it has several
+    workers: the same networks either way.
 
     With a resume_dir, each member resumes in <resume_dir>/member-<k>/ (member-<part>-<k> for separate parts) and,
     once complete, leaves its weights and result there (written by rank 0), so an interrupted ensemble continues
-    with the member it was training. dvclive: the first member logs to live_dir, the others to
-    live_dir/<their folder name>.
+    with the members it was training. dvclive: the first member logs to live_dir, the others to
+    live_dir/<their folder name>. A model of one network trains in this process (with its progress bar).
     """
-    groups = _part_groups(data, settings, config_overrides)
-    if settings.ensemble_size == 1 and len(groups) == 1:
+    if settings.ensemble_size == 1 and len(_part_groups(data, settings, config_overrides)) == 1:
         result = fit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir, dataset=dataset,
                      live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
         return ModelFit([result], result.net if result.complete else None)
-    members = []
+    with contextlib.ExitStack() as stack:
+        return submit_model(data, settings, config_overrides=config_overrides, resume_dir=resume_dir,
+                            dataset=dataset, live_dir=live_dir, stop_after_epochs=stop_after_epochs,
+                            callbacks=callbacks, pool=pool or stack.enter_context(FitPool(1)))()
+
+
+def submit_model(data: Mapping[str, SplitData], settings: TrainSettings, *, pool: FitPool,
+                 config_overrides: Mapping[str, Any] | None = None, resume_dir: str | os.PathLike | None = None,
+                 dataset: DatasetInfo | None = None, live_dir: str | os.PathLike | None = None,
+                 stop_after_epochs: int | None = None, callbacks: Sequence[Any] = ()) -> Callable[[], ModelFit]:
+    """``fit_model`` in two steps: its networks submitted to `pool` now, and a function that waits for them and
+    returns the ModelFit (so that a caller can have other networks train meanwhile)."""
+    groups = _part_groups(data, settings, config_overrides)
+    if settings.ensemble_size == 1 and len(groups) == 1:
+        single = pool.submit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir,
+                             dataset=dataset, live_dir=live_dir, stop_after_epochs=stop_after_epochs,
+                             callbacks=callbacks)
+
+        def single_fit() -> ModelFit:
+            result = single.result()
+            return ModelFit([result], result.net if result.complete else None)
+
+        return single_fit
+    planned = []  # per member: (resume folder, settings, its earlier completed result or None, its submitted fit)
     for parts in groups:
         overrides = {**(config_overrides or {}), **({"parts": parts} if len(groups) > 1 else {})}
         for k in range(settings.ensemble_size):
@@ -413,19 +442,28 @@ def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
                                                   separate_parts=False)
             folder = None if resume_dir is None else Path(resume_dir) / name
             result = None if folder is None else _completed_member(folder, member_settings, dataset)
+            pending = None if result is not None else pool.submit(
+                data, member_settings, config_overrides=overrides,
+                resume_dir=None if folder is None else folder / "run", dataset=dataset,
+                live_dir=None if live_dir is None else Path(live_dir) / name if planned else live_dir,
+                stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+            planned.append((folder, member_settings, result, pending))
+
+    def ensemble_fit() -> ModelFit:
+        members = []
+        for folder, member_settings, result, pending in planned:
             if result is None:
-                result = fit(data, member_settings, config_overrides=overrides,
-                             resume_dir=None if folder is None else folder / "run", dataset=dataset,
-                             live_dir=None if live_dir is None else Path(live_dir) / name if members else live_dir,
-                             stop_after_epochs=stop_after_epochs, callbacks=callbacks)
+                result = pending.result()
                 if not result.complete:
                     return ModelFit(members + [result], None)
                 if folder is not None and result.global_rank == 0:
                     _save_member(folder, result, member_settings, dataset)
             members.append(result)
-    if resume_dir is not None and members[-1].global_rank == 0:
-        shutil.rmtree(resume_dir, ignore_errors=True)
-    return ModelFit(members, models.Ensemble(member.net for member in members))
+        if resume_dir is not None and members[-1].global_rank == 0:
+            shutil.rmtree(resume_dir, ignore_errors=True)
+        return ModelFit(members, models.Ensemble(member.net for member in members))
+
+    return ensemble_fit
 
 
 def _part_groups(data: Mapping[str, SplitData], settings: TrainSettings,
