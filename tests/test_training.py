@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -183,6 +184,19 @@ def test_members_trained_side_by_side_are_the_members_trained_one_after_another(
         assert torch.equal(fits[2].members[0].net.state_dict()[name], tensor), name
     with pytest.raises(ValueError, match="train.workers must be an integer >= 1"):
         training.FitPool(0)
+
+
+def test_an_error_in_a_pool_s_block_stops_the_fits_running_in_its_workers(datasets_root):
+    """A failure or Ctrl-C while workers train must not wait for their fits to end (minutes to hours)."""
+    data, _ = training.load_splits("dielectric", datasets_root)
+    endless = train_settings(max_epochs=100_000, early_stopping_patience=100_000, loss="mse", **TINY)
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with training.FitPool(2) as pool:
+            pool.submit(training.fitting_splits(data), endless)
+            time.sleep(5)  # the worker starts and trains
+            raise RuntimeError("interrupted")
+    assert time.perf_counter() - started < 60
 
 
 def test_separate_parts_train_one_network_per_part_and_predict_their_sum(trained, datasets_root, tmp_path):

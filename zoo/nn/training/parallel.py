@@ -43,7 +43,8 @@ class PendingFit:
 
 class FitPool:
     """Up to `workers` fits at a time, each in its own process (module docstring); a context manager that shuts
-    the processes down on exit (a fit still running is waited for)."""
+    the processes down on exit: a fit still running is waited for, or, when the block ends in an error or an
+    interrupt, stopped (a fit with a resume folder continues from its last epoch when run again)."""
 
     def __init__(self, workers: int = 1):
         self.workers = check_int(workers, "train.workers", 1)
@@ -52,10 +53,15 @@ class FitPool:
     def __enter__(self) -> FitPool:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if self._executor is None:
+            return
+        if exc_type is not None:
+            # The executor has no public way to stop a running task; its worker processes are in _processes.
+            for process in list((self._executor._processes or {}).values()):
+                process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = None
 
     def submit(self, data, settings, **fit_arguments: Any) -> PendingFit:
         """``loop.fit(data, settings, **fit_arguments)``, started now in a worker process when the pool has more
