@@ -193,7 +193,7 @@ def test_an_error_in_a_pool_s_block_stops_the_fits_running_in_its_workers(datase
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="interrupted"):
         with training.FitPool(2) as pool:
-            pool.submit(training.fitting_splits(data), endless)
+            loop.submit_fit(pool, training.fitting_splits(data), endless)
             time.sleep(5)  # the worker starts and trains
             raise RuntimeError("interrupted")
     assert time.perf_counter() - started < 60

@@ -91,9 +91,9 @@ from zoo.nn.training.loss import Loss, loss_weights
 __all__ = [
     "CONFIG_FILE", "FITTING_SPLITS", "LAST_CHECKPOINT", "LOG_FILE", "MODELS_DIR", "MODEL_FORMAT", "RUN_FILE",
     "WEIGHTS_FILE", "DatasetInfo", "FitPool", "FitResult", "LoadedModel", "Loss", "ModelFit", "SplitData",
-    "TrainSettings", "fit", "fit_model", "fitting_splits", "for_parts", "load_model", "load_splits", "loss_weights", "make_model_config",
-    "network", "save_model", "select_profile", "split_domain", "submit_model", "subset", "target_column",
-    "target_columns", "train_property", "training_log",
+    "TrainSettings", "fit", "fit_model", "fitting_splits", "for_parts", "load_model", "load_splits", "loss_weights",
+    "make_model_config", "network", "save_model", "select_profile", "split_domain", "submit_model", "subset",
+    "target_column", "target_columns", "train_property", "training_log",
 ]
 
 MODELS_DIR = Path("data/models")

@@ -29,7 +29,7 @@ from zoo.nn.model_config import ModelConfig
 from zoo.nn.training.data import FITTING_SPLITS, DatasetInfo, SplitData, for_parts, make_model_config
 from zoo.nn.training.loaders import PADDING, make_datamodule, step_weight
 from zoo.nn.training.loss import Loss
-from zoo.nn.training.parallel import FitPool
+from zoo.nn.training.parallel import FitPool, PendingFit
 
 LAST_CHECKPOINT = "last.ckpt"
 RUN_FILE = "run.json"
@@ -424,9 +424,9 @@ def submit_model(data: Mapping[str, SplitData], settings: TrainSettings, *, pool
     returns the ModelFit (so that a caller can have other networks train meanwhile)."""
     groups = _part_groups(data, settings, config_overrides)
     if settings.ensemble_size == 1 and len(groups) == 1:
-        single = pool.submit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir,
-                             dataset=dataset, live_dir=live_dir, stop_after_epochs=stop_after_epochs,
-                             callbacks=callbacks)
+        single = submit_fit(pool, data, settings, config_overrides=config_overrides, resume_dir=resume_dir,
+                            dataset=dataset, live_dir=live_dir, stop_after_epochs=stop_after_epochs,
+                            callbacks=callbacks)
 
         def single_fit() -> ModelFit:
             result = single.result()
@@ -442,8 +442,8 @@ def submit_model(data: Mapping[str, SplitData], settings: TrainSettings, *, pool
                                                   separate_parts=False)
             folder = None if resume_dir is None else Path(resume_dir) / name
             result = None if folder is None else _completed_member(folder, member_settings, dataset)
-            pending = None if result is not None else pool.submit(
-                data, member_settings, config_overrides=overrides,
+            pending = None if result is not None else submit_fit(
+                pool, data, member_settings, config_overrides=overrides,
                 resume_dir=None if folder is None else folder / "run", dataset=dataset,
                 live_dir=None if live_dir is None else Path(live_dir) / name if planned else live_dir,
                 stop_after_epochs=stop_after_epochs, callbacks=callbacks)
@@ -464,6 +464,42 @@ def submit_model(data: Mapping[str, SplitData], settings: TrainSettings, *, pool
         return ModelFit(members, models.Ensemble(member.net for member in members))
 
     return ensemble_fit
+
+
+def submit_fit(pool: FitPool, data: Mapping[str, SplitData], settings: TrainSettings,
+               **fit_arguments: Any) -> PendingFit:
+    """``fit(data, settings, **fit_arguments)`` submitted to `pool`: in a worker process where the pool has several
+    and the fit can run in one, else in this process. Fits with Lightning callbacks (objects of this process) and
+    data-parallel fits (their own processes) run in this process."""
+    in_process = bool(fit_arguments.get("callbacks")) or settings.devices * settings.num_nodes > 1
+    return pool.submit(lambda: fit(data, settings, **fit_arguments), _fit_in_worker,
+                       (data, settings, fit_arguments), _received_fit, in_process=in_process)
+
+
+def _fit_in_worker(data, settings, fit_arguments: dict[str, Any]) -> dict[str, Any]:
+    """A worker's fit, as plain values (the network as its config and safetensors weights). Lightning's progress bar
+    is off: several workers would draw over each other; the caller reports each finished fit."""
+    from safetensors.torch import save
+
+    result = fit(data, settings, progress_bar=False, **fit_arguments)
+    state = {name: tensor.detach().contiguous() for name, tensor in result.net.state_dict().items()}
+    return {"weights": save(state), "config": result.config.to_json(), "history": result.history,
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "complete": result.complete, "resumed_after_epochs": result.resumed_after_epochs,
+            "epoch_seconds": result.epoch_seconds, "setup_seconds": result.setup_seconds}
+
+
+def _received_fit(sent: dict[str, Any]) -> FitResult:
+    """The FitResult of a worker's fit (``_fit_in_worker``)."""
+    from safetensors.torch import load
+
+    config = ModelConfig.from_json(sent["config"])
+    net = models.MattenNet(config)
+    net.load_state_dict(load(sent["weights"]), strict=True)
+    return FitResult(net=net.eval(), config=config, history=sent["history"], best_epoch=sent["best_epoch"],
+                     epochs_run=sent["epochs_run"], stopped_early=sent["stopped_early"], complete=sent["complete"],
+                     resumed_after_epochs=sent["resumed_after_epochs"], epoch_seconds=sent["epoch_seconds"],
+                     setup_seconds=sent["setup_seconds"])
 
 
 def _part_groups(data: Mapping[str, SplitData], settings: TrainSettings,

@@ -5,12 +5,12 @@ each can run in its own process.
 A fit is fully seeded (``loop.fit``: the initialisation, the epoch order, deterministic algorithms), so it gives the
 same network in a worker process as in this one, whatever else runs beside it or before it: the networks, and so
 every output, are those of one-after-another training. A worker is a fresh interpreter (the 'spawn' start method:
-no forked torch or OpenMP state); it inherits the environment (environment.env's settings) and sends back the
-weights as safetensors bytes with the fit's record, from which this process rebuilds the network.
+no forked torch or OpenMP state); it inherits the environment (environment.env's settings). What a worker sends
+back, and how this process rebuilds a network from it, is ``loop``'s (``loop.submit_fit``); this module only runs
+the tasks.
 
-``FitPool(1)`` trains nothing ahead: a submitted fit runs when its result is first asked for, in this process, as
-plain sequential code would. Fits with Lightning callbacks (objects of this process) and data-parallel fits (their
-own processes) always run that way.
+``FitPool(1)`` runs nothing ahead: a submitted fit runs when its result is first asked for, in this process, as plain
+sequential code would.
 """
 
 from __future__ import annotations
@@ -21,23 +21,21 @@ from collections.abc import Callable
 from typing import Any
 
 from zoo.core.schema_checks import check_int
-from zoo.nn import models
-from zoo.nn.model_config import ModelConfig
 
 __all__ = ["FitPool", "PendingFit"]
 
 
 class PendingFit:
-    """A submitted fit; ``result()`` waits for it (or runs it, in a pool of one worker) and returns its FitResult."""
+    """A submitted fit; ``result()`` waits for it (or runs it, when it runs in this process) and returns its
+    result."""
 
-    def __init__(self, compute: Callable[[], FitResult] | None = None,
-                 future: concurrent.futures.Future | None = None):
-        self._compute, self._future, self._result = compute, future, None
+    def __init__(self, compute: Callable[[], Any] | None = None, future: concurrent.futures.Future | None = None,
+                 receive: Callable[[Any], Any] = lambda sent: sent):
+        self._compute, self._future, self._receive, self._result = compute, future, receive, None
 
-    def result(self):
-        """The fit's loop.FitResult."""
+    def result(self) -> Any:
         if self._result is None:
-            self._result = self._compute() if self._future is None else _from_worker(self._future.result())
+            self._result = self._compute() if self._future is None else self._receive(self._future.result())
         return self._result
 
 
@@ -63,45 +61,14 @@ class FitPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._executor = None
 
-    def submit(self, data, settings, **fit_arguments: Any) -> PendingFit:
-        """``loop.fit(data, settings, **fit_arguments)``, started now in a worker process when the pool has more
-        than one worker and the fit can run in one; otherwise run in this process when its result is asked for."""
-        in_process = (self.workers == 1 or fit_arguments.get("callbacks")
-                      or settings.devices * settings.num_nodes > 1)
-        if in_process:
-            from zoo.nn.training.loop import fit  # loop uses this module
-
-            return PendingFit(compute=lambda: fit(data, settings, **fit_arguments))
+    def submit(self, compute: Callable[[], Any], task: Callable[..., Any], arguments: tuple,
+               receive: Callable[[Any], Any], in_process: bool = False) -> PendingFit:
+        """A fit: `compute`() in this process when its result is asked for (a pool of one worker, or
+        `in_process`), else `task`(*arguments) started now in a worker process (a module-level function: the
+        worker imports it) and its return value passed through `receive` here."""
+        if in_process or self.workers == 1:
+            return PendingFit(compute=compute)
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
-        return PendingFit(future=self._executor.submit(_fit_in_worker, data, settings, fit_arguments))
-
-
-def _fit_in_worker(data, settings, fit_arguments: dict[str, Any]) -> dict[str, Any]:
-    """A worker's fit, as plain values (the network as its config and safetensors weights). Lightning's progress bar
-    is off: several workers would draw over each other; the caller reports each finished fit."""
-    from safetensors.torch import save
-
-    from zoo.nn.training.loop import fit
-
-    result = fit(data, settings, progress_bar=False, **fit_arguments)
-    state = {name: tensor.detach().contiguous() for name, tensor in result.net.state_dict().items()}
-    return {"weights": save(state), "config": result.config.to_json(), "history": result.history,
-            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-            "complete": result.complete, "resumed_after_epochs": result.resumed_after_epochs,
-            "epoch_seconds": result.epoch_seconds, "setup_seconds": result.setup_seconds}
-
-
-def _from_worker(sent: dict[str, Any]):
-    from safetensors.torch import load
-
-    from zoo.nn.training.loop import FitResult
-
-    config = ModelConfig.from_json(sent["config"])
-    net = models.MattenNet(config)
-    net.load_state_dict(load(sent["weights"]), strict=True)
-    return FitResult(net=net.eval(), config=config, history=sent["history"], best_epoch=sent["best_epoch"],
-                     epochs_run=sent["epochs_run"], stopped_early=sent["stopped_early"], complete=sent["complete"],
-                     resumed_after_epochs=sent["resumed_after_epochs"], epoch_seconds=sent["epoch_seconds"],
-                     setup_seconds=sent["setup_seconds"])
+        return PendingFit(future=self._executor.submit(task, *arguments), receive=receive)
