@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml requirements.lock
 # time. params.yaml lists elastic, the longest chain, first.
 REPRO_JOBS ?= 2
 repro: $(STAMP)
-	set -o pipefail; $(BIN)/python -c 'import yaml; print(*yaml.safe_load(open("params.yaml"))["properties"], sep="\n")' \
+	set -o pipefail; $(BIN)/python -c 'from zoo.core import config; print(*config.load().properties, sep="\n")' \
 	  | xargs -P $(REPRO_JOBS) -I{} $(BIN)/dvc --wait-for-lock repro publish@{}
 	$(BIN)/dvc repro
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.reference_structures
 
 from zoo import properties  # noqa: E402
-from zoo.core.config import read_params  # noqa: E402
+from zoo.core.config import load_section, read_params  # noqa: E402
 from zoo.core.train_config import PER_PROPERTY_KEY
 from zoo.nn import evaluation, training  # noqa: E402
 
@@ -106,17 +106,23 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     net = fitted.net
     scores = {}
+    symmetry_settings = load_section("symmetry")
     for split in ("validation", "test", "external"):
         if split not in data:  # only elastic has an external split
             continue
         chosen = training.for_parts(data[split], net.parts)
-        scores[split], _, _, _ = evaluation.score(args.property, {"model": evaluation.predict(net, chosen)}, chosen,
-                                                  None)
+        predictions = {"model": evaluation.predict(net, chosen)}
+        if properties.get(args.property).zero_baseline:  # piezo: the null model it must beat, on the same records
+            predictions["zero_tensor"] = np.zeros_like(predictions["model"])
+        infos = [symmetry_settings.analyze(structure) for structure in chosen.structures]
+        scores[split], _, _, _ = evaluation.score(args.property, predictions, chosen, infos)
     result = {"label": args.label, "property": args.property, "profile": name, "overrides": overrides,
               "train_filter": args.train_filter, "train_seconds": round(seconds, 1),
               "epochs": [member.epochs_run for member in fitted.members],
               "best_epochs": [member.best_epoch for member in fitted.members],
               "validation_metrics": scores["validation"]["model"], "metrics": scores["test"]["model"]}
+    if "zero_tensor" in scores["test"]:
+        result["zero_tensor"] = {split: scores[split]["zero_tensor"] for split in ("validation", "test")}
     if "external" in scores:
         result["external_metrics"] = scores["external"]["model"]
     if args.property == "dielectric":

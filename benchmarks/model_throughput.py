@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from zoo.core import environment  # noqa: E402
+from zoo.data.sources.snapshot import locate_root  # noqa: E402
 
 # torch's OpenMP workers spin while waiting by default; on a 2-core machine shared with other processes that
 # made training steps 5x slower or worse in our measurements. Passive waiting (environment.env) must be chosen
@@ -37,7 +38,7 @@ from zoo.core import environment  # noqa: E402
 environment.apply()
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAPSHOT = ROOT / ".." / "shared" / "datasets" / "matminer-0.4.1" / "elastic_tensor.csv"
+SNAPSHOT = locate_root() / "matminer-0.4.1" / "elastic_tensor.csv"
 TEST_STRUCTURES = ROOT / "tests" / "data" / "structures"
 R_CUT = 5.0
 PROPERTY_NAMES = ("elastic", "dielectric", "piezo", "phonon")

@@ -32,8 +32,10 @@ def run(argv: list[str], cwd: Path) -> float:
 
 
 def main() -> None:
+    from zoo.data.sources.snapshot import locate_root  # where fetch finds it
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--snapshot", type=Path, default=REPO.parent / "shared" / "datasets")
+    parser.add_argument("--snapshot", type=Path, default=locate_root())
     args = parser.parse_args()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["fetch"]["snapshot_root"] = str(args.snapshot.resolve())

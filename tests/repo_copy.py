@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from zoo.data.sources.snapshot import locate_root
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -72,7 +74,7 @@ def link_snapshot(copy: Path) -> Path:
     Raises FileNotFoundError when the real snapshot is absent (it lives outside the repository, in ../shared)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     root = (params.get("fetch") or {}).get("snapshot_root") or "../shared/datasets"
-    real = (REPO / root).resolve()
+    real = locate_root(root, REPO).resolve()  # where the real repository's fetch finds it
     if not real.is_dir():
         raise FileNotFoundError(f"the offline snapshot {real} (fetch.snapshot_root {root!r} in params.yaml) is absent")
     link = Path(os.path.normpath(copy / root))

@@ -25,6 +25,7 @@ from zoo.core import symmetry, tensors
 from zoo.data import cleaning
 from zoo.data.cleaning import evidence
 from zoo.data.records import read_raw, write_raw
+from zoo.data.sources.snapshot import locate_root
 
 # The checkout's params, measured in this process (workers 1).
 CLEAN = dataclasses.replace(cleaning.CleanParams.from_params(), workers=1)
@@ -48,7 +49,7 @@ TASB2_ELASTIC = "snapshot:elastic:row-00163"  # TaSb2, monoclinic C2/m
 CA3AL7CU2_ELASTIC = "snapshot:elastic:row-00057"  # trigonal R-3m: the two columns differ in the sign of c14
 CDCL2_DIELECTRIC = "snapshot:dielectric:row-00001"
 MG3BI2_PHONON = "snapshot:phonon:row-01521"  # ASE-dict structure, no recovered material_id
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED_DATASETS = locate_root()
 
 
 def raw(snapshot_id: str, /, **changes) -> dict:

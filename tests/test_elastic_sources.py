@@ -19,10 +19,10 @@ from zoo.core import symmetry, tensors
 from zoo.core.io import canonical_json, sha256_file
 from zoo.data import cleaning, dataset_rows, datasets, merging, splits, validation
 from zoo.data.records import read_raw
-from zoo.data.sources.snapshot import fetch_property, load_manifest
+from zoo.data.sources.snapshot import fetch_property, load_manifest, locate_root
 from zoo.nn import training
 
-SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SNAPSHOT = locate_root()
 ELASTIC = properties.get("elastic")
 ELASTIC_FILE = ELASTIC.snapshot.file
 STRAINTENSORNET_FILE, ELATBOT_FILE = (source.file for source in ELASTIC.more_snapshots)

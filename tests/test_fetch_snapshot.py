@@ -9,6 +9,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import socket
 from collections import Counter
 from pathlib import Path
@@ -29,7 +30,9 @@ from zoo.data.records import (
 from zoo.data.sources.snapshot import (
     SnapshotIntegrityError,
     fetch_property,
+    ROOT_ENV,
     load_manifest,
+    locate_root,
     verify_snapshot,
 )
 
@@ -39,7 +42,7 @@ PHONON_FILE = properties.get("phonon").snapshot.file
 PHONON_IDS_FILE = properties.get("phonon").snapshot.ids_file
 
 REPO = Path(__file__).resolve().parents[1]
-SNAPSHOT = REPO.parent / "shared" / "datasets"
+SNAPSHOT = locate_root()  # ../shared/datasets, as fetch finds it
 EXPECTED_RECORDS = {"elastic": 1181 + 1151 + 500, "dielectric": 1056, "piezo": 941, "phonon": 1522}
 
 
@@ -108,6 +111,34 @@ def test_a_missing_snapshot_says_where_it_should_be(tmp_path):
         fetch_property("dielectric", tmp_path / "nowhere", tmp_path / "dielectric.jsonl")
     with pytest.raises(FileNotFoundError, match=f"has no {re.escape(PHONON_IDS_FILE)}.*snapshot_root"):
         verify_snapshot(tmp_path, files=[PHONON_IDS_FILE])
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_a_local_clone_made_anywhere_finds_the_snapshot_beside_its_origin(tmp_path, monkeypatch):
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    origin, snapshot = tmp_path / "work" / "repo", tmp_path / "work" / "shared" / "datasets"
+    origin.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    _git("init", "-q", cwd=origin)
+    (origin / "params.yaml").write_text("fetch: {}\n")
+    _git("add", "params.yaml", cwd=origin)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one", cwd=origin)
+    clone, clone_of_clone = tmp_path / "elsewhere" / "clone", tmp_path / "further" / "clone"
+    _git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
+    _git("clone", "-q", str(clone), str(clone_of_clone), cwd=tmp_path)
+    assert locate_root("../shared/datasets", origin).resolve() == snapshot
+    assert locate_root("../shared/datasets", clone).resolve() == snapshot
+    assert locate_root("../shared/datasets", clone_of_clone).resolve() == snapshot
+    # Found nowhere: the checkout's own path, which the reader's error names; a network origin is not followed.
+    assert locate_root("../elsewhere/datasets", clone) == clone.resolve() / "../elsewhere/datasets"
+    _git("remote", "set-url", "origin", "https://example.invalid/repo.git", cwd=clone)
+    assert locate_root("../shared/datasets", clone) == clone.resolve() / "../shared/datasets"
+    # The environment variable wins over params.yaml and the origin.
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path / "mine"))
+    assert locate_root("../shared/datasets", origin) == tmp_path / "mine"
 
 
 # ------------------------------------------------------------------------------------ adapters, counts
@@ -346,6 +377,7 @@ def test_stage_writes_records_and_report(raw, snapshot_root, tmp_path, monkeypat
 def test_stage_errors_are_one_clear_line(tmp_path, monkeypatch, capsys):
     write_params(tmp_path / "params.yaml", fetch={"source": "snapshot", "mp_api": {"endpoint": "http://127.0.0.1:9/"}})
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ROOT_ENV, raising=False)
     stage = _stage()
     assert stage.main(["dielectric"]) == 1  # the snapshot_root ../shared/datasets is not beside tmp_path
     assert "../shared/datasets" in capsys.readouterr().err

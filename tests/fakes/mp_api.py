@@ -41,6 +41,7 @@ from emmet.core.types.typing import format_identifier
 from tests.fakes import faults
 from tests.fakes.loopback import LoopbackHTTPDouble
 from tests.fakes.loopback import guarded_connect as loopback_only  # noqa: F401 (the tests' name for it)
+from zoo.data.sources.snapshot import locate_root
 
 CORPUS_PATH = Path(__file__).resolve().parent.parent / "data" / "mp_api" / "corpus.json"
 
@@ -421,8 +422,7 @@ def build_corpus(snapshot_root: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    repo = Path(__file__).resolve().parents[2]
-    corpus = build_corpus((repo / ".." / "shared" / "datasets").resolve())
+    corpus = build_corpus(locate_root().resolve())
     CORPUS_PATH.parent.mkdir(parents=True, exist_ok=True)
     CORPUS_PATH.write_text(json.dumps(corpus, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"wrote {CORPUS_PATH} ({CORPUS_PATH.stat().st_size} bytes): "

@@ -53,7 +53,7 @@ def fetch_records(prop: str, settings: FetchConfig, params_dir: Path, out_path: 
     if settings.source == "snapshot":
         from zoo.data.sources import snapshot  # the fetch stage's alone (it reads the pinned manifest)
 
-        root = params_dir / settings.snapshot_root
+        root = snapshot.locate_root(settings.snapshot_root, params_dir)
         with console.status(f"fetch {prop}: reading the snapshot at {root} ..."):
             return snapshot.fetch_property(prop, root, out_path).to_dict()
     api_key = os.environ.get(API_KEY_ENV, "").strip()

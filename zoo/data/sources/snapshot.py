@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +62,55 @@ from zoo.properties.source_fields import SnapshotField, SnapshotSource
 
 SOURCE = "snapshot"
 MANIFEST_PATH = paths.SNAPSHOT_MANIFEST
-_ROOT_HINT = "put ../shared/datasets beside the repository, or set fetch.snapshot_root in params.yaml"
+# The snapshot's folder for one command, whatever fetch.snapshot_root says (its bytes are pinned either way)
+ROOT_ENV = "ZOO_SNAPSHOT_ROOT"
+_ROOT_HINT = (f"put ../shared/datasets beside the repository, set fetch.snapshot_root in params.yaml, or export "
+              f"{ROOT_ENV}=<the snapshot folder>")
+# A clone of a clone of ... : how far back along local `origin` remotes the snapshot is looked for
+_MAX_ORIGIN_HOPS = 4
+
+
+def locate_root(configured: str | None = None, base: str | os.PathLike = paths.PROJECT_ROOT) -> Path:
+    """The snapshot folder: $ZOO_SNAPSHOT_ROOT when set, else `configured` (fetch.snapshot_root; params.yaml's when
+    None) relative to `base`, the checkout.
+
+    A checkout cloned from a local repository (`git clone /path/to/repo elsewhere`) looks for the relative path
+    beside that repository too, and beside its origin's origin: a clone made anywhere to try the project reads the
+    snapshot its origin reads. Where it is found does not matter to the data, since every file is checked against
+    the manifest's sha256. When it is nowhere, the checkout's own path is returned and reading it says what to do.
+    """
+    if os.environ.get(ROOT_ENV, "").strip():
+        return Path(os.environ[ROOT_ENV].strip()).expanduser()
+    if configured is None:
+        from zoo.core.config import load_section  # the params file's fetch section, read only when not given
+
+        configured = load_section("fetch").snapshot_root
+    checkout = Path(base).resolve()
+    own = checkout / configured
+    seen = {checkout}
+    for _ in range(_MAX_ORIGIN_HOPS + 1):
+        candidate = checkout / configured
+        if candidate.is_dir():
+            return candidate
+        checkout = _local_origin(checkout)
+        if checkout is None or checkout in seen:
+            break
+        seen.add(checkout)
+    return own
+
+
+def _local_origin(checkout: Path) -> Path | None:
+    """The local repository `checkout` was cloned from (its `origin` remote is a path), or None."""
+    try:
+        url = subprocess.run(["git", "-C", os.fspath(checkout), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git, or a hung one: no origin to look beside
+        return None
+    url = url.removeprefix("file://")
+    if not url or "://" in url or re.match(r"^[^/]+@[^/]+:", url):  # a network remote (https://, git@host:...)
+        return None
+    origin = (checkout / url).resolve()  # a relative remote path is relative to the checkout
+    return origin if origin.is_dir() else None
 
 
 class SnapshotIntegrityError(ValueError):

@@ -407,9 +407,7 @@ def fit_model(data: Mapping[str, SplitData], settings: TrainSettings, *,
     live_dir/<their folder name>. A model of one network trains in this process (with its progress bar).
     """
     if settings.ensemble_size == 1 and len(_part_groups(data, settings, config_overrides)) == 1:
-        result = fit(data, settings, config_overrides=config_overrides, resume_dir=resume_dir, dataset=dataset,
-                     live_dir=live_dir, stop_after_epochs=stop_after_epochs, callbacks=callbacks)
-        return ModelFit([result], result.net if result.complete else None)
+        pool = None  # one network: here, where its progress bar can draw, rather than beside nothing in a worker
     with contextlib.ExitStack() as stack:
         return submit_model(data, settings, config_overrides=config_overrides, resume_dir=resume_dir,
                             dataset=dataset, live_dir=live_dir, stop_after_epochs=stop_after_epochs,

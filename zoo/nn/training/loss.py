@@ -92,11 +92,11 @@ class Loss(torch.nn.Module):
             torch.arange(weights.numel())
         self.n_blocks = int(blocks.max()) + 1
         self.register_buffer("blocks", blocks, persistent=False)
-        # mse, mandel: the squared error of a block times its weight; block_norm: its norm times its weight
-        self.weighted = bool(irrep_weights)  # unweighted: the arithmetic the shipped models were trained with
+        # mse, mandel: the squared error of a block times its weight; block_norm: its norm times its weight (all
+        # exactly 1 without loss_irrep_weights, and x * 1.0 == x: the same arithmetic as no weights at all)
         per_block = block_weights(config, irrep_weights)
         self.register_buffer("block_weights", per_block.to(dtype), persistent=False)
-        if self.weighted and kind in ("mse", "mandel"):
+        if kind in ("mse", "mandel"):
             weights = weights * per_block[blocks]
         self.register_buffer("weights", weights.to(dtype), persistent=False)
         # w_c = 1 / (n_blocks dim_b s_b^2), so n_blocks dim_b w_c = 1 / s_b^2 on every component of block b
@@ -111,7 +111,7 @@ class Loss(torch.nn.Module):
         # sqrt(x + eps^2) - eps: the norm with a finite gradient at zero error
         eps = 1e-6
         norms = (per_block + eps * eps).sqrt() - eps
-        return (norms * self.block_weights).mean(dim=1) if self.weighted else norms.mean(dim=1)
+        return (norms * self.block_weights).mean(dim=1)
 
 
 def _instances(irreps, values):

@@ -30,7 +30,7 @@ class PendingFit:
     result."""
 
     def __init__(self, compute: Callable[[], Any] | None = None, future: concurrent.futures.Future | None = None,
-                 receive: Callable[[Any], Any] = lambda sent: sent):
+                 receive: Callable[[Any], Any] | None = None):
         self._compute, self._future, self._receive, self._result = compute, future, receive, None
 
     def result(self) -> Any:
