@@ -131,7 +131,8 @@ def training_rate(config: ModelConfig, loss_kind: str, split: training.SplitData
             _synchronize(device)
             start = time.perf_counter()
         index = torch.as_tensor(rng.choice(len(split), size=size, replace=False), device=device)
-        value = loss(net(full.select(index)) - targets[index]).mean()
+        batch_targets = targets[index]
+        value = loss(net(full.select(index)) - batch_targets, batch_targets).mean()
         optimizer.zero_grad()
         value.backward()
         optimizer.step()

@@ -20,7 +20,7 @@ import torch
 from tests import dataset_builds
 from tests.params_file import PARAMS, SYMMETRY, train_settings
 from zoo import properties
-from zoo.core import derived, tensors
+from zoo.core import derived, phonon_derived, tensors
 from zoo.nn import baselines, evaluation, models, training
 from zoo.nn.learning_curve import LearningCurveSettings
 from zoo.nn.model_config import ModelConfig
@@ -283,6 +283,32 @@ def test_every_loss_is_described_in_the_training_log():
     from zoo.nn.training.loss import LOSS_KINDS
 
     assert tuple(LOSS_KINDS) == LOSSES  # the same kinds in the same order: Loss names them in its error message
+
+
+def test_mean_frequency_loss_adds_the_squared_relative_mean_frequency_error_to_the_dos_mse():
+    from zoo.nn.training.loss import MEAN_FREQUENCY_WEIGHT, mean_frequency
+
+    rng = np.random.default_rng(4)
+    targets = torch.as_tensor(rng.uniform(0.0, 1.0, size=(3, PHONON_GRID_CM.size)))
+    errors = torch.as_tensor(rng.uniform(0.0, 1.0, size=targets.shape)) - targets  # a DOS is non-negative
+    grid = torch.as_tensor(PHONON_GRID_CM)
+    # the torch mean frequency is the evaluate stage's (zoo.core.phonon_derived), record by record
+    np.testing.assert_allclose(mean_frequency(targets, grid).numpy(),
+                               [phonon_derived.mean_frequency(PHONON_GRID_CM, dos) for dos in targets.numpy()],
+                               rtol=1e-12)
+    loss = training.Loss(ModelConfig("phonon"), "mse_mean_frequency").double()
+    true = np.array([phonon_derived.mean_frequency(PHONON_GRID_CM, dos) for dos in targets.numpy()])
+    predicted = np.array([phonon_derived.mean_frequency(PHONON_GRID_CM, dos)
+                          for dos in (targets + errors).numpy()])
+    expected = (errors.numpy() ** 2).mean(axis=1) + MEAN_FREQUENCY_WEIGHT * ((predicted - true) / true) ** 2
+    np.testing.assert_allclose(loss(errors, targets).numpy(), expected, rtol=1e-6)  # float32 weight buffers
+    # a DOS that keeps its shape and scales up has the same mean frequency: only the MSE part is left
+    scaled = 0.5 * targets
+    np.testing.assert_allclose(loss(scaled, targets).numpy(), (scaled.numpy() ** 2).mean(axis=1), rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the targets"):
+        loss(errors)
+    with pytest.raises(ValueError, match="needs a phonon DOS"):
+        training.Loss(ModelConfig("elastic"), "mse_mean_frequency")
 
 
 def test_block_norm_loss_is_the_mean_of_scaled_block_error_norms_and_rotation_invariant():

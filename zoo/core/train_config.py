@@ -12,7 +12,7 @@ from typing import Any
 
 from zoo.core.schema_checks import check_int, check_keys, check_positive, is_real
 
-LOSSES = ("mse", "block_norm", "mandel")
+LOSSES = ("mse", "block_norm", "mandel", "mse_mean_frequency")
 RESERVED_MODEL_FIELDS = ("property", "seed", "avg_num_neighbors", "output_scale", "output_shift")
 
 
@@ -44,8 +44,9 @@ class TrainSettings:
                              deterministic kernel, e.g. some CUDA scatter ops)
     progress_bar             Lightning's progress bar
     loss                     'mse' (per-block normalised squared error), 'block_norm' (mean of per-block error
-                             norms, robust to heavy-tailed targets) or 'mandel' (squared Frobenius = Mandel norm of
-                             the Cartesian error); see ``zoo.nn.training.Loss``
+                             norms, robust to heavy-tailed targets), 'mandel' (squared Frobenius = Mandel norm of
+                             the Cartesian error) or 'mse_mean_frequency' (phonon: mse plus the squared relative
+                             error of the mean frequency); see ``zoo.nn.training.Loss``
     model                    ModelConfig fields (zoo.nn.models) other than property, seed, avg_num_neighbors and the
                              output normalisation, which training sets from the data (zoo.nn.training checks the
                              names against ModelConfig)

@@ -85,21 +85,22 @@ def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: i
             self._sums = {key: torch.zeros(2, dtype=torch.float64, device=self.device)
                           for key in ("train", "validation", "validation_mae")}
 
-        def _errors(self, split: str, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """(prediction errors, 1 for a record and 0 for PADDING) of a batch."""
+        def _errors(self, split: str, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """(prediction errors, targets, 1 for a record and 0 for PADDING) of a batch."""
             real = (index != PADDING).to(self.net.dtype)
             index = index.clamp(min=0)
             prediction = self.net(self._graphs[split].select(index))
-            return prediction - self._targets[split][index], real
+            targets = self._targets[split][index]
+            return prediction - targets, targets, real
 
         def training_step(self, index, batch_idx):
-            errors, real = self._errors("train", index)
+            errors, targets, real = self._errors("train", index)
             world_size = self.trainer.world_size
             if world_size == 1:
-                loss = self.loss(errors).mean()
+                loss = self.loss(errors, targets).mean()
                 total = loss.detach().double() * len(index)  # the sum of the per-record losses
             else:
-                summed = (self.loss(errors) * real).sum()
+                summed = (self.loss(errors, targets) * real).sum()
                 loss = summed * step_weight(len(self.trainer.datamodule.data["train"]), step_size, batch_idx,
                                             world_size)
                 total = summed.detach().double()
@@ -107,8 +108,9 @@ def make_module(net: models.MattenNet, settings: TrainSettings, resumed_after: i
             return loss
 
         def validation_step(self, index, batch_idx):
-            errors, real = self._errors("validation", index)
-            self._sums["validation"] += torch.stack([(self.loss(errors) * real).sum().double(), real.double().sum()])
+            errors, targets, real = self._errors("validation", index)
+            self._sums["validation"] += torch.stack([(self.loss(errors, targets) * real).sum().double(),
+                                                     real.double().sum()])
             self._sums["validation_mae"] += torch.stack([(errors.abs() * real[:, None]).sum().double(),
                                                          real.double().sum() * errors.shape[1]])
 
