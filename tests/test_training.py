@@ -307,7 +307,7 @@ def test_mean_frequency_loss_adds_the_squared_relative_mean_frequency_error_to_t
     np.testing.assert_allclose(loss(scaled, targets).numpy(), (scaled.numpy() ** 2).mean(axis=1), rtol=1e-6)
     with pytest.raises(ValueError, match="needs the targets"):
         loss(errors)
-    with pytest.raises(ValueError, match="needs a phonon DOS"):
+    with pytest.raises(ValueError, match="needs a spectrum on a frequency grid"):
         training.Loss(ModelConfig("elastic"), "mse_mean_frequency")
 
 

@@ -309,6 +309,7 @@ PHONON = PhononSpec(
     irreps=f"{GRID_POINTS}x0e",
     tensor_parts=("total",),
     target_part="total",
+    spectrum_grid=tuple(float(w) for w in PHONON_GRID_CM),
     mp_endpoint=MP_API.route,
     mp_fields=MP_FIELDS,
     derived=("mean_frequency_cm", "cv_300k_per_atom_kb", "cv_300k_j_per_kg_k"),

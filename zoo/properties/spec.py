@@ -205,6 +205,8 @@ class PropertySpec:
                       () -> (target_part,)
     summed_part       (part, (summands...)): a stored part that is the sum of others, which a model derives from its
                       predictions instead of predicting it (dielectric total = electronic + ionic), or None
+    spectrum_grid     the abscissa of a spectrum the model predicts (phonon: the DOS's frequency grid in cm^-1), for
+                      losses on the spectrum's moments (zoo.nn.training.loss, mse_mean_frequency); None for a tensor
     eigenvalue_floors part -> the lower bound of its eigenvalues (physics: eps >= 1 for electronic and total, the
                       ionic part >= 0), for the output map that guarantees them (ModelConfig.output_map 'spd_log')
     published         published results on the same data (PublishedResult), the anchors our metrics are compared to
@@ -254,6 +256,7 @@ class PropertySpec:
     suite_file: Path | None = None
     predicted_parts: tuple[str, ...] = ()
     summed_part: tuple[str, tuple[str, ...]] | None = None
+    spectrum_grid: tuple[float, ...] | None = None
     eigenvalue_floors: tuple[tuple[str, float], ...] = ()
     published: tuple[PublishedResult, ...] = ()
     metric_definitions: tuple[tuple[str, str], ...] = ()

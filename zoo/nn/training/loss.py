@@ -9,7 +9,6 @@ import torch
 from zoo import properties
 from zoo.nn import model_config
 from zoo.nn.model_config import ModelConfig
-from zoo.properties.phonon import PHONON_GRID_CM
 
 # mse_mean_frequency: the weight of the squared relative mean-frequency error beside the DOS MSE, chosen on the
 # validation split with benchmarks/ablation.py phonon (the figures are in params.yaml beside the release's phonon line)
@@ -95,8 +94,10 @@ class Loss(torch.nn.Module):
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {tuple(LOSS_KINDS)}, got {kind!r}")
-        if kind == "mse_mean_frequency" and config.property != "phonon":
-            raise ValueError(f"loss 'mse_mean_frequency' needs a phonon DOS; {config.property!r} predicts a tensor")
+        grid = properties.get(config.property).spectrum_grid
+        if kind == "mse_mean_frequency" and grid is None:
+            raise ValueError(f"loss 'mse_mean_frequency' needs a spectrum on a frequency grid (a phonon DOS); "
+                             f"{config.property!r} predicts a tensor")
         self.kind = kind
         dtype = model_config.DTYPES[config.dtype]
         weights = loss_weights(config, block_scales, kind)
@@ -115,7 +116,7 @@ class Loss(torch.nn.Module):
         dims = torch.bincount(blocks, minlength=self.n_blocks)[blocks]
         self.register_buffer("inverse_square_scale", (weights * self.n_blocks * dims).to(dtype), persistent=False)
         if kind == "mse_mean_frequency":
-            self.register_buffer("grid", torch.tensor(PHONON_GRID_CM, dtype=dtype), persistent=False)
+            self.register_buffer("grid", torch.tensor(grid, dtype=dtype), persistent=False)
 
     def forward(self, errors: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """errors = prediction - targets, (n, dim); targets only for mse_mean_frequency."""
