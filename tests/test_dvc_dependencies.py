@@ -11,6 +11,7 @@ to an uncovered file would leave `dvc repro` reporting "up to date" over outputs
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,72 @@ def test_the_walk_follows_imports_into_the_packages():
                      "zoo/core/tensors.py", "schemas/raw-record.schema.json"):
         assert expected in files
     assert not _covered("zoo/nn/training/loop.py", ["zoo/data", "zoo/core"])
+
+
+# --- params: a stage that trains depends on the profile it trains with, not on every profile ----------------------
+
+
+def _params_deps() -> list[tuple[str, list[str]]]:
+    """(stage, params keys) of every stage of every pipeline, `${...}` interpolations of params.yaml resolved."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+    def lookup(match: re.Match) -> str:
+        value = params
+        for part in match.group(1).split("."):
+            if not isinstance(value, dict) or part not in value:
+                return match.group(0)  # a foreach variable (${item}, ${key}): left in
+            value = value[part]
+        return str(value)
+
+    def resolve(key: str) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lookup, key)
+
+    out = []
+    for pipeline in PIPELINES:
+        for name, stage in yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"].items():
+            keys = [key for entry in stage.get("do", stage).get("params", [])
+                    for key in ([entry] if isinstance(entry, str) else [k for value in entry.values() for k in value])]
+            out.append((f"{pipeline}:{name}", [resolve(key) for key in keys]))
+    return out
+
+
+def profiles_not_covered(keys: list[str], profiles: dict) -> list[str]:
+    """The profiles whose settings a stage uses but its params keys do not cover: for each `train.profiles.<name>`
+    key, <name> and every profile it `extends`, transitively (zoo.core.train_config.TrainConfig resolves them so)."""
+    def covered(key: str) -> bool:
+        return any(key == dep or key.startswith(dep + ".") for dep in keys)
+
+    missing = []
+    for key in keys:
+        if not key.startswith("train.profiles."):
+            continue
+        name = key.removeprefix("train.profiles.")
+        while name is not None:
+            if not covered(f"train.profiles.{name}"):
+                missing.append(name)
+            name = profiles[name].get("extends")
+    return missing
+
+
+@pytest.mark.parametrize(("stage", "keys"), _params_deps(), ids=[stage for stage, _ in _params_deps()])
+def test_a_stage_depends_on_every_profile_it_trains_with(stage, keys):
+    profiles = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["train"]["profiles"]
+    assert profiles_not_covered(keys, profiles) == [], stage
+
+
+def test_the_training_stages_depend_on_their_profile_alone():
+    """A change to the release profile must not put `dvc repro`'s models out of date (~30 min to retrain), nor one
+    to the cpu profile the releases (hours)."""
+    keys = dict(_params_deps())
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    for stage in ("dvc.yaml:train", "dvc.yaml:evaluate"):
+        assert f"train.profiles.{params['train']['profile']}" in keys[stage] and "train" not in keys[stage], stage
+    assert f"train.profiles.{params['release']['profile']}" in keys["releases/dvc.yaml:release"]
+
+
+def test_the_profile_check_follows_extends():
+    profiles = {"gpu": {"extends": "release"}, "release": {}, "cpu": {}}
+    assert profiles_not_covered(["train.profiles.gpu"], profiles) == ["release"]
+    assert profiles_not_covered(["train.profiles.gpu", "train.profiles.release"], profiles) == []
+    assert profiles_not_covered(["train.profiles"], profiles) == []
+    assert profiles_not_covered(["train"], profiles) == []
