@@ -94,20 +94,32 @@ def executed_files(script: Path) -> set[str]:
 PIPELINES = ("dvc.yaml", "releases/dvc.yaml")
 
 
-def _stages() -> list[tuple[str, str, list[str]]]:
-    """(stage, script, deps) of every stage of every pipeline (foreach stages with their ${item} or ${key} left
-    in); paths relative to the repository, as the stage's wdir resolves them."""
+def _pipeline_stages() -> list[tuple[str, dict, Path]]:
+    """(address, body, wdir) of every stage of every pipeline: a foreach stage by its `do` body, ${item} or ${key}
+    left in."""
     out = []
     for pipeline in PIPELINES:
-        stages = yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"]
-        for name, stage in stages.items():
+        for name, stage in yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"].items():
             body = stage.get("do", stage)
-            wdir = (REPO / pipeline).parent / body.get("wdir", ".")
-            words = body["cmd"].split()
-            script = next(word for word in words if word.endswith(".py"))
-            deps = [str((wdir / str(dep)).resolve().relative_to(REPO)) for dep in body.get("deps", [])]
-            out.append((f"{pipeline}:{name}", str((wdir / script).resolve().relative_to(REPO)), deps))
+            out.append((f"{pipeline}:{name}", body, (REPO / pipeline).parent / body.get("wdir", ".")))
     return out
+
+
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def _stages() -> list[tuple[str, str, list[str]]]:
+    """(stage, script, deps) of every stage of every pipeline; paths relative to the repository, as the stage's wdir
+    resolves them."""
+    out = []
+    for address, body, wdir in _pipeline_stages():
+        script = next(word for word in body["cmd"].split() if word.endswith(".py"))
+        deps = [str((wdir / str(dep)).resolve().relative_to(REPO)) for dep in body.get("deps", [])]
+        out.append((address, str((wdir / script).resolve().relative_to(REPO)), deps))
+    return out
+
+
+STAGES = _stages()
 
 
 def test_every_pipeline_file_is_checked():
@@ -120,7 +132,7 @@ def _covered(path: str, deps: list[str]) -> bool:
     return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-@pytest.mark.parametrize(("stage", "script", "deps"), _stages(), ids=[stage for stage, _, _ in _stages()])
+@pytest.mark.parametrize(("stage", "script", "deps"), STAGES, ids=[stage for stage, _, _ in STAGES])
 def test_every_file_a_stage_executes_is_one_of_its_deps(stage, script, deps):
     files = executed_files(REPO / script)
     assert script in files
@@ -142,10 +154,8 @@ def test_the_walk_follows_imports_into_the_packages():
 
 def _params_deps() -> list[tuple[str, list[str]]]:
     """(stage, params keys) of every stage of every pipeline, `${...}` interpolations of params.yaml resolved."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-
     def lookup(match: re.Match) -> str:
-        value = params
+        value = PARAMS
         for part in match.group(1).split("."):
             if not isinstance(value, dict) or part not in value:
                 return match.group(0)  # a foreach variable (${item}, ${key}): left in
@@ -156,12 +166,14 @@ def _params_deps() -> list[tuple[str, list[str]]]:
         return re.sub(r"\$\{([^}]+)\}", lookup, key)
 
     out = []
-    for pipeline in PIPELINES:
-        for name, stage in yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"].items():
-            keys = [key for entry in stage.get("do", stage).get("params", [])
-                    for key in ([entry] if isinstance(entry, str) else [k for value in entry.values() for k in value])]
-            out.append((f"{pipeline}:{name}", [resolve(key) for key in keys]))
+    for address, body, _ in _pipeline_stages():
+        keys = [key for entry in body.get("params", [])
+                for key in ([entry] if isinstance(entry, str) else [k for value in entry.values() for k in value])]
+        out.append((address, [resolve(key) for key in keys]))
     return out
+
+
+PARAMS_DEPS = _params_deps()
 
 
 def profiles_not_covered(keys: list[str], profiles: dict) -> list[str]:
@@ -182,20 +194,18 @@ def profiles_not_covered(keys: list[str], profiles: dict) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize(("stage", "keys"), _params_deps(), ids=[stage for stage, _ in _params_deps()])
+@pytest.mark.parametrize(("stage", "keys"), PARAMS_DEPS, ids=[stage for stage, _ in PARAMS_DEPS])
 def test_a_stage_depends_on_every_profile_it_trains_with(stage, keys):
-    profiles = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["train"]["profiles"]
-    assert profiles_not_covered(keys, profiles) == [], stage
+    assert profiles_not_covered(keys, PARAMS["train"]["profiles"]) == [], stage
 
 
 def test_the_training_stages_depend_on_their_profile_alone():
     """A change to the release profile must not put `dvc repro`'s models out of date (~30 min to retrain), nor one
     to the cpu profile the releases (hours)."""
-    keys = dict(_params_deps())
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    keys = dict(PARAMS_DEPS)
     for stage in ("dvc.yaml:train", "dvc.yaml:evaluate"):
-        assert f"train.profiles.{params['train']['profile']}" in keys[stage] and "train" not in keys[stage], stage
-    assert f"train.profiles.{params['release']['profile']}" in keys["releases/dvc.yaml:release"]
+        assert f"train.profiles.{PARAMS['train']['profile']}" in keys[stage] and "train" not in keys[stage], stage
+    assert f"train.profiles.{PARAMS['release']['profile']}" in keys["releases/dvc.yaml:release"]
 
 
 def test_the_profile_check_follows_extends():
