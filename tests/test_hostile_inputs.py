@@ -27,6 +27,7 @@ from pymatgen.core import Lattice, Structure
 
 import zoo
 from tests.fakes.silent import SilentEndpoint
+from tests.reference_structures import reference_structures
 from tests.params_file import train_settings
 from tests.test_zoo_load import NAME, TINY, ELASTIC_SHIFT, FINGERPRINT, rehash, save_tiny_model, silicon
 from zoo.core import paths
@@ -58,11 +59,7 @@ def nacl() -> Structure:
 
 
 def quartz() -> Structure:
-    """alpha-quartz (P3_221, a = 4.913 A, c = 5.405 A)."""
-    x, (u, v, w) = 0.4697, (0.4135, 0.2669, 0.1191)
-    return Structure(Lattice.hexagonal(4.913, 5.405), ["Si"] * 3 + ["O"] * 6,
-                     [[x, 0, 0], [0, x, 2 / 3], [-x, -x, 1 / 3], [u, v, w], [-v, u - v, w + 2 / 3],
-                      [v - u, -u, w + 1 / 3], [v, u, -w], [u - v, -v, 2 / 3 - w], [-u, v - u, 1 / 3 - w]])
+    return reference_structures()["SiO2"]
 
 
 def copper() -> Structure:
