@@ -4,6 +4,7 @@ definitions."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from tests.repo_copy import REPO, isolate_dvc
-from zoo.release import lockcheck
+from zoo.release import lineage, lockcheck, model_card
 
 TOP = {"stages": {
     "make": {"cmd": "python -c \"open('made.txt', 'w').write(open('input.txt').read())\"",
@@ -85,3 +86,37 @@ def test_ci_does_not_rebuild_the_models_and_checks_the_rest():
     assert not any(path.startswith("zoo/releases") for path in allowed)
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "python -m zoo.release.lockcheck --built build" in ci and "git status --porcelain" in ci
+
+
+def test_a_published_card_with_another_lineage_than_the_lock_is_named(tmp_path, monkeypatch):
+    """After `dvc commit` of a train stage, the local store still holds the card of the old entry: a fresh clone
+    would publish another card (README, 'What the lock means'). No report (CI) or a card that agrees: nothing."""
+    isolate_dvc(monkeypatch, tmp_path / "dvc-home")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "input.txt").write_text("a")
+    (project / "code.txt").write_text("1")
+    (project / "dvc.yaml").write_text(yaml.safe_dump(TOP))
+    run_dvc(project, "init", "--no-scm")
+    run_dvc(project, "repro", "use")
+    assert lockcheck.stale_cards(project) == []
+
+    folder = "data/zoo/models/matten-x/0.1.0"
+    (project / folder).mkdir(parents=True)
+    (project / lockcheck.PUBLISH_REPORTS).mkdir(parents=True)
+    (project / lockcheck.PUBLISH_REPORTS / "x.json").write_text(json.dumps(
+        {"property": "x", "target": "local", "model": {"path": folder}}))
+    locked = lineage.lock_lineage(project, "use")
+
+    def card(deps: dict) -> None:
+        header = {"provenance": {"dvc_stage": "use", "dependencies": deps, "params": locked["params"]}}
+        (project / folder / model_card.CARD_FILE).write_text(f"---\n{yaml.safe_dump(header)}---\n# card\n")
+
+    card(locked["deps"])
+    assert lockcheck.stale_cards(project) == []
+    card({**locked["deps"], "code.txt": "0" * 32})  # the card of a run before the code's md5 was recommitted
+    (line,) = lockcheck.stale_cards(project)
+    assert line.startswith(f"publish@x: the card in {folder} records another use entry than dvc.lock (code.txt)")
+    assert line.endswith("remove data/zoo/models/matten-x and run `dvc repro -f -s publish@x`")
+    assert lockcheck.check(project, ["use"])[0] == [line]

@@ -9,6 +9,12 @@ absent, and so may those stages' dependencies on them. Anything else is a line o
 modified dependency (code changed since the lock was written), changed params or command, a modified output, a
 release stage never run or out of date. (A rebuilt stage whose outputs differ from the lock shows as a changed
 dvc.lock in `git status`, which .ci/run checks as well.)
+
+Where a publish stage's report is present (after `make repro`; CI has none), the card it published to the local
+store must record the lock entry of the stage that trained the model, as dvc.lock holds it now. The store keeps a
+version's first card, so after `dvc commit` of a train stage it records the old entry, while a fresh clone's
+publish writes a card with the new one: another card sha256, another publish report, a publish entry of dvc.lock
+that the clone rewrites. `dvc status` cannot see that (the report matches the stale card); this check does.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.release import lineage
+from zoo.release import lineage, model_card
+from zoo.release.publishing import PUBLISH_REPORTS
 
 PIPELINES = ("dvc.yaml", "releases/dvc.yaml")
 MISSING = frozenset({"deleted", "not in cache"})
@@ -73,19 +80,47 @@ def problems(status: Mapping[str, Iterable[Any]], allowed_missing: set[str]) -> 
     return lines
 
 
+def stale_cards(repo: Path) -> list[str]:
+    """One line per publish report whose locally published card records another lineage than dvc.lock's entry of
+    the stage it names (module docstring)."""
+    lines = []
+    for path in sorted((repo / PUBLISH_REPORTS).glob("*.json")):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        folder = (report.get("model") or {}).get("path")
+        card = repo / folder / model_card.CARD_FILE if report.get("target") == "local" and folder else None
+        if card is None or not card.is_file():
+            continue
+        provenance = model_card.parse_front_matter(card.read_text(encoding="utf-8")).get("provenance") or {}
+        stage = provenance.get("dvc_stage")
+        if not stage:  # published outside a DVC stage: no lineage to compare
+            continue
+        locked = lineage.lock_lineage(repo, stage)
+        recorded = {"deps": provenance.get("dependencies") or {}, "params": provenance.get("params") or {}}
+        differing = ["its entry is missing"] if locked is None else lineage.differing_deps(recorded, locked)
+        if differing:
+            publish = f"publish@{report.get('property')}"
+            # the model's folder in the store: its versions.json would otherwise still list the removed version
+            store_copy = Path(folder).parent
+            lines.append(f"{publish}: the card in {folder} records another {stage} entry than dvc.lock "
+                         f"({', '.join(differing)}): a fresh clone publishes another card and rewrites the "
+                         f"{publish} entry; remove {store_copy} and run `dvc repro -f -s {publish}`")
+    return lines
+
+
 def check(repo: Path, built: Sequence[str]) -> tuple[list[str], list[str]]:
     """(problems, unrecorded). problems: the report's lines, one per stage that was never run (no entry in its
-    dvc.lock), then `problems` of the others. unrecorded: the stages of ./dvc.yaml that were neither rebuilt nor ever
-    run; they are no problem: their outputs are not in git and their lock makes no claim (the models, until
-    `make repro` records them on the final code). A release stage never run is a problem: its version is listed in
-    params.yaml (release.versions lists the releases that are made) and its output is a folder in git."""
+    dvc.lock), then `problems` of the others, then ``stale_cards``. unrecorded: the stages of ./dvc.yaml that were
+    neither rebuilt nor ever run; they are no problem: their outputs are not in git and their lock makes no claim
+    (the models, until `make repro` records them on the final code). A release stage never run is a problem: its
+    version is listed in params.yaml (release.versions lists the releases that are made) and its output is a folder
+    in git."""
     status = dvc_status(repo)
     unbuilt = unbuilt_stages(repo, built)
     never_run = sorted(stage for stage in status if lineage.lock_entry(repo, stage) is None)
     unrecorded = [stage for stage in never_run if stage in unbuilt]
     return ([f"{stage}: never run (no entry in its dvc.lock)" for stage in never_run if stage not in unbuilt]
             + problems({stage: entries for stage, entries in status.items() if stage not in never_run},
-                       set().union(*unbuilt.values()))), unrecorded
+                       set().union(*unbuilt.values())) + stale_cards(repo)), unrecorded
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,15 +94,15 @@ class Loss(torch.nn.Module):
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {tuple(LOSS_KINDS)}, got {kind!r}")
-        grid = properties.get(config.property).spectrum_grid
+        spec = properties.get(config.property)
+        grid = spec.spectrum_grid
         if kind == "mse_mean_frequency" and grid is None:
             raise ValueError(f"loss 'mse_mean_frequency' needs a spectrum on a frequency grid (a phonon DOS); "
                              f"{config.property!r} predicts a tensor")
         self.kind = kind
         dtype = model_config.DTYPES[config.dtype]
         weights = loss_weights(config, block_scales, kind)
-        blocks = block_index(config) if properties.get(config.property).is_tensor else \
-            torch.arange(weights.numel())
+        blocks = block_index(config) if spec.is_tensor else torch.arange(weights.numel())
         self.n_blocks = int(blocks.max()) + 1
         self.register_buffer("blocks", blocks, persistent=False)
         # mse, mandel: the squared error of a block times its weight; block_norm: its norm times its weight (all
