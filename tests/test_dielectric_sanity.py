@@ -34,7 +34,7 @@ KNOWN_MISSES = {
 @pytest.mark.parametrize("name", sorted(EXPECTED_CELLS))
 def test_each_reference_cell_is_the_crystal_it_names(name):
     """Formula, space group, the cation's coordination and bond, and the density: a cell built from a wrong Wyckoff
-    setting is another compound (the quartz of 1.2.0's first measurement was Si6O6, with a density of 3.9)."""
+    setting is another compound (the quartz these tests used until December 2026 was Si6O6, 3.9 g/cm^3)."""
     structure = reference_structures()[name]
     space_group, coordination, bond, density = EXPECTED_CELLS[name]
     assert structure.composition.reduced_formula == name

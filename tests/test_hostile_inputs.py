@@ -27,8 +27,8 @@ from pymatgen.core import Lattice, Structure
 
 import zoo
 from tests.fakes.silent import SilentEndpoint
-from tests.reference_structures import reference_structures
 from tests.params_file import train_settings
+from tests.reference_structures import reference_structures
 from tests.test_zoo_load import NAME, TINY, ELASTIC_SHIFT, FINGERPRINT, rehash, save_tiny_model, silicon
 from zoo.core import paths
 from zoo.nn import model_files, models, training
