@@ -56,6 +56,13 @@ def from_lock_entry(address: str, entry: Mapping[str, Any]) -> dict[str, Any]:
             "params": dict(entry.get("params") or {})}
 
 
+def card_lineage(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The lineage a model card's `provenance` header records (zoo.release.model_card), as ``differing_deps``
+    compares it with a lock entry's."""
+    return {"stage": provenance.get("dvc_stage"), "deps": dict(provenance.get("dependencies") or {}),
+            "params": dict(provenance.get("params") or {})}
+
+
 def lock_lineage(project: str | os.PathLike, address: str) -> dict[str, Any] | None:
     """The lineage dvc.lock records for the stage at `address` (None without an entry)."""
     entry = lock_entry(project, address)

@@ -90,12 +90,12 @@ def stale_cards(repo: Path) -> list[str]:
         card = repo / folder / model_card.CARD_FILE if report.get("target") == "local" and folder else None
         if card is None or not card.is_file():
             continue
-        provenance = model_card.parse_front_matter(card.read_text(encoding="utf-8")).get("provenance") or {}
-        stage = provenance.get("dvc_stage")
+        recorded = lineage.card_lineage(
+            model_card.parse_front_matter(card.read_text(encoding="utf-8")).get("provenance") or {})
+        stage = recorded["stage"]
         if not stage:  # published outside a DVC stage: no lineage to compare
             continue
         locked = lineage.lock_lineage(repo, stage)
-        recorded = {"deps": provenance.get("dependencies") or {}, "params": provenance.get("params") or {}}
         differing = ["its entry is missing"] if locked is None else lineage.differing_deps(recorded, locked)
         if differing:
             publish = f"publish@{report.get('property')}"

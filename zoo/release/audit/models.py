@@ -184,7 +184,7 @@ def lineage_checks(report: Report, card: Mapping[str, Any], project: Path, folde
     path, locked_md5, found_md5 = output
     report.add("lineage output", f"md5 of {path} in {where} vs the files", locked_md5, found_md5,
                locked_md5 == found_md5)
-    recorded = {"deps": provenance.get("dependencies") or {}, "params": provenance.get("params") or {}}
+    recorded = lineage.card_lineage(provenance)
     differing = lineage.differing_deps(recorded, locked)
     # A release stage keeps a shipped folder only when a rerun reproduced its weights and config byte for byte,
     # so a lock entry of its folder with other dependencies records such a rerun: not a contradiction.
